@@ -1,0 +1,265 @@
+"""The episode aggregate: phase state machine, records, corrections and safety flags."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from service.domain import rules, scales
+from service.domain.errors import Conflict, FieldError, Incoherent, NotFound, TransitionRefused
+from service.domain.model import (
+    RECORD_KIND_OF,
+    CareTeamMember,
+    ClinicalSession,
+    Consent,
+    DosingOrder,
+    DosingRecord,
+    FlagAcknowledgement,
+    Indication,
+    MonitoringReading,
+    OutcomeMeasure,
+    PhaseTransition,
+    Record,
+    SafetyFlag,
+    SideEffect,
+)
+from service.domain.vocabulary import (
+    EpisodeStatus,
+    FlagStatus,
+    IndicationKind,
+    Phase,
+    SessionKind,
+    SessionStatus,
+)
+
+R = TypeVar("R", bound=Record)
+
+# assessment -> preparation -> dosing <-> integration -> maintenance -> completed; discontinued from any phase.
+ALLOWED_TRANSITIONS: dict[Phase, tuple[Phase, ...]] = {
+    Phase.ASSESSMENT: (Phase.PREPARATION,),
+    Phase.PREPARATION: (Phase.DOSING,),
+    Phase.DOSING: (Phase.INTEGRATION,),
+    Phase.INTEGRATION: (Phase.DOSING, Phase.MAINTENANCE, Phase.COMPLETED),
+    Phase.MAINTENANCE: (Phase.COMPLETED,),
+    Phase.COMPLETED: (),
+    Phase.DISCONTINUED: (),
+}
+_TERMINAL = (Phase.COMPLETED, Phase.DISCONTINUED)
+
+FLAG_NAMESPACE = uuid.UUID("6f1c7f3e-3a52-5a8e-9d0f-2b7c1e4a9b10")
+
+
+def allowed_next(phase: Phase) -> list[Phase]:
+    following = list(ALLOWED_TRANSITIONS[phase])
+    return following + ([Phase.DISCONTINUED] if phase not in _TERMINAL else [])
+
+
+@dataclass
+class FlagChanges:
+    raised: list[SafetyFlag] = field(default_factory=list)
+    changed: list[SafetyFlag] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class Episode:
+    id: str
+    patient_id: str
+    indications: list[Indication]
+    care_team: list[CareTeamMember] = field(default_factory=list)
+    period_start: datetime
+    period_end: datetime | None = None
+    status: EpisodeStatus = EpisodeStatus.ACTIVE
+    phase: Phase = Phase.ASSESSMENT
+    phase_history: list[PhaseTransition] = field(default_factory=list)
+    discontinuation_reason: str | None = None
+    version: int = 1
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    records: dict[str, Record] = field(default_factory=dict)
+    flags: list[SafetyFlag] = field(default_factory=list)
+
+    # --- queries -------------------------------------------------------------------------------------
+
+    def current(self, cls: type[R]) -> list[R]:
+        """Records of a type that are not entered in error."""
+        return [r for r in self.records.values() if isinstance(r, cls) and not r.entered_in_error]
+
+    def all_of(self, cls: type[R]) -> list[R]:
+        return [r for r in self.records.values() if isinstance(r, cls)]
+
+    def find(self, cls: type[R], record_id: str) -> R:
+        record = self.records.get(record_id)
+        if not isinstance(record, cls):
+            raise NotFound(f"No {RECORD_KIND_OF[cls]} {record_id} in episode {self.id}.")
+        return record
+
+    def doses_in(self, session_id: str) -> list[DosingRecord]:
+        return [d for d in self.current(DosingRecord) if d.session_id == session_id]
+
+    def readings_in(self, session_id: str) -> list[MonitoringReading]:
+        return [r for r in self.current(MonitoringReading) if r.session_id == session_id]
+
+    def depression_indications(self) -> list[Indication]:
+        return [i for i in self.indications if i.kind is IndicationKind.DEPRESSION]
+
+    def phase_at(self, when: datetime) -> Phase:
+        phase = Phase.ASSESSMENT
+        for transition in self.phase_history:
+            if transition.at <= when:
+                phase = transition.to_phase
+        return phase
+
+    def open_flags(self) -> list[SafetyFlag]:
+        return [f for f in self.flags if f.status is FlagStatus.OPEN]
+
+    # --- phase state machine ------------------------------------------------------------------------
+
+    def transition(self, to_phase: Phase, *, at: datetime, actor: str, reason: str | None = None) -> PhaseTransition:
+        if to_phase not in allowed_next(self.phase):
+            raise TransitionRefused(str(self.phase), str(to_phase), [str(p) for p in allowed_next(self.phase)])
+        if self.phase_history and at < self.phase_history[-1].at:
+            raise Incoherent.at(
+                "at",
+                f"{at.isoformat()} is before the previous transition ({self.phase_history[-1].at.isoformat()}); "
+                "transitions are kept in clinical order",
+            )
+        if at < self.period_start:
+            raise Incoherent.at("at", "a phase transition cannot precede the start of the episode")
+        if to_phase is Phase.DISCONTINUED and not reason:
+            raise Incoherent.at("reason", "discontinuing an episode needs a reason")
+        transition = PhaseTransition(from_phase=self.phase, to_phase=to_phase, at=at, actor=actor, reason=reason)
+        self.phase_history.append(transition)
+        self.phase = to_phase
+        if to_phase in _TERMINAL:
+            self.period_end = at
+            self.discontinuation_reason = reason if to_phase is Phase.DISCONTINUED else None
+            took_place = any(s.status is SessionStatus.COMPLETED for s in self.current(ClinicalSession))
+            self.status = EpisodeStatus.FINISHED if took_place else EpisodeStatus.CANCELLED
+        elif self.status is EpisodeStatus.PLANNED:
+            self.status = EpisodeStatus.ACTIVE
+        return transition
+
+    # --- records -----------------------------------------------------------------------------------
+
+    def add(self, record: Record, *, now: datetime) -> Record:
+        if record.id in self.records:
+            raise Conflict(f"Record {record.id} already exists.")
+        record = self._prepared(record)
+        record.version, record.recorded_at, record.updated_at = 1, now, now
+        self.records[record.id] = record
+        return record
+
+    def amend(self, record_id: str, amended: Record, *, now: datetime) -> Record:
+        existing = self.records.get(record_id)
+        if existing is None or type(existing) is not type(amended):
+            raise NotFound(f"No {RECORD_KIND_OF[type(amended)]} {record_id} in episode {self.id}.")
+        if existing.entered_in_error:
+            raise Conflict(f"Record {record_id} is entered-in-error and can no longer be amended.")
+        amended = self._prepared(replace(amended, id=record_id))
+        amended.version = existing.version + 1
+        amended.recorded_at, amended.updated_at = existing.recorded_at, now
+        self.records[record_id] = amended
+        return amended
+
+    def mark_entered_in_error(self, record_id: str, *, now: datetime) -> Record:
+        record = self.records.get(record_id)
+        if record is None:
+            raise NotFound(f"No record {record_id} in episode {self.id}.")
+        if record.entered_in_error:
+            raise Conflict(f"Record {record_id} is already entered-in-error.")
+        marked = replace(record, entered_in_error=True, version=record.version + 1, updated_at=now)
+        self.records[record_id] = marked
+        return marked
+
+    def _prepared(self, record: Record) -> Record:
+        """Checks references and coherence, and fills what the domain derives."""
+        if isinstance(record, DosingRecord):
+            session = self._session_ref(record.session_id, "session_id")
+            if session.kind is not SessionKind.DOSING:
+                raise Incoherent.at("session_id", f"session {session.id} is a {session.kind} session, not dosing")
+            if record.order_id is not None:
+                self._ref(DosingOrder, record.order_id, "order_id")
+            record.off_label = rules.is_off_label(record, self)
+        elif isinstance(record, MonitoringReading):
+            self._session_ref(record.session_id, "session_id")
+        elif isinstance(record, SideEffect):
+            if record.session_id is not None:
+                self._session_ref(record.session_id, "session_id")
+            if record.dose_id is not None:
+                self._ref(DosingRecord, record.dose_id, "dose_id")
+        elif isinstance(record, OutcomeMeasure):
+            if record.session_id is not None:
+                self._session_ref(record.session_id, "session_id")
+        elif isinstance(record, ClinicalSession) and record.kind is not SessionKind.DOSING:
+            if record.setting is not None or record.discharge_at is not None or record.check_in_at is not None:
+                raise Incoherent.at("setting", "setting, check-in and discharge belong to dosing sessions only")
+        return record
+
+    def score(self, measure: OutcomeMeasure, policy: rules.SafetyPolicy, submitted_total: int | None) -> None:
+        result = scales.score(
+            measure.instrument,
+            measure.items,
+            behaviour_within_3_months=measure.behaviour_within_3_months,
+            pcl5_cut_point=policy.pcl5_cut_point,
+        )
+        if submitted_total is not None and submitted_total != result.total:
+            raise Incoherent(
+                f"The submitted total {submitted_total} disagrees with the items, which add up to {result.total}.",
+                [FieldError("total", f"computed from the items: {result.total}")],
+            )
+        measure.total, measure.severity_band, measure.risk_level = result.total, result.severity_band, result.risk_level
+
+    def _session_ref(self, session_id: str, field_name: str) -> ClinicalSession:
+        return self._ref(ClinicalSession, session_id, field_name)
+
+    def _ref(self, cls: type[R], record_id: str, field_name: str) -> R:
+        record = self.records.get(record_id)
+        if not isinstance(record, cls) or record.entered_in_error:
+            raise Incoherent.at(field_name, f"no {RECORD_KIND_OF[cls]} {record_id} in this episode")
+        return record
+
+    # --- safety flags ------------------------------------------------------------------------------
+
+    def evaluate_safety(self, policy: rules.SafetyPolicy, *, now: datetime) -> FlagChanges:
+        """Reconciles the flags with the deviations the records show now."""
+        changes = FlagChanges()
+        deviations = {(d.rule_id, tuple(sorted(d.record_ids))): d for d in rules.evaluate(self, policy)}
+        existing = {f.key: f for f in self.flags}
+        for key, deviation in deviations.items():
+            flag = existing.get(key)
+            if flag is None:
+                flag = SafetyFlag(
+                    id=str(uuid.uuid5(FLAG_NAMESPACE, f"{self.id}|{key[0]}|{','.join(key[1])}")),
+                    rule_id=deviation.rule_id,
+                    severity=deviation.severity,
+                    explanation=deviation.explanation,
+                    record_ids=list(key[1]),
+                    raised_at=now,
+                )
+                self.flags.append(flag)
+                changes.raised.append(flag)
+            elif flag.status is FlagStatus.RESOLVED:
+                flag.status, flag.resolved_at, flag.explanation = FlagStatus.OPEN, None, deviation.explanation
+                changes.changed.append(flag)
+        for key, flag in existing.items():
+            if key not in deviations and flag.status is FlagStatus.OPEN:
+                flag.status, flag.resolved_at = FlagStatus.RESOLVED, now
+                changes.changed.append(flag)
+        return changes
+
+    def acknowledge_flag(self, flag_id: str, *, by: str, at: datetime, comment: str | None) -> SafetyFlag:
+        flag = next((f for f in self.flags if f.id == flag_id), None)
+        if flag is None:
+            raise NotFound(f"No safety flag {flag_id} in episode {self.id}.")
+        if flag.status is not FlagStatus.OPEN:
+            raise Conflict(f"Safety flag {flag_id} is {flag.status}, not open.")
+        flag.status = FlagStatus.ACKNOWLEDGED
+        flag.acknowledgement = FlagAcknowledgement(by=by, at=at, comment=comment)
+        return flag
+
+
+def check_not_future(field_name: str, value: datetime | None, now: datetime, tolerance_min: int) -> None:
+    if value is not None and value > now + timedelta(minutes=tolerance_min):
+        raise Incoherent.at(field_name, f"{value.isoformat()} is in the future")
