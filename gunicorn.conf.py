@@ -1,0 +1,29 @@
+"""Gunicorn settings, all overridable from the environment (see the Dockerfile)."""
+
+import os
+
+bind = os.environ.get("KAPFHIR_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("KAPFHIR_WORKERS", "2"))
+threads = int(os.environ.get("KAPFHIR_THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"
+timeout = int(os.environ.get("KAPFHIR_TIMEOUT", "30"))
+
+# The app writes its own structured request lines; gunicorn's would duplicate them.
+accesslog = None
+errorlog = "-"
+
+# Heartbeat files on tmpfs: a disk-backed /tmp in containers can stall workers.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+# gunicorn >= 25.1 opens a control socket under $HOME by default: the image's
+# home is read-only and parallel test servers would share one path.
+control_socket_disable = True
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
+    """Migrate once, in the master, before any worker serves (set KAPFHIR_MIGRATE_ON_START=0 to skip)."""
+    if os.environ.get("KAPFHIR_MIGRATE_ON_START", "1") != "0":
+        from service.entrypoints.cli import prepare_database
+
+        prepare_database()

@@ -1,0 +1,1 @@
+"""One module per FHIR resource family: ``to_<resource>(ctx, ...)`` and ``from_<resource>(...)``."""

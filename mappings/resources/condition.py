@@ -1,0 +1,56 @@
+"""Condition per indication: ICD-10-CM, SNOMED CT where known, and the kapfhir indication kind."""
+
+from __future__ import annotations
+
+from mappings import datatypes as dt
+from mappings import terminology as t
+from mappings.context import CONDITION, MappingContext, Mapped
+from mappings.resources._common import MappingRefused, kap_profile, start, sub_extensions
+from service.domain.episode import Episode
+from service.domain.model import Indication
+from service.domain.vocabulary import EpisodeStatus, IndicationKind
+
+_ENDED = (EpisodeStatus.FINISHED, EpisodeStatus.CANCELLED)
+
+
+def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: Indication) -> Mapped:
+    value = ctx.condition_value(index)
+    qualifiers = []
+    if indication.treatment_resistant:
+        qualifiers.append(dt.extension("treatmentResistant", valueBoolean=True))
+    if indication.acute_suicidal_ideation:
+        qualifiers.append(dt.extension("acuteSuicidalIdeation", valueBoolean=True))
+    extensions = [dt.complex_extension(t.EXT_INDICATION_FLAGS, qualifiers)] if qualifiers else []
+    resource = start(ctx, "Condition", CONDITION, value, [kap_profile("condition"), t.US_CORE_CONDITION],
+                     version=episode.version, updated_at=episode.updated_at, extensions=extensions)
+    codings = [dt.coding(t.ICD10CM, indication.icd10cm)]
+    if indication.snomed:
+        codings.append(dt.coding(t.SNOMED, indication.snomed))
+    codings.append(t.INDICATION_KIND[indication.kind])
+    resource |= {
+        "clinicalStatus": dt.codeable_concept(t.CLINICAL_INACTIVE if episode.status in _ENDED else t.CLINICAL_ACTIVE),
+        "verificationStatus": dt.codeable_concept(t.VERIFICATION_CONFIRMED),
+        "category": [dt.codeable_concept(t.CATEGORY_PROBLEM_LIST)],
+        "code": dt.codeable_concept(*codings, text=indication.display),
+        "subject": ctx.patient(),
+    }
+    return Mapped(resource, CONDITION, value, episode.version)
+
+
+def from_condition(resource: dict) -> Indication:
+    """Our Condition or an EHR's: needs an ICD-10-CM code; the kind defaults to other."""
+    code = resource.get("code") or {}
+    icd = dt.code_in(code, t.ICD10CM)
+    if not icd:
+        raise MappingRefused("Condition.code.coding", f"an ICD-10-CM coding ({t.ICD10CM}) is required")
+    kind = dt.code_in(code, t.CS_INDICATION_KIND)
+    ext = dt.find_extension(resource, t.EXT_INDICATION_FLAGS)
+    parts = sub_extensions(ext) if ext else {}
+    return Indication(
+        kind=IndicationKind(kind) if kind else IndicationKind.OTHER,
+        icd10cm=icd,
+        snomed=dt.code_in(code, t.SNOMED),
+        display=code.get("text"),
+        treatment_resistant="treatmentResistant" in parts,
+        acute_suicidal_ideation="acuteSuicidalIdeation" in parts,
+    )

@@ -1,0 +1,169 @@
+"""Tables. Clinical content is kept as JSON documents (times with their offsets); the columns beside it are
+what queries filter on. Every table that holds patient data carries ``clinic_id``: the repository scopes every
+query by it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(64)
+
+clinics = Table(
+    "clinics",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("identifier_system", String(500), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+practitioners = Table(
+    "practitioners",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False, index=True),
+    Column("npi", String(10)),
+    Column("version", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("clinic_id", "npi", name="uq_practitioners_clinic_npi"),
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False, index=True),
+    Column("mrn_system", String(500), nullable=False),
+    Column("mrn_value", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("clinic_id", "mrn_system", "mrn_value", name="uq_patients_clinic_mrn"),
+)
+
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False, index=True),
+    Column("patient_id", ID, ForeignKey("patients.id"), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("phase", String(20), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Child records of an episode (consents, sessions, doses, ...) and patient-level records (body weights).
+clinical_records = Table(
+    "clinical_records",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("patient_id", ID, ForeignKey("patients.id"), nullable=False),
+    Column("episode_id", ID, ForeignKey("episodes.id")),
+    Column("kind", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("entered_in_error", Boolean, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_clinical_records_episode", "clinic_id", "episode_id"),
+    Index("ix_clinical_records_patient_kind", "clinic_id", "patient_id", "kind"),
+)
+
+# Every version of every correctable thing, append-only: the correction history.
+record_versions = Table(
+    "record_versions",
+    metadata,
+    Column("entity_kind", String(40), primary_key=True),
+    Column("entity_id", ID, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("change", String(20), nullable=False),
+    Column("reason", Text),
+    Column("actor", String(200), nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+safety_flags = Table(
+    "safety_flags",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("episode_id", ID, ForeignKey("episodes.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_safety_flags_episode", "clinic_id", "episode_id"),
+)
+
+# A POST retried with the same Idempotency-Key returns the first response.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("clinic_id", ID, primary_key=True),
+    Column("client_id", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("method", String(10), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("response_headers", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

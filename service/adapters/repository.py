@@ -1,0 +1,347 @@
+"""Repository over SQLAlchemy. Every query is scoped to one clinic: another clinic's ids simply do not exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.adapters import orm
+from service.adapters.serialization import episode_header_data, from_data, record_from_data, to_data
+from service.domain.episode import Episode
+from service.domain.errors import Conflict, NotFound
+from service.domain.model import RECORD_KIND_OF, BodyWeight, Clinic, Patient, Practitioner, Record, SafetyFlag
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    version: int
+    change: str
+    reason: str | None
+    actor: str
+    changed_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    total: int
+
+
+class Repository:
+    def __init__(self, session: Session, clinic_id: str) -> None:
+        self.session = session
+        self.clinic_id = clinic_id
+        # What was loaded, to save only what changed.
+        self._loaded_versions: dict[str, dict[str, int]] = {}
+        self._loaded_flags: dict[str, dict[str, Any]] = {}
+
+    # --- clinics ---------------------------------------------------------------------------------------
+
+    def get_clinic(self) -> Clinic:
+        row = self.session.execute(select(orm.clinics).where(orm.clinics.c.id == self.clinic_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"Clinic {self.clinic_id} is not registered.")
+        return Clinic(id=row.id, name=row.name, identifier_system=row.identifier_system)
+
+    # --- history ---------------------------------------------------------------------------------------
+
+    def _write_version(
+        self, kind: str, entity_id: str, version: int, data: dict[str, Any], *, change: str, reason: str | None,
+        actor: str, at: datetime,
+    ) -> None:
+        self.session.execute(
+            insert(orm.record_versions).values(
+                entity_kind=kind, entity_id=entity_id, version=version, clinic_id=self.clinic_id, change=change,
+                reason=reason, actor=actor, changed_at=at, data=data,
+            )
+        )
+
+    def history(self, kind: str, entity_id: str) -> list[VersionEntry]:
+        t = orm.record_versions
+        rows = self.session.execute(
+            select(t)
+            .where(t.c.clinic_id == self.clinic_id, t.c.entity_kind == kind, t.c.entity_id == entity_id)
+            .order_by(t.c.version)
+        ).all()
+        return [VersionEntry(r.version, r.change, r.reason, r.actor, r.changed_at, r.data) for r in rows]
+
+    # --- practitioners ---------------------------------------------------------------------------------
+
+    def add_practitioner(self, practitioner: Practitioner, *, actor: str, now: datetime) -> None:
+        if practitioner.npi and self.session.execute(
+            select(orm.practitioners.c.id).where(
+                orm.practitioners.c.clinic_id == self.clinic_id, orm.practitioners.c.npi == practitioner.npi
+            )
+        ).first():
+            raise Conflict(f"A practitioner with NPI {practitioner.npi} is already registered.")
+        data = to_data(practitioner)
+        self.session.execute(
+            insert(orm.practitioners).values(
+                id=practitioner.id, clinic_id=self.clinic_id, npi=practitioner.npi, version=practitioner.version,
+                data=data, created_at=now, updated_at=now,
+            )
+        )
+        self._write_version("practitioner", practitioner.id, 1, data, change="created", reason=None, actor=actor, at=now)
+
+    def get_practitioner(self, practitioner_id: str) -> Practitioner:
+        t = orm.practitioners
+        row = self.session.execute(
+            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.id == practitioner_id)
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"No practitioner {practitioner_id}.")
+        return from_data(Practitioner, row.data)
+
+    def list_practitioners(self, *, limit: int = 1000, offset: int = 0) -> Page:
+        t = orm.practitioners
+        where = t.c.clinic_id == self.clinic_id
+        total = self.session.execute(select(func.count()).select_from(t).where(where)).scalar_one()
+        rows = self.session.execute(select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset))
+        return Page([from_data(Practitioner, r.data) for r in rows], total)
+
+    def missing_practitioners(self, ids: set[str]) -> set[str]:
+        if not ids:
+            return set()
+        t = orm.practitioners
+        found = self.session.execute(select(t.c.id).where(t.c.clinic_id == self.clinic_id, t.c.id.in_(ids))).scalars()
+        return ids - set(found)
+
+    # --- patients ----------------------------------------------------------------------------------------
+
+    def add_patient(self, patient: Patient, *, actor: str, now: datetime) -> None:
+        if self.find_patient_by_mrn(patient.mrn.system, patient.mrn.value) is not None:
+            raise Conflict("A patient with this MRN is already registered.")
+        data = to_data(patient)
+        self.session.execute(
+            insert(orm.patients).values(
+                id=patient.id, clinic_id=self.clinic_id, mrn_system=patient.mrn.system, mrn_value=patient.mrn.value,
+                version=patient.version, data=data, created_at=now, updated_at=now,
+            )
+        )
+        self._write_version("patient", patient.id, 1, data, change="created", reason=None, actor=actor, at=now)
+
+    def update_patient(self, patient: Patient, *, expected_version: int, actor: str, reason: str, now: datetime) -> None:
+        t = orm.patients
+        data = to_data(patient)
+        result = self.session.execute(
+            update(t)
+            .where(t.c.clinic_id == self.clinic_id, t.c.id == patient.id, t.c.version == expected_version)
+            .values(version=patient.version, data=data, mrn_system=patient.mrn.system, mrn_value=patient.mrn.value,
+                    updated_at=now)
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"Patient {patient.id} was changed by another request; read it again.")
+        self._write_version("patient", patient.id, patient.version, data, change="amended", reason=reason, actor=actor, at=now)
+
+    def get_patient(self, patient_id: str) -> Patient:
+        t = orm.patients
+        row = self.session.execute(
+            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.id == patient_id)
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"No patient {patient_id}.")
+        return from_data(Patient, row.data)
+
+    def find_patient_by_mrn(self, system: str, value: str) -> Patient | None:
+        t = orm.patients
+        row = self.session.execute(
+            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.mrn_system == system, t.c.mrn_value == value)
+        ).one_or_none()
+        return from_data(Patient, row.data) if row else None
+
+    def list_patients(self, *, limit: int, offset: int) -> Page:
+        t = orm.patients
+        where = t.c.clinic_id == self.clinic_id
+        total = self.session.execute(select(func.count()).select_from(t).where(where)).scalar_one()
+        rows = self.session.execute(select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset))
+        return Page([from_data(Patient, r.data) for r in rows], total)
+
+    # --- clinical records outside an episode (body weights) ---------------------------------------------
+
+    def add_patient_record(self, patient_id: str, record: Record, *, actor: str) -> None:
+        self._insert_record(record, patient_id=patient_id, episode_id=None, actor=actor)
+
+    def body_weights(self, patient_id: str) -> list[BodyWeight]:
+        t = orm.clinical_records
+        rows = self.session.execute(
+            select(t.c.data).where(
+                t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id, t.c.kind == "body-weight",
+            )
+        )
+        weights = [from_data(BodyWeight, r.data) for r in rows]
+        return sorted(weights, key=lambda w: w.measured_at)
+
+    def get_patient_record(self, patient_id: str, record_id: str) -> Record:
+        t = orm.clinical_records
+        row = self.session.execute(
+            select(t.c.kind, t.c.data).where(
+                t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id, t.c.episode_id.is_(None),
+                t.c.id == record_id,
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"No record {record_id} for patient {patient_id}.")
+        return record_from_data(row.kind, row.data)
+
+    def save_patient_record(self, patient_id: str, record: Record, *, change: str, reason: str | None, actor: str) -> None:
+        self._update_record(record, change=change, reason=reason, actor=actor)
+
+    # --- episodes ----------------------------------------------------------------------------------------
+
+    def add_episode(self, episode: Episode, *, actor: str, now: datetime) -> None:
+        data = episode_header_data(episode)
+        self.session.execute(
+            insert(orm.episodes).values(
+                id=episode.id, clinic_id=self.clinic_id, patient_id=episode.patient_id, status=str(episode.status),
+                phase=str(episode.phase), version=episode.version, data=data, created_at=now, updated_at=now,
+            )
+        )
+        self._write_version("episode", episode.id, episode.version, data, change="created", reason=None, actor=actor, at=now)
+        self._loaded_versions[episode.id] = {}
+        self._loaded_flags[episode.id] = {}
+
+    def get_episode(self, episode_id: str, *, for_update: bool = False) -> Episode:
+        t = orm.episodes
+        query = select(t.c.data, t.c.version).where(t.c.clinic_id == self.clinic_id, t.c.id == episode_id)
+        if for_update:
+            query = query.with_for_update()  # PostgreSQL serialises writers of one episode; SQLite locks on BEGIN IMMEDIATE
+        row = self.session.execute(query).one_or_none()
+        if row is None:
+            raise NotFound(f"No episode {episode_id}.")
+        episode = from_data(Episode, {**row.data, "records": {}, "flags": []})
+        r = orm.clinical_records
+        for rec in self.session.execute(
+            select(r.c.kind, r.c.data).where(r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
+        ):
+            record = record_from_data(rec.kind, rec.data)
+            episode.records[record.id] = record
+        f = orm.safety_flags
+        flag_rows = self.session.execute(
+            select(f.c.data).where(f.c.clinic_id == self.clinic_id, f.c.episode_id == episode_id)
+        ).all()
+        episode.flags = sorted((from_data(SafetyFlag, fr.data) for fr in flag_rows), key=lambda fl: (fl.raised_at, fl.id))
+        self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
+        self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
+        return episode
+
+    def list_episodes(
+        self, *, patient_id: str | None, status: str | None, phase: str | None, limit: int, offset: int
+    ) -> Page:
+        t = orm.episodes
+        conditions = [t.c.clinic_id == self.clinic_id]
+        if patient_id:
+            conditions.append(t.c.patient_id == patient_id)
+        if status:
+            conditions.append(t.c.status == status)
+        if phase:
+            conditions.append(t.c.phase == phase)
+        where = and_(*conditions)
+        total = self.session.execute(select(func.count()).select_from(t).where(where)).scalar_one()
+        rows = self.session.execute(
+            select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        )
+        return Page([from_data(Episode, {**r.data, "records": {}, "flags": []}) for r in rows], total)
+
+    def save_episode(
+        self, episode: Episode, *, expected_version: int, actor: str, now: datetime,
+        notes: dict[str, tuple[str, str | None]] | None = None, episode_change: tuple[str, str | None] | None = None,
+    ) -> None:
+        """Writes what changed in the aggregate and bumps the episode's version (optimistic check)."""
+        notes = notes or {}
+        loaded = self._loaded_versions.setdefault(episode.id, {})
+        for record_id, record in episode.records.items():
+            before = loaded.get(record_id)
+            if before is None:
+                self._insert_record(record, patient_id=episode.patient_id, episode_id=episode.id, actor=actor)
+            elif record.version != before:
+                change, reason = notes.get(record_id, ("amended", None))
+                self._update_record(record, change=change, reason=reason, actor=actor)
+            loaded[record_id] = record.version
+        loaded_flags = self._loaded_flags.setdefault(episode.id, {})
+        for flag in episode.flags:
+            data = to_data(flag)
+            if flag.id not in loaded_flags:
+                self.session.execute(
+                    insert(orm.safety_flags).values(
+                        id=flag.id, clinic_id=self.clinic_id, episode_id=episode.id, status=str(flag.status),
+                        data=data, updated_at=now,
+                    )
+                )
+            elif loaded_flags[flag.id] != data:
+                self.session.execute(
+                    update(orm.safety_flags)
+                    .where(orm.safety_flags.c.clinic_id == self.clinic_id, orm.safety_flags.c.id == flag.id)
+                    .values(status=str(flag.status), data=data, updated_at=now)
+                )
+            loaded_flags[flag.id] = data
+        episode.version = expected_version + 1
+        episode.updated_at = now
+        data = episode_header_data(episode)
+        t = orm.episodes
+        result = self.session.execute(
+            update(t)
+            .where(t.c.clinic_id == self.clinic_id, t.c.id == episode.id, t.c.version == expected_version)
+            .values(status=str(episode.status), phase=str(episode.phase), version=episode.version, data=data,
+                    updated_at=now)
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"Episode {episode.id} was changed by another request; read it again and retry.")
+        if episode_change is not None:
+            change, reason = episode_change
+            self._write_version("episode", episode.id, episode.version, data, change=change, reason=reason,
+                                actor=actor, at=now)
+
+    # --- record rows -------------------------------------------------------------------------------------
+
+    def _insert_record(self, record: Record, *, patient_id: str, episode_id: str | None, actor: str) -> None:
+        kind = RECORD_KIND_OF[type(record)]
+        data = to_data(record)
+        assert record.recorded_at is not None and record.updated_at is not None
+        self.session.execute(
+            insert(orm.clinical_records).values(
+                id=record.id, clinic_id=self.clinic_id, patient_id=patient_id, episode_id=episode_id, kind=kind,
+                version=record.version, entered_in_error=record.entered_in_error, data=data,
+                recorded_at=record.recorded_at, updated_at=record.updated_at,
+            )
+        )
+        self._write_version(kind, record.id, record.version, data, change="created", reason=None, actor=actor,
+                            at=record.updated_at)
+
+    def _update_record(self, record: Record, *, change: str, reason: str | None, actor: str) -> None:
+        kind = RECORD_KIND_OF[type(record)]
+        data = to_data(record)
+        assert record.updated_at is not None
+        t = orm.clinical_records
+        self.session.execute(
+            update(t)
+            .where(t.c.clinic_id == self.clinic_id, t.c.id == record.id)
+            .values(version=record.version, entered_in_error=record.entered_in_error, data=data,
+                    updated_at=record.updated_at)
+        )
+        self._write_version(kind, record.id, record.version, data, change=change, reason=reason, actor=actor,
+                            at=record.updated_at)
+
+    # --- idempotency ---------------------------------------------------------------------------------------
+
+    def find_idempotent_response(self, client_id: str, key: str) -> Any:
+        t = orm.idempotency_keys
+        return self.session.execute(
+            select(t).where(t.c.clinic_id == self.clinic_id, t.c.client_id == client_id, t.c.key == key)
+        ).one_or_none()
+
+    def store_idempotent_response(
+        self, *, client_id: str, key: str, method: str, path: str, body_sha256: str, status_code: int,
+        response_body: str, response_headers: dict[str, str], now: datetime,
+    ) -> None:
+        self.session.execute(
+            insert(orm.idempotency_keys).values(
+                clinic_id=self.clinic_id, client_id=client_id, key=key, method=method, path=path,
+                body_sha256=body_sha256, status_code=status_code, response_body=response_body,
+                response_headers=response_headers, created_at=now,
+            )
+        )

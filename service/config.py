@@ -1,0 +1,57 @@
+"""Settings, from environment variables only (documented in README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from service.domain.rules import DEFAULT_MAX_MG_PER_KG, SafetyPolicy
+from service.domain.vocabulary import Route
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def safety_policy_from_env() -> SafetyPolicy:
+    return SafetyPolicy(
+        max_mg_per_kg={
+            route: _float(f"KAPFHIR_MAX_MG_PER_KG_{route.name}", default)
+            for route, default in DEFAULT_MAX_MG_PER_KG.items()
+        },
+        home_check_in_window_min=_int("KAPFHIR_HOME_CHECK_IN_WINDOW_MIN", 60),
+        pcl5_cut_point=_int("KAPFHIR_PCL5_CUT_POINT", 33),
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///var/kapfhir.db"
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 32
+    future_tolerance_min: int = 5
+    default_clinic_id: str = "demo"
+    default_clinic_name: str = "Demo KAP Clinic"
+    default_identifier_system: str = "https://demo-clinic.example.org/fhir/id"
+    log_level: str = "INFO"
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("KAPFHIR_DATABASE_URL") or cls.database_url,
+            max_body_bytes=_int("KAPFHIR_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_json_depth=_int("KAPFHIR_MAX_JSON_DEPTH", cls.max_json_depth),
+            future_tolerance_min=_int("KAPFHIR_FUTURE_TOLERANCE_MIN", cls.future_tolerance_min),
+            default_clinic_id=os.environ.get("KAPFHIR_DEFAULT_CLINIC") or cls.default_clinic_id,
+            log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
+            safety=safety_policy_from_env(),
+        )
+
+

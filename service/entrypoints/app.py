@@ -1,0 +1,82 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from sqlalchemy import text
+
+from service.adapters.database import make_engine, make_session_factory
+from service.adapters.migrations import current_revision, head_revision
+from service.config import Settings
+from service.entrypoints import api
+from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
+from service.entrypoints.logs import configure_logging
+
+log = logging.getLogger("kapfhir.request")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    engine = make_engine(settings.database_url)
+    app.extensions["kapfhir"] = AppState(settings=settings, session_factory=make_session_factory(engine))
+    app.extensions["kapfhir.engine"] = engine
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+                current = current_revision(connection)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the database means not ready
+            log.warning("database not reachable", extra={"error_class": type(exc).__name__})
+            return problem_response(503, "Not ready", "The database is not reachable.")
+        head = head_revision()
+        if current != head:
+            return problem_response(503, "Not ready", f"Database schema at {current}, code expects {head}: run "
+                                    "'kapfhir db upgrade'.")
+        return json_response({"status": "ready", "database": "reachable", "schema_revision": current})
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        response.headers["X-Frame-Options"] = "DENY"
+        # Route template, never the concrete path: ids in paths are patient data.
+        rule = request.url_rule.rule if request.url_rule else "(unmatched)"
+        who = g.get("principal")
+        log.info(
+            "request",
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "route": rule,
+                "status": response.status_code,
+                "latency_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+                "client_id": who.client_id if who else None,
+                "clinic_id": who.clinic_id if who else None,
+            },
+        )
+        return response
+
+    return app

@@ -1,0 +1,308 @@
+"""HTTP plumbing shared by the views: parsing, problem+json, units of work, idempotency, ETags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, current_app, g, request
+from marshmallow import Schema, ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from service.config import Settings
+from service.domain.errors import Conflict, DomainError, Incoherent, NotFound, StaleVersion, TransitionRefused
+from service.service_layer.services import Context
+from service.service_layer.unit_of_work import UnitOfWork
+
+log = logging.getLogger("kapfhir.http")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://kapfhir.example.org/problems/"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    session_factory: sessionmaker
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str
+    clinic_id: str
+
+
+def state() -> AppState:
+    return current_app.extensions["kapfhir"]
+
+
+def principal() -> Principal:
+    found: Principal | None = g.get("principal")
+    if found is None:
+        # Until a token says otherwise, requests act for the embedded default clinic.
+        found = Principal(client_id="local", clinic_id=state().settings.default_clinic_id)
+        g.principal = found
+    return found
+
+
+# --- problems ---------------------------------------------------------------------------------------------
+
+
+class ApiProblem(Exception):
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors or []
+        self.headers = dict(headers or {})
+
+
+def problem_response(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+_DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (StaleVersion, 412),
+    (TransitionRefused, 409),
+    (Conflict, 409),
+    (Incoherent, 422),
+    (DomainError, 422),
+)
+
+
+def domain_problem(exc: DomainError) -> Response:
+    status = next(code for cls, code in _DOMAIN_STATUS if isinstance(exc, cls))
+    errors = [{"field": e.field, "message": e.message} for e in exc.field_errors]
+    extra = {}
+    if isinstance(exc, TransitionRefused):
+        extra = {"current_phase": exc.current, "allowed_next_phases": exc.allowed}
+    response = problem_response(status, exc.title, exc.detail, errors)
+    if extra:
+        body = json.loads(response.get_data())
+        body.update(extra)
+        response.set_data(json.dumps(body))
+    return response
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> list[dict[str, str]]:
+    """marshmallow's nested error dict -> [{field: "a.b[0].c", message}]"""
+    out: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key == "_schema":
+                path = prefix or "(body)"
+            elif isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema":
+                out.extend({"field": path, "message": str(m)} for m in _as_list(value))
+            else:
+                out.extend(flatten_messages(value, path))
+    else:
+        out.extend({"field": prefix or "(body)", "message": str(m)} for m in _as_list(messages))
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def register_error_handlers(app: Any) -> None:
+    @app.errorhandler(ApiProblem)
+    def _api_problem(exc: ApiProblem) -> Response:
+        return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+
+    @app.errorhandler(DomainError)
+    def _domain(exc: DomainError) -> Response:
+        return domain_problem(exc)
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError) -> Response:
+        return problem_response(422, "Invalid content", "The request body does not match the schema.",
+                                flatten_messages(exc.messages))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return problem_response(exc.code or 500, exc.name, exc.description or exc.name, headers=headers)
+
+    @app.errorhandler(OperationalError)
+    def _database(exc: OperationalError) -> Response:
+        log.error("database unavailable", extra={"error_class": type(exc.orig).__name__})
+        return problem_response(503, "Service unavailable", "The database is not reachable; retry later.",
+                                headers={"Retry-After": "5"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The class name only: an exception message can carry patient data.
+        log.error("unhandled error", extra={"error_class": type(exc).__name__})
+        return problem_response(500, "Internal error", "The request failed; nothing was stored.")
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True if the JSON value nests deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def json_body() -> Any:
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        raise ApiProblem(415, "Unsupported media type",
+                         f"Send the body as application/json (got '{mimetype or 'no content type'}').")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiProblem(400, "Malformed JSON", f"The body is not valid JSON{where}.") from None
+    if _depth(body, state().settings.max_json_depth):
+        raise ApiProblem(400, "Malformed JSON", f"The body nests deeper than {state().settings.max_json_depth} levels.")
+    return body
+
+
+def load(schema: Schema) -> dict[str, Any]:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiProblem(422, "Invalid content", "The body must be a JSON object.")
+    return schema.load(body)
+
+
+def if_match_version() -> int | None:
+    """The version an update is conditional on, from If-Match (``"3"`` or ``W/"3"``); None when absent or *."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip()
+    tag = tag[2:] if tag.startswith("W/") else tag
+    tag = tag.strip('"')
+    if not tag.isdigit():
+        raise ApiProblem(412, "Precondition failed", f"If-Match {header!r} is not an ETag this service issued.")
+    return int(tag)
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def json_response(
+    body: Any, status: int = 200, *, version: int | None = None, location: str | None = None
+) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    if version is not None:
+        response.headers["ETag"] = etag(version)
+    if location:
+        response.headers["Location"] = location
+    return response
+
+
+# --- units of work ------------------------------------------------------------------------------------------
+
+
+def _context() -> Context:
+    settings = state().settings
+    return Context(
+        actor=principal().client_id,
+        now=datetime.now(UTC),
+        policy=settings.safety,
+        future_tolerance_min=settings.future_tolerance_min,
+    )
+
+
+def read(fn: Callable[[UnitOfWork], Response]) -> Response:
+    with UnitOfWork(state().session_factory, principal().clinic_id, write=False) as uow:
+        return fn(uow)
+
+
+_REPLAYED_HEADERS = ("ETag", "Location", "Content-Type")
+
+
+def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
+    """Runs a use case in one transaction; with an Idempotency-Key, stores the response in the same
+    transaction so that a retry gets the first response and creates nothing."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise ApiProblem(400, "Invalid Idempotency-Key", "An Idempotency-Key has 1 to 200 characters.")
+    body_hash = hashlib.sha256(request.get_data(cache=True)).hexdigest()
+    who = principal()
+    try:
+        with UnitOfWork(state().session_factory, who.clinic_id, write=True) as uow:
+            if key is not None:
+                replay = _replay(uow, who.client_id, key, body_hash)
+                if replay is not None:
+                    return replay
+            response = fn(uow, _context())
+            if key is not None:
+                uow.repo.store_idempotent_response(
+                    client_id=who.client_id, key=key, method=request.method, path=request.path,
+                    body_sha256=body_hash, status_code=response.status_code,
+                    response_body=response.get_data(as_text=True),
+                    response_headers={h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
+                    now=datetime.now(UTC),
+                )
+            uow.commit()
+            return response
+    except IntegrityError:
+        if key is not None:
+            # A concurrent request with the same key committed first: answer as it did.
+            with UnitOfWork(state().session_factory, who.clinic_id, write=False) as uow:
+                replay = _replay(uow, who.client_id, key, body_hash)
+                if replay is not None:
+                    return replay
+        raise ApiProblem(409, "Conflict", "The request conflicts with data stored at the same time; retry.") from None
+
+
+def _replay(uow: UnitOfWork, client_id: str, key: str, body_hash: str) -> Response | None:
+    stored = uow.repo.find_idempotent_response(client_id, key)
+    if stored is None:
+        return None
+    if stored.body_sha256 != body_hash or stored.path != request.path or stored.method != request.method:
+        raise ApiProblem(
+            422, "Idempotency-Key reused",
+            "This Idempotency-Key was used for a different request; use a new key for a new request.",
+            [{"field": "Idempotency-Key", "message": "already used with another body or path"}],
+        )
+    response = Response(stored.response_body, status=stored.status_code)
+    for name, value in stored.response_headers.items():
+        response.headers[name] = value
+    response.headers["Idempotent-Replayed"] = "true"
+    return response

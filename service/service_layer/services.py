@@ -1,0 +1,365 @@
+"""Use cases. Each runs inside one unit of work opened by the caller and commits nothing itself: the entry
+point commits once, together with its idempotency record."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.adapters.repository import Page, VersionEntry
+from service.domain.chart import EpisodeChart
+from service.domain.episode import Episode, check_not_future
+from service.domain.errors import FieldError, Incoherent, NotFound, StaleVersion
+from service.domain.model import (
+    RECORD_KIND_OF,
+    BodyWeight,
+    CareTeamMember,
+    ClinicalSession,
+    Consent,
+    DosingOrder,
+    DosingRecord,
+    Indication,
+    OutcomeMeasure,
+    Patient,
+    Practitioner,
+    Record,
+    SafetyFlag,
+    SideEffect,
+)
+from service.domain.rules import SafetyPolicy
+from service.domain.vocabulary import EpisodeStatus, Phase
+from service.service_layer.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is asking and under which rules; ``now`` is the one clock reading of the request."""
+
+    actor: str
+    now: datetime
+    policy: SafetyPolicy
+    future_tolerance_min: int = 5
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _check_version(kind: str, entity_id: str, current: int, expected: int | None) -> None:
+    if expected is not None and expected != current:
+        raise StaleVersion(
+            f"{kind} {entity_id} is at version {current}, not {expected}: read it again before changing it."
+        )
+
+
+# Pairs of times where the second cannot precede the first.
+_TIME_ORDER = (
+    ("start", "end"),
+    ("valid_from", "valid_until"),
+    ("signed_at", "withdrawn_at"),
+    ("onset_at", "resolved_at"),
+    ("start", "discharge_at"),
+)
+_SYSTEM_TIMES = {"recorded_at", "updated_at"}
+
+
+def _check_times(record: Any, ctx: Context, prefix: str = "") -> None:
+    """Refuses clinical times in the future and ends before starts, on any dataclass."""
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, datetime) and f.name not in _SYSTEM_TIMES:
+            check_not_future(prefix + f.name, value, ctx.now, ctx.future_tolerance_min)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_times(value, ctx, prefix=f"{prefix}{f.name}.")
+    for first, second in _TIME_ORDER:
+        a, b = getattr(record, first, None), getattr(record, second, None)
+        if a is not None and b is not None and b < a:
+            raise Incoherent.at(prefix + second, f"{second} ({b.isoformat()}) is before {first} ({a.isoformat()})")
+
+
+def _practitioner_refs(obj: Any) -> dict[str, str]:
+    """Field path -> practitioner id, for every practitioner reference in a record or episode."""
+    refs: dict[str, str] = {}
+    for name in ("prescriber_id", "administered_by_id", "supervised_by_id", "witness_practitioner_id"):
+        value = getattr(obj, name, None)
+        if value:
+            refs[name] = value
+    for index, value in enumerate(getattr(obj, "clinician_ids", []) or []):
+        refs[f"clinician_ids[{index}]"] = value
+    for index, member in enumerate(getattr(obj, "care_team", []) or []):
+        refs[f"care_team[{index}].practitioner_id"] = member.practitioner_id
+    controlled = getattr(obj, "controlled_substance", None)
+    if controlled is not None and controlled.waste_witness_id:
+        refs["controlled_substance.waste_witness_id"] = controlled.waste_witness_id
+    return refs
+
+
+def _check_practitioners(uow: UnitOfWork, obj: Any) -> None:
+    refs = _practitioner_refs(obj)
+    missing = uow.repo.missing_practitioners(set(refs.values()))
+    if missing:
+        raise Incoherent(
+            "The request refers to practitioners that are not registered at this clinic.",
+            [FieldError(path, f"no practitioner {pid}") for path, pid in refs.items() if pid in missing],
+        )
+
+
+# --- practitioners and patients ------------------------------------------------------------------------------
+
+
+def register_practitioner(uow: UnitOfWork, ctx: Context, practitioner: Practitioner) -> Practitioner:
+    uow.repo.add_practitioner(practitioner, actor=ctx.actor, now=ctx.now)
+    return practitioner
+
+
+def register_patient(uow: UnitOfWork, ctx: Context, patient: Patient) -> Patient:
+    uow.repo.add_patient(patient, actor=ctx.actor, now=ctx.now)
+    return patient
+
+
+def amend_patient(
+    uow: UnitOfWork, ctx: Context, patient: Patient, *, reason: str, expected_version: int | None
+) -> Patient:
+    current = uow.repo.get_patient(patient.id)
+    _check_version("Patient", patient.id, current.version, expected_version)
+    other = uow.repo.find_patient_by_mrn(patient.mrn.system, patient.mrn.value)
+    if other is not None and other.id != patient.id:
+        raise Incoherent.at("mrn", "another patient has this MRN")
+    patient.version = current.version + 1
+    uow.repo.update_patient(patient, expected_version=current.version, actor=ctx.actor, reason=reason, now=ctx.now)
+    return patient
+
+
+def record_body_weight(uow: UnitOfWork, ctx: Context, patient_id: str, weight: BodyWeight) -> BodyWeight:
+    uow.repo.get_patient(patient_id)
+    _check_times(weight, ctx)
+    weight.recorded_at = weight.updated_at = ctx.now
+    uow.repo.add_patient_record(patient_id, weight, actor=ctx.actor)
+    return weight
+
+
+# --- episodes -------------------------------------------------------------------------------------------------
+
+
+def open_episode(
+    uow: UnitOfWork,
+    ctx: Context,
+    *,
+    patient_id: str,
+    indications: list[Indication],
+    care_team: list[CareTeamMember],
+    period_start: datetime,
+    status: EpisodeStatus,
+) -> Episode:
+    try:
+        uow.repo.get_patient(patient_id)
+    except NotFound as exc:
+        raise Incoherent.at("patient_id", f"no patient {patient_id}") from exc
+    episode = Episode(
+        id=new_id(), patient_id=patient_id, indications=indications, care_team=care_team, period_start=period_start,
+        status=status, created_at=ctx.now, updated_at=ctx.now,
+    )
+    check_not_future("period_start", period_start, ctx.now, ctx.future_tolerance_min)
+    _check_practitioners(uow, episode)
+    uow.repo.add_episode(episode, actor=ctx.actor, now=ctx.now)
+    return episode
+
+
+def get_episode(uow: UnitOfWork, episode_id: str) -> Episode:
+    return uow.repo.get_episode(episode_id)
+
+
+def list_episodes(uow: UnitOfWork, **filters: Any) -> Page:
+    return uow.repo.list_episodes(**filters)
+
+
+def amend_episode(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    *,
+    indications: list[Indication],
+    care_team: list[CareTeamMember],
+    status: EpisodeStatus,
+    reason: str,
+    expected_version: int | None,
+) -> Episode:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    _check_version("Episode", episode_id, episode.version, expected_version)
+    if episode.phase in (Phase.COMPLETED, Phase.DISCONTINUED) and status in (EpisodeStatus.ACTIVE, EpisodeStatus.ON_HOLD):
+        raise Incoherent.at("status", f"the episode has ended (phase {episode.phase})")
+    before = episode.version
+    episode.indications, episode.care_team, episode.status = indications, care_team, status
+    _check_practitioners(uow, episode)
+    _reevaluate_and_save(uow, ctx, episode, before, episode_change=("amended", reason))
+    return episode
+
+
+def transition_phase(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    *,
+    to_phase: Phase,
+    at: datetime | None,
+    reason: str | None,
+    expected_version: int | None,
+) -> Episode:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    _check_version("Episode", episode_id, episode.version, expected_version)
+    when = at or ctx.now
+    check_not_future("at", when, ctx.now, ctx.future_tolerance_min)
+    before = episode.version
+    episode.transition(to_phase, at=when, actor=ctx.actor, reason=reason)
+    _reevaluate_and_save(uow, ctx, episode, before, episode_change=(f"phase:{to_phase}", reason))
+    return episode
+
+
+def _reevaluate_and_save(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode: Episode,
+    before: int,
+    *,
+    notes: dict[str, tuple[str, str | None]] | None = None,
+    episode_change: tuple[str, str | None] | None = None,
+) -> None:
+    episode.evaluate_safety(ctx.policy, now=ctx.now)
+    uow.repo.save_episode(
+        episode, expected_version=before, actor=ctx.actor, now=ctx.now, notes=notes, episode_change=episode_change
+    )
+
+
+# --- records of an episode ------------------------------------------------------------------------------------
+
+
+def _prepare(uow: UnitOfWork, ctx: Context, episode: Episode, record: Record, submitted_total: int | None) -> None:
+    _check_times(record, ctx)
+    _check_practitioners(uow, record)
+    if isinstance(record, DosingRecord) and record.weight_kg is None:
+        # Weight-based dosing: the most recent weight measured before the dose.
+        earlier = [w for w in uow.repo.body_weights(episode.patient_id)
+                   if w.measured_at <= record.start and not w.entered_in_error]
+        if earlier:
+            record.weight_kg = earlier[-1].weight_kg
+    if isinstance(record, OutcomeMeasure):
+        episode.score(record, ctx.policy, submitted_total)
+
+
+def add_records(
+    uow: UnitOfWork, ctx: Context, episode_id: str, records: list[Record], *, submitted_total: int | None = None
+) -> tuple[list[Record], Episode]:
+    """Adds records (e.g. a session with its doses and readings) and evaluates the rules once, over all."""
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    before = episode.version
+    stored = []
+    for record in records:
+        _prepare(uow, ctx, episode, record, submitted_total)
+        stored.append(episode.add(record, now=ctx.now))
+    _reevaluate_and_save(uow, ctx, episode, before)
+    return stored, episode
+
+
+def get_record(uow: UnitOfWork, episode_id: str, cls: type[Record], record_id: str) -> Record:
+    return uow.repo.get_episode(episode_id).find(cls, record_id)
+
+
+def list_records(uow: UnitOfWork, episode_id: str, cls: type[Record]) -> list[Record]:
+    records = uow.repo.get_episode(episode_id).all_of(cls)
+    return sorted(records, key=lambda r: (r.recorded_at, r.id))  # type: ignore[arg-type, return-value]
+
+
+def amend_record(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    record: Record,
+    *,
+    reason: str,
+    expected_version: int | None,
+    submitted_total: int | None = None,
+    change: str = "amended",
+) -> Record:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    current = episode.find(type(record), record.id)
+    _check_version(RECORD_KIND_OF[type(record)], record.id, current.version, expected_version)
+    before = episode.version
+    _prepare(uow, ctx, episode, record, submitted_total)
+    amended = episode.amend(record.id, record, now=ctx.now)
+    _reevaluate_and_save(uow, ctx, episode, before, notes={record.id: (change, reason)})
+    return amended
+
+
+def withdraw_consent(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    consent_id: str,
+    *,
+    at: datetime,
+    reason: str,
+    expected_version: int | None,
+) -> Record:
+    episode = uow.repo.get_episode(episode_id)
+    consent = episode.find(Consent, consent_id)
+    if consent.withdrawn_at is not None:
+        raise Incoherent.at("at", f"consent {consent_id} was already withdrawn at {consent.withdrawn_at.isoformat()}")
+    withdrawn = dataclasses.replace(consent, withdrawn_at=at, withdrawal_reason=reason)
+    return amend_record(
+        uow, ctx, episode_id, withdrawn, reason=reason, expected_version=expected_version, change="withdrawn"
+    )
+
+
+def mark_entered_in_error(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    cls: type[Record],
+    record_id: str,
+    *,
+    reason: str,
+    expected_version: int | None,
+) -> Record:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    current = episode.find(cls, record_id)
+    _check_version(RECORD_KIND_OF[cls], record_id, current.version, expected_version)
+    before = episode.version
+    marked = episode.mark_entered_in_error(record_id, now=ctx.now)
+    _reevaluate_and_save(uow, ctx, episode, before, notes={record_id: ("entered-in-error", reason)})
+    return marked
+
+
+def record_history(uow: UnitOfWork, episode_id: str, cls: type[Record], record_id: str) -> list[VersionEntry]:
+    uow.repo.get_episode(episode_id).find(cls, record_id)
+    return uow.repo.history(RECORD_KIND_OF[cls], record_id)
+
+
+def acknowledge_flag(
+    uow: UnitOfWork, ctx: Context, episode_id: str, flag_id: str, *, by: str, comment: str | None
+) -> SafetyFlag:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    if uow.repo.missing_practitioners({by}):
+        raise Incoherent.at("by", f"no practitioner {by}")
+    before = episode.version
+    flag = episode.acknowledge_flag(flag_id, by=by, at=ctx.now, comment=comment)
+    uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
+    return flag
+
+
+def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
+    """The episode with everything it references, for export."""
+    episode = uow.repo.get_episode(episode_id)
+    practitioner_ids: set[str] = {m.practitioner_id for m in episode.care_team}
+    for record in episode.records.values():
+        practitioner_ids.update(_practitioner_refs(record).values())
+    return EpisodeChart(
+        clinic=uow.repo.get_clinic(),
+        patient=uow.repo.get_patient(episode.patient_id),
+        episode=episode,
+        practitioners=[uow.repo.get_practitioner(pid) for pid in sorted(practitioner_ids)],
+        body_weights=uow.repo.body_weights(episode.patient_id),
+    )
+
