@@ -60,6 +60,7 @@ class MappingContext:
     security: list[dict] = field(default_factory=list)
     primary_url: dict[str, str] = field(default_factory=dict)  # record id -> fullUrl of its primary resource
     practitioner_ids: frozenset[str] = frozenset()
+    body_weights: list[BodyWeight] = field(default_factory=list)  # the chart's, then the episode's others
 
     def __post_init__(self) -> None:
         self.base = self.chart.clinic.identifier_system.rstrip("/")
@@ -68,6 +69,9 @@ class MappingContext:
             labels.append(t.SECURITY_ETH)
         self.security = labels
         self.practitioner_ids = frozenset(p.id for p in self.chart.practitioners)
+        chart_ids = {w.id for w in self.chart.body_weights}
+        self.body_weights = [*self.chart.body_weights,
+                             *(w for w in self.chart.episode.all_of(BodyWeight) if w.id not in chart_ids)]
 
     # --- identity ------------------------------------------------------------------------------------------
 

@@ -11,6 +11,14 @@ from mappings.context import KINDS_WITH_SUFFIX, MappingContext, record_metadata
 from service.domain.model import Record
 
 
+SINGLE_IDENTIFIER = frozenset({"QuestionnaireResponse", "AdverseEvent"})  # identifier 0..1 in R4
+
+
+def identifiers(resource: dict) -> list[dict]:
+    found = resource.get("identifier", [])
+    return [found] if isinstance(found, dict) else found
+
+
 class MappingRefused(ValueError):
     """An inbound resource the domain cannot take; ``expression`` names the element (FHIRPath)."""
 
@@ -37,7 +45,7 @@ def start(
         "resourceType": resource_type,
         "meta": ctx.meta(profiles, updated_at),
         "extension": [record_metadata(version, recorded_at, entered_in_error), *(extensions or [])],
-        "identifier": [ctx.identifier(kind, value)],
+        "identifier": ctx.identifier(kind, value) if resource_type in SINGLE_IDENTIFIER else [ctx.identifier(kind, value)],
     }
     return resource
 
@@ -69,11 +77,20 @@ class ReverseContext:
     local_id_by_url: dict[str, str] = field(default_factory=dict)
 
     def kind_of(self, resource: dict) -> tuple[str, str] | None:
-        for ident in resource.get("identifier", ()):
+        for ident in identifiers(resource):
             system = ident.get("system", "")
             if system.startswith(self.base + "/"):
                 return system[len(self.base) + 1 :], ident.get("value", "")
         return None
+
+    def own_id(self, resource: dict) -> str:
+        """The local id: our business identifier, else (an EHR's resource) its logical id."""
+        found = self.kind_of(resource)
+        if found:
+            return found[1]
+        if not resource.get("id"):
+            raise MappingRefused(f"{resource.get('resourceType', 'Resource')}.identifier", "no identifier and no id")
+        return resource["id"]
 
     def index(self, full_url: str, resource: dict) -> None:
         self.by_url[full_url] = resource

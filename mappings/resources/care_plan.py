@@ -6,7 +6,7 @@ from html import escape
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import CAREPLAN, MappingContext, Mapped
+from mappings.context import CAREPLAN, Mapped, MappingContext
 from mappings.resources._common import kap_profile, start, sub_extensions
 from service.domain.episode import Episode
 from service.domain.model import ClinicalSession, PhaseTransition
@@ -76,7 +76,8 @@ def to_care_plan(ctx: MappingContext, episode: Episode) -> Mapped:
         "addresses": ctx.conditions(),
         "activity": activities,
     }
-    resource["text"], resource["meta"] = resource.pop("text"), resource["meta"]
+    if not resource["addresses"]:
+        del resource["addresses"]
     return Mapped(resource, CAREPLAN, episode.id, episode.version)
 
 

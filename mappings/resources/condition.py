@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import CONDITION, MappingContext, Mapped
+from mappings.context import CONDITION, Mapped, MappingContext
 from mappings.resources._common import MappingRefused, kap_profile, start, sub_extensions
 from service.domain.episode import Episode
 from service.domain.model import Indication
@@ -23,9 +23,9 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
     extensions = [dt.complex_extension(t.EXT_INDICATION_FLAGS, qualifiers)] if qualifiers else []
     resource = start(ctx, "Condition", CONDITION, value, [kap_profile("condition"), t.US_CORE_CONDITION],
                      version=episode.version, updated_at=episode.updated_at, extensions=extensions)
-    codings = [dt.coding(t.ICD10CM, indication.icd10cm)]
+    codings = [t.coding(t.ICD10CM, indication.icd10cm)]
     if indication.snomed:
-        codings.append(dt.coding(t.SNOMED, indication.snomed))
+        codings.append(t.coding(t.SNOMED, indication.snomed))
     codings.append(t.INDICATION_KIND[indication.kind])
     resource |= {
         "clinicalStatus": dt.codeable_concept(t.CLINICAL_INACTIVE if episode.status in _ENDED else t.CLINICAL_ACTIVE),

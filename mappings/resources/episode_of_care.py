@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import EPISODE, MappingContext, Mapped
+from mappings.context import EPISODE, Mapped, MappingContext
 from mappings.resources._common import ReverseContext, kap_profile, read_record_meta, start, sub_extensions
 from service.domain.episode import Episode
 from service.domain.model import CareTeamMember
@@ -34,6 +34,8 @@ def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
         "managingOrganization": ctx.organization(),
         "period": dt.period(episode.period_start, episode.period_end),
     }
+    if not resource["diagnosis"]:
+        del resource["diagnosis"]
     manager = next((m for m in episode.care_team if m.role is PractitionerRole.PRESCRIBER), None)
     if manager is not None:
         resource["careManager"] = ctx.practitioner(manager.practitioner_id)
@@ -51,7 +53,7 @@ def from_episode_of_care(rctx: ReverseContext, resource: dict) -> dict:
     reason = dt.find_extension(resource, t.EXT_DISCONTINUATION_REASON)
     period = resource["period"]
     return {
-        "id": rctx.kind_of(resource)[1],
+        "id": rctx.own_id(resource),
         "patient_id": rctx.local_id(resource["patient"]),
         "care_team": team,
         "period_start": dt.parse_datetime(period["start"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mappings import terminology as t
-from mappings.context import ORGANIZATION, MappingContext, Mapped
+from mappings.context import ORGANIZATION, Mapped, MappingContext
 from mappings.resources._common import kap_profile, start
 from service.domain.model import Clinic
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import PATIENT, MappingContext, Mapped
+from mappings.context import PATIENT, Mapped, MappingContext
 from mappings.resources._common import MappingRefused, ReverseContext, kap_profile, read_record_meta, start
 from service.domain.model import HumanName, Identifier, Patient
 from service.domain.vocabulary import AdministrativeGender

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import PRACTITIONER, MappingContext, Mapped
+from mappings.context import PRACTITIONER, Mapped, MappingContext
 from mappings.resources._common import ReverseContext, kap_profile, read_record_meta, start
 from mappings.resources.patient import from_human_name, human_name
 from service.domain.model import Practitioner
@@ -25,7 +25,7 @@ def to_practitioner(ctx: MappingContext, practitioner: Practitioner) -> Mapped:
 def from_practitioner(rctx: ReverseContext, resource: dict) -> Practitioner:
     npi = next((i["value"] for i in resource.get("identifier", ()) if i.get("system") == t.NPI), None)
     return Practitioner(
-        id=rctx.kind_of(resource)[1],
+        id=rctx.own_id(resource),
         name=from_human_name(resource.get("name"), "Practitioner"),
         npi=npi,
         roles=[PractitionerRole(e["valueCoding"]["code"]) for e in dt.find_extensions(resource, t.EXT_PRACTITIONER_ROLE)],

@@ -116,5 +116,22 @@ def serve(bind: str | None) -> None:
     os.execv(args[0], args)
 
 
+@main.command("openapi")
+@click.option("--write", is_flag=True, help="rewrite openapi.yaml instead of printing it")
+def openapi_command(write: bool) -> None:
+    """The OpenAPI document of the running code (openapi.yaml is this, written out)."""
+    import yaml
+
+    from service.entrypoints.app import create_app
+    from service.entrypoints.openapi import build_spec
+
+    text = yaml.safe_dump(build_spec(create_app(Settings(database_url="sqlite://"))), sort_keys=False, width=120)
+    if write:
+        (REPO_ROOT / "openapi.yaml").write_text(text)
+        click.echo("openapi.yaml written")
+    else:
+        click.echo(text)
+
+
 if __name__ == "__main__":
     main()

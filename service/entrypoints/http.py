@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from service.service_layer.unit_of_work import UnitOfWork
 log = logging.getLogger("kapfhir.http")
 
 PROBLEM_JSON = "application/problem+json"
+ETAG = re.compile(r'(?:W/)?"([\x21\x23-\x7e]*)"')
 PROBLEM_BASE = "https://kapfhir.example.org/problems/"
 
 
@@ -212,12 +214,12 @@ def if_match_version() -> int | None:
     header = request.headers.get("If-Match")
     if header is None or header.strip() == "*":
         return None
-    tag = header.strip()
-    tag = tag[2:] if tag.startswith("W/") else tag
-    tag = tag.strip('"')
-    if not tag.isdigit():
+    match = ETAG.fullmatch(header.strip())
+    if match is None:
+        raise ApiProblem(400, "Malformed If-Match", f"If-Match {header!r} is not an entity tag such as W/\"3\".")
+    if not match.group(1).isdigit():
         raise ApiProblem(412, "Precondition failed", f"If-Match {header!r} is not an ETag this service issued.")
-    return int(tag)
+    return int(match.group(1))
 
 
 def etag(version: int) -> str:

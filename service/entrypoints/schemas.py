@@ -51,6 +51,30 @@ def Time(**kwargs: Any) -> fields.AwareDateTime:  # noqa: N802
     return fields.AwareDateTime(format="iso", **kwargs)
 
 
+class StrictFloat(fields.Float):
+    """A JSON number, not a numeric string and not a boolean."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def Bool(**kwargs: Any) -> fields.Boolean:  # noqa: N802
+    """JSON true or false only (marshmallow would also take 1, "yes", ...)."""
+    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+
 def Text(max_length: int = 2000, **kwargs: Any) -> fields.String:  # noqa: N802
     return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
 
@@ -86,15 +110,15 @@ class RecordSchema(StrictSchema):
     """Bookkeeping every correctable record shows."""
 
     id = fields.String(dump_only=True)
-    version = fields.Integer(dump_only=True)
-    entered_in_error = fields.Boolean(dump_only=True)
+    version = StrictInteger(dump_only=True)
+    entered_in_error = Bool(dump_only=True)
     recorded_at = Time(dump_only=True)
     updated_at = Time(dump_only=True)
 
 
 class PractitionerSchema(StrictSchema):
     id = fields.String(dump_only=True)
-    version = fields.Integer(dump_only=True)
+    version = StrictInteger(dump_only=True)
     name = fields.Nested(HumanNameSchema, required=True)
     npi = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(NPI, error="an NPI has 10 digits"))
     roles = fields.List(Enum(PractitionerRole), required=True, validate=validate.Length(min=1))
@@ -107,7 +131,7 @@ class PractitionerSchema(StrictSchema):
 
 class PatientSchema(StrictSchema):
     id = fields.String(dump_only=True)
-    version = fields.Integer(dump_only=True)
+    version = StrictInteger(dump_only=True)
     mrn = fields.Nested(IdentifierSchema, required=True)
     name = fields.Nested(HumanNameSchema, required=True)
     birth_date = fields.Date(required=True)
@@ -127,7 +151,7 @@ class AmendPatientSchema(PatientSchema):
 
 class BodyWeightSchema(RecordSchema):
     measured_at = Time(required=True)
-    weight_kg = fields.Float(required=True, validate=validate.Range(min=2, max=400))
+    weight_kg = StrictFloat(required=True, validate=validate.Range(min=2, max=400))
 
 
 class IndicationSchema(StrictSchema):
@@ -135,8 +159,8 @@ class IndicationSchema(StrictSchema):
     icd10cm = fields.String(required=True, validate=validate.Regexp(ICD10CM, error="not an ICD-10-CM code"))
     snomed = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(SNOMED, error="not a SNOMED CT id"))
     display = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    treatment_resistant = fields.Boolean(load_default=False)
-    acute_suicidal_ideation = fields.Boolean(load_default=False)
+    treatment_resistant = Bool(load_default=False)
+    acute_suicidal_ideation = Bool(load_default=False)
 
     @validates_schema
     def _depression_only(self, data: dict[str, Any], **_: Any) -> None:
@@ -186,7 +210,7 @@ class EpisodeSummarySchema(Schema):
     phase = Enum(Phase)
     phase_history = fields.List(fields.Nested(PhaseTransitionSchema))
     discontinuation_reason = fields.String(allow_none=True)
-    version = fields.Integer()
+    version = StrictInteger()
     created_at = Time()
     updated_at = Time()
 
@@ -195,11 +219,11 @@ class ConsentSchema(RecordSchema):
     form_url = fields.Url(required=True, require_tld=False, validate=validate.Length(max=500))
     form_version = Text(50, required=True)
     signed_at = Time(required=True)
-    signed_by_patient = fields.Boolean(load_default=True)
+    signed_by_patient = Bool(load_default=True)
     witness_practitioner_id = fields.String(load_default=None, allow_none=True, validate=ID)
     witness_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    covers_ketamine_for_psychotherapy = fields.Boolean(load_default=True)
-    off_label_use_acknowledged = fields.Boolean(required=True)
+    covers_ketamine_for_psychotherapy = Bool(load_default=True)
+    off_label_use_acknowledged = Bool(required=True)
     routes_covered = fields.List(Enum(Route), required=True, validate=validate.Length(min=1))
     valid_from = Time(load_default=None, allow_none=True)
     valid_until = Time(load_default=None, allow_none=True)
@@ -215,10 +239,10 @@ class ConsentWithdrawalSchema(StrictSchema):
 class DosingOrderSchema(RecordSchema):
     medication = Enum(Medication, required=True)
     route = Enum(Route, required=True)
-    dose_value = fields.Float(required=True, validate=validate.Range(min=0, min_inclusive=False, max=2000))
+    dose_value = StrictFloat(required=True, validate=validate.Range(min=0, min_inclusive=False, max=2000))
     dose_unit = Enum(DoseUnit, required=True)
     frequency = Text(200, required=True)
-    number_of_sessions = fields.Integer(required=True, validate=validate.Range(min=1, max=200))
+    number_of_sessions = StrictInteger(required=True, validate=validate.Range(min=1, max=200))
     prescriber_id = fields.String(required=True, validate=ID)
     ordered_at = Time(required=True)
     off_label_reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
@@ -229,9 +253,9 @@ class ControlledSubstanceSchema(StrictSchema):
                         validate=validate.Regexp(r"^[0-9]{4,5}-[0-9]{3,4}-[0-9]{1,2}$", error="not an NDC (e.g. 50458-028-02)"))
     lot_number = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=50))
     expiry = fields.Date(load_default=None, allow_none=True)
-    amount_drawn_mg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0))
-    amount_administered_mg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0))
-    amount_wasted_mg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    amount_drawn_mg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    amount_administered_mg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    amount_wasted_mg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=0))
     waste_witness_id = fields.String(load_default=None, allow_none=True, validate=ID)
 
     @validates_schema
@@ -250,9 +274,9 @@ class DoseSchema(RecordSchema):
     medication = Enum(Medication, required=True)
     route = Enum(Route, required=True)
     setting = Enum(DosingSetting, load_default=DosingSetting.CLINIC)
-    dose_mg = fields.Float(required=True, validate=validate.Range(min=0, min_inclusive=False, max=2000))
-    weight_kg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=2, max=400))
-    infusion_duration_min = fields.Float(load_default=None, allow_none=True,
+    dose_mg = StrictFloat(required=True, validate=validate.Range(min=0, min_inclusive=False, max=2000))
+    weight_kg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=2, max=400))
+    infusion_duration_min = StrictFloat(load_default=None, allow_none=True,
                                          validate=validate.Range(min=0, min_inclusive=False, max=600))
     start = Time(required=True)
     end = Time(load_default=None, allow_none=True)
@@ -260,8 +284,8 @@ class DoseSchema(RecordSchema):
     supervised_by_id = fields.String(load_default=None, allow_none=True, validate=ID)
     override_reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     controlled_substance = fields.Nested(ControlledSubstanceSchema, load_default=dict)
-    off_label = fields.Boolean(dump_only=True)
-    dose_mg_per_kg = fields.Float(dump_only=True, allow_none=True)
+    off_label = Bool(dump_only=True)
+    dose_mg_per_kg = StrictFloat(dump_only=True, allow_none=True)
 
     @validates_schema
     def _coherent(self, data: dict[str, Any], **_: Any) -> None:
@@ -277,15 +301,15 @@ class MonitoringReadingSchema(RecordSchema):
     session_id = fields.String(validate=ID)
     taken_at = Time(required=True)
     timing = Enum(ReadingTiming, required=True)
-    systolic_mmhg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=40, max=300))
-    diastolic_mmhg = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=20, max=200))
-    heart_rate_per_min = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=20, max=250))
-    spo2_percent = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=50, max=100))
-    respiratory_rate_per_min = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=2, max=80))
+    systolic_mmhg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=40, max=300))
+    diastolic_mmhg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=20, max=200))
+    heart_rate_per_min = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=20, max=250))
+    spo2_percent = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=50, max=100))
+    respiratory_rate_per_min = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=2, max=80))
     # CADSS: 23 items scored 0-4 (total 0-92); MOAA/S: 0-5.
-    cadss_total = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=92))
-    moaas_score = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=5))
-    self_reported = fields.Boolean(load_default=False)
+    cadss_total = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=0, max=92))
+    moaas_score = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=0, max=5))
+    self_reported = Bool(load_default=False)
 
     @validates_schema
     def _coherent(self, data: dict[str, Any], **_: Any) -> None:
@@ -332,11 +356,11 @@ class OutcomeMeasureSchema(RecordSchema):
     instrument = Enum(Instrument, required=True)
     administered_at = Time(required=True)
     session_id = fields.String(load_default=None, allow_none=True, validate=ID)
-    items = fields.List(fields.Integer(), required=True, validate=validate.Length(min=1, max=30))
-    difficulty = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=3))
-    behaviour_within_3_months = fields.Boolean(load_default=None, allow_none=True)
+    items = fields.List(StrictInteger(), required=True, validate=validate.Length(min=1, max=30))
+    difficulty = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=0, max=3))
+    behaviour_within_3_months = Bool(load_default=None, allow_none=True)
     # On input: the total the caller computed (optional), checked against the items. On output: computed.
-    total = fields.Integer(load_default=None, allow_none=True)
+    total = StrictInteger(load_default=None, allow_none=True)
     severity_band = fields.String(dump_only=True, allow_none=True)
     risk_level = Enum(SuicideRiskLevel, dump_only=True, allow_none=True)
 
@@ -409,7 +433,7 @@ class SafetyFlagSchema(Schema):
 
 
 class VersionEntrySchema(Schema):
-    version = fields.Integer()
+    version = StrictInteger()
     change = fields.String()
     reason = fields.String(allow_none=True)
     actor = fields.String()
@@ -445,16 +469,16 @@ class ProblemFieldSchema(Schema):
 class ProblemSchema(Schema):
     type = fields.String()
     title = fields.String()
-    status = fields.Integer()
+    status = StrictInteger()
     detail = fields.String()
     instance = fields.String()
     errors = fields.List(fields.Nested(ProblemFieldSchema))
 
 
 class PageSchemaBase(Schema):
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
+    total = StrictInteger()
+    limit = StrictInteger()
+    offset = StrictInteger()
 
 
 def page_schema(item: type[Schema], name: str) -> type[Schema]:
@@ -465,5 +489,5 @@ class PaginationSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))
+    limit = StrictInteger(load_default=50, validate=validate.Range(min=1, max=200))
+    offset = StrictInteger(load_default=0, validate=validate.Range(min=0, max=1_000_000))

@@ -32,12 +32,12 @@ import jwt
 
 from service.security.keys import (
     JWKSSource,
-    KeySourceUnavailable,
+    KeySourceUnavailableError,
     RemoteJWKS,
     StaticJWKS,
-    UnknownKey,
+    UnknownKeyError,
 )
-from service.security.scopes import InvalidScope, ScopeSet
+from service.security.scopes import InvalidScopeError, ScopeSet
 from service.security.settings import is_loopback_url
 from service.security.tokens import DEFAULT_TOKEN_LIFETIME, TokenIssuer
 
@@ -226,7 +226,9 @@ class TokenEndpoint:
     jwks_url_factory: Callable[[str], JWKSSource] = field(default=lambda url: RemoteJWKS(url, ttl=300))
     _remote: dict[str, JWKSSource] = field(default_factory=dict, init=False, repr=False)
 
-    def respond(self, form: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def respond(
+        self, form: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """(status, JSON body, headers): 200 and the token, or the error."""
         try:
             return 200, self.handle(form, headers), dict(TOKEN_RESPONSE_HEADERS)
@@ -245,7 +247,7 @@ class TokenEndpoint:
             raise OAuthError("invalid_scope", "scope is required")
         try:
             requested = ScopeSet.parse(params["scope"], strict=True)
-        except InvalidScope:
+        except InvalidScopeError:
             raise OAuthError("invalid_scope", "malformed scope") from None
         granted = requested.intersect(client.scopes)
         if not granted:
@@ -344,9 +346,9 @@ class TokenEndpoint:
             raise OAuthError("invalid_client", "assertion jku does not match the registered JWKS URL")
         try:
             vkey = self._keys_for(client).get(kid)
-        except UnknownKey:
+        except UnknownKeyError:
             raise OAuthError("invalid_client", "assertion kid not in the client's JWKS") from None
-        except KeySourceUnavailable:
+        except KeySourceUnavailableError:
             raise OAuthError("invalid_client", "client JWKS unavailable") from None
         if not vkey.permits(alg):
             raise OAuthError("invalid_client", "assertion alg does not fit the key")

@@ -22,15 +22,15 @@ from typing import Any
 from service.security.scopes import requirement_for
 from service.security.tokens import (
     AuthenticationError,
-    InsufficientScope,
-    MissingToken,
+    InsufficientScopeError,
+    MissingTokenError,
     Principal,
     TokenValidator,
 )
 
 __all__ = [
     "AuthenticationError",
-    "InsufficientScope",
+    "InsufficientScopeError",
     "authenticate_request",
     "bearer_token",
     "check_scope",
@@ -49,15 +49,15 @@ def _get_header(headers: Mapping[str, str], name: str) -> str | None:
 def bearer_token(headers: Mapping[str, str]) -> str:
     """The token of ``Authorization: Bearer <token>``.
 
-    No header or another scheme -> :class:`MissingToken` (``Bearer realm="kapfhir"``, no error code, as RFC 6750
+    No header or another scheme -> :class:`MissingTokenError` (``Bearer realm="kapfhir"``, no error code, as RFC 6750
     §3.1 asks); ``Bearer`` with an empty or malformed value -> ``invalid_token``.
     """
     value = _get_header(headers, "Authorization")
     if not value or not value.strip():
-        raise MissingToken()
+        raise MissingTokenError()
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise MissingToken()
+        raise MissingTokenError()
     token = token.strip()
     if not token or any(c.isspace() for c in token):
         raise AuthenticationError("invalid_token", "malformed bearer credentials")
@@ -69,18 +69,18 @@ def authenticate_request(request_headers: Mapping[str, str], validator: TokenVal
     return validator.validate(bearer_token(request_headers))
 
 
-def www_authenticate_header(error: AuthenticationError | InsufficientScope | None = None) -> str:
+def www_authenticate_header(error: AuthenticationError | InsufficientScopeError | None = None) -> str:
     """``WWW-Authenticate`` value for a refusal; ``None`` -> ``Bearer realm="kapfhir"``."""
-    return (error or MissingToken()).www_authenticate()
+    return (error or MissingTokenError()).www_authenticate()
 
 
 def check_scope(principal: Principal, method: str, resource_types: Iterable[str], *, item: bool = False) -> None:
-    """Raise :class:`InsufficientScope` (403) unless the token's scopes cover the route."""
+    """Raise :class:`InsufficientScopeError` (403) unless the token's scopes cover the route."""
     requirement = requirement_for(method, resource_types, item=item)
     missing = principal.scopes.missing(requirement)
     if missing:
         needed = [f"system/{t}.{requirement.interaction}" for t in missing]
-        raise InsufficientScope(needed, f"scope {' '.join(needed)} required")
+        raise InsufficientScopeError(needed, f"scope {' '.join(needed)} required")
 
 
 def unauthorized_response(error: AuthenticationError) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -50,15 +51,15 @@ _CURVE_BYTES = {"P-256": 32, "P-384": 48}
 MAX_JWKS_BYTES = 1_000_000
 
 
-class KeyProblem(Exception):
+class JWKSError(Exception):
     """Base class of key problems."""
 
 
-class UnknownKey(KeyProblem):
+class UnknownKeyError(JWKSError):
     """No usable key with that ``kid``."""
 
 
-class KeySourceUnavailable(KeyProblem):
+class KeySourceUnavailableError(JWKSError):
     """The JWKS could not be loaded (network, file or parse error) and nothing usable is cached."""
 
 
@@ -227,12 +228,14 @@ def verification_key_from_jwk(jwk: Mapping[str, Any]) -> VerificationKey:
     kty = jwk.get("kty")
     data = json.dumps(dict(jwk))
     if kty == "RSA":
-        key = RSAAlgorithm.from_jwk(data)
+        key = _from_jwk(RSAAlgorithm, data)
         if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_KEY_SIZE:
             raise ValueError("RSA JWK is not a public key of at least 2048 bits")
         algs: tuple[str, ...] = ("RS256", "RS384")
     elif kty == "EC":
-        key = ECAlgorithm.from_jwk(data)
+        if jwk.get("crv") not in _CURVE_BYTES:
+            raise ValueError("EC JWK curve must be P-256 or P-384")
+        key = _from_jwk(ECAlgorithm, data)
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _ALG_FOR_CURVE:
             raise ValueError("EC JWK is not a P-256/P-384 public key")
         algs = (_ALG_FOR_CURVE[key.curve.name],)
@@ -246,10 +249,17 @@ def verification_key_from_jwk(jwk: Mapping[str, Any]) -> VerificationKey:
     return VerificationKey(kid, key, algs)
 
 
+def _from_jwk(algorithm: Any, data: str) -> Any:
+    try:
+        return algorithm.from_jwk(data)
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"invalid JWK: {exc}") from None
+
+
 def parse_jwks(document: Any) -> dict[str, VerificationKey]:
     """Usable keys of a JWKS document by ``kid``. Unusable keys are skipped (and logged by kid only)."""
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")  # noqa: TRY004 - bad JSON content
+        raise ValueError("not a JWKS document")
     keys: dict[str, VerificationKey] = {}
     for jwk in document["keys"]:
         if not isinstance(jwk, Mapping):
@@ -273,7 +283,7 @@ class JWKSSource(Protocol):
     """Anything that hands out public verification keys by ``kid``."""
 
     def get(self, kid: str) -> VerificationKey:
-        """The key with ``kid``; raises :class:`UnknownKey` or :class:`KeySourceUnavailable`."""
+        """The key with ``kid``; raises :class:`UnknownKeyError` or :class:`KeySourceUnavailableError`."""
         ...
 
 
@@ -288,7 +298,7 @@ class StaticJWKS:
         try:
             return self._keys[kid]
         except KeyError:
-            raise UnknownKey(kid) from None
+            raise UnknownKeyError(kid) from None
 
     def kids(self) -> list[str]:
         return list(self._keys)
@@ -307,14 +317,14 @@ class FileJWKS:
         try:
             st = self.path.stat()
         except OSError as exc:
-            raise KeySourceUnavailable(f"JWKS file {self.path} unreadable: {exc.strerror}") from None
+            raise KeySourceUnavailableError(f"JWKS file {self.path} unreadable: {exc.strerror}") from None
         stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
                 try:
                     self._keys = parse_jwks(json.loads(self.path.read_text("utf-8")))
                 except (OSError, ValueError) as exc:
-                    raise KeySourceUnavailable(f"JWKS file {self.path} invalid: {exc}") from None
+                    raise KeySourceUnavailableError(f"JWKS file {self.path} invalid: {exc}") from None
                 self._stamp = stamp
             return self._keys
 
@@ -323,7 +333,7 @@ class FileJWKS:
         try:
             return keys[kid]
         except KeyError:
-            raise UnknownKey(kid) from None
+            raise UnknownKeyError(kid) from None
 
 
 class RemoteJWKS:
@@ -333,7 +343,7 @@ class RemoteJWKS:
     * an unknown ``kid`` triggers a refetch, but at most once per ``min_refresh_interval`` seconds (60), so a
       stream of tokens with made-up kids cannot turn us into a traffic amplifier;
     * if a refetch fails, the stale cache keeps serving (logged) and the next try waits ``failure_backoff``
-      seconds; with no cache, :class:`KeySourceUnavailable` (map it to 503, not 401);
+      seconds; with no cache, :class:`KeySourceUnavailableError` (map it to 503, not 401);
     * no redirects, ``timeout`` seconds, at most 1 MB.
     """
 
@@ -374,24 +384,24 @@ class RemoteJWKS:
                 headers={"Accept": "application/json, application/jwk-set+json"},
             ) as resp:
                 if resp.status_code != 200:
-                    raise KeySourceUnavailable(f"JWKS URL answered {resp.status_code}")
+                    raise KeySourceUnavailableError(f"JWKS URL answered {resp.status_code}")
                 body = b""
                 for chunk in resp.iter_content(65536):
                     body += chunk
                     if len(body) > MAX_JWKS_BYTES:
-                        raise KeySourceUnavailable("JWKS document too large")
+                        raise KeySourceUnavailableError("JWKS document too large")
             return parse_jwks(json.loads(body))
-        except KeySourceUnavailable:
+        except KeySourceUnavailableError:
             raise
         except (requests.RequestException, ValueError) as exc:
-            raise KeySourceUnavailable(f"JWKS URL unusable: {type(exc).__name__}") from None
+            raise KeySourceUnavailableError(f"JWKS URL unusable: {type(exc).__name__}") from None
 
     def _refresh(self, now: float) -> None:
         self._attempted_at = now
         try:
             self._keys = self._fetch()
             self._fetched_at = now
-        except KeySourceUnavailable as exc:
+        except KeySourceUnavailableError as exc:
             if self._keys is None:
                 raise
             log.warning("JWKS refresh from %s failed, serving cached keys: %s", self.url, exc)
@@ -402,7 +412,7 @@ class RemoteJWKS:
             since_attempt = None if self._attempted_at is None else now - self._attempted_at
             if self._keys is None:
                 if since_attempt is not None and since_attempt < self.failure_backoff:
-                    raise KeySourceUnavailable("JWKS unavailable (last fetch failed)")
+                    raise KeySourceUnavailableError("JWKS unavailable (last fetch failed)")
                 self._refresh(now)
             elif (self._fetched_at is None or now - self._fetched_at >= self.ttl) and (
                 since_attempt is None or since_attempt >= self.failure_backoff
@@ -416,7 +426,7 @@ class RemoteJWKS:
             try:
                 return self._keys[kid]
             except KeyError:
-                raise UnknownKey(kid) from None
+                raise UnknownKeyError(kid) from None
 
 
 class CompositeJWKS:
@@ -426,17 +436,17 @@ class CompositeJWKS:
         self.sources = list(sources)
 
     def get(self, kid: str) -> VerificationKey:
-        unavailable: KeySourceUnavailable | None = None
+        unavailable: KeySourceUnavailableError | None = None
         for source in self.sources:
             try:
                 return source.get(kid)
-            except UnknownKey:
+            except UnknownKeyError:
                 continue
-            except KeySourceUnavailable as exc:
+            except KeySourceUnavailableError as exc:
                 unavailable = exc
         if unavailable is not None:
             raise unavailable
-        raise UnknownKey(kid)
+        raise UnknownKeyError(kid)
 
 
 def jwks_source(*, url: str | None = None, file: str | os.PathLike[str] | None = None, **remote: Any) -> JWKSSource:

@@ -37,7 +37,7 @@ _SCOPE = re.compile(r"^(?P<context>system|user|patient)/(?P<type>[^./?]+)\.(?P<p
 _CONSTRAINT_PART = re.compile(r"^[A-Za-z0-9_.:\-]+=[^&\s]+$")
 
 
-class InvalidScope(ValueError):
+class InvalidScopeError(ValueError):
     """A string that looks like a resource scope but is malformed."""
 
 
@@ -80,27 +80,27 @@ def parse_scope(text: str) -> Scope | None:
     """Parse one scope string.
 
     Returns ``None`` for strings that are not resource scopes (``openid``, ``launch/patient``...), and raises
-    :class:`InvalidScope` for a resource scope that is malformed (``system/Observation.rx``).
+    :class:`InvalidScopeError` for a resource scope that is malformed (``system/Observation.rx``).
     """
     m = _SCOPE.match(text)
     if m is None:
         if re.match(r"^(system|user|patient)/", text):
-            raise InvalidScope(f"malformed scope: {text!r}")
+            raise InvalidScopeError(f"malformed scope: {text!r}")
         return None
     context, rtype, perm, query = m["context"], m["type"], m["perm"], m["query"]
     if not _RESOURCE_TYPE.match(rtype):
-        raise InvalidScope(f"bad resource type in scope: {text!r}")
+        raise InvalidScopeError(f"bad resource type in scope: {text!r}")
     if perm in _V1_PERMISSIONS:
         if query is not None:
-            raise InvalidScope(f"v1 scopes take no constraints: {text!r}")
+            raise InvalidScopeError(f"v1 scopes take no constraints: {text!r}")
         return Scope(context, rtype, _V1_PERMISSIONS[perm], (), 1, text)
     if not perm or not _V2_PERMISSIONS.match(perm):
-        raise InvalidScope(f"bad permissions in scope: {text!r}")
+        raise InvalidScopeError(f"bad permissions in scope: {text!r}")
     constraints: tuple[tuple[str, str], ...] = ()
     if query is not None:
         parts = query.split("&")
         if not all(_CONSTRAINT_PART.match(p) for p in parts):
-            raise InvalidScope(f"bad constraint in scope: {text!r}")
+            raise InvalidScopeError(f"bad constraint in scope: {text!r}")
         pairs = (p.split("=", 1) for p in parts)
         constraints = tuple(sorted((k, v) for k, v in pairs))
     return Scope(context, rtype, perm, constraints, 2, text)
@@ -156,7 +156,7 @@ class ScopeSet:
     def parse(cls, value: str | Iterable[str] | None, *, strict: bool = False) -> ScopeSet:
         """Parse a space-separated scope string (OAuth ``scope``) or a list (``scp``).
 
-        With ``strict=True`` a malformed resource scope raises :class:`InvalidScope`; otherwise it is kept in
+        With ``strict=True`` a malformed resource scope raises :class:`InvalidScopeError`; otherwise it is kept in
         :attr:`invalid` and grants nothing.
         """
         if value is None:
@@ -171,7 +171,7 @@ class ScopeSet:
         for item in dict.fromkeys(items):
             try:
                 parsed = parse_scope(item)
-            except InvalidScope:
+            except InvalidScopeError:
                 if strict:
                     raise
                 invalid.append(item)
@@ -202,20 +202,14 @@ class ScopeSet:
         if len(interaction) != 1 or interaction not in INTERACTIONS:
             raise ValueError(f"interaction must be one of {INTERACTIONS!r}, got {interaction!r}")
         ctx = tuple(contexts)
-        return any(
-            s.context in ctx and not s.constrained and s.covers(resource_type, interaction) for s in self.scopes
-        )
+        return any(s.context in ctx and not s.constrained and s.covers(resource_type, interaction) for s in self.scopes)
 
-    def missing(
-        self, requirement: Requirement, *, contexts: Iterable[str] = DEFAULT_GRANTING_CONTEXTS
-    ) -> list[str]:
+    def missing(self, requirement: Requirement, *, contexts: Iterable[str] = DEFAULT_GRANTING_CONTEXTS) -> list[str]:
         """The resource types of ``requirement`` this set does not grant (empty list = allowed)."""
         ctx = tuple(contexts)
         return [t for t in requirement.resource_types if not self.allows(t, requirement.interaction, contexts=ctx)]
 
-    def satisfies(
-        self, requirement: Requirement, *, contexts: Iterable[str] = DEFAULT_GRANTING_CONTEXTS
-    ) -> bool:
+    def satisfies(self, requirement: Requirement, *, contexts: Iterable[str] = DEFAULT_GRANTING_CONTEXTS) -> bool:
         return not self.missing(requirement, contexts=contexts)
 
     def intersect(self, allowed: ScopeSet) -> ScopeSet:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from service.security.client_auth import ASSERTION_ALGORITHMS
 
-TOKEN_PATH = "/oauth2/token"
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path
 JWKS_PATH = "/.well-known/jwks.json"
 DEFAULT_SCOPES = (
     "system/*.cruds",

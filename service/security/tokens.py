@@ -21,7 +21,7 @@ from service.security.keys import (
     CompositeJWKS,
     JWKSSource,
     SigningKey,
-    UnknownKey,
+    UnknownKeyError,
     ensure_local_signing_key,
     jwks_source,
 )
@@ -33,7 +33,7 @@ DEFAULT_REALM = "kapfhir"
 DEFAULT_LEEWAY_SECONDS = 30
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_BYTES = 16_384
-ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 media type
 DEFAULT_REQUIRED_CLAIMS = ("iss", "aud", "exp", "sub")
 CLIENT_ID_CLAIMS = ("client_id", "azp", "sub")  # RFC 9068 client_id; Keycloak/Okta azp; our sub
 
@@ -76,14 +76,14 @@ class AuthenticationError(Exception):
         return body
 
 
-class MissingToken(AuthenticationError):
+class MissingTokenError(AuthenticationError):
     """No ``Authorization: Bearer`` credentials were sent."""
 
     def __init__(self, *, realm: str = DEFAULT_REALM) -> None:
         super().__init__(None, "", realm=realm)
 
 
-class InsufficientScope(Exception):
+class InsufficientScopeError(Exception):
     """A valid token whose scopes do not cover the request (403; RFC 6750 ``insufficient_scope``)."""
 
     status = 403
@@ -208,7 +208,7 @@ class TokenValidator:
     non-empty string) and a client id (``client_id``, else ``azp``, else ``sub``). Scopes come from ``scope``
     (space-separated) or ``scp`` (list).
 
-    :class:`~service.security.keys.KeySourceUnavailable` is *not* turned into a 401: the lead should answer 503.
+    :class:`~service.security.keys.KeySourceUnavailableError` is *not* turned into a 401: the lead should answer 503.
     """
 
     def __init__(
@@ -242,7 +242,7 @@ class TokenValidator:
 
     def validate(self, token: str) -> Principal:
         if not token or not isinstance(token, str):
-            raise MissingToken(realm=self.realm)
+            raise MissingTokenError(realm=self.realm)
         if len(token) > MAX_TOKEN_BYTES:
             raise self._fail("token too large")
         try:
@@ -257,7 +257,7 @@ class TokenValidator:
             raise self._fail("token has no kid")
         try:
             vkey = self.jwks.get(kid)
-        except UnknownKey:
+        except UnknownKeyError:
             raise self._fail("token signing key unknown") from None
         if not vkey.permits(alg):
             raise self._fail("token algorithm does not fit its key")

@@ -60,7 +60,7 @@ class JWKSServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 outer.hits += 1
                 body = json.dumps(outer.document).encode()
                 self.send_response(outer.status)

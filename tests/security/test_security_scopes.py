@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.security.scopes import InvalidScope, ScopeSet, parse_scope, requirement_for
+from service.security.scopes import InvalidScopeError, ScopeSet, parse_scope, requirement_for
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,9 @@ def test_v1_translates_to_v2_spelling() -> None:
 
 
 def test_constraints_kept() -> None:
-    s = parse_scope("patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
+    s = parse_scope(
+        "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+    )
     assert s is not None and s.constrained
     assert s.constraints == (("category", "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"),)
 
@@ -50,11 +52,11 @@ def test_constraints_kept() -> None:
     ],
 )
 def test_malformed_resource_scopes(text: str) -> None:
-    with pytest.raises(InvalidScope):
+    with pytest.raises(InvalidScopeError):
         parse_scope(text)
     parsed = ScopeSet.parse(text)
     assert text in parsed.invalid and not parsed
-    with pytest.raises(InvalidScope):
+    with pytest.raises(InvalidScopeError):
         ScopeSet.parse(text, strict=True)
 
 

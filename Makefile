@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`. Everything they need, they install.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint system-packages bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kapfhir needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## make run: install, migrate, load the demo fixtures into an empty database, serve on 127.0.0.1:8000
+run: $(STAMP)
+	$(VENV)/bin/kapfhir db upgrade
+	$(VENV)/bin/kapfhir load-fixtures --if-empty
+	KAPFHIR_MIGRATE_ON_START=0 $(VENV)/bin/kapfhir serve
+
+## make test: install (Python and system packages) and run the whole suite
+test: $(STAMP) system-packages
+	$(PY) -m pytest -q
+
+system-packages:
+	bash scripts/install-system-packages.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service mappings tests bench
+
+bench: $(STAMP)
+	$(PY) bench/mapping.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,292 @@
+"""Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back.
+
+Transaction entries: ``POST`` with ``ifNoneExist: identifier=<system>|<value>``; a record with version > 1
+(an amendment or an entered-in-error mark) and the safety flags (state without versions) map to a conditional
+``PUT <Type>?identifier=<system>|<value>``; the Provenance is a ``PUT Provenance/<deterministic id>``.
+Psychotherapy notes are never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+
+import orjson
+
+from mappings import datatypes as dt
+from mappings import terminology as t
+from mappings.context import (
+    CONDITION,
+    OUTCOME_SCORE,
+    PRIMARY,
+    Mapped,
+    MappingContext,
+)
+from mappings.resources import (
+    adverse_event,
+    care_plan,
+    condition,
+    consent,
+    detected_issue,
+    encounter,
+    episode_of_care,
+    flag,
+    medication_administration,
+    medication_request,
+    medication_statement,
+    observation,
+    organization,
+    patient,
+    practitioner,
+    procedure,
+    provenance,
+    questionnaire_response,
+)
+from mappings.resources._common import MappingRefused, ReverseContext, read_record_meta, record_fields
+from service.domain.chart import EpisodeChart
+from service.domain.episode import Episode
+from service.domain.model import (
+    BodyWeight,
+    ClinicalSession,
+    ConcomitantMedication,
+    Consent,
+    DosingOrder,
+    DosingRecord,
+    MonitoringReading,
+    OutcomeMeasure,
+    Record,
+    SafetyFlag,
+    SideEffect,
+)
+
+EXT_EPISODE_OF_CARE = f"{t.FHIR_SD}/workflow-episodeOfCare"  # V: S1 §1.4 (core extension, context Observation)
+
+
+def _primary_value(record: Record) -> str:
+    if isinstance(record, MonitoringReading):
+        return f"{record.id}.{observation.reading_suffixes(record)[0]}"
+    return record.id
+
+
+def _latest(chart: EpisodeChart) -> datetime:
+    """The latest stored timestamp of the chart: the Provenance's ``recorded`` and the Bundle's timestamp."""
+    episode = chart.episode
+    times = [episode.period_start, episode.created_at, episode.updated_at]
+    for record in [*episode.records.values(), *chart.body_weights]:
+        times += [record.recorded_at, record.updated_at]
+    for item in episode.flags:
+        times += [item.raised_at, item.resolved_at, item.acknowledgement.at if item.acknowledgement else None]
+    return max(x for x in times if x is not None)
+
+
+def _body_weight(ctx: MappingContext, weight: BodyWeight, in_episode: bool, in_chart: bool) -> Mapped:
+    mapped = observation.to_body_weight(ctx, weight)
+    resource = mapped.resource
+    if in_episode:
+        resource["extension"].append(dt.extension(EXT_EPISODE_OF_CARE, valueReference=ctx.episode_of_care()))
+    if in_chart:
+        resource["extension"][0]["extension"].append(dt.extension("chartBodyWeight", valueBoolean=True))
+    return mapped
+
+
+def map_chart(chart: EpisodeChart) -> tuple[MappingContext, list[Mapped]]:
+    ctx = MappingContext(chart)
+    episode = chart.episode
+    for record in [*episode.records.values(), *ctx.body_weights]:
+        resource_type, kind = PRIMARY[type(record)]
+        ctx.primary_url[record.id] = ctx.full_url(resource_type, kind, _primary_value(record))
+    out: list[Mapped] = [organization.to_organization(ctx, chart.clinic)]
+    out += [practitioner.to_practitioner(ctx, p) for p in chart.practitioners]
+    out.append(patient.to_patient(ctx, chart.patient))
+    out += [condition.to_condition(ctx, episode, i, ind) for i, ind in enumerate(episode.indications)]
+    out.append(episode_of_care.to_episode_of_care(ctx, episode))
+    out.append(care_plan.to_care_plan(ctx, episode))
+    chart_weight_ids = {w.id for w in chart.body_weights}
+    episode_weight_ids = {w.id for w in episode.all_of(BodyWeight)}
+    out += [_body_weight(ctx, w, w.id in episode_weight_ids, w.id in chart_weight_ids) for w in ctx.body_weights]
+    out += list(_records(ctx, episode))
+    for item in episode.flags:
+        out.append(detected_issue.to_detected_issue(ctx, item))
+        if item.rule_id == flag.SUICIDE_RISK_RULE:
+            out.append(flag.to_flag(ctx, item))
+    return ctx, out
+
+
+def _records(ctx: MappingContext, episode: Episode) -> Iterator[Mapped]:
+    for record in episode.records.values():
+        if isinstance(record, Consent):
+            yield consent.to_consent(ctx, record)
+        elif isinstance(record, DosingOrder):
+            yield medication_request.to_medication_request(ctx, episode, record)
+        elif isinstance(record, ClinicalSession):
+            yield encounter.to_encounter(ctx, record)
+            if record.kind in procedure.PSYCHOTHERAPY_KINDS:
+                yield procedure.to_procedure(ctx, record)
+        elif isinstance(record, DosingRecord):
+            yield medication_administration.to_medication_administration(ctx, record)
+        elif isinstance(record, MonitoringReading):
+            yield from observation.to_reading_observations(ctx, record)
+        elif isinstance(record, SideEffect):
+            yield adverse_event.to_adverse_event(ctx, record)
+        elif isinstance(record, ConcomitantMedication):
+            yield medication_statement.to_medication_statement(ctx, record)
+        elif isinstance(record, OutcomeMeasure):
+            yield questionnaire_response.to_questionnaire_response(ctx, record)
+            yield from observation.to_score_observations(ctx, record)
+
+
+def _entry(ctx: MappingContext, mapped: Mapped, transaction: bool) -> dict:
+    resource_type = mapped.resource["resourceType"]
+    entry = {"fullUrl": ctx.full_url(resource_type, mapped.kind, mapped.value), "resource": mapped.resource}
+    if transaction:
+        condition_text = f"identifier={ctx.system(mapped.kind)}|{mapped.value}"
+        if mapped.version > 1 or mapped.always_update:
+            entry["request"] = {"method": "PUT", "url": f"{resource_type}?{condition_text}"}
+        else:
+            entry["request"] = {"method": "POST", "url": resource_type, "ifNoneExist": condition_text}
+    return entry
+
+
+def _bundle(chart: EpisodeChart, transaction: bool) -> dict:
+    ctx, mapped = map_chart(chart)
+    entries = [_entry(ctx, m, transaction) for m in mapped]
+    recorded = dt.instant(_latest(chart))
+    prov = provenance.to_provenance(ctx, [(e["fullUrl"], m.version) for e, m in zip(entries, mapped)], recorded)
+    prov_entry = {"fullUrl": f"urn:uuid:{prov['id']}", "resource": prov}
+    if transaction:
+        prov_entry["request"] = {"method": "PUT", "url": f"Provenance/{prov['id']}"}
+    return {
+        "resourceType": "Bundle",
+        "meta": {"security": ctx.security},
+        "type": "transaction" if transaction else "collection",
+        "timestamp": recorded,
+        "entry": [*entries, prov_entry],
+    }
+
+
+def to_transaction_bundle(chart: EpisodeChart) -> dict:
+    return _bundle(chart, transaction=True)
+
+
+def to_collection_bundle(chart: EpisodeChart) -> dict:
+    return _bundle(chart, transaction=False)
+
+
+def dumps(bundle: dict) -> bytes:
+    """Canonical bytes of a bundle (FHIR JSON, keys in mapping order)."""
+    return orjson.dumps(bundle)
+
+
+# --- reverse ----------------------------------------------------------------------------------------------
+
+
+def from_bundle(bundle: dict) -> EpisodeChart:
+    """A Bundle kapfhir produced (transaction or collection) back to the EpisodeChart it came from.
+
+    Psychotherapy notes were never exported, so sessions come back with ``psychotherapy_notes=None``.
+    """
+    entries = bundle.get("entry", [])
+    org = next((e["resource"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
+    if org is None:
+        raise MappingRefused("Bundle.entry.resource.ofType(Organization)", "the clinic Organization is missing")
+    clinic = organization.from_organization(org)
+    rctx = ReverseContext(base=clinic.identifier_system)
+    for entry in entries:
+        rctx.index(entry["fullUrl"], entry["resource"])
+    by_kind: dict[str, list[dict]] = {}
+    for entry in entries:
+        found = rctx.kind_of(entry["resource"])
+        if found:
+            by_kind.setdefault(found[0], []).append(entry["resource"])
+    patients = by_kind.get("patient", [])
+    if not patients:
+        raise MappingRefused("Bundle.entry.resource.ofType(Patient)", "the Patient is missing")
+    episodes = by_kind.get("episode", [])
+    plans = by_kind.get("care-plan", [])
+    if not episodes or not plans:
+        raise MappingRefused("Bundle.entry.resource.ofType(EpisodeOfCare)", "the EpisodeOfCare and CarePlan are required")
+    records: dict[str, Record] = {}
+    chart_weights: list[BodyWeight] = []
+    for resource in by_kind.get("body-weight", []):
+        weight = _from_body_weight(rctx, resource)
+        if dt.find_extension(resource, EXT_EPISODE_OF_CARE):
+            records[weight.id] = weight
+        if any(p["url"] == "chartBodyWeight" for p in dt.find_extension(resource, t.EXT_RECORD)["extension"]):
+            chart_weights.append(weight)
+    readers = {
+        "consent": consent.from_consent,
+        "dosing-order": medication_request.from_medication_request,
+        "session": encounter.from_encounter,
+        "dose": medication_administration.from_medication_administration,
+        "side-effect": adverse_event.from_adverse_event,
+        "concomitant-medication": medication_statement.from_medication_statement,
+    }
+    for kind, reader in readers.items():
+        for resource in by_kind.get(kind, []):
+            record = reader(rctx, resource)
+            records[record.id] = record
+    for reading in _from_readings(rctx, by_kind.get("monitoring-reading", [])):
+        records[reading.id] = reading
+    scores: dict[str, list[dict]] = {}
+    for resource in by_kind.get(OUTCOME_SCORE, []):
+        scores.setdefault(rctx.local_id_by_url[resource["derivedFrom"][0]["reference"]], []).append(resource)
+    for resource in by_kind.get("outcome-measure", []):
+        measure_id = rctx.own_id(resource)
+        records[measure_id] = questionnaire_response.from_questionnaire_response(rctx, resource, scores.get(measure_id, []))
+    flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
+    episode = Episode(
+        **episode_of_care.from_episode_of_care(rctx, episodes[0]),
+        **care_plan.from_care_plan(plans[0]),
+        indications=[condition.from_condition(r) for r in by_kind.get(CONDITION, [])],
+        records=records,
+        flags=flags,
+    )
+    return EpisodeChart(
+        clinic=clinic,
+        patient=patient.from_patient(rctx, patients[0]),
+        episode=episode,
+        practitioners=[practitioner.from_practitioner(rctx, r) for r in by_kind.get("practitioner", [])],
+        body_weights=chart_weights,
+    )
+
+
+def _from_body_weight(rctx: ReverseContext, resource: dict) -> BodyWeight:
+    eie = resource["status"] == "entered-in-error"
+    return BodyWeight(
+        id=rctx.own_id(resource),
+        **record_fields(read_record_meta(resource, eie)),
+        measured_at=dt.parse_datetime(resource["effectiveDateTime"]),
+        weight_kg=resource["valueQuantity"]["value"],
+    )
+
+
+def _from_readings(rctx: ReverseContext, resources: list[dict]) -> Iterator[MonitoringReading]:
+    groups: dict[str, list[dict]] = {}
+    for resource in resources:
+        groups.setdefault(rctx.kind_of(resource)[1].rsplit(".", 1)[0], []).append(resource)
+    for reading_id, group in groups.items():
+        first = group[0]
+        eie = first["status"] == "entered-in-error"
+        values: dict = {}
+        for resource in group:
+            values |= observation.reading_values(resource)
+        patient_url = first["subject"].get("reference")
+        yield MonitoringReading(
+            id=reading_id,
+            **record_fields(read_record_meta(first, eie)),
+            session_id=rctx.local_id(first["encounter"]),
+            taken_at=dt.parse_datetime(first["effectiveDateTime"]),
+            timing=observation.READING_TIMING_OF[dt.find_extension(first, t.EXT_READING_TIMING)["valueCoding"]["code"]],
+            self_reported=any(p.get("reference") == patient_url for p in first.get("performer", ())),
+            **values,
+        )
+
+
+def without_notes(chart: EpisodeChart) -> EpisodeChart:
+    """The chart as the export sees it: psychotherapy notes removed (they are never mapped)."""
+    records = {
+        rid: replace(r, psychotherapy_notes=None) if isinstance(r, ClinicalSession) else r
+        for rid, r in chart.episode.records.items()
+    }
+    return replace(chart, episode=replace(chart.episode, records=records))

@@ -1,0 +1,188 @@
+"""Builds the OpenAPI 3.1 document from the app's URL map and the marshmallow schemas.
+
+``openapi.yaml`` is this document written out (``kapfhir openapi --write``); a test fails when the file and the
+code disagree, so the contract cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+
+from service.entrypoints import api
+from service.entrypoints import schemas as s
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: type[Schema] | Schema | None = None
+    request: type[Schema] | Schema | None = None
+    status: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+    many: bool = False
+
+
+PAGINATION = (("limit", "integer", "page size, 1-200 (default 50)"), ("offset", "integer", "items to skip"))
+WRITE_ERRORS = (400, 404, 409, 412, 413, 415, 422)
+READ_ERRORS = (404, 422)
+
+
+@cache
+def _items(schema: type[Schema], name: str) -> type[Schema]:
+    return type(name, (Schema,), {"items": s.fields.List(s.fields.Nested(schema)), "__module__": __name__})
+
+
+@cache
+def _paged(schema: type[Schema], name: str) -> type[Schema]:
+    return s.page_schema(schema, name)
+
+
+SessionWithContent = type("SessionWithContentSchema", (s.SessionSchema,), {
+    "doses": s.fields.List(s.fields.Nested(s.DoseSchema)),
+    "monitoring_readings": s.fields.List(s.fields.Nested(s.MonitoringReadingSchema)),
+    "side_effects": s.fields.List(s.fields.Nested(s.SideEffectSchema)),
+    "__module__": __name__,
+})
+
+HEALTH = type("HealthSchema", (Schema,), {"status": s.fields.String(), "__module__": __name__})
+READY = type("ReadySchema", (Schema,), {"status": s.fields.String(), "database": s.fields.String(),
+                                         "schema_revision": s.fields.String(), "__module__": __name__})
+
+
+def _operations() -> dict[str, Operation]:
+    ops = {
+        "healthz": Operation("Liveness: the process answers", HEALTH),
+        "readyz": Operation("Readiness: database reachable and schema current", READY),
+        "api.register_practitioner": Operation("Register a practitioner", s.PractitionerSchema, s.PractitionerSchema, 201),
+        "api.list_practitioners": Operation("List practitioners", _paged(s.PractitionerSchema, "PractitionerPage"),
+                                            query=PAGINATION),
+        "api.get_practitioner": Operation("Read a practitioner", s.PractitionerSchema),
+        "api.register_patient": Operation("Register a patient", s.PatientSchema, s.PatientSchema, 201),
+        "api.list_patients": Operation("List patients", _paged(s.PatientSchema, "PatientPage"), query=PAGINATION),
+        "api.get_patient": Operation("Read a patient", s.PatientSchema),
+        "api.amend_patient": Operation("Amend a patient (If-Match optional)", s.PatientSchema, s.AmendPatientSchema),
+        "api.patient_history": Operation("Versions of a patient", _items(s.VersionEntrySchema, "VersionList")),
+        "api.record_body_weight": Operation("Record a body weight", s.BodyWeightSchema, s.BodyWeightSchema, 201),
+        "api.list_body_weights": Operation("Body weights of a patient", _items(s.BodyWeightSchema, "BodyWeightList")),
+        "api.open_episode": Operation("Open a KAP episode", s.EpisodeDetailSchema, s.EpisodeCreateSchema, 201),
+        "api.list_episodes": Operation(
+            "List episodes", _paged(s.EpisodeSummarySchema, "EpisodePage"),
+            query=(*PAGINATION, ("patient_id", "string", "only this patient's episodes"),
+                   ("status", "string", "episode status"), ("phase", "string", "current phase"))),
+        "api.get_episode": Operation("Read a whole episode with its timeline and open safety flags",
+                                     s.EpisodeDetailSchema),
+        "api.amend_episode": Operation("Amend an episode's indications, care team or status", s.EpisodeDetailSchema,
+                                       s.EpisodeAmendSchema),
+        "api.episode_history": Operation("Versions of an episode", _items(s.VersionEntrySchema, "VersionList")),
+        "api.transition_phase": Operation("Move the episode to another phase", s.EpisodeDetailSchema,
+                                          s.PhaseTransitionSchema, 201),
+        "api.withdraw_consent": Operation("Withdraw a consent", s.ConsentSchema, s.ConsentWithdrawalSchema),
+        "api.list_safety_flags": Operation("Safety flags of an episode", _items(s.SafetyFlagSchema, "SafetyFlagList"),
+                                           query=(("status", "string", "open, acknowledged or resolved"),)),
+        "api.acknowledge_safety_flag": Operation("Acknowledge a safety flag", s.SafetyFlagSchema,
+                                                 s.FlagAcknowledgementSchema),
+    }
+    return ops
+
+
+def _record_operation(endpoint: str, collection: api.Collection) -> Operation:
+    noun = collection.path.replace("-", " ")
+    name = collection.schema.__name__.removesuffix("Schema")
+    if endpoint == "api.add_record":
+        response = SessionWithContent if collection.cls.__name__ == "ClinicalSession" else collection.schema
+        return Operation(f"Record {noun}", response, collection.create_schema, 201)
+    if endpoint == "api.list_records":
+        query = (("kind", "string", "session kind"),) if collection.path == "sessions" else ()
+        return Operation(f"List {noun}", _items(collection.schema, f"{name}List"), query=query)
+    if endpoint == "api.get_record":
+        return Operation(f"Read one of the {noun}", collection.schema)
+    if endpoint == "api.amend_record":
+        return Operation(f"Amend one of the {noun} (a new version with a reason)", collection.schema,
+                         api.AMEND_SCHEMAS[collection.path])
+    if endpoint == "api.mark_entered_in_error":
+        return Operation(f"Mark one of the {noun} entered-in-error", collection.schema, s.EnteredInErrorSchema)
+    return Operation(f"Versions of one of the {noun}", _items(s.VersionEntrySchema, "VersionList"))
+
+
+def _status_text(code: int) -> str:
+    return {200: "OK", 201: "Created", 400: "Malformed request", 404: "Not found", 409: "Conflict",
+            412: "Stale If-Match", 413: "Body too large", 415: "Unsupported media type",
+            422: "Invalid or incoherent content", 503: "Not ready"}[code]
+
+
+def _schema_name(schema: type[Schema] | Schema) -> str:
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    # Nested in a session request, a record leaves out its reference to the session.
+    return f"{name}InSession" if not isinstance(schema, type) and schema.exclude else name
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    spec = APISpec(
+        title="kapfhir",
+        version="0.1.0",
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
+        info={"description": "Records ketamine-assisted psychotherapy episodes. Errors are RFC 9457 problem+json. "
+                             "POSTs accept an Idempotency-Key; updates accept If-Match with the ETag of a read."},
+    )
+    spec.components.schema("Problem", schema=s.ProblemSchema)
+    ops = _operations()
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        if rule.endpoint in ops:
+            op = ops[rule.endpoint]
+        else:
+            op = _record_operation(rule.endpoint, api.COLLECTIONS[rule.defaults["collection"]])
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation: dict[str, Any] = {
+                "summary": op.summary,
+                "operationId": f"{rule.endpoint.removeprefix('api.')}_{rule.defaults['collection'].replace('-', '_')}"
+                if rule.defaults and "collection" in rule.defaults else rule.endpoint.removeprefix("api."),
+                "responses": {},
+            }
+            parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+                          for arg in sorted(rule.arguments - set(rule.defaults or {}))]
+            parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": kind},
+                            "description": description} for name, kind, description in op.query]
+            if method == "POST":
+                parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                                   "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+            if method == "PUT" or rule.endpoint in ("api.transition_phase", "api.mark_entered_in_error",
+                                                    "api.withdraw_consent"):
+                parameters.append({"name": "If-Match", "in": "header", "required": False,
+                                   "schema": {"type": "string"}})
+            if parameters:
+                operation["parameters"] = parameters
+            if op.request is not None:
+                operation["requestBody"] = {"required": True,
+                                            "content": {"application/json": {"schema": op.request}}}
+            success: dict[str, Any] = {"description": _status_text(op.status)}
+            if op.response is not None:
+                success["content"] = {"application/json": {"schema": op.response}}
+            operation["responses"][str(op.status)] = success
+            errors = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
+            if rule.endpoint == "readyz":
+                errors = (503,)
+            elif rule.endpoint == "healthz":
+                errors = ()
+            for code in errors:
+                operation["responses"][str(code)] = {
+                    "description": _status_text(code),
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                }
+            paths.setdefault(path, {})[method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
