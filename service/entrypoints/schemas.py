@@ -489,5 +489,6 @@ class PaginationSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = StrictInteger(load_default=50, validate=validate.Range(min=1, max=200))
-    offset = StrictInteger(load_default=0, validate=validate.Range(min=0, max=1_000_000))
+    # Query strings: numbers arrive as text.
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))

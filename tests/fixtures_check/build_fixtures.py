@@ -1,4 +1,6 @@
-"""Scratch generator of the synthetic fixture episodes in fixtures/episodes/ (run: python tests/fixtures_check/build_fixtures.py).
+"""Scratch generator of the synthetic fixture episodes in fixtures/episodes/.
+
+Run: python tests/fixtures_check/build_fixtures.py
 
 Everything here is SYNTHETIC: invented people, invented MRNs (SYN-000n), invented lot numbers, fake notes.
 The JSON files are the deliverable; this script only keeps times, totals and ids consistent while writing them.
@@ -222,9 +224,9 @@ def fixture_a() -> dict:
     return {
         "name": "a-trd-iv-ketamine",
         "description": "SYNTHETIC. Treatment-resistant depression (F33.2 + treatment_resistant), IV racemic ketamine "
-                       "0.5 mg/kg over 40 min (82 kg -> 41 mg) under a weight-based dosing order, 6 completed infusions "
-                       "with pre-dose/during/post-dose/discharge vitals, CADSS and MOAA/S, weekly PHQ-9, C-SSRS, "
-                       "preparation and integration sessions, phases assessment -> preparation -> dosing -> "
+                       "0.5 mg/kg over 40 min (82 kg -> 41 mg) under a weight-based dosing order, 6 completed "
+                       "infusions with pre-dose/during/post-dose/discharge vitals, CADSS and MOAA/S, weekly PHQ-9, "
+                       "C-SSRS, preparation and integration sessions, phases assessment -> preparation -> dosing -> "
                        "integration -> dosing -> integration -> completed. The first infusion started before the "
                        "consent was signed: flagged dose-without-active-consent and acknowledged by the prescriber.",
         "expected_flags": ["dose-without-active-consent"],

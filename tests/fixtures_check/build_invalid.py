@@ -17,15 +17,16 @@ def at(hhmm: str, day: str = "2026-03-02") -> str:
 
 BASE = {
     "name": "invalid-base",
-    "description": "SYNTHETIC shared setup for fixtures/invalid/: two practitioners, a patient (MRN SYN-9001) with a body "
-                   "weight, an episode left in phase 'assessment', a consent, a dosing order, an assessment session, "
-                   "an in-progress dosing session with one dose. Its saved names (prescriber, nurse, patient, episode, "
-                   "consent, order, assessment_session, dosing_session, dose) are the placeholders the invalid "
+    "description": "SYNTHETIC shared setup for fixtures/invalid/: two practitioners, a patient (MRN SYN-9001) with a "
+                   "body weight, an episode left in phase 'assessment', a consent, a dosing order, an assessment "
+                   "session, an in-progress dosing session with one dose. Its saved names (prescriber, nurse, patient, "
+                   "episode, consent, order, assessment_session, dosing_session, dose) are the placeholders the invalid "
                    "requests use.",
     "expected_flags": [],
     "steps": [
         {"save_as": "prescriber", "path": "/practitioners",
-         "body": {"name": {"family": "Basecase", "given": ["Robin"]}, "npi": npi("591827364"), "roles": ["prescriber"]}},
+         "body": {"name": {"family": "Basecase", "given": ["Robin"]}, "npi": npi("591827364"),
+                  "roles": ["prescriber"]}},
         {"save_as": "nurse", "path": "/practitioners",
          "body": {"name": {"family": "Basecase", "given": ["Kim"]}, "roles": ["nurse", "monitor"]}},
         {"save_as": "patient", "path": "/patients",
@@ -84,7 +85,8 @@ CASES = {
     "wrong-content-type": case("A JSON body sent as text/plain.", "POST", "/patients", 415,
                                raw_body=json.dumps(PATIENT), content_type="text/plain"),
     "wrong-content-type-form": case("A form-encoded body.", "POST", E + "/outcome-measures", 415,
-                                    raw_body="instrument=phq-9&items=1", content_type="application/x-www-form-urlencoded"),
+                                    raw_body="instrument=phq-9&items=1",
+                                    content_type="application/x-www-form-urlencoded"),
     "body-too-large": case("A body over the 1 MiB limit (KAPFHIR_MAX_BODY_BYTES): a session whose notes are 1.1 MB.",
                            "POST", E + "/sessions", 413,
                            raw_body_repeat={"prefix": '{"kind": "preparation", "status": "completed", "start": "'

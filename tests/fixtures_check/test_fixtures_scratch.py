@@ -110,7 +110,8 @@ def test_episode_fixture_story_details(tmp_path: Path) -> None:
     ep = client.get(f"/api/v1/episodes/{ids['episode']}").get_json()
     pcl = {m["id"]: m for m in ep["outcome_measures"]}
     assert (pcl[ids["pcl5_before"]]["total"], pcl[ids["pcl5_before"]]["severity_band"]) == (52, "provisional-ptsd")
-    assert (pcl[ids["pcl5_after"]]["total"], pcl[ids["pcl5_after"]]["severity_band"]) == (23, "below-provisional-cut-point")
+    after = pcl[ids["pcl5_after"]]
+    assert (after["total"], after["severity_band"]) == (23, "below-provisional-cut-point")
     [nausea] = ep["side_effects"]
     assert (nausea["kind"], nausea["severity"], nausea["dose_id"]) == ("nausea", "moderate", ids["dose_2"])
     amended = client.get(f"/api/v1/episodes/{ids['episode']}/doses/{ids['dose_1']}").get_json()
