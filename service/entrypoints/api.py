@@ -195,6 +195,15 @@ def list_body_weights(patient_id: str) -> Response:
     return read(run)
 
 
+@bp.get("/patients/<patient_id>/body-weights/<record_id>")
+def get_body_weight(patient_id: str, record_id: str) -> Response:
+    def run(uow: UnitOfWork) -> Response:
+        weight = uow.repo.get_patient_record(patient_id, record_id)
+        return json_response(s.BodyWeightSchema().dump(weight), version=weight.version)
+
+    return read(run)
+
+
 # --- episodes --------------------------------------------------------------------------------------------------
 
 

@@ -71,6 +71,7 @@ def _operations() -> dict[str, Operation]:
         "api.amend_patient": Operation("Amend a patient (If-Match optional)", s.PatientSchema, s.AmendPatientSchema),
         "api.patient_history": Operation("Versions of a patient", _items(s.VersionEntrySchema, "VersionList")),
         "api.record_body_weight": Operation("Record a body weight", s.BodyWeightSchema, s.BodyWeightSchema, 201),
+        "api.get_body_weight": Operation("Read a body weight", s.BodyWeightSchema),
         "api.list_body_weights": Operation("Body weights of a patient", _items(s.BodyWeightSchema, "BodyWeightList")),
         "api.open_episode": Operation("Open a KAP episode", s.EpisodeDetailSchema, s.EpisodeCreateSchema, 201),
         "api.list_episodes": Operation(

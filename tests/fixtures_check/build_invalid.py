@@ -20,8 +20,8 @@ BASE = {
     "description": "SYNTHETIC shared setup for fixtures/invalid/: two practitioners, a patient (MRN SYN-9001) with a "
                    "body weight, an episode left in phase 'assessment', a consent, a dosing order, an assessment "
                    "session, an in-progress dosing session with one dose. Its saved names (prescriber, nurse, patient, "
-                   "episode, consent, order, assessment_session, dosing_session, dose) are the placeholders the invalid "
-                   "requests use.",
+                   "episode, consent, order, assessment_session, dosing_session, dose) are the placeholders the "
+                   "invalid requests use.",
     "expected_flags": [],
     "steps": [
         {"save_as": "prescriber", "path": "/practitioners",
