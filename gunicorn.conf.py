@@ -13,15 +13,15 @@ accesslog = None
 errorlog = "-"
 
 # Heartbeat files on tmpfs: a disk-backed /tmp in containers can stall workers.
-if os.path.isdir("/dev/shm"):
-    worker_tmp_dir = "/dev/shm"
+if os.path.isdir("/dev/shm"):  # noqa: S108 - gunicorn heartbeat files, not data
+    worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 # gunicorn >= 25.1 opens a control socket under $HOME by default: the image's
 # home is read-only and parallel test servers would share one path.
 control_socket_disable = True
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
+def on_starting(server):
     """Migrate once, in the master, before any worker serves (set KAPFHIR_MIGRATE_ON_START=0 to skip)."""
     if os.environ.get("KAPFHIR_MIGRATE_ON_START", "1") != "0":
         from service.entrypoints.cli import prepare_database

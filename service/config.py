@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 
 from service.domain.rules import DEFAULT_MAX_MG_PER_KG, SafetyPolicy
-from service.domain.vocabulary import Route
 
 
 def _int(name: str, default: int) -> int:
@@ -53,5 +52,3 @@ class Settings:
             log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
             safety=safety_policy_from_env(),
         )
-
-

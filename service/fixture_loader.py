@@ -25,6 +25,7 @@ class FixtureError(Exception):
 
 def resolve(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, str):
+
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in ids:
@@ -56,8 +57,10 @@ def replay(fixture: dict[str, Any], send: Send) -> dict[str, str]:
         status, response = send(step.get("method", "POST"), path, body)
         expected = step.get("expect_status", 201 if step.get("method", "POST") == "POST" else 200)
         if status != expected:
-            raise FixtureError(f"{fixture.get('name')}: step {step.get('save_as') or path} answered {status}, "
-                               f"expected {expected}: {json.dumps(response)[:500]}")
+            raise FixtureError(
+                f"{fixture.get('name')}: step {step.get('save_as') or path} answered {status}, "
+                f"expected {expected}: {json.dumps(response)[:500]}"
+            )
         if step.get("save_as"):
             ids[step["save_as"]] = response["id"]
         for name, where in (step.get("save_item") or {}).items():

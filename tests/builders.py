@@ -47,8 +47,11 @@ def episode(*, indications: list[Indication] | None = None, in_dosing_from: date
 
 def consent(**overrides: Any) -> Consent:
     values: dict[str, Any] = dict(
-        id="consent-1", form_url="https://clinic.example.org/forms/kap-consent", form_version="3",
-        signed_at=T0 - timedelta(days=2), off_label_use_acknowledged=True,
+        id="consent-1",
+        form_url="https://clinic.example.org/forms/kap-consent",
+        form_version="3",
+        signed_at=T0 - timedelta(days=2),
+        off_label_use_acknowledged=True,
         routes_covered=[Route.INTRAVENOUS, Route.INTRAMUSCULAR, Route.SUBLINGUAL, Route.INTRANASAL, Route.ORAL],
     )
     values.update(overrides)
@@ -57,37 +60,66 @@ def consent(**overrides: Any) -> Consent:
 
 def dosing_session(session_id: str = "s-1", start: datetime = T0, **overrides: Any) -> ClinicalSession:
     values: dict[str, Any] = dict(
-        id=session_id, kind=SessionKind.DOSING, status=SessionStatus.COMPLETED, start=start,
-        end=start + timedelta(hours=3), modality=Modality.IN_PERSON, setting=DosingSetting.CLINIC,
+        id=session_id,
+        kind=SessionKind.DOSING,
+        status=SessionStatus.COMPLETED,
+        start=start,
+        end=start + timedelta(hours=3),
+        modality=Modality.IN_PERSON,
+        setting=DosingSetting.CLINIC,
         discharge_at=start + timedelta(hours=3),
     )
     values.update(overrides)
     return ClinicalSession(**values)
 
 
-def iv_dose(dose_id: str = "d-1", session_id: str = "s-1", start: datetime = T0 + timedelta(minutes=15),
-            **overrides: Any) -> DosingRecord:
+def iv_dose(
+    dose_id: str = "d-1", session_id: str = "s-1", start: datetime = T0 + timedelta(minutes=15), **overrides: Any
+) -> DosingRecord:
     values: dict[str, Any] = dict(
-        id=dose_id, session_id=session_id, medication=Medication.RACEMIC_KETAMINE, route=Route.INTRAVENOUS,
-        dose_mg=35.0, weight_kg=70.0, infusion_duration_min=40, start=start, end=start + timedelta(minutes=40),
+        id=dose_id,
+        session_id=session_id,
+        medication=Medication.RACEMIC_KETAMINE,
+        route=Route.INTRAVENOUS,
+        dose_mg=35.0,
+        weight_kg=70.0,
+        infusion_duration_min=40,
+        start=start,
+        end=start + timedelta(minutes=40),
     )
     values.update(overrides)
     return DosingRecord(**values)
 
 
-def esketamine_dose(dose_id: str = "d-1", session_id: str = "s-1", start: datetime = T0 + timedelta(minutes=15),
-                    **overrides: Any) -> DosingRecord:
+def esketamine_dose(
+    dose_id: str = "d-1", session_id: str = "s-1", start: datetime = T0 + timedelta(minutes=15), **overrides: Any
+) -> DosingRecord:
     values: dict[str, Any] = dict(
-        id=dose_id, session_id=session_id, medication=Medication.ESKETAMINE, route=Route.INTRANASAL, dose_mg=56.0,
-        start=start, end=start + timedelta(minutes=10),
+        id=dose_id,
+        session_id=session_id,
+        medication=Medication.ESKETAMINE,
+        route=Route.INTRANASAL,
+        dose_mg=56.0,
+        start=start,
+        end=start + timedelta(minutes=10),
     )
     values.update(overrides)
     return DosingRecord(**values)
 
 
-def bp(reading_id: str, at: datetime, timing: ReadingTiming, session_id: str = "s-1", **overrides: Any) -> MonitoringReading:
-    values: dict[str, Any] = dict(id=reading_id, session_id=session_id, taken_at=at, timing=timing,
-                                  systolic_mmhg=124, diastolic_mmhg=78, heart_rate_per_min=72, spo2_percent=98)
+def bp(
+    reading_id: str, at: datetime, timing: ReadingTiming, session_id: str = "s-1", **overrides: Any
+) -> MonitoringReading:
+    values: dict[str, Any] = dict(
+        id=reading_id,
+        session_id=session_id,
+        taken_at=at,
+        timing=timing,
+        systolic_mmhg=124,
+        diastolic_mmhg=78,
+        heart_rate_per_min=72,
+        spo2_percent=98,
+    )
     values.update(overrides)
     return MonitoringReading(**values)
 

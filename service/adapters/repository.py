@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service.adapters import orm
 from service.adapters.serialization import episode_header_data, from_data, record_from_data, to_data
 from service.domain.episode import Episode
-from service.domain.errors import Conflict, NotFound
+from service.domain.errors import Conflict, FieldError, NotFound
 from service.domain.model import RECORD_KIND_OF, BodyWeight, Clinic, Patient, Practitioner, Record, SafetyFlag
 
 
@@ -51,13 +51,28 @@ class Repository:
     # --- history ---------------------------------------------------------------------------------------
 
     def _write_version(
-        self, kind: str, entity_id: str, version: int, data: dict[str, Any], *, change: str, reason: str | None,
-        actor: str, at: datetime,
+        self,
+        kind: str,
+        entity_id: str,
+        version: int,
+        data: dict[str, Any],
+        *,
+        change: str,
+        reason: str | None,
+        actor: str,
+        at: datetime,
     ) -> None:
         self.session.execute(
             insert(orm.record_versions).values(
-                entity_kind=kind, entity_id=entity_id, version=version, clinic_id=self.clinic_id, change=change,
-                reason=reason, actor=actor, changed_at=at, data=data,
+                entity_kind=kind,
+                entity_id=entity_id,
+                version=version,
+                clinic_id=self.clinic_id,
+                change=change,
+                reason=reason,
+                actor=actor,
+                changed_at=at,
+                data=data,
             )
         )
 
@@ -73,20 +88,33 @@ class Repository:
     # --- practitioners ---------------------------------------------------------------------------------
 
     def add_practitioner(self, practitioner: Practitioner, *, actor: str, now: datetime) -> None:
-        if practitioner.npi and self.session.execute(
-            select(orm.practitioners.c.id).where(
-                orm.practitioners.c.clinic_id == self.clinic_id, orm.practitioners.c.npi == practitioner.npi
+        if (
+            practitioner.npi
+            and self.session.execute(
+                select(orm.practitioners.c.id).where(
+                    orm.practitioners.c.clinic_id == self.clinic_id, orm.practitioners.c.npi == practitioner.npi
+                )
+            ).first()
+        ):
+            raise Conflict(
+                f"A practitioner with NPI {practitioner.npi} is already registered.",
+                [FieldError("npi", "already registered")],
             )
-        ).first():
-            raise Conflict(f"A practitioner with NPI {practitioner.npi} is already registered.")
         data = to_data(practitioner)
         self.session.execute(
             insert(orm.practitioners).values(
-                id=practitioner.id, clinic_id=self.clinic_id, npi=practitioner.npi, version=practitioner.version,
-                data=data, created_at=now, updated_at=now,
+                id=practitioner.id,
+                clinic_id=self.clinic_id,
+                npi=practitioner.npi,
+                version=practitioner.version,
+                data=data,
+                created_at=now,
+                updated_at=now,
             )
         )
-        self._write_version("practitioner", practitioner.id, 1, data, change="created", reason=None, actor=actor, at=now)
+        self._write_version(
+            "practitioner", practitioner.id, 1, data, change="created", reason=None, actor=actor, at=now
+        )
 
     def get_practitioner(self, practitioner_id: str) -> Practitioner:
         t = orm.practitioners
@@ -101,7 +129,9 @@ class Repository:
         t = orm.practitioners
         where = t.c.clinic_id == self.clinic_id
         total = self.session.execute(select(func.count()).select_from(t).where(where)).scalar_one()
-        rows = self.session.execute(select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset))
+        rows = self.session.execute(
+            select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        )
         return Page([from_data(Practitioner, r.data) for r in rows], total)
 
     def missing_practitioners(self, ids: set[str]) -> set[str]:
@@ -115,28 +145,43 @@ class Repository:
 
     def add_patient(self, patient: Patient, *, actor: str, now: datetime) -> None:
         if self.find_patient_by_mrn(patient.mrn.system, patient.mrn.value) is not None:
-            raise Conflict("A patient with this MRN is already registered.")
+            raise Conflict("A patient with this MRN is already registered.", [FieldError("mrn", "already registered")])
         data = to_data(patient)
         self.session.execute(
             insert(orm.patients).values(
-                id=patient.id, clinic_id=self.clinic_id, mrn_system=patient.mrn.system, mrn_value=patient.mrn.value,
-                version=patient.version, data=data, created_at=now, updated_at=now,
+                id=patient.id,
+                clinic_id=self.clinic_id,
+                mrn_system=patient.mrn.system,
+                mrn_value=patient.mrn.value,
+                version=patient.version,
+                data=data,
+                created_at=now,
+                updated_at=now,
             )
         )
         self._write_version("patient", patient.id, 1, data, change="created", reason=None, actor=actor, at=now)
 
-    def update_patient(self, patient: Patient, *, expected_version: int, actor: str, reason: str, now: datetime) -> None:
+    def update_patient(
+        self, patient: Patient, *, expected_version: int, actor: str, reason: str, now: datetime
+    ) -> None:
         t = orm.patients
         data = to_data(patient)
         result = self.session.execute(
             update(t)
             .where(t.c.clinic_id == self.clinic_id, t.c.id == patient.id, t.c.version == expected_version)
-            .values(version=patient.version, data=data, mrn_system=patient.mrn.system, mrn_value=patient.mrn.value,
-                    updated_at=now)
+            .values(
+                version=patient.version,
+                data=data,
+                mrn_system=patient.mrn.system,
+                mrn_value=patient.mrn.value,
+                updated_at=now,
+            )
         )
         if result.rowcount != 1:
             raise Conflict(f"Patient {patient.id} was changed by another request; read it again.")
-        self._write_version("patient", patient.id, patient.version, data, change="amended", reason=reason, actor=actor, at=now)
+        self._write_version(
+            "patient", patient.id, patient.version, data, change="amended", reason=reason, actor=actor, at=now
+        )
 
     def get_patient(self, patient_id: str) -> Patient:
         t = orm.patients
@@ -158,7 +203,9 @@ class Repository:
         t = orm.patients
         where = t.c.clinic_id == self.clinic_id
         total = self.session.execute(select(func.count()).select_from(t).where(where)).scalar_one()
-        rows = self.session.execute(select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset))
+        rows = self.session.execute(
+            select(t.c.data).where(where).order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        )
         return Page([from_data(Patient, r.data) for r in rows], total)
 
     # --- clinical records outside an episode (body weights) ---------------------------------------------
@@ -170,7 +217,9 @@ class Repository:
         t = orm.clinical_records
         rows = self.session.execute(
             select(t.c.data).where(
-                t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id, t.c.kind == "body-weight",
+                t.c.clinic_id == self.clinic_id,
+                t.c.patient_id == patient_id,
+                t.c.kind == "body-weight",
             )
         )
         weights = [from_data(BodyWeight, r.data) for r in rows]
@@ -180,7 +229,9 @@ class Repository:
         t = orm.clinical_records
         row = self.session.execute(
             select(t.c.kind, t.c.data).where(
-                t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id, t.c.episode_id.is_(None),
+                t.c.clinic_id == self.clinic_id,
+                t.c.patient_id == patient_id,
+                t.c.episode_id.is_(None),
                 t.c.id == record_id,
             )
         ).one_or_none()
@@ -188,7 +239,9 @@ class Repository:
             raise NotFound(f"No record {record_id} for patient {patient_id}.")
         return record_from_data(row.kind, row.data)
 
-    def save_patient_record(self, patient_id: str, record: Record, *, change: str, reason: str | None, actor: str) -> None:
+    def save_patient_record(
+        self, patient_id: str, record: Record, *, change: str, reason: str | None, actor: str
+    ) -> None:
         self._update_record(record, change=change, reason=reason, actor=actor)
 
     # --- episodes ----------------------------------------------------------------------------------------
@@ -197,11 +250,20 @@ class Repository:
         data = episode_header_data(episode)
         self.session.execute(
             insert(orm.episodes).values(
-                id=episode.id, clinic_id=self.clinic_id, patient_id=episode.patient_id, status=str(episode.status),
-                phase=str(episode.phase), version=episode.version, data=data, created_at=now, updated_at=now,
+                id=episode.id,
+                clinic_id=self.clinic_id,
+                patient_id=episode.patient_id,
+                status=str(episode.status),
+                phase=str(episode.phase),
+                version=episode.version,
+                data=data,
+                created_at=now,
+                updated_at=now,
             )
         )
-        self._write_version("episode", episode.id, episode.version, data, change="created", reason=None, actor=actor, at=now)
+        self._write_version(
+            "episode", episode.id, episode.version, data, change="created", reason=None, actor=actor, at=now
+        )
         self._loaded_versions[episode.id] = {}
         self._loaded_flags[episode.id] = {}
 
@@ -209,7 +271,9 @@ class Repository:
         t = orm.episodes
         query = select(t.c.data, t.c.version).where(t.c.clinic_id == self.clinic_id, t.c.id == episode_id)
         if for_update:
-            query = query.with_for_update()  # PostgreSQL serialises writers of one episode; SQLite locks on BEGIN IMMEDIATE
+            query = (
+                query.with_for_update()
+            )  # PostgreSQL serialises writers of one episode; SQLite locks on BEGIN IMMEDIATE
         row = self.session.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"No episode {episode_id}.")
@@ -224,7 +288,9 @@ class Repository:
         flag_rows = self.session.execute(
             select(f.c.data).where(f.c.clinic_id == self.clinic_id, f.c.episode_id == episode_id)
         ).all()
-        episode.flags = sorted((from_data(SafetyFlag, fr.data) for fr in flag_rows), key=lambda fl: (fl.raised_at, fl.id))
+        episode.flags = sorted(
+            (from_data(SafetyFlag, fr.data) for fr in flag_rows), key=lambda fl: (fl.raised_at, fl.id)
+        )
         self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
@@ -248,8 +314,14 @@ class Repository:
         return Page([from_data(Episode, {**r.data, "records": {}, "flags": []}) for r in rows], total)
 
     def save_episode(
-        self, episode: Episode, *, expected_version: int, actor: str, now: datetime,
-        notes: dict[str, tuple[str, str | None]] | None = None, episode_change: tuple[str, str | None] | None = None,
+        self,
+        episode: Episode,
+        *,
+        expected_version: int,
+        actor: str,
+        now: datetime,
+        notes: dict[str, tuple[str, str | None]] | None = None,
+        episode_change: tuple[str, str | None] | None = None,
     ) -> None:
         """Writes what changed in the aggregate and bumps the episode's version (optimistic check)."""
         notes = notes or {}
@@ -268,8 +340,12 @@ class Repository:
             if flag.id not in loaded_flags:
                 self.session.execute(
                     insert(orm.safety_flags).values(
-                        id=flag.id, clinic_id=self.clinic_id, episode_id=episode.id, status=str(flag.status),
-                        data=data, updated_at=now,
+                        id=flag.id,
+                        clinic_id=self.clinic_id,
+                        episode_id=episode.id,
+                        status=str(flag.status),
+                        data=data,
+                        updated_at=now,
                     )
                 )
             elif loaded_flags[flag.id] != data:
@@ -286,15 +362,17 @@ class Repository:
         result = self.session.execute(
             update(t)
             .where(t.c.clinic_id == self.clinic_id, t.c.id == episode.id, t.c.version == expected_version)
-            .values(status=str(episode.status), phase=str(episode.phase), version=episode.version, data=data,
-                    updated_at=now)
+            .values(
+                status=str(episode.status), phase=str(episode.phase), version=episode.version, data=data, updated_at=now
+            )
         )
         if result.rowcount != 1:
             raise Conflict(f"Episode {episode.id} was changed by another request; read it again and retry.")
         if episode_change is not None:
             change, reason = episode_change
-            self._write_version("episode", episode.id, episode.version, data, change=change, reason=reason,
-                                actor=actor, at=now)
+            self._write_version(
+                "episode", episode.id, episode.version, data, change=change, reason=reason, actor=actor, at=now
+            )
 
     # --- record rows -------------------------------------------------------------------------------------
 
@@ -304,13 +382,21 @@ class Repository:
         assert record.recorded_at is not None and record.updated_at is not None
         self.session.execute(
             insert(orm.clinical_records).values(
-                id=record.id, clinic_id=self.clinic_id, patient_id=patient_id, episode_id=episode_id, kind=kind,
-                version=record.version, entered_in_error=record.entered_in_error, data=data,
-                recorded_at=record.recorded_at, updated_at=record.updated_at,
+                id=record.id,
+                clinic_id=self.clinic_id,
+                patient_id=patient_id,
+                episode_id=episode_id,
+                kind=kind,
+                version=record.version,
+                entered_in_error=record.entered_in_error,
+                data=data,
+                recorded_at=record.recorded_at,
+                updated_at=record.updated_at,
             )
         )
-        self._write_version(kind, record.id, record.version, data, change="created", reason=None, actor=actor,
-                            at=record.updated_at)
+        self._write_version(
+            kind, record.id, record.version, data, change="created", reason=None, actor=actor, at=record.updated_at
+        )
 
     def _update_record(self, record: Record, *, change: str, reason: str | None, actor: str) -> None:
         kind = RECORD_KIND_OF[type(record)]
@@ -320,11 +406,16 @@ class Repository:
         self.session.execute(
             update(t)
             .where(t.c.clinic_id == self.clinic_id, t.c.id == record.id)
-            .values(version=record.version, entered_in_error=record.entered_in_error, data=data,
-                    updated_at=record.updated_at)
+            .values(
+                version=record.version,
+                entered_in_error=record.entered_in_error,
+                data=data,
+                updated_at=record.updated_at,
+            )
         )
-        self._write_version(kind, record.id, record.version, data, change=change, reason=reason, actor=actor,
-                            at=record.updated_at)
+        self._write_version(
+            kind, record.id, record.version, data, change=change, reason=reason, actor=actor, at=record.updated_at
+        )
 
     # --- idempotency ---------------------------------------------------------------------------------------
 
@@ -335,13 +426,29 @@ class Repository:
         ).one_or_none()
 
     def store_idempotent_response(
-        self, *, client_id: str, key: str, method: str, path: str, body_sha256: str, status_code: int,
-        response_body: str, response_headers: dict[str, str], now: datetime,
+        self,
+        *,
+        client_id: str,
+        key: str,
+        method: str,
+        path: str,
+        body_sha256: str,
+        status_code: int,
+        response_body: str,
+        response_headers: dict[str, str],
+        now: datetime,
     ) -> None:
         self.session.execute(
             insert(orm.idempotency_keys).values(
-                clinic_id=self.clinic_id, client_id=client_id, key=key, method=method, path=path,
-                body_sha256=body_sha256, status_code=status_code, response_body=response_body,
-                response_headers=response_headers, created_at=now,
+                clinic_id=self.clinic_id,
+                client_id=client_id,
+                key=key,
+                method=method,
+                path=path,
+                body_sha256=body_sha256,
+                status_code=status_code,
+                response_body=response_body,
+                response_headers=response_headers,
+                created_at=now,
             )
         )

@@ -23,7 +23,9 @@ converter.register_structure_hook(
 )
 converter.register_unstructure_hook(date, date.isoformat)
 converter.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, Enum), lambda v: v.value)
-converter.register_structure_hook(date, lambda value, _: value if isinstance(value, date) else date.fromisoformat(value))
+converter.register_structure_hook(
+    date, lambda value, _: value if isinstance(value, date) else date.fromisoformat(value)
+)
 
 
 def to_data(obj: Any) -> dict[str, Any]:

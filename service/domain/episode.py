@@ -13,7 +13,6 @@ from service.domain.model import (
     RECORD_KIND_OF,
     CareTeamMember,
     ClinicalSession,
-    Consent,
     DosingOrder,
     DosingRecord,
     FlagAcknowledgement,

@@ -32,7 +32,7 @@ class Incoherent(DomainError):
     title = "Incoherent content"
 
     @classmethod
-    def at(cls, field: str, message: str) -> "Incoherent":
+    def at(cls, field: str, message: str) -> Incoherent:
         return cls(message, [FieldError(field, message)])
 
 
@@ -46,7 +46,8 @@ class TransitionRefused(Conflict):
     def __init__(self, current: str, requested: str, allowed: list[str]) -> None:
         allowed_text = ", ".join(allowed) if allowed else "none (the episode has ended)"
         super().__init__(
-            f"The episode is in phase '{current}'; it cannot move to '{requested}'. Allowed next phases: {allowed_text}.",
+            f"The episode is in phase '{current}'; it cannot move to '{requested}'. "
+            f"Allowed next phases: {allowed_text}.",
             [FieldError("to_phase", f"allowed: {allowed_text}")],
         )
         self.current = current

@@ -15,7 +15,6 @@ from service.domain.vocabulary import (
     ConcomitantMedicationClass,
     DoseUnit,
     DosingSetting,
-    EpisodeStatus,
     FlagSeverity,
     FlagStatus,
     IndicationKind,
@@ -32,7 +31,6 @@ from service.domain.vocabulary import (
     SideEffectSeverity,
     SuicideRiskLevel,
 )
-
 
 # --- tenant and people -------------------------------------------------------------------------------
 

@@ -126,8 +126,7 @@ def _dosing_session(episode: Episode, session: ClinicalSession, policy: SafetyPo
         if dose.setting is DosingSetting.HOME:
             yield from _home_dose(session, dose, policy)
         elif dose.medication is Medication.RACEMIC_KETAMINE and not any(
-            r.timing is ReadingTiming.PRE_DOSE and r.has_blood_pressure and r.taken_at <= dose.start
-            for r in readings
+            r.timing is ReadingTiming.PRE_DOSE and r.has_blood_pressure and r.taken_at <= dose.start for r in readings
         ):
             yield Deviation(
                 "no-pre-dose-blood-pressure",

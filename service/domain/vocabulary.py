@@ -6,12 +6,7 @@ Values are the wire values of the REST API and the stored values; the FHIR codes
 
 from __future__ import annotations
 
-from enum import Enum
-
-
-class StrEnum(str, Enum):
-    def __str__(self) -> str:  # so f-strings and JSON show the value, not the member name
-        return self.value
+from enum import StrEnum
 
 
 class AdministrativeGender(StrEnum):

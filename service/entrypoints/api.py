@@ -60,13 +60,28 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("dosing-orders", DosingOrder, s.DosingOrderSchema, s.DosingOrderSchema, ("MedicationRequest",)),
         Collection("sessions", ClinicalSession, s.SessionSchema, s.SessionCreateSchema, ("Encounter", "Procedure")),
         Collection("doses", DosingRecord, s.DoseSchema, s.DoseSchema, ("MedicationAdministration",)),
-        Collection("monitoring-readings", MonitoringReading, s.MonitoringReadingSchema, s.MonitoringReadingSchema,
-                   ("Observation",)),
+        Collection(
+            "monitoring-readings",
+            MonitoringReading,
+            s.MonitoringReadingSchema,
+            s.MonitoringReadingSchema,
+            ("Observation",),
+        ),
         Collection("side-effects", SideEffect, s.SideEffectSchema, s.SideEffectSchema, ("AdverseEvent",)),
-        Collection("outcome-measures", OutcomeMeasure, s.OutcomeMeasureSchema, s.OutcomeMeasureSchema,
-                   ("QuestionnaireResponse", "Observation")),
-        Collection("concomitant-medications", ConcomitantMedication, s.ConcomitantMedicationSchema,
-                   s.ConcomitantMedicationSchema, ("MedicationStatement",)),
+        Collection(
+            "outcome-measures",
+            OutcomeMeasure,
+            s.OutcomeMeasureSchema,
+            s.OutcomeMeasureSchema,
+            ("QuestionnaireResponse", "Observation"),
+        ),
+        Collection(
+            "concomitant-medications",
+            ConcomitantMedication,
+            s.ConcomitantMedicationSchema,
+            s.ConcomitantMedicationSchema,
+            ("MedicationStatement",),
+        ),
     )
 }
 AMEND_SCHEMAS: dict[str, type[Schema]] = {path: _amend_schema(c.schema) for path, c in COLLECTIONS.items()}
@@ -91,8 +106,12 @@ def register_practitioner() -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         practitioner = services.register_practitioner(uow, ctx, from_data(Practitioner, {**data, "id": new_id()}))
-        return json_response(s.PractitionerSchema().dump(practitioner), 201, version=practitioner.version,
-                             location=url_for("api.get_practitioner", practitioner_id=practitioner.id))
+        return json_response(
+            s.PractitionerSchema().dump(practitioner),
+            201,
+            version=practitioner.version,
+            location=url_for("api.get_practitioner", practitioner_id=practitioner.id),
+        )
 
     return write(run)
 
@@ -126,8 +145,12 @@ def register_patient() -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         patient = services.register_patient(uow, ctx, from_data(Patient, {**data, "id": new_id()}))
-        return json_response(s.PatientSchema().dump(patient), 201, version=patient.version,
-                             location=url_for("api.get_patient", patient_id=patient.id))
+        return json_response(
+            s.PatientSchema().dump(patient),
+            201,
+            version=patient.version,
+            location=url_for("api.get_patient", patient_id=patient.id),
+        )
 
     return write(run)
 
@@ -159,8 +182,9 @@ def amend_patient(patient_id: str) -> Response:
     expected = if_match_version()
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        patient = services.amend_patient(uow, ctx, from_data(Patient, {**data, "id": patient_id}), reason=reason,
-                                         expected_version=expected)
+        patient = services.amend_patient(
+            uow, ctx, from_data(Patient, {**data, "id": patient_id}), reason=reason, expected_version=expected
+        )
         return json_response(s.PatientSchema().dump(patient), version=patient.version)
 
     return write(run)
@@ -229,23 +253,38 @@ def _timeline(episode: Episode) -> list[dict[str, Any]]:
             if record.withdrawn_at:
                 entries.append((record.withdrawn_at, "consent-withdrawn", record.id, "consent withdrawn"))
         elif isinstance(record, DosingOrder):
-            entries.append((record.ordered_at, kind, record.id,
-                            f"order {record.medication} {record.dose_value:g} {record.dose_unit} {record.route}"))
+            entries.append(
+                (
+                    record.ordered_at,
+                    kind,
+                    record.id,
+                    f"order {record.medication} {record.dose_value:g} {record.dose_unit} {record.route}",
+                )
+            )
         elif isinstance(record, ClinicalSession):
-            entries.append((record.start, kind, record.id, f"{record.kind} session ({record.modality}), {record.status}"))
+            entries.append(
+                (record.start, kind, record.id, f"{record.kind} session ({record.modality}), {record.status}")
+            )
         elif isinstance(record, DosingRecord):
             per_kg = f", {record.dose_mg_per_kg} mg/kg" if record.dose_mg_per_kg else ""
-            entries.append((record.start, kind, record.id,
-                            f"{record.medication} {record.dose_mg:g} mg {record.route}{per_kg}"))
+            entries.append(
+                (record.start, kind, record.id, f"{record.medication} {record.dose_mg:g} mg {record.route}{per_kg}")
+            )
         elif isinstance(record, SideEffect):
             entries.append((record.onset_at, kind, record.id, f"{record.kind} ({record.severity})"))
         elif isinstance(record, OutcomeMeasure):
-            result = f"total {record.total} ({record.severity_band})" if record.total is not None else f"risk {record.risk_level}"
+            result = (
+                f"total {record.total} ({record.severity_band})"
+                if record.total is not None
+                else f"risk {record.risk_level}"
+            )
             entries.append((record.administered_at, kind, record.id, f"{record.instrument} {result}"))
     for flag in episode.flags:
         entries.append((flag.raised_at, "safety-flag", flag.id, f"{flag.rule_id} ({flag.severity}, {flag.status})"))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    return [{"at": at.isoformat(), "kind": kind, "record_id": rid, "summary": summary} for at, kind, rid, summary in entries]
+    return [
+        {"at": at.isoformat(), "kind": kind, "record_id": rid, "summary": summary} for at, kind, rid, summary in entries
+    ]
 
 
 @bp.post("/episodes")
@@ -254,13 +293,20 @@ def open_episode() -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         episode = services.open_episode(
-            uow, ctx, patient_id=data["patient_id"],
+            uow,
+            ctx,
+            patient_id=data["patient_id"],
             indications=[from_data(Indication, i) for i in data["indications"]],
             care_team=[from_data(CareTeamMember, m) for m in data["care_team"]],
-            period_start=data["period_start"], status=data["status"],
+            period_start=data["period_start"],
+            status=data["status"],
         )
-        return json_response(_episode_detail(episode), 201, version=episode.version,
-                             location=url_for("api.get_episode", episode_id=episode.id))
+        return json_response(
+            _episode_detail(episode),
+            201,
+            version=episode.version,
+            location=url_for("api.get_episode", episode_id=episode.id),
+        )
 
     return write(run)
 
@@ -293,10 +339,14 @@ def amend_episode(episode_id: str) -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         episode = services.amend_episode(
-            uow, ctx, episode_id,
+            uow,
+            ctx,
+            episode_id,
             indications=[from_data(Indication, i) for i in data["indications"]],
             care_team=[from_data(CareTeamMember, m) for m in data["care_team"]],
-            status=data["status"], reason=data["amendment_reason"], expected_version=expected,
+            status=data["status"],
+            reason=data["amendment_reason"],
+            expected_version=expected,
         )
         return json_response(_episode_detail(episode), version=episode.version)
 
@@ -318,8 +368,15 @@ def transition_phase(episode_id: str) -> Response:
     expected = if_match_version()
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        episode = services.transition_phase(uow, ctx, episode_id, to_phase=data["to_phase"], at=data["at"],
-                                            reason=data["reason"], expected_version=expected)
+        episode = services.transition_phase(
+            uow,
+            ctx,
+            episode_id,
+            to_phase=data["to_phase"],
+            at=data["at"],
+            reason=data["reason"],
+            expected_version=expected,
+        )
         return json_response(_episode_detail(episode), 201, version=episode.version)
 
     return write(run)
@@ -341,39 +398,66 @@ def _build(collection: Collection, data: dict[str, Any], record_id: str) -> tupl
     kind = RECORD_KIND_OF[collection.cls]
     field = _REQUIRED_FOR_RECORD.get(kind)
     if field and not data.get(field):
-        raise ApiProblem(422, "Invalid content", f"{field} is required.",
-                         [{"field": field, "message": "Missing data for required field."}])
+        raise ApiProblem(
+            422,
+            "Invalid content",
+            f"{field} is required.",
+            [{"field": field, "message": "Missing data for required field."}],
+        )
     return record_from_data(kind, {**data, "id": record_id}), submitted_total
 
 
-def _record_response(collection: Collection, record: Record, status: int = 200, episode_id: str | None = None) -> Response:
-    location = (url_for("api.get_record", episode_id=episode_id, collection=collection.path, record_id=record.id)
-                if episode_id else None)
+def _record_response(
+    collection: Collection, record: Record, status: int = 200, episode_id: str | None = None
+) -> Response:
+    location = (
+        url_for("api.get_record", episode_id=episode_id, collection=collection.path, record_id=record.id)
+        if episode_id
+        else None
+    )
     return json_response(collection.schema().dump(record), status, version=record.version, location=location)
 
 
 def add_record(episode_id: str, collection: str) -> Response:
     coll = _collection(collection)
     data = load(coll.create_schema())
-    children: list[Record] = []
     if coll.cls is ClinicalSession:
         doses = data.pop("doses")
         readings = data.pop("monitoring_readings")
         side_effects = data.pop("side_effects")
     record, submitted_total = _build(coll, data, new_id())
+    children: list[tuple[str, Record]] = []
     if coll.cls is ClinicalSession:
-        children += [from_data(DosingRecord, {**d, "id": new_id(), "session_id": record.id}) for d in doses]
-        children += [from_data(MonitoringReading, {**r, "id": new_id(), "session_id": record.id}) for r in readings]
-        children += [from_data(SideEffect, {**e, "id": new_id(), "session_id": record.id}) for e in side_effects]
+        dose_ids = [new_id() for _ in doses]
+        children += [
+            (f"doses[{i}].", from_data(DosingRecord, {**d, "id": dose_ids[i], "session_id": record.id}))
+            for i, d in enumerate(doses)
+        ]
+        children += [
+            (f"monitoring_readings[{i}].", from_data(MonitoringReading, {**r, "id": new_id(), "session_id": record.id}))
+            for i, r in enumerate(readings)
+        ]
+        for i, effect in enumerate(side_effects):
+            index = effect.pop("dose_index", None)
+            dose_id = dose_ids[index] if index is not None else None
+            children.append(
+                (
+                    f"side_effects[{i}].",
+                    from_data(SideEffect, {**effect, "id": new_id(), "session_id": record.id, "dose_id": dose_id}),
+                )
+            )
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        stored, _ = services.add_records(uow, ctx, episode_id, [record, *children], submitted_total=submitted_total)
+        stored, _ = services.add_records(
+            uow, ctx, episode_id, [("", record), *children], submitted_total=submitted_total
+        )
         response = _record_response(coll, stored[0], 201, episode_id)
         if children:
             body = coll.schema().dump(stored[0])
             body["doses"] = s.DoseSchema(many=True).dump([c for c in stored if isinstance(c, DosingRecord)])
             body["monitoring_readings"] = s.MonitoringReadingSchema(many=True).dump(
-                [c for c in stored if isinstance(c, MonitoringReading)])
+                [c for c in stored if isinstance(c, MonitoringReading)]
+            )
             body["side_effects"] = s.SideEffectSchema(many=True).dump([c for c in stored if isinstance(c, SideEffect)])
             response.set_data(json_response(body).get_data())
         return response
@@ -385,8 +469,12 @@ def list_records(episode_id: str, collection: str) -> Response:
     coll = _collection(collection)
     kind_filter = request.args.get("kind") if coll.cls is ClinicalSession else None
     if kind_filter is not None and kind_filter not in {k.value for k in SessionKind}:
-        raise ApiProblem(422, "Invalid query", f"kind must be one of {', '.join(k.value for k in SessionKind)}.",
-                         [{"field": "kind", "message": f"unknown session kind '{kind_filter}'"}])
+        raise ApiProblem(
+            422,
+            "Invalid query",
+            f"kind must be one of {', '.join(k.value for k in SessionKind)}.",
+            [{"field": "kind", "message": f"unknown session kind '{kind_filter}'"}],
+        )
 
     def run(uow: UnitOfWork) -> Response:
         records = services.list_records(uow, episode_id, coll.cls)
@@ -414,8 +502,9 @@ def amend_record(episode_id: str, collection: str, record_id: str) -> Response:
     record, submitted_total = _build(coll, data, record_id)
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        amended = services.amend_record(uow, ctx, episode_id, record, reason=reason, expected_version=expected,
-                                        submitted_total=submitted_total)
+        amended = services.amend_record(
+            uow, ctx, episode_id, record, reason=reason, expected_version=expected, submitted_total=submitted_total
+        )
         return _record_response(coll, amended)
 
     return write(run)
@@ -427,8 +516,9 @@ def mark_entered_in_error(episode_id: str, collection: str, record_id: str) -> R
     expected = if_match_version()
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        marked = services.mark_entered_in_error(uow, ctx, episode_id, coll.cls, record_id, reason=data["reason"],
-                                                expected_version=expected)
+        marked = services.mark_entered_in_error(
+            uow, ctx, episode_id, coll.cls, record_id, reason=data["reason"], expected_version=expected
+        )
         return _record_response(coll, marked)
 
     return write(run)
@@ -457,8 +547,9 @@ def withdraw_consent(episode_id: str, consent_id: str) -> Response:
     expected = if_match_version()
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        consent = services.withdraw_consent(uow, ctx, episode_id, consent_id, at=data["at"], reason=data["reason"],
-                                            expected_version=expected)
+        consent = services.withdraw_consent(
+            uow, ctx, episode_id, consent_id, at=data["at"], reason=data["reason"], expected_version=expected
+        )
         return _record_response(COLLECTIONS["consents"], consent)
 
     return write(run)
@@ -471,8 +562,12 @@ def withdraw_consent(episode_id: str, consent_id: str) -> Response:
 def list_safety_flags(episode_id: str) -> Response:
     status = request.args.get("status")
     if status is not None and status not in {f.value for f in FlagStatus}:
-        raise ApiProblem(422, "Invalid query", f"status must be one of {', '.join(f.value for f in FlagStatus)}.",
-                         [{"field": "status", "message": f"unknown flag status '{status}'"}])
+        raise ApiProblem(
+            422,
+            "Invalid query",
+            f"status must be one of {', '.join(f.value for f in FlagStatus)}.",
+            [{"field": "status", "message": f"unknown flag status '{status}'"}],
+        )
 
     def run(uow: UnitOfWork) -> Response:
         flags = services.get_episode(uow, episode_id).flags
@@ -496,9 +591,33 @@ def acknowledge_safety_flag(episode_id: str, flag_id: str) -> Response:
 
 # One concrete URL rule per collection, so the URL map (and the OpenAPI contract) names every route.
 for _path in COLLECTIONS:
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}", view_func=add_record, methods=["POST"], defaults={"collection": _path})
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}", view_func=list_records, methods=["GET"], defaults={"collection": _path})
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}/<record_id>", view_func=get_record, methods=["GET"], defaults={"collection": _path})
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}/<record_id>", view_func=amend_record, methods=["PUT"], defaults={"collection": _path})
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}/<record_id>/entered-in-error", view_func=mark_entered_in_error, methods=["POST"], defaults={"collection": _path})
-    bp.add_url_rule(f"/episodes/<episode_id>/{_path}/<record_id>/history", view_func=record_history, methods=["GET"], defaults={"collection": _path})
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}", view_func=add_record, methods=["POST"], defaults={"collection": _path}
+    )
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}", view_func=list_records, methods=["GET"], defaults={"collection": _path}
+    )
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}/<record_id>",
+        view_func=get_record,
+        methods=["GET"],
+        defaults={"collection": _path},
+    )
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}/<record_id>",
+        view_func=amend_record,
+        methods=["PUT"],
+        defaults={"collection": _path},
+    )
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}/<record_id>/entered-in-error",
+        view_func=mark_entered_in_error,
+        methods=["POST"],
+        defaults={"collection": _path},
+    )
+    bp.add_url_rule(
+        f"/episodes/<episode_id>/{_path}/<record_id>/history",
+        view_func=record_history,
+        methods=["GET"],
+        defaults={"collection": _path},
+    )

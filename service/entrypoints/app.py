@@ -45,8 +45,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             return problem_response(503, "Not ready", "The database is not reachable.")
         head = head_revision()
         if current != head:
-            return problem_response(503, "Not ready", f"Database schema at {current}, code expects {head}: run "
-                                    "'kapfhir db upgrade'.")
+            return problem_response(
+                503, "Not ready", f"Database schema at {current}, code expects {head}: run 'kapfhir db upgrade'."
+            )
         return json_response({"status": "ready", "database": "reachable", "schema_revision": current})
 
     @app.before_request

@@ -28,8 +28,11 @@ def ensure_clinic(settings: Settings, clinic_id: str, name: str, identifier_syst
             exists = connection.execute(select(orm.clinics.c.id).where(orm.clinics.c.id == clinic_id)).first()
             if exists:
                 return False
-            connection.execute(insert(orm.clinics).values(id=clinic_id, name=name, identifier_system=identifier_system,
-                                                          created_at=datetime.now(UTC)))
+            connection.execute(
+                insert(orm.clinics).values(
+                    id=clinic_id, name=name, identifier_system=identifier_system, created_at=datetime.now(UTC)
+                )
+            )
             return True
     finally:
         engine.dispose()
@@ -39,8 +42,9 @@ def prepare_database(settings: Settings | None = None) -> None:
     """Migrates to the current schema and registers the default clinic."""
     settings = settings or Settings.from_env()
     upgrade(settings.database_url)
-    ensure_clinic(settings, settings.default_clinic_id, settings.default_clinic_name,
-                  settings.default_identifier_system)
+    ensure_clinic(
+        settings, settings.default_clinic_id, settings.default_clinic_name, settings.default_identifier_system
+    )
 
 
 @click.group()
@@ -111,9 +115,15 @@ def serve(bind: str | None) -> None:
     """Serve the API with gunicorn (config: gunicorn.conf.py)."""
     if bind:
         os.environ["KAPFHIR_BIND"] = bind
-    args = [sys.executable, "-m", "gunicorn", "--config", str(REPO_ROOT / "gunicorn.conf.py"),
-            "service.entrypoints.wsgi:app"]
-    os.execv(args[0], args)
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(REPO_ROOT / "gunicorn.conf.py"),
+        "service.entrypoints.wsgi:app",
+    ]
+    os.execv(args[0], args)  # noqa: S606 - replaces this process with gunicorn, fixed arguments
 
 
 @main.command("openapi")

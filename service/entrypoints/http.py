@@ -59,7 +59,11 @@ def principal() -> Principal:
 
 class ApiProblem(Exception):
     def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -69,7 +73,10 @@ class ApiProblem(Exception):
 
 
 def problem_response(
-    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
@@ -146,8 +153,9 @@ def register_error_handlers(app: Any) -> None:
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:
-        return problem_response(422, "Invalid content", "The request body does not match the schema.",
-                                flatten_messages(exc.messages))
+        return problem_response(
+            422, "Invalid content", "The request body does not match the schema.", flatten_messages(exc.messages)
+        )
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -159,8 +167,9 @@ def register_error_handlers(app: Any) -> None:
     @app.errorhandler(OperationalError)
     def _database(exc: OperationalError) -> Response:
         log.error("database unavailable", extra={"error_class": type(exc.orig).__name__})
-        return problem_response(503, "Service unavailable", "The database is not reachable; retry later.",
-                                headers={"Retry-After": "5"})
+        return problem_response(
+            503, "Service unavailable", "The database is not reachable; retry later.", headers={"Retry-After": "5"}
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
@@ -189,8 +198,9 @@ def _depth(value: Any, limit: int) -> bool:
 def json_body() -> Any:
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
-        raise ApiProblem(415, "Unsupported media type",
-                         f"Send the body as application/json (got '{mimetype or 'no content type'}').")
+        raise ApiProblem(
+            415, "Unsupported media type", f"Send the body as application/json (got '{mimetype or 'no content type'}')."
+        )
     raw = request.get_data(cache=True)
     try:
         body = json.loads(raw)
@@ -216,7 +226,7 @@ def if_match_version() -> int | None:
         return None
     match = ETAG.fullmatch(header.strip())
     if match is None:
-        raise ApiProblem(400, "Malformed If-Match", f"If-Match {header!r} is not an entity tag such as W/\"3\".")
+        raise ApiProblem(400, "Malformed If-Match", f'If-Match {header!r} is not an entity tag such as W/"3".')
     if not match.group(1).isdigit():
         raise ApiProblem(412, "Precondition failed", f"If-Match {header!r} is not an ETag this service issued.")
     return int(match.group(1))
@@ -226,9 +236,7 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def json_response(
-    body: Any, status: int = 200, *, version: int | None = None, location: str | None = None
-) -> Response:
+def json_response(body: Any, status: int = 200, *, version: int | None = None, location: str | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     if version is not None:
         response.headers["ETag"] = etag(version)
@@ -275,8 +283,12 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
             response = fn(uow, _context())
             if key is not None:
                 uow.repo.store_idempotent_response(
-                    client_id=who.client_id, key=key, method=request.method, path=request.path,
-                    body_sha256=body_hash, status_code=response.status_code,
+                    client_id=who.client_id,
+                    key=key,
+                    method=request.method,
+                    path=request.path,
+                    body_sha256=body_hash,
+                    status_code=response.status_code,
                     response_body=response.get_data(as_text=True),
                     response_headers={h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
                     now=datetime.now(UTC),
@@ -299,7 +311,8 @@ def _replay(uow: UnitOfWork, client_id: str, key: str, body_hash: str) -> Respon
         return None
     if stored.body_sha256 != body_hash or stored.path != request.path or stored.method != request.method:
         raise ApiProblem(
-            422, "Idempotency-Key reused",
+            422,
+            "Idempotency-Key reused",
             "This Idempotency-Key was used for a different request; use a new key for a new request.",
             [{"field": "Idempotency-Key", "message": "already used with another body or path"}],
         )

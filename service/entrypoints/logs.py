@@ -9,8 +9,17 @@ import sys
 from datetime import UTC, datetime
 
 ALLOWED_KEYS = (
-    "request_id", "method", "route", "status", "latency_ms", "client_id", "clinic_id", "error_class", "event",
-    "count", "revision",
+    "request_id",
+    "method",
+    "route",
+    "status",
+    "latency_ms",
+    "client_id",
+    "clinic_id",
+    "error_class",
+    "event",
+    "count",
+    "revision",
 )
 
 

@@ -45,25 +45,40 @@ def _paged(schema: type[Schema], name: str) -> type[Schema]:
     return s.page_schema(schema, name)
 
 
-SessionWithContent = type("SessionWithContentSchema", (s.SessionSchema,), {
-    "doses": s.fields.List(s.fields.Nested(s.DoseSchema)),
-    "monitoring_readings": s.fields.List(s.fields.Nested(s.MonitoringReadingSchema)),
-    "side_effects": s.fields.List(s.fields.Nested(s.SideEffectSchema)),
-    "__module__": __name__,
-})
+SessionWithContent = type(
+    "SessionWithContentSchema",
+    (s.SessionSchema,),
+    {
+        "doses": s.fields.List(s.fields.Nested(s.DoseSchema)),
+        "monitoring_readings": s.fields.List(s.fields.Nested(s.MonitoringReadingSchema)),
+        "side_effects": s.fields.List(s.fields.Nested(s.SideEffectSchema)),
+        "__module__": __name__,
+    },
+)
 
 HEALTH = type("HealthSchema", (Schema,), {"status": s.fields.String(), "__module__": __name__})
-READY = type("ReadySchema", (Schema,), {"status": s.fields.String(), "database": s.fields.String(),
-                                         "schema_revision": s.fields.String(), "__module__": __name__})
+READY = type(
+    "ReadySchema",
+    (Schema,),
+    {
+        "status": s.fields.String(),
+        "database": s.fields.String(),
+        "schema_revision": s.fields.String(),
+        "__module__": __name__,
+    },
+)
 
 
 def _operations() -> dict[str, Operation]:
     ops = {
         "healthz": Operation("Liveness: the process answers", HEALTH),
         "readyz": Operation("Readiness: database reachable and schema current", READY),
-        "api.register_practitioner": Operation("Register a practitioner", s.PractitionerSchema, s.PractitionerSchema, 201),
-        "api.list_practitioners": Operation("List practitioners", _paged(s.PractitionerSchema, "PractitionerPage"),
-                                            query=PAGINATION),
+        "api.register_practitioner": Operation(
+            "Register a practitioner", s.PractitionerSchema, s.PractitionerSchema, 201
+        ),
+        "api.list_practitioners": Operation(
+            "List practitioners", _paged(s.PractitionerSchema, "PractitionerPage"), query=PAGINATION
+        ),
         "api.get_practitioner": Operation("Read a practitioner", s.PractitionerSchema),
         "api.register_patient": Operation("Register a patient", s.PatientSchema, s.PatientSchema, 201),
         "api.list_patients": Operation("List patients", _paged(s.PatientSchema, "PatientPage"), query=PAGINATION),
@@ -75,21 +90,34 @@ def _operations() -> dict[str, Operation]:
         "api.list_body_weights": Operation("Body weights of a patient", _items(s.BodyWeightSchema, "BodyWeightList")),
         "api.open_episode": Operation("Open a KAP episode", s.EpisodeDetailSchema, s.EpisodeCreateSchema, 201),
         "api.list_episodes": Operation(
-            "List episodes", _paged(s.EpisodeSummarySchema, "EpisodePage"),
-            query=(*PAGINATION, ("patient_id", "string", "only this patient's episodes"),
-                   ("status", "string", "episode status"), ("phase", "string", "current phase"))),
-        "api.get_episode": Operation("Read a whole episode with its timeline and open safety flags",
-                                     s.EpisodeDetailSchema),
-        "api.amend_episode": Operation("Amend an episode's indications, care team or status", s.EpisodeDetailSchema,
-                                       s.EpisodeAmendSchema),
+            "List episodes",
+            _paged(s.EpisodeSummarySchema, "EpisodePage"),
+            query=(
+                *PAGINATION,
+                ("patient_id", "string", "only this patient's episodes"),
+                ("status", "string", "episode status"),
+                ("phase", "string", "current phase"),
+            ),
+        ),
+        "api.get_episode": Operation(
+            "Read a whole episode with its timeline and open safety flags", s.EpisodeDetailSchema
+        ),
+        "api.amend_episode": Operation(
+            "Amend an episode's indications, care team or status", s.EpisodeDetailSchema, s.EpisodeAmendSchema
+        ),
         "api.episode_history": Operation("Versions of an episode", _items(s.VersionEntrySchema, "VersionList")),
-        "api.transition_phase": Operation("Move the episode to another phase", s.EpisodeDetailSchema,
-                                          s.PhaseTransitionSchema, 201),
+        "api.transition_phase": Operation(
+            "Move the episode to another phase", s.EpisodeDetailSchema, s.PhaseTransitionSchema, 201
+        ),
         "api.withdraw_consent": Operation("Withdraw a consent", s.ConsentSchema, s.ConsentWithdrawalSchema),
-        "api.list_safety_flags": Operation("Safety flags of an episode", _items(s.SafetyFlagSchema, "SafetyFlagList"),
-                                           query=(("status", "string", "open, acknowledged or resolved"),)),
-        "api.acknowledge_safety_flag": Operation("Acknowledge a safety flag", s.SafetyFlagSchema,
-                                                 s.FlagAcknowledgementSchema),
+        "api.list_safety_flags": Operation(
+            "Safety flags of an episode",
+            _items(s.SafetyFlagSchema, "SafetyFlagList"),
+            query=(("status", "string", "open, acknowledged or resolved"),),
+        ),
+        "api.acknowledge_safety_flag": Operation(
+            "Acknowledge a safety flag", s.SafetyFlagSchema, s.FlagAcknowledgementSchema
+        ),
     }
     return ops
 
@@ -106,17 +134,29 @@ def _record_operation(endpoint: str, collection: api.Collection) -> Operation:
     if endpoint == "api.get_record":
         return Operation(f"Read one of the {noun}", collection.schema)
     if endpoint == "api.amend_record":
-        return Operation(f"Amend one of the {noun} (a new version with a reason)", collection.schema,
-                         api.AMEND_SCHEMAS[collection.path])
+        return Operation(
+            f"Amend one of the {noun} (a new version with a reason)",
+            collection.schema,
+            api.AMEND_SCHEMAS[collection.path],
+        )
     if endpoint == "api.mark_entered_in_error":
         return Operation(f"Mark one of the {noun} entered-in-error", collection.schema, s.EnteredInErrorSchema)
     return Operation(f"Versions of one of the {noun}", _items(s.VersionEntrySchema, "VersionList"))
 
 
 def _status_text(code: int) -> str:
-    return {200: "OK", 201: "Created", 400: "Malformed request", 404: "Not found", 409: "Conflict",
-            412: "Stale If-Match", 413: "Body too large", 415: "Unsupported media type",
-            422: "Invalid or incoherent content", 503: "Not ready"}[code]
+    return {
+        200: "OK",
+        201: "Created",
+        400: "Malformed request",
+        404: "Not found",
+        409: "Conflict",
+        412: "Stale If-Match",
+        413: "Body too large",
+        415: "Unsupported media type",
+        422: "Invalid or incoherent content",
+        503: "Not ready",
+    }[code]
 
 
 def _schema_name(schema: type[Schema] | Schema) -> str:
@@ -132,8 +172,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
         version="0.1.0",
         openapi_version="3.1.0",
         plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
-        info={"description": "Records ketamine-assisted psychotherapy episodes. Errors are RFC 9457 problem+json. "
-                             "POSTs accept an Idempotency-Key; updates accept If-Match with the ETag of a read."},
+        info={
+            "description": "Records ketamine-assisted psychotherapy episodes. Errors are RFC 9457 problem+json. "
+            "POSTs accept an Idempotency-Key; updates accept If-Match with the ETag of a read."
+        },
     )
     spec.components.schema("Problem", schema=s.ProblemSchema)
     ops = _operations()
@@ -150,25 +192,37 @@ def build_spec(app: Flask) -> dict[str, Any]:
             operation: dict[str, Any] = {
                 "summary": op.summary,
                 "operationId": f"{rule.endpoint.removeprefix('api.')}_{rule.defaults['collection'].replace('-', '_')}"
-                if rule.defaults and "collection" in rule.defaults else rule.endpoint.removeprefix("api."),
+                if rule.defaults and "collection" in rule.defaults
+                else rule.endpoint.removeprefix("api."),
                 "responses": {},
             }
-            parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
-                          for arg in sorted(rule.arguments - set(rule.defaults or {}))]
-            parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": kind},
-                            "description": description} for name, kind, description in op.query]
+            parameters = [
+                {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+                for arg in sorted(rule.arguments - set(rule.defaults or {}))
+            ]
+            parameters += [
+                {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
+                for name, kind, description in op.query
+            ]
             if method == "POST":
-                parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                                   "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
-            if method == "PUT" or rule.endpoint in ("api.transition_phase", "api.mark_entered_in_error",
-                                                    "api.withdraw_consent"):
-                parameters.append({"name": "If-Match", "in": "header", "required": False,
-                                   "schema": {"type": "string"}})
+                parameters.append(
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    }
+                )
+            if method == "PUT" or rule.endpoint in (
+                "api.transition_phase",
+                "api.mark_entered_in_error",
+                "api.withdraw_consent",
+            ):
+                parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
             if parameters:
                 operation["parameters"] = parameters
             if op.request is not None:
-                operation["requestBody"] = {"required": True,
-                                            "content": {"application/json": {"schema": op.request}}}
+                operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}
             success: dict[str, Any] = {"description": _status_text(op.status)}
             if op.response is not None:
                 success["content"] = {"application/json": {"schema": op.response}}

@@ -157,7 +157,9 @@ class BodyWeightSchema(RecordSchema):
 class IndicationSchema(StrictSchema):
     kind = Enum(IndicationKind, required=True)
     icd10cm = fields.String(required=True, validate=validate.Regexp(ICD10CM, error="not an ICD-10-CM code"))
-    snomed = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(SNOMED, error="not a SNOMED CT id"))
+    snomed = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(SNOMED, error="not a SNOMED CT id")
+    )
     display = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     treatment_resistant = Bool(load_default=False)
     acute_suicidal_ideation = Bool(load_default=False)
@@ -188,8 +190,11 @@ class EpisodeCreateSchema(StrictSchema):
     indications = fields.List(fields.Nested(IndicationSchema), required=True, validate=validate.Length(min=1))
     care_team = fields.List(fields.Nested(CareTeamMemberSchema), load_default=list)
     period_start = Time(required=True)
-    status = Enum(EpisodeStatus, load_default=EpisodeStatus.ACTIVE,
-                  validate=validate.OneOf([EpisodeStatus.PLANNED, EpisodeStatus.ACTIVE]))
+    status = Enum(
+        EpisodeStatus,
+        load_default=EpisodeStatus.ACTIVE,
+        validate=validate.OneOf([EpisodeStatus.PLANNED, EpisodeStatus.ACTIVE]),
+    )
 
 
 class EpisodeAmendSchema(StrictSchema):
@@ -249,8 +254,11 @@ class DosingOrderSchema(RecordSchema):
 
 
 class ControlledSubstanceSchema(StrictSchema):
-    ndc = fields.String(load_default=None, allow_none=True,
-                        validate=validate.Regexp(r"^[0-9]{4,5}-[0-9]{3,4}-[0-9]{1,2}$", error="not an NDC (e.g. 50458-028-02)"))
+    ndc = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^[0-9]{4,5}-[0-9]{3,4}-[0-9]{1,2}$", error="not an NDC (e.g. 50458-028-02)"),
+    )
     lot_number = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=50))
     expiry = fields.Date(load_default=None, allow_none=True)
     amount_drawn_mg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=0))
@@ -264,8 +272,9 @@ class ControlledSubstanceSchema(StrictSchema):
         if drawn is not None and given is not None and given > drawn + 1e-6:
             raise ValidationError("more was administered than drawn", "amount_administered_mg")
         if None not in (drawn, given, wasted) and abs(drawn - given - wasted) > 0.01:
-            raise ValidationError(f"drawn {drawn} mg is not administered {given} mg + wasted {wasted} mg",
-                                  "amount_wasted_mg")
+            raise ValidationError(
+                f"drawn {drawn} mg is not administered {given} mg + wasted {wasted} mg", "amount_wasted_mg"
+            )
 
 
 class DoseSchema(RecordSchema):
@@ -276,8 +285,9 @@ class DoseSchema(RecordSchema):
     setting = Enum(DosingSetting, load_default=DosingSetting.CLINIC)
     dose_mg = StrictFloat(required=True, validate=validate.Range(min=0, min_inclusive=False, max=2000))
     weight_kg = StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=2, max=400))
-    infusion_duration_min = StrictFloat(load_default=None, allow_none=True,
-                                         validate=validate.Range(min=0, min_inclusive=False, max=600))
+    infusion_duration_min = StrictFloat(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=600)
+    )
     start = Time(required=True)
     end = Time(load_default=None, allow_none=True)
     administered_by_id = fields.String(load_default=None, allow_none=True, validate=ID)
@@ -293,8 +303,10 @@ class DoseSchema(RecordSchema):
             raise ValidationError("an infusion duration applies to intravenous doses only", "infusion_duration_min")
         given = (data.get("controlled_substance") or {}).get("amount_administered_mg")
         if given is not None and "dose_mg" in data and abs(given - data["dose_mg"]) > 0.01:
-            raise ValidationError(f"amount administered {given} mg differs from the dose {data['dose_mg']} mg",
-                                  "controlled_substance.amount_administered_mg")
+            raise ValidationError(
+                f"amount administered {given} mg differs from the dose {data['dose_mg']} mg",
+                "controlled_substance.amount_administered_mg",
+            )
 
 
 class MonitoringReadingSchema(RecordSchema):
@@ -313,8 +325,15 @@ class MonitoringReadingSchema(RecordSchema):
 
     @validates_schema
     def _coherent(self, data: dict[str, Any], **_: Any) -> None:
-        measured = ("systolic_mmhg", "diastolic_mmhg", "heart_rate_per_min", "spo2_percent",
-                    "respiratory_rate_per_min", "cadss_total", "moaas_score")
+        measured = (
+            "systolic_mmhg",
+            "diastolic_mmhg",
+            "heart_rate_per_min",
+            "spo2_percent",
+            "respiratory_rate_per_min",
+            "cadss_total",
+            "moaas_score",
+        )
         if all(data.get(k) is None for k in measured):
             raise ValidationError("a reading needs at least one measurement", "_schema")
         systolic, diastolic = data.get("systolic_mmhg"), data.get("diastolic_mmhg")
@@ -368,8 +387,13 @@ class OutcomeMeasureSchema(RecordSchema):
     def _instrument_fields(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("difficulty") is not None and data.get("instrument") is not Instrument.PHQ9:
             raise ValidationError("the difficulty item belongs to the PHQ-9", "difficulty")
-        if data.get("behaviour_within_3_months") is not None and data.get("instrument") is not Instrument.CSSRS_SCREENER:
-            raise ValidationError("behaviour_within_3_months belongs to the C-SSRS screener", "behaviour_within_3_months")
+        if (
+            data.get("behaviour_within_3_months") is not None
+            and data.get("instrument") is not Instrument.CSSRS_SCREENER
+        ):
+            raise ValidationError(
+                "behaviour_within_3_months belongs to the C-SSRS screener", "behaviour_within_3_months"
+            )
 
 
 class SessionSchema(RecordSchema):
@@ -380,8 +404,9 @@ class SessionSchema(RecordSchema):
     modality = Enum(Modality, load_default=Modality.IN_PERSON)
     clinician_ids = fields.List(fields.String(validate=ID), load_default=list)
     # Stored, never returned or exported: the response says only whether there are notes.
-    psychotherapy_notes = fields.String(load_only=True, load_default=None, allow_none=True,
-                                        validate=validate.Length(max=100_000))
+    psychotherapy_notes = fields.String(
+        load_only=True, load_default=None, allow_none=True, validate=validate.Length(max=100_000)
+    )
     has_psychotherapy_notes = fields.Method("_has_notes", dump_only=True)
     setting = Enum(DosingSetting, load_default=None, allow_none=True)
     check_in_at = Time(load_default=None, allow_none=True)
@@ -391,19 +416,39 @@ class SessionSchema(RecordSchema):
         return bool(getattr(obj, "psychotherapy_notes", None))
 
 
+class SideEffectInSessionSchema(SideEffectSchema):
+    """A side effect sent with its session: it names its dose by position in the session's ``doses``."""
+
+    class Meta:
+        exclude = ("session_id", "dose_id")
+
+    dose_index = StrictInteger(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=99),
+        metadata={"description": "position of the suspected dose in this request's doses"},
+    )
+
+
 class SessionCreateSchema(SessionSchema):
     """A session may bring its doses, readings and side effects, so that a whole session is one request."""
 
     doses = fields.List(fields.Nested(DoseSchema(exclude=("session_id",))), load_only=True, load_default=list)
-    monitoring_readings = fields.List(fields.Nested(MonitoringReadingSchema(exclude=("session_id",))),
-                                      load_only=True, load_default=list)
-    side_effects = fields.List(fields.Nested(SideEffectSchema(exclude=("session_id", "dose_id"))),
-                               load_only=True, load_default=list)
+    monitoring_readings = fields.List(
+        fields.Nested(MonitoringReadingSchema(exclude=("session_id",))), load_only=True, load_default=list
+    )
+    side_effects = fields.List(fields.Nested(SideEffectInSessionSchema), load_only=True, load_default=list)
 
     @validates_schema
     def _dosing_content(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("kind") is not SessionKind.DOSING and data.get("doses"):
             raise ValidationError("only dosing sessions have doses", "doses")
+        doses = len(data.get("doses") or [])
+        for index, effect in enumerate(data.get("side_effects") or []):
+            if effect.get("dose_index") is not None and effect["dose_index"] >= doses:
+                raise ValidationError(
+                    {index: {"dose_index": [f"there are {doses} doses in this request"]}}, "side_effects"
+                )
 
 
 class AmendmentSchema(StrictSchema):

@@ -12,14 +12,13 @@ from typing import Any
 from service.adapters.repository import Page, VersionEntry
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode, check_not_future
-from service.domain.errors import FieldError, Incoherent, NotFound, StaleVersion
+from service.domain.errors import Conflict, DomainError, FieldError, Incoherent, NotFound, StaleVersion
 from service.domain.model import (
     RECORD_KIND_OF,
     BodyWeight,
     CareTeamMember,
     ClinicalSession,
     Consent,
-    DosingOrder,
     DosingRecord,
     Indication,
     OutcomeMeasure,
@@ -27,10 +26,9 @@ from service.domain.model import (
     Practitioner,
     Record,
     SafetyFlag,
-    SideEffect,
 )
 from service.domain.rules import SafetyPolicy
-from service.domain.vocabulary import EpisodeStatus, Phase
+from service.domain.vocabulary import EpisodeStatus, Phase, SessionStatus
 from service.service_layer.unit_of_work import UnitOfWork
 
 
@@ -63,14 +61,17 @@ _TIME_ORDER = (
     ("onset_at", "resolved_at"),
     ("start", "discharge_at"),
 )
-_SYSTEM_TIMES = {"recorded_at", "updated_at"}
+# Times that are not events which took place: system bookkeeping and the validity window of a consent.
+_NOT_EVENTS = {"recorded_at", "updated_at", "valid_from", "valid_until"}
 
 
 def _check_times(record: Any, ctx: Context, prefix: str = "") -> None:
-    """Refuses clinical times in the future and ends before starts, on any dataclass."""
+    """Refuses times of things that happened lying in the future, and ends before starts, on any dataclass.
+    A planned session is an appointment: it may lie ahead."""
+    planned = isinstance(record, ClinicalSession) and record.status is SessionStatus.PLANNED
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
-        if isinstance(value, datetime) and f.name not in _SYSTEM_TIMES:
+        if isinstance(value, datetime) and f.name not in _NOT_EVENTS and not planned:
             check_not_future(prefix + f.name, value, ctx.now, ctx.future_tolerance_min)
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             _check_times(value, ctx, prefix=f"{prefix}{f.name}.")
@@ -127,7 +128,7 @@ def amend_patient(
     _check_version("Patient", patient.id, current.version, expected_version)
     other = uow.repo.find_patient_by_mrn(patient.mrn.system, patient.mrn.value)
     if other is not None and other.id != patient.id:
-        raise Incoherent.at("mrn", "another patient has this MRN")
+        raise Conflict("Another patient has this MRN.", [FieldError("mrn", "already registered")])
     patient.version = current.version + 1
     uow.repo.update_patient(patient, expected_version=current.version, actor=ctx.actor, reason=reason, now=ctx.now)
     return patient
@@ -159,8 +160,14 @@ def open_episode(
     except NotFound as exc:
         raise Incoherent.at("patient_id", f"no patient {patient_id}") from exc
     episode = Episode(
-        id=new_id(), patient_id=patient_id, indications=indications, care_team=care_team, period_start=period_start,
-        status=status, created_at=ctx.now, updated_at=ctx.now,
+        id=new_id(),
+        patient_id=patient_id,
+        indications=indications,
+        care_team=care_team,
+        period_start=period_start,
+        status=status,
+        created_at=ctx.now,
+        updated_at=ctx.now,
     )
     check_not_future("period_start", period_start, ctx.now, ctx.future_tolerance_min)
     _check_practitioners(uow, episode)
@@ -189,7 +196,10 @@ def amend_episode(
 ) -> Episode:
     episode = uow.repo.get_episode(episode_id, for_update=True)
     _check_version("Episode", episode_id, episode.version, expected_version)
-    if episode.phase in (Phase.COMPLETED, Phase.DISCONTINUED) and status in (EpisodeStatus.ACTIVE, EpisodeStatus.ON_HOLD):
+    if episode.phase in (Phase.COMPLETED, Phase.DISCONTINUED) and status in (
+        EpisodeStatus.ACTIVE,
+        EpisodeStatus.ON_HOLD,
+    ):
         raise Incoherent.at("status", f"the episode has ended (phase {episode.phase})")
     before = episode.version
     episode.indications, episode.care_team, episode.status = indications, care_team, status
@@ -241,8 +251,11 @@ def _prepare(uow: UnitOfWork, ctx: Context, episode: Episode, record: Record, su
     _check_practitioners(uow, record)
     if isinstance(record, DosingRecord) and record.weight_kg is None:
         # Weight-based dosing: the most recent weight measured before the dose.
-        earlier = [w for w in uow.repo.body_weights(episode.patient_id)
-                   if w.measured_at <= record.start and not w.entered_in_error]
+        earlier = [
+            w
+            for w in uow.repo.body_weights(episode.patient_id)
+            if w.measured_at <= record.start and not w.entered_in_error
+        ]
         if earlier:
             record.weight_kg = earlier[-1].weight_kg
     if isinstance(record, OutcomeMeasure):
@@ -250,15 +263,25 @@ def _prepare(uow: UnitOfWork, ctx: Context, episode: Episode, record: Record, su
 
 
 def add_records(
-    uow: UnitOfWork, ctx: Context, episode_id: str, records: list[Record], *, submitted_total: int | None = None
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    records: list[tuple[str, Record]],
+    *,
+    submitted_total: int | None = None,
 ) -> tuple[list[Record], Episode]:
-    """Adds records (e.g. a session with its doses and readings) and evaluates the rules once, over all."""
+    """Adds records (e.g. a session with its doses and readings) and evaluates the rules once, over all.
+    Each record comes with the path of its place in the request ("" or "doses[0]."), which refusals name."""
     episode = uow.repo.get_episode(episode_id, for_update=True)
     before = episode.version
     stored = []
-    for record in records:
-        _prepare(uow, ctx, episode, record, submitted_total)
-        stored.append(episode.add(record, now=ctx.now))
+    for path, record in records:
+        try:
+            _prepare(uow, ctx, episode, record, submitted_total)
+            stored.append(episode.add(record, now=ctx.now))
+        except DomainError as exc:
+            exc.field_errors = [FieldError(path + e.field, e.message) for e in exc.field_errors]
+            raise
     _reevaluate_and_save(uow, ctx, episode, before)
     return stored, episode
 
@@ -362,4 +385,3 @@ def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
         practitioners=[uow.repo.get_practitioner(pid) for pid in sorted(practitioner_ids)],
         body_weights=uow.repo.body_weights(episode.patient_id),
     )
-

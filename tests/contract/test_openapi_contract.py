@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import checks
 import yaml
 from flask import Flask
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from service.entrypoints.openapi import build_spec
-from tests.conftest import REPO_ROOT, make_app
+from tests.conftest import REPO_ROOT, Api, make_app
 from tests.integration.seed import seed_episode
-from tests.conftest import Api
 
 OPENAPI = REPO_ROOT / "openapi.yaml"
 
@@ -32,7 +31,8 @@ def contract_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 
 def test_openapi_yaml_is_what_the_code_serves(contract_app: Flask):
     assert yaml.safe_load(OPENAPI.read_text()) == build_spec(contract_app), (
-        "openapi.yaml is stale: run `.venv/bin/kapfhir openapi --write` and review the diff")
+        "openapi.yaml is stale: run `.venv/bin/kapfhir openapi --write` and review the diff"
+    )
 
 
 def test_every_route_the_app_serves_is_in_openapi_yaml(contract_app: Flask):

@@ -71,20 +71,25 @@ def test_every_fixture_episode_posted_over_http_reads_back_equal(service: Runnin
     recorder = Recorder(service.base_url)
     ids = replay(fixture, recorder.send)
     assert recorder.records, "the fixture created nothing"
-    for record_id, (read_path, last_seen) in recorder.records.items():
+    for read_path, last_seen in recorder.records.values():
         current = recorder.http.get(f"{service.base_url}/api/v1{read_path}", timeout=30)
         assert current.status_code == 200, read_path
         body = current.json()
         if "/episodes/" in read_path and read_path.count("/") == 2:
             # The episode itself changes with every record: compare its own fields.
             assert {k: body[k] for k in ("patient_id", "indications", "period_start")} == {
-                k: last_seen[k] for k in ("patient_id", "indications", "period_start")}
+                k: last_seen[k] for k in ("patient_id", "indications", "period_start")
+            }
         else:
             assert body == last_seen, f"{read_path} changed between write and read"
     episode = recorder.http.get(f"{service.base_url}/api/v1/episodes/{ids['episode']}", timeout=30).json()
-    raised = {f["rule_id"] for f in recorder.http.get(
-        f"{service.base_url}/api/v1/episodes/{ids['episode']}/safety-flags", timeout=30).json()["items"]
-        if f["status"] in ("open", "acknowledged")}
+    raised = {
+        f["rule_id"]
+        for f in recorder.http.get(
+            f"{service.base_url}/api/v1/episodes/{ids['episode']}/safety-flags", timeout=30
+        ).json()["items"]
+        if f["status"] in ("open", "acknowledged")
+    }
     assert raised == set(fixture["expected_flags"])
     assert "SYNTHETIC NOTE" not in json.dumps(episode)
 
@@ -94,9 +99,11 @@ def test_logs_carry_route_templates_and_no_patient_data(service: RunningService)
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert lines, logs[-2000:]
     request_lines = [line for line in lines if line.get("msg") == "request"]
-    assert request_lines and all("<" in line["route"] or line["route"] in ("/healthz", "/readyz", "/api/v1/patients",
-                                                                          "/api/v1/practitioners", "/api/v1/episodes")
-                                 for line in request_lines)
+    assert request_lines and all(
+        "<" in line["route"]
+        or line["route"] in ("/healthz", "/readyz", "/api/v1/patients", "/api/v1/practitioners", "/api/v1/episodes")
+        for line in request_lines
+    )
     for fixture_path in EPISODE_FIXTURES:
         patient = load_fixture(fixture_path)["steps"][0:6]
         for step in patient:

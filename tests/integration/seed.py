@@ -8,50 +8,106 @@ from tests.conftest import Api
 
 PRESCRIBER = {"name": {"family": "Okafor", "given": ["Nneka"]}, "npi": "1234567893", "roles": ["prescriber"]}
 THERAPIST = {"name": {"family": "Lindqvist", "given": ["Jon"]}, "roles": ["therapist"]}
-PATIENT = {"mrn": {"system": "https://demo-clinic.example.org/fhir/mrn", "value": "SYN-9001"},
-           "name": {"family": "Testperson", "given": ["Alex"]}, "birth_date": "1984-05-17", "gender": "other"}
+PATIENT = {
+    "mrn": {"system": "https://demo-clinic.example.org/fhir/mrn", "value": "SYN-9001"},
+    "name": {"family": "Testperson", "given": ["Alex"]},
+    "birth_date": "1984-05-17",
+    "gender": "other",
+}
 
 
 def seed_episode(api: Api) -> dict[str, str]:
     prescriber = api.created("/practitioners", PRESCRIBER)["id"]
     therapist = api.created("/practitioners", THERAPIST)["id"]
     patient = api.created("/patients", PATIENT)["id"]
-    episode = api.created("/episodes", {
-        "patient_id": patient,
-        "indications": [{"kind": "depression", "icd10cm": "F33.2", "snomed": "36474008", "treatment_resistant": True}],
-        "care_team": [{"practitioner_id": prescriber, "role": "prescriber"},
-                      {"practitioner_id": therapist, "role": "therapist"}],
-        "period_start": "2026-02-01T09:00:00-05:00",
-    })["id"]
+    episode = api.created(
+        "/episodes",
+        {
+            "patient_id": patient,
+            "indications": [
+                {"kind": "depression", "icd10cm": "F33.2", "snomed": "36474008", "treatment_resistant": True}
+            ],
+            "care_team": [
+                {"practitioner_id": prescriber, "role": "prescriber"},
+                {"practitioner_id": therapist, "role": "therapist"},
+            ],
+            "period_start": "2026-02-01T09:00:00-05:00",
+        },
+    )["id"]
     for to_phase, at in (("preparation", "2026-02-03T09:00:00-05:00"), ("dosing", "2026-02-10T08:00:00-05:00")):
         assert api.post(f"/episodes/{episode}/phase-transitions", {"to_phase": to_phase, "at": at}).status_code == 201
-    consent = api.created(f"/episodes/{episode}/consents", {
-        "form_url": "https://demo-clinic.example.org/forms/kap-consent", "form_version": "2026-01",
-        "signed_at": "2026-02-03T10:00:00-05:00", "off_label_use_acknowledged": True,
-        "routes_covered": ["intravenous"],
-    })["id"]
-    return {"prescriber": prescriber, "therapist": therapist, "patient": patient, "episode": episode,
-            "consent": consent}
+    consent = api.created(
+        f"/episodes/{episode}/consents",
+        {
+            "form_url": "https://demo-clinic.example.org/forms/kap-consent",
+            "form_version": "2026-01",
+            "signed_at": "2026-02-03T10:00:00-05:00",
+            "off_label_use_acknowledged": True,
+            "routes_covered": ["intravenous"],
+        },
+    )["id"]
+    return {
+        "prescriber": prescriber,
+        "therapist": therapist,
+        "patient": patient,
+        "episode": episode,
+        "consent": consent,
+    }
 
 
-def dosing_session_body(ids: dict[str, str], *, start: str = "2026-02-10T09:00:00-05:00", dose_mg: float = 35.0,
-                        with_pre_dose_bp: bool = True, **extra: Any) -> dict[str, Any]:
-    readings = [{"taken_at": start.replace("09:00", "09:05"), "timing": "pre-dose", "systolic_mmhg": 126,
-                 "diastolic_mmhg": 80, "heart_rate_per_min": 70, "spo2_percent": 98}] if with_pre_dose_bp else []
-    readings.append({"taken_at": start.replace("09:00", "10:30"), "timing": "discharge", "systolic_mmhg": 122,
-                     "diastolic_mmhg": 78})
+def dosing_session_body(
+    ids: dict[str, str],
+    *,
+    start: str = "2026-02-10T09:00:00-05:00",
+    dose_mg: float = 35.0,
+    with_pre_dose_bp: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    readings = (
+        [
+            {
+                "taken_at": start.replace("09:00", "09:05"),
+                "timing": "pre-dose",
+                "systolic_mmhg": 126,
+                "diastolic_mmhg": 80,
+                "heart_rate_per_min": 70,
+                "spo2_percent": 98,
+            }
+        ]
+        if with_pre_dose_bp
+        else []
+    )
+    readings.append(
+        {"taken_at": start.replace("09:00", "10:30"), "timing": "discharge", "systolic_mmhg": 122, "diastolic_mmhg": 78}
+    )
     body = {
-        "kind": "dosing", "status": "completed", "start": start, "end": start.replace("09:00", "11:00"),
-        "clinician_ids": [ids["prescriber"], ids["therapist"]], "setting": "clinic",
+        "kind": "dosing",
+        "status": "completed",
+        "start": start,
+        "end": start.replace("09:00", "11:00"),
+        "clinician_ids": [ids["prescriber"], ids["therapist"]],
+        "setting": "clinic",
         "discharge_at": start.replace("09:00", "10:45"),
         "psychotherapy_notes": "SYNTHETIC NOTE canary-notes-1",
-        "doses": [{"medication": "racemic-ketamine", "route": "intravenous", "dose_mg": dose_mg, "weight_kg": 70,
-                   "infusion_duration_min": 40, "start": start.replace("09:00", "09:15"),
-                   "end": start.replace("09:00", "09:55"), "administered_by_id": ids["prescriber"],
-                   "controlled_substance": {"lot_number": "LOT-SYN-1", "amount_drawn_mg": max(50, dose_mg),
-                                            "amount_administered_mg": dose_mg,
-                                            "amount_wasted_mg": max(50, dose_mg) - dose_mg,
-                                            "waste_witness_id": ids["therapist"]}}],
+        "doses": [
+            {
+                "medication": "racemic-ketamine",
+                "route": "intravenous",
+                "dose_mg": dose_mg,
+                "weight_kg": 70,
+                "infusion_duration_min": 40,
+                "start": start.replace("09:00", "09:15"),
+                "end": start.replace("09:00", "09:55"),
+                "administered_by_id": ids["prescriber"],
+                "controlled_substance": {
+                    "lot_number": "LOT-SYN-1",
+                    "amount_drawn_mg": max(50, dose_mg),
+                    "amount_administered_mg": dose_mg,
+                    "amount_wasted_mg": max(50, dose_mg) - dose_mg,
+                    "waste_witness_id": ids["therapist"],
+                },
+            }
+        ],
         "monitoring_readings": readings,
     }
     body.update(extra)

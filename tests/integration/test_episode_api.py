@@ -33,13 +33,16 @@ def test_a_dose_that_breaks_a_rule_is_stored_and_flagged_then_acknowledged(api: 
     assert [f["rule_id"] for f in flags] == ["no-pre-dose-blood-pressure"]
     assert session["doses"][0]["id"] in flags[0]["record_ids"]
 
-    ack = api.post(f"/episodes/{ids['episode']}/safety-flags/{flags[0]['id']}/acknowledgement",
-                   {"by": ids["prescriber"], "comment": "BP taken, entered late on paper"})
+    ack = api.post(
+        f"/episodes/{ids['episode']}/safety-flags/{flags[0]['id']}/acknowledgement",
+        {"by": ids["prescriber"], "comment": "BP taken, entered late on paper"},
+    )
     assert ack.status_code == 200
     assert ack.get_json()["status"] == "acknowledged" and ack.get_json()["acknowledgement"]["by"] == ids["prescriber"]
     assert api.get(f"/episodes/{ids['episode']}").get_json()["open_flags"] == []
-    again = api.post(f"/episodes/{ids['episode']}/safety-flags/{flags[0]['id']}/acknowledgement",
-                     {"by": ids["prescriber"]})
+    again = api.post(
+        f"/episodes/{ids['episode']}/safety-flags/{flags[0]['id']}/acknowledgement", {"by": ids["prescriber"]}
+    )
     assert again.status_code == 409
 
 
@@ -61,8 +64,11 @@ def test_a_post_retried_with_the_same_idempotency_key_creates_one_record(api: Ap
     assert len(api.get(f"/episodes/{ids['episode']}/sessions").get_json()["items"]) == 1
     assert len(api.get(f"/episodes/{ids['episode']}/doses").get_json()["items"]) == 1
 
-    other = api.post(f"/episodes/{ids['episode']}/sessions", {**body, "start": "2026-02-10T09:01:00-05:00"},
-                     headers={"Idempotency-Key": "k-1"})
+    other = api.post(
+        f"/episodes/{ids['episode']}/sessions",
+        {**body, "start": "2026-02-10T09:01:00-05:00"},
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert other.status_code == 422 and other.mimetype == "application/problem+json"
     assert len(api.get(f"/episodes/{ids['episode']}/sessions").get_json()["items"]) == 1
 
@@ -72,8 +78,11 @@ def test_amendments_need_a_reason_honour_if_match_and_keep_history(api: Api):
     session = api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))
     dose = session["doses"][0]
     path = f"/episodes/{ids['episode']}/doses/{dose['id']}"
-    body = {k: v for k, v in dose.items() if k not in ("id", "version", "entered_in_error", "recorded_at",
-                                                      "updated_at", "off_label", "dose_mg_per_kg")}
+    body = {
+        k: v
+        for k, v in dose.items()
+        if k not in ("id", "version", "entered_in_error", "recorded_at", "updated_at", "off_label", "dose_mg_per_kg")
+    }
     body["controlled_substance"] = {**body["controlled_substance"], "lot_number": "LOT-SYN-2"}
 
     assert api.put(path, body).status_code == 422  # no amendment_reason
@@ -84,8 +93,10 @@ def test_amendments_need_a_reason_honour_if_match_and_keep_history(api: Api):
     assert amended.get_json()["controlled_substance"]["lot_number"] == "LOT-SYN-2"
 
     history = api.get(f"{path}/history").get_json()["items"]
-    assert [(h["version"], h["change"], h["reason"]) for h in history] == [(1, "created", None),
-                                                                           (2, "amended", "lot typo")]
+    assert [(h["version"], h["change"], h["reason"]) for h in history] == [
+        (1, "created", None),
+        (2, "amended", "lot typo"),
+    ]
     assert history[0]["data"]["controlled_substance"]["lot_number"] == "LOT-SYN-1"
 
 
@@ -93,7 +104,8 @@ def test_entered_in_error_keeps_the_record_and_takes_it_out_of_the_rules(api: Ap
     ids = seed_episode(api)
     session = api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids, dose_mg=70))
     assert [f["rule_id"] for f in api.get(f"/episodes/{ids['episode']}").get_json()["open_flags"]] == [
-        "racemic-dose-above-max-mg-per-kg"]
+        "racemic-dose-above-max-mg-per-kg"
+    ]
     dose_path = f"/episodes/{ids['episode']}/doses/{session['doses'][0]['id']}"
     marked = api.post(f"{dose_path}/entered-in-error", {"reason": "recorded on the wrong patient"})
     assert marked.status_code == 200 and marked.get_json()["entered_in_error"] is True
@@ -122,16 +134,21 @@ def test_psychotherapy_notes_are_stored_but_never_returned(api: Api, app):
     from service.adapters import orm
 
     with app.extensions["kapfhir.engine"].connect() as connection:
-        data = connection.execute(select(orm.clinical_records.c.data).where(
-            orm.clinical_records.c.id == session["id"])).scalar_one()
+        data = connection.execute(
+            select(orm.clinical_records.c.data).where(orm.clinical_records.c.id == session["id"])
+        ).scalar_one()
     assert data["psychotherapy_notes"] == "SYNTHETIC NOTE canary-notes-1"
 
 
 def test_outcome_totals_are_computed_and_a_disagreeing_total_is_refused(api: Api):
     ids = seed_episode(api)
     path = f"/episodes/{ids['episode']}/outcome-measures"
-    body = {"instrument": "phq-9", "administered_at": "2026-02-09T09:00:00-05:00", "items": [2, 2, 2, 2, 2, 1, 1, 1, 0],
-            "difficulty": 2}
+    body = {
+        "instrument": "phq-9",
+        "administered_at": "2026-02-09T09:00:00-05:00",
+        "items": [2, 2, 2, 2, 2, 1, 1, 1, 0],
+        "difficulty": 2,
+    }
     wrong = api.post(path, {**body, "total": 14})
     assert wrong.status_code == 422 and wrong.get_json()["errors"][0]["field"] == "total"
     measure = api.created(path, {**body, "total": 13})
@@ -141,13 +158,15 @@ def test_outcome_totals_are_computed_and_a_disagreeing_total_is_refused(api: Api
     risky = api.created(path, {**body, "items": [0, 0, 0, 0, 0, 0, 0, 0, 1]})
     flags = api.get(f"/episodes/{ids['episode']}/safety-flags").get_json()["items"]
     assert [(f["rule_id"], f["severity"], f["record_ids"]) for f in flags] == [
-        ("suicide-risk-positive", "high", [risky["id"]])]
+        ("suicide-risk-positive", "high", [risky["id"]])
+    ]
 
 
 def test_a_refused_transition_says_where_the_episode_is_and_where_it_may_go(api: Api):
     ids = seed_episode(api)
-    response = api.post(f"/episodes/{ids['episode']}/phase-transitions",
-                        {"to_phase": "maintenance", "at": "2026-03-01T09:00:00-05:00"})
+    response = api.post(
+        f"/episodes/{ids['episode']}/phase-transitions", {"to_phase": "maintenance", "at": "2026-03-01T09:00:00-05:00"}
+    )
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
     problem = response.get_json()
     assert problem["current_phase"] == "dosing"
@@ -156,8 +175,10 @@ def test_a_refused_transition_says_where_the_episode_is_and_where_it_may_go(api:
 
 def test_withdrawing_consent_flags_later_doses(api: Api):
     ids = seed_episode(api)
-    withdrawn = api.post(f"/episodes/{ids['episode']}/consents/{ids['consent']}/withdrawal",
-                         {"at": "2026-02-09T12:00:00-05:00", "reason": "patient withdrew"})
+    withdrawn = api.post(
+        f"/episodes/{ids['episode']}/consents/{ids['consent']}/withdrawal",
+        {"at": "2026-02-09T12:00:00-05:00", "reason": "patient withdrew"},
+    )
     assert withdrawn.status_code == 200 and withdrawn.get_json()["withdrawn_at"].startswith("2026-02-09T12:00:00")
     api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))
     flags = api.get(f"/episodes/{ids['episode']}").get_json()["open_flags"]
@@ -172,7 +193,9 @@ def test_a_failing_nested_record_stores_nothing_of_the_request(api: Api):
     body["doses"][0]["administered_by_id"] = "no-such-practitioner"
     response = api.post(f"/episodes/{ids['episode']}/sessions", body)
     assert response.status_code == 422
-    assert response.get_json()["errors"] == [{"field": "administered_by_id", "message": "no practitioner no-such-practitioner"}]
+    assert response.get_json()["errors"] == [
+        {"field": "doses[0].administered_by_id", "message": "no practitioner no-such-practitioner"}
+    ]
     episode = api.get(f"/episodes/{ids['episode']}").get_json()
     assert episode["sessions"] == [] and episode["doses"] == [] and episode["monitoring_readings"] == []
 
@@ -188,8 +211,15 @@ def test_episodes_list_filters_and_pages(api: Api):
     ids = seed_episode(api)
     other_patient = api.created("/patients", {**PATIENT, "mrn": {**PATIENT["mrn"], "value": "SYN-9002"}})["id"]
     for _ in range(3):
-        api.created("/episodes", {"patient_id": other_patient, "period_start": "2026-01-05T09:00:00+00:00",
-                                  "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}], "status": "planned"})
+        api.created(
+            "/episodes",
+            {
+                "patient_id": other_patient,
+                "period_start": "2026-01-05T09:00:00+00:00",
+                "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
+                "status": "planned",
+            },
+        )
     page = api.get("/episodes?limit=2&offset=0").get_json()
     assert page["total"] == 4 and len(page["items"]) == 2
     assert api.get(f"/episodes?patient_id={ids['patient']}").get_json()["total"] == 1
@@ -201,28 +231,40 @@ def test_episodes_list_filters_and_pages(api: Api):
 def test_sessions_filter_by_kind(api: Api):
     ids = seed_episode(api)
     api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))
-    api.created(f"/episodes/{ids['episode']}/sessions", {"kind": "integration", "status": "completed",
-                                                         "start": "2026-02-11T09:00:00-05:00",
-                                                         "modality": "telehealth"})
-    assert [s["kind"] for s in api.get(f"/episodes/{ids['episode']}/sessions?kind=integration").get_json()["items"]] == [
-        "integration"]
+    api.created(
+        f"/episodes/{ids['episode']}/sessions",
+        {"kind": "integration", "status": "completed", "start": "2026-02-11T09:00:00-05:00", "modality": "telehealth"},
+    )
+    assert [
+        s["kind"] for s in api.get(f"/episodes/{ids['episode']}/sessions?kind=integration").get_json()["items"]
+    ] == ["integration"]
     assert api.get(f"/episodes/{ids['episode']}/sessions?kind=nope").status_code == 422
 
 
 def test_patients_are_amended_with_history_and_mrns_stay_unique(api: Api):
     patient = api.created("/patients", PATIENT)
     assert api.post("/patients", PATIENT).status_code == 409
-    amended = api.put(f"/patients/{patient['id']}", {**{k: v for k, v in patient.items() if k not in ("id", "version")},
-                                                     "birth_date": "1984-05-18", "amendment_reason": "typo"},
-                      headers={"If-Match": 'W/"1"'})
+    amended = api.put(
+        f"/patients/{patient['id']}",
+        {
+            **{k: v for k, v in patient.items() if k not in ("id", "version")},
+            "birth_date": "1984-05-18",
+            "amendment_reason": "typo",
+        },
+        headers={"If-Match": 'W/"1"'},
+    )
     assert amended.status_code == 200 and amended.get_json()["version"] == 2
     assert [h["change"] for h in api.get(f"/patients/{patient['id']}/history").get_json()["items"]] == [
-        "created", "amended"]
+        "created",
+        "amended",
+    ]
 
 
 def test_a_dose_fills_its_weight_from_the_latest_body_weight(api: Api):
     ids = seed_episode(api)
-    api.created(f"/patients/{ids['patient']}/body-weights", {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 80})
+    api.created(
+        f"/patients/{ids['patient']}/body-weights", {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 80}
+    )
     body = dosing_session_body(ids, dose_mg=40)
     del body["doses"][0]["weight_kg"]
     session = api.created(f"/episodes/{ids['episode']}/sessions", body)

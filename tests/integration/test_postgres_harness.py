@@ -19,9 +19,7 @@ def server() -> Iterator[PostgresServer]:
 
 
 def test_url_uses_psycopg3_on_loopback(server: PostgresServer) -> None:
-    assert server.url == (
-        f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{server.database}"
-    )
+    assert server.url == (f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{server.database}")
 
 
 def test_create_insert_and_read_back(server: PostgresServer) -> None:
@@ -29,13 +27,9 @@ def test_create_insert_and_read_back(server: PostgresServer) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE probe (id serial PRIMARY KEY, note text)"))
-            conn.execute(
-                text("INSERT INTO probe (note) VALUES (:n)"), [{"n": "a"}, {"n": "b"}]
-            )
+            conn.execute(text("INSERT INTO probe (note) VALUES (:n)"), [{"n": "a"}, {"n": "b"}])
         with engine.connect() as conn:
-            rows = (
-                conn.execute(text("SELECT note FROM probe ORDER BY id")).scalars().all()
-            )
+            rows = conn.execute(text("SELECT note FROM probe ORDER BY id")).scalars().all()
     finally:
         engine.dispose()
     assert rows == ["a", "b"]
@@ -75,9 +69,7 @@ def test_fresh_database_per_module(server: PostgresServer) -> None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            tables = conn.execute(
-                text("SELECT count(*) FROM pg_tables WHERE tablename = 'probe'")
-            ).scalar_one()
+            tables = conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename = 'probe'")).scalar_one()
     finally:
         engine.dispose()
     assert tables == 0
@@ -93,9 +85,7 @@ def test_stop_removes_the_cluster() -> None:
     pg.stop()  # idempotent
 
 
-def test_missing_binaries_fail_loudly(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_binaries_fail_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(postgres.shutil, "which", lambda _name: None)
     monkeypatch.setattr(postgres, "PG_LIB_ROOT", tmp_path)
     with pytest.raises(postgres.PostgresHarnessError, match="make test"):

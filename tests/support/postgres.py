@@ -62,18 +62,12 @@ def find_bindir() -> Path:
         )
         if result.returncode == 0 and result.stdout.strip():
             candidates.append(Path(result.stdout.strip()))
-    candidates.extend(
-        path.parent
-        for path in sorted(PG_LIB_ROOT.glob("*/bin"), key=_version_key, reverse=True)
-    )
+    candidates.extend(path.parent for path in sorted(PG_LIB_ROOT.glob("*/bin"), key=_version_key, reverse=True))
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
     for bindir in candidates:
-        if all(
-            os.access(bindir / tool, os.X_OK)
-            for tool in ("initdb", "pg_ctl", "postgres")
-        ):
+        if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
             return bindir
     raise PostgresHarnessError(
         "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found via pg_config, "
@@ -107,9 +101,7 @@ def ensure_system_user(name: str = SYSTEM_USER) -> pwd.struct_passwd:
         # A concurrent test process may have created it (exit 9) or hold the
         # passwd lock (exit 10): look again until the deadline.
         if result.returncode not in (0, 9, 10) or time.monotonic() > deadline:
-            raise PostgresHarnessError(
-                f"useradd {name} failed with exit {result.returncode}: {result.stderr.strip()}"
-            )
+            raise PostgresHarnessError(f"useradd {name} failed with exit {result.returncode}: {result.stderr.strip()}")
         if result.returncode == 10:
             time.sleep(0.2)
 
@@ -198,11 +190,7 @@ class PostgresServer:
     def drop_database(self, name_or_url: str) -> None:
         name = name_or_url.rsplit("/", 1)[-1]
         with self._admin_connection() as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
-                )
-            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -233,9 +221,7 @@ class PostgresServer:
         if not self._started:
             raise PostgresHarnessError("PostgresServer is not started")
 
-    def _run(
-        self, argv: Sequence[str], check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         command = list(argv)
         if self._run_as:
             command = ["runuser", "-u", self._run_as, "--", *command]
@@ -284,9 +270,7 @@ class PostgresServer:
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# kapfhir test harness\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        (self.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-        )
+        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
 
     def _start_server(self) -> None:
         assert self._bindir is not None

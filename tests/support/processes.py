@@ -108,9 +108,7 @@ def _parse_healthcheck(rest: str) -> HealthCheck | None:
     if command.startswith("["):
         argv = json.loads(command)
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-            raise ValueError(
-                f"HEALTHCHECK exec form must be a JSON list of strings: {command}"
-            )
+            raise ValueError(f"HEALTHCHECK exec form must be a JSON list of strings: {command}")
         return HealthCheck(command=argv, options=options)
     return HealthCheck(command=command, options=options)
 
@@ -126,9 +124,7 @@ def parse_dockerfile(path: Path) -> DockerfileSpec:
             try:
                 parsed = json.loads(rest)
             except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"CMD must use the JSON exec form, got: {rest!r}"
-                ) from exc
+                raise ValueError(f"CMD must use the JSON exec form, got: {rest!r}") from exc
             if not isinstance(parsed, list) or not parsed:
                 raise ValueError(f"CMD must be a non-empty JSON list, got: {rest!r}")
             cmd = [str(arg) for arg in parsed]
@@ -248,9 +244,7 @@ def run_dockerfile_cmd(
     bindir = venv_bin(repo_root)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("KAPFHIR_")}
     child_env.update(env)
-    child_env["PATH"] = os.pathsep.join(
-        [str(bindir), child_env.get("PATH", os.defpath)]
-    )
+    child_env["PATH"] = os.pathsep.join([str(bindir), child_env.get("PATH", os.defpath)])
     child_env["PYTHONUNBUFFERED"] = "1"
     child_env["KAPFHIR_BIND"] = f"127.0.0.1:{port}"
 
@@ -268,9 +262,7 @@ def run_dockerfile_cmd(
             # Own process group, so stop() can kill the workers too.
             start_new_session=True,
         )
-    service = RunningService(
-        process, port, child_env, repo_root, spec.healthcheck, log_dir
-    )
+    service = RunningService(process, port, child_env, repo_root, spec.healthcheck, log_dir)
 
     deadline = time.monotonic() + START_TIMEOUT
     while not _healthz_ok(f"{service.base_url}/healthz"):

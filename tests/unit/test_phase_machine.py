@@ -14,8 +14,18 @@ def fresh() -> Episode:
 
 def test_the_whole_course_with_a_second_dosing_block_reaches_completed():
     ep = fresh()
-    for hours, phase in enumerate([Phase.PREPARATION, Phase.DOSING, Phase.INTEGRATION, Phase.DOSING,
-                                   Phase.INTEGRATION, Phase.MAINTENANCE, Phase.COMPLETED], start=1):
+    for hours, phase in enumerate(
+        [
+            Phase.PREPARATION,
+            Phase.DOSING,
+            Phase.INTEGRATION,
+            Phase.DOSING,
+            Phase.INTEGRATION,
+            Phase.MAINTENANCE,
+            Phase.COMPLETED,
+        ],
+        start=1,
+    ):
         ep.transition(phase, at=T0 + timedelta(hours=hours), actor="dr")
     assert ep.phase is Phase.COMPLETED
     assert [t.to_phase for t in ep.phase_history][-1] is Phase.COMPLETED
@@ -60,8 +70,11 @@ def test_discontinuing_after_sessions_took_place_finishes_the_episode():
 def test_each_transition_is_kept_with_time_and_actor():
     ep = fresh()
     transition = ep.transition(Phase.PREPARATION, at=T0 + timedelta(hours=1), actor="client-7")
-    assert (transition.from_phase, transition.to_phase, transition.actor) == (Phase.ASSESSMENT, Phase.PREPARATION,
-                                                                             "client-7")
+    assert (transition.from_phase, transition.to_phase, transition.actor) == (
+        Phase.ASSESSMENT,
+        Phase.PREPARATION,
+        "client-7",
+    )
 
 
 def test_transitions_must_follow_clinical_order():

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from service.domain.model import Indication
 from service.domain.rules import RULE_IDS
 from service.domain.vocabulary import (
     DosingSetting,
@@ -16,7 +17,6 @@ from service.domain.vocabulary import (
     Route,
     SessionStatus,
 )
-from service.domain.model import Indication
 from tests.builders import (
     NOW,
     POLICY,
@@ -36,8 +36,9 @@ PRE = T0 + timedelta(minutes=5)
 
 
 def clean_iv_episode(**dose_overrides):
-    return with_records(episode(), consent(), dosing_session(), bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
-                        iv_dose(**dose_overrides))
+    return with_records(
+        episode(), consent(), dosing_session(), bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose(**dose_overrides)
+    )
 
 
 def test_a_clean_iv_session_raises_no_flag():
@@ -61,26 +62,42 @@ def test_consent_signed_after_the_dose_does_not_cover_it_whatever_the_request_or
 
 
 def test_withdrawn_consent_no_longer_covers_later_doses():
-    ep = with_records(episode(), consent(withdrawn_at=T0 - timedelta(hours=1), withdrawal_reason="changed mind"),
-                      dosing_session(), bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(withdrawn_at=T0 - timedelta(hours=1), withdrawal_reason="changed mind"),
+        dosing_session(),
+        bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     assert "dose-without-active-consent" in rules_raised(ep)
 
 
 def test_consent_that_does_not_cover_the_route_is_flagged():
-    ep = with_records(episode(), consent(routes_covered=[Route.INTRAMUSCULAR]), dosing_session(),
-                      bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(routes_covered=[Route.INTRAMUSCULAR]),
+        dosing_session(),
+        bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     assert "dose-without-active-consent" in rules_raised(ep)
 
 
 def test_off_label_dose_with_a_consent_that_does_not_acknowledge_off_label_use():
-    ep = with_records(episode(), consent(off_label_use_acknowledged=False), dosing_session(),
-                      bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(off_label_use_acknowledged=False),
+        dosing_session(),
+        bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     assert rules_raised(ep) == {"off-label-use-not-acknowledged"}
 
 
 def test_dose_outside_dosing_or_maintenance_phase():
-    ep = with_records(episode(in_dosing_from=None), consent(), dosing_session(),
-                      bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(in_dosing_from=None), consent(), dosing_session(), bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose()
+    )
     assert rules_raised(ep) == {"dose-outside-dosing-phase"}
 
 
@@ -88,27 +105,47 @@ def test_booster_in_maintenance_is_not_flagged():
     ep = episode(in_dosing_from=T0 - timedelta(days=20))
     ep.transition(Phase.INTEGRATION, at=T0 - timedelta(days=10), actor="t")
     ep.transition(Phase.MAINTENANCE, at=T0 - timedelta(days=5), actor="t")
-    with_records(ep, consent(signed_at=T0 - timedelta(days=25)), dosing_session(),
-                 bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    with_records(
+        ep,
+        consent(signed_at=T0 - timedelta(days=25)),
+        dosing_session(),
+        bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     assert rules_raised(ep) == set()
 
 
 def test_in_clinic_dose_without_pre_dose_blood_pressure():
-    ep = with_records(episode(), consent(), dosing_session(),
-                      bp("r-post", T0 + timedelta(hours=1), ReadingTiming.POST_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(),
+        dosing_session(),
+        bp("r-post", T0 + timedelta(hours=1), ReadingTiming.POST_DOSE),
+        iv_dose(),
+    )
     assert rules_raised(ep) == {"no-pre-dose-blood-pressure"}
 
 
 def test_a_pre_dose_reading_taken_after_the_dose_does_not_count():
-    ep = with_records(episode(), consent(), dosing_session(),
-                      bp("r-pre", T0 + timedelta(minutes=30), ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(),
+        dosing_session(),
+        bp("r-pre", T0 + timedelta(minutes=30), ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     assert rules_raised(ep) == {"no-pre-dose-blood-pressure"}
 
 
 def home_episode(check_in_minutes_after_dose: int | None):
-    session = dosing_session(setting=DosingSetting.HOME, modality=Modality.TELEHEALTH, discharge_at=None,
-                             check_in_at=None if check_in_minutes_after_dose is None
-                             else T0 + timedelta(minutes=15 + check_in_minutes_after_dose))
+    session = dosing_session(
+        setting=DosingSetting.HOME,
+        modality=Modality.TELEHEALTH,
+        discharge_at=None,
+        check_in_at=None
+        if check_in_minutes_after_dose is None
+        else T0 + timedelta(minutes=15 + check_in_minutes_after_dose),
+    )
     dose = iv_dose(route=Route.SUBLINGUAL, setting=DosingSetting.HOME, dose_mg=200.0, infusion_duration_min=None)
     return with_records(episode(), consent(), session, dose)
 
@@ -146,11 +183,15 @@ def test_racemic_dose_without_a_weight_is_flagged():
 
 def esketamine_episode(dose_mg: float = 56.0, readings=None, discharge_after_min: int = 130):
     first = T0 + timedelta(minutes=15)
-    readings = readings if readings is not None else [
-        bp("r1", T0 + timedelta(minutes=5), ReadingTiming.PRE_DOSE),
-        bp("r2", first + timedelta(minutes=40), ReadingTiming.POST_DOSE),
-        bp("r3", first + timedelta(minutes=discharge_after_min - 5), ReadingTiming.DISCHARGE),
-    ]
+    readings = (
+        readings
+        if readings is not None
+        else [
+            bp("r1", T0 + timedelta(minutes=5), ReadingTiming.PRE_DOSE),
+            bp("r2", first + timedelta(minutes=40), ReadingTiming.POST_DOSE),
+            bp("r3", first + timedelta(minutes=discharge_after_min - 5), ReadingTiming.DISCHARGE),
+        ]
+    )
     session = dosing_session(discharge_at=first + timedelta(minutes=discharge_after_min))
     return with_records(episode(), consent(), session, *readings, esketamine_dose(dose_mg=dose_mg))
 
@@ -176,8 +217,10 @@ def test_esketamine_observation_shorter_than_two_hours_is_flagged():
 
 
 def test_esketamine_missing_the_40_minute_blood_pressure_is_flagged():
-    readings = [bp("r1", T0 + timedelta(minutes=5), ReadingTiming.PRE_DOSE),
-                bp("r3", T0 + timedelta(minutes=140), ReadingTiming.DISCHARGE)]
+    readings = [
+        bp("r1", T0 + timedelta(minutes=5), ReadingTiming.PRE_DOSE),
+        bp("r3", T0 + timedelta(minutes=140), ReadingTiming.DISCHARGE),
+    ]
     ep = esketamine_episode(readings=readings)
     ep.evaluate_safety(POLICY, now=NOW)
     (flag,) = ep.open_flags()
@@ -186,9 +229,16 @@ def test_esketamine_missing_the_40_minute_blood_pressure_is_flagged():
 
 def test_esketamine_without_pulse_oximetry_is_flagged():
     first = T0 + timedelta(minutes=15)
-    readings = [bp(f"r{i}", at, timing, spo2_percent=None) for i, (at, timing) in enumerate(
-        [(T0, ReadingTiming.PRE_DOSE), (first + timedelta(minutes=40), ReadingTiming.POST_DOSE),
-         (first + timedelta(minutes=125), ReadingTiming.DISCHARGE)])]
+    readings = [
+        bp(f"r{i}", at, timing, spo2_percent=None)
+        for i, (at, timing) in enumerate(
+            [
+                (T0, ReadingTiming.PRE_DOSE),
+                (first + timedelta(minutes=40), ReadingTiming.POST_DOSE),
+                (first + timedelta(minutes=125), ReadingTiming.DISCHARGE),
+            ]
+        )
+    ]
     assert rules_raised(esketamine_episode(readings=readings)) == {"esketamine-no-pulse-oximetry"}
 
 
@@ -233,8 +283,13 @@ def test_rules_wait_until_the_dosing_session_is_completed():
 
 
 def test_a_correction_resolves_an_open_flag_and_keeps_an_acknowledged_one():
-    ep = with_records(episode(), consent(signed_at=T0 + timedelta(days=1)), dosing_session(),
-                      bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose())
+    ep = with_records(
+        episode(),
+        consent(signed_at=T0 + timedelta(days=1)),
+        dosing_session(),
+        bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+        iv_dose(),
+    )
     ep.evaluate_safety(POLICY, now=NOW)
     (flag,) = ep.open_flags()
     ep.amend("consent-1", consent(signed_at=T0 - timedelta(days=1)), now=NOW)  # the time was typed wrongly

@@ -5,18 +5,32 @@ from service.domain.errors import Incoherent
 from service.domain.vocabulary import Instrument, SuicideRiskLevel
 
 
-@pytest.mark.parametrize(("total", "band"), [(0, "minimal"), (4, "minimal"), (5, "mild"), (9, "mild"), (10, "moderate"),
-                                             (14, "moderate"), (15, "moderately-severe"), (19, "moderately-severe"),
-                                             (20, "severe"), (27, "severe")])
+@pytest.mark.parametrize(
+    ("total", "band"),
+    [
+        (0, "minimal"),
+        (4, "minimal"),
+        (5, "mild"),
+        (9, "mild"),
+        (10, "moderate"),
+        (14, "moderate"),
+        (15, "moderately-severe"),
+        (19, "moderately-severe"),
+        (20, "severe"),
+        (27, "severe"),
+    ],
+)
 def test_phq9_bands_follow_kroenke_2001(total, band):
     items = [3] * (total // 3) + [total % 3] + [0] * 9
     result = scales.score(Instrument.PHQ9, items[:9])
     assert (result.total, result.severity_band) == (total, band)
 
 
-@pytest.mark.parametrize(("total", "band"), [(4, "minimal"), (5, "mild"), (10, "moderate"), (15, "severe"), (21, "severe")])
+@pytest.mark.parametrize(
+    ("total", "band"), [(4, "minimal"), (5, "mild"), (10, "moderate"), (15, "severe"), (21, "severe")]
+)
 def test_gad7_bands_follow_spitzer_2006(total, band):
-    items = ([3] * 7)[: total // 3] + [total % 3]
+    items = [*([3] * 7)[: total // 3], total % 3]
     items += [0] * (7 - len(items))
     assert scales.score(Instrument.GAD7, items[:7]).severity_band == band
 
@@ -28,8 +42,15 @@ def test_pcl5_reports_the_total_against_a_configurable_cut_point():
     assert scales.score(Instrument.PCL5, [4] * 20).total == 80
 
 
-@pytest.mark.parametrize(("instrument", "items"), [(Instrument.PHQ9, [0] * 8), (Instrument.GAD7, [0] * 9),
-                                                   (Instrument.PCL5, [0] * 19), (Instrument.CSSRS_SCREENER, [0] * 5)])
+@pytest.mark.parametrize(
+    ("instrument", "items"),
+    [
+        (Instrument.PHQ9, [0] * 8),
+        (Instrument.GAD7, [0] * 9),
+        (Instrument.PCL5, [0] * 19),
+        (Instrument.CSSRS_SCREENER, [0] * 5),
+    ],
+)
 def test_a_wrong_number_of_items_is_refused(instrument, items):
     with pytest.raises(Incoherent):
         scales.score(instrument, items)

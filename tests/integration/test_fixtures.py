@@ -1,4 +1,4 @@
-"""Scratch proof that every fixture works against the real app (in-process, SQLite in tmp_path).
+"""Every fixture works against the real app (in-process, SQLite in tmp_path).
 
 - fixtures/episodes/*.json: replayed with service.fixture_loader.replay; the open-or-acknowledged safety flags must
   equal `expected_flags`, every step must answer its expected status, and the episode must hold what was sent.
@@ -92,17 +92,28 @@ def test_episode_fixture_story_details(tmp_path: Path) -> None:
     ep = client.get(f"/api/v1/episodes/{ids['episode']}").get_json()
     assert ep["phase"] == "completed" and ep["status"] == "finished"
     assert [t["to_phase"] for t in ep["phase_history"]] == [
-        "preparation", "dosing", "integration", "dosing", "integration", "completed"]
+        "preparation",
+        "dosing",
+        "integration",
+        "dosing",
+        "integration",
+        "completed",
+    ]
     dosing = [s for s in ep["sessions"] if s["kind"] == "dosing"]
     assert len(dosing) == 6 and all(s["status"] == "completed" for s in dosing)
     assert {d["dose_mg_per_kg"] for d in ep["doses"]} == {0.5} and all(d["off_label"] for d in ep["doses"])
     assert Counter(r["timing"] for r in ep["monitoring_readings"]) == {
-        "pre-dose": 6, "during": 6, "post-dose": 6, "discharge": 6}
+        "pre-dose": 6,
+        "during": 6,
+        "post-dose": 6,
+        "discharge": 6,
+    }
     phq = sorted((m for m in ep["outcome_measures"] if m["instrument"] == "phq-9"), key=lambda m: m["administered_at"])
     assert [m["total"] for m in phq] == [20, 19, 13, 8, 5]
     flag = client.get(f"/api/v1/episodes/{ids['episode']}/safety-flags").get_json()["items"]
     assert [(f["rule_id"], f["status"], f["acknowledgement"]["by"]) for f in flag] == [
-        ("dose-without-active-consent", "acknowledged", ids["prescriber"])]
+        ("dose-without-active-consent", "acknowledged", ids["prescriber"])
+    ]
     assert flag[0]["record_ids"] == [ids["dose_1"]]
     assert ep["open_flags"] == []
 
@@ -137,8 +148,12 @@ def test_episode_fixture_story_details(tmp_path: Path) -> None:
     assert all(r["self_reported"] for r in ep["monitoring_readings"])
     assert {s["modality"] for s in ep["sessions"] if s["kind"] != "dosing"} == {"telehealth"}
     gad = sorted((m for m in ep["outcome_measures"] if m["instrument"] == "gad-7"), key=lambda m: m["administered_at"])
-    assert [(m["total"], m["severity_band"]) for m in gad] == [(17, "severe"), (12, "moderate"), (8, "mild"),
-                                                               (5, "mild")]
+    assert [(m["total"], m["severity_band"]) for m in gad] == [
+        (17, "severe"),
+        (12, "moderate"),
+        (8, "mild"),
+        (5, "mild"),
+    ]
 
 
 # --- invalid requests -------------------------------------------------------------------------------------------
@@ -168,7 +183,9 @@ def _snapshot(client: Any, ids: dict[str, str]) -> Any:
 
     episode = get(f"/episodes/{ids['episode']}")
     return (
-        get("/patients")["total"], get("/practitioners")["total"], get("/episodes")["total"],
+        get("/patients")["total"],
+        get("/practitioners")["total"],
+        get("/episodes")["total"],
         {k: v for k, v in episode.items()},
         get(f"/patients/{ids['patient']}/body-weights"),
     )
