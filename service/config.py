@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from service.domain.rules import DEFAULT_MAX_MG_PER_KG, SafetyPolicy
+from service.security.settings import SecuritySettings
 
 
 def _int(name: str, default: int) -> int:
@@ -39,7 +40,11 @@ class Settings:
     default_clinic_name: str = "Demo KAP Clinic"
     default_identifier_system: str = "https://demo-clinic.example.org/fhir/id"
     log_level: str = "INFO"
+    # Public base URL of this service: the audience of client assertions is {base_url}/oauth2/token.
+    base_url: str = "http://127.0.0.1:8000"
+    rate_limit: str = "1200 per minute"
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,5 +55,8 @@ class Settings:
             future_tolerance_min=_int("KAPFHIR_FUTURE_TOLERANCE_MIN", cls.future_tolerance_min),
             default_clinic_id=os.environ.get("KAPFHIR_DEFAULT_CLINIC") or cls.default_clinic_id,
             log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
+            base_url=os.environ.get("KAPFHIR_BASE_URL") or cls.base_url,
+            rate_limit=os.environ.get("KAPFHIR_RATE_LIMIT") or cls.rate_limit,
             safety=safety_policy_from_env(),
+            security=SecuritySettings.from_env(),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from service.config import Settings
 from service.entrypoints.app import create_app
 from service.entrypoints.cli import prepare_database
+from service.security.settings import SecuritySettings
 from tests.support.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +42,23 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/kapfhir.db"
 
 
-def make_app(database_url: str, **overrides: Any) -> Flask:
-    settings = Settings(database_url=database_url, **overrides)
+def make_app(database_url: str, *, signing_key_file: str | None = None, **overrides: Any) -> Flask:
+    key_file = signing_key_file or str(Path(tempfile.mkdtemp(prefix="kapfhir-key-")) / "signing-key.pem")
+    settings = Settings(database_url=database_url, security=SecuritySettings(signing_key_file=key_file), **overrides)
     prepare_database(settings)
     return create_app(settings)
+
+
+def token_for(
+    app: Flask, *, clinic: str = "demo", scope: str = "system/*.cruds", client_id: str = "test-client"
+) -> str:
+    """A bearer token from the app's embedded issuer."""
+    issuer = app.extensions["kapfhir.security"].issuer
+    return issuer.issue(client_id=client_id, clinic_id=clinic, scope=scope).access_token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -58,20 +73,40 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-class Api:
-    """The domain API over the Flask test client, with the ids of a seeded clinic."""
+class TokenClient(FlaskClient):
+    """A test client that sends the clinic's bearer token unless the request brings its own headers."""
 
-    def __init__(self, client: FlaskClient) -> None:
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers.setdefault("Authorization", f"Bearer {token_for(self.application)}")
+        return super().open(*args, headers=headers, **kwargs)
+
+
+def authorized_app(database_url: str, **overrides: Any) -> Flask:
+    app = make_app(database_url, **overrides)
+    app.test_client_class = TokenClient
+    return app
+
+
+class Api:
+    """The domain API over the Flask test client, as a client of one clinic with a bearer token."""
+
+    def __init__(self, client: FlaskClient, token: str | None = None) -> None:
         self.client = client
+        self.token = token or token_for(client.application)
+
+    def _headers(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return {"headers": headers, **kwargs}
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.client.post(f"/api/v1{path}", json=body, **kwargs)
+        return self.client.post(f"/api/v1{path}", json=body, **self._headers(kwargs))
 
     def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.client.put(f"/api/v1{path}", json=body, **kwargs)
+        return self.client.put(f"/api/v1{path}", json=body, **self._headers(kwargs))
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(f"/api/v1{path}", **kwargs)
+        return self.client.get(f"/api/v1{path}", **self._headers(kwargs))
 
     def created(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
         response = self.post(path, body, **kwargs)

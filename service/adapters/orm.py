@@ -167,3 +167,51 @@ idempotency_keys = Table(
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- security ------------------------------------------------------------------------------------------------
+
+# Clients registered with `kapfhir clients add`: who may ask /oauth2/token for a token, for which clinic and scopes.
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("allowed_scopes", Text, nullable=False),
+    Column("jwks", JSON),
+    Column("jwks_url", String(500)),
+    Column("secret_hash", String(500)),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# jti of client assertions seen, until they expire: a replayed assertion is refused (SMART Backend Services).
+oauth_assertion_jti = Table(
+    "oauth_assertion_jti",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("jti", String(200), primary_key=True),
+    Column("expires_at", Integer, nullable=False, index=True),
+)
+
+# AuditEvent records (the FHIR R4 AuditEvent shape), append-only: triggers refuse UPDATE and DELETE.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID),  # None when the caller could not be identified (401)
+    Column("recorded", UtcDateTime, nullable=False),
+    Column("type", String(20), nullable=False),  # DICOM/HL7 audit event type: rest | export
+    Column("subtype", String(40), nullable=False),  # restful-interaction: create, read, update, search-type, ...
+    Column("action", String(1), nullable=False),  # C R U D E
+    Column("outcome", String(2), nullable=False),  # 0 success, 4 minor failure, 8 serious failure
+    Column("client_id", String(200)),
+    Column("network_address", String(64)),
+    Column("request_id", String(100)),
+    Column("method", String(10), nullable=False),
+    Column("route", String(300), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("entity", JSON, nullable=False),  # [{"type": "Patient", "id": "..."}]
+    Index("ix_audit_events_clinic_recorded", "clinic_id", "recorded"),
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, url_for
 from marshmallow import Schema
 
 from service.adapters.serialization import from_data, record_from_data
@@ -27,9 +27,8 @@ from service.domain.model import (
     Record,
     SideEffect,
 )
-from service.domain.vocabulary import FlagStatus, SessionKind
 from service.entrypoints import schemas as s
-from service.entrypoints.http import ApiProblem, if_match_version, json_response, load, read, write
+from service.entrypoints.http import ApiProblem, if_match_version, json_response, load, query_args, read, write
 from service.service_layer import services
 from service.service_layer.services import Context, new_id
 from service.service_layer.unit_of_work import UnitOfWork
@@ -89,7 +88,7 @@ _REQUIRED_FOR_RECORD = {"dose": "session_id", "monitoring-reading": "session_id"
 
 
 def _pagination() -> tuple[int, int]:
-    args = s.PaginationSchema().load(request.args)
+    args = query_args()
     return args["limit"], args["offset"]
 
 
@@ -314,7 +313,7 @@ def open_episode() -> Response:
 @bp.get("/episodes")
 def list_episodes() -> Response:
     limit, offset = _pagination()
-    filters = {k: request.args.get(k) for k in ("patient_id", "status", "phase")}
+    filters = {k: query_args()[k] for k in ("patient_id", "status", "phase")}
 
     def run(uow: UnitOfWork) -> Response:
         page = services.list_episodes(uow, limit=limit, offset=offset, **filters)
@@ -467,19 +466,12 @@ def add_record(episode_id: str, collection: str) -> Response:
 
 def list_records(episode_id: str, collection: str) -> Response:
     coll = _collection(collection)
-    kind_filter = request.args.get("kind") if coll.cls is ClinicalSession else None
-    if kind_filter is not None and kind_filter not in {k.value for k in SessionKind}:
-        raise ApiProblem(
-            422,
-            "Invalid query",
-            f"kind must be one of {', '.join(k.value for k in SessionKind)}.",
-            [{"field": "kind", "message": f"unknown session kind '{kind_filter}'"}],
-        )
+    kind_filter = query_args().get("kind")
 
     def run(uow: UnitOfWork) -> Response:
         records = services.list_records(uow, episode_id, coll.cls)
         if kind_filter is not None:
-            records = [r for r in records if str(getattr(r, "kind", "")) == kind_filter]
+            records = [r for r in records if getattr(r, "kind", None) is kind_filter]
         return json_response({"items": coll.schema(many=True).dump(records)})
 
     return read(run)
@@ -560,19 +552,12 @@ def withdraw_consent(episode_id: str, consent_id: str) -> Response:
 
 @bp.get("/episodes/<episode_id>/safety-flags")
 def list_safety_flags(episode_id: str) -> Response:
-    status = request.args.get("status")
-    if status is not None and status not in {f.value for f in FlagStatus}:
-        raise ApiProblem(
-            422,
-            "Invalid query",
-            f"status must be one of {', '.join(f.value for f in FlagStatus)}.",
-            [{"field": "status", "message": f"unknown flag status '{status}'"}],
-        )
+    status = query_args()["status"]
 
     def run(uow: UnitOfWork) -> Response:
         flags = services.get_episode(uow, episode_id).flags
         if status is not None:
-            flags = [f for f in flags if str(f.status) == status]
+            flags = [f for f in flags if f.status is status]
         return json_response({"items": s.SafetyFlagSchema(many=True).dump(flags)})
 
     return read(run)

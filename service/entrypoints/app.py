@@ -12,7 +12,7 @@ from sqlalchemy import text
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
-from service.entrypoints import api
+from service.entrypoints import api, auth
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
 
@@ -80,4 +80,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
         return response
 
+    auth.init_app(app, auth.build_runtime(settings.security, engine, settings.base_url))
     return app

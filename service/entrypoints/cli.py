@@ -95,10 +95,14 @@ def load_fixtures(directory: Path, if_empty: bool) -> None:
         if patients:
             click.echo(f"database already holds {patients} patient(s); fixtures not loaded")
             return
-    client = create_app(settings).test_client()
+    app = create_app(settings)
+    client = app.test_client()
+    issuer = app.extensions["kapfhir.security"].issuer
+    token = issuer.issue(client_id="kapfhir-cli", clinic_id=settings.default_clinic_id, scope="system/*.cruds")
+    headers = {"Authorization": f"Bearer {token.access_token}"}
 
     def send(method: str, path: str, body: Any) -> tuple[int, Any]:
-        response = client.open(f"/api/v1{path}", method=method, json=body)
+        response = client.open(f"/api/v1{path}", method=method, json=body, headers=headers)
         return response.status_code, response.get_json(silent=True)
 
     for path in fixture_paths(directory):

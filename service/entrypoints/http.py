@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from service.adapters import audit
 from service.config import Settings
 from service.domain.errors import Conflict, DomainError, Incoherent, NotFound, StaleVersion, TransitionRefused
+from service.security.tokens import Principal
 from service.service_layer.services import Context
 from service.service_layer.unit_of_work import UnitOfWork
 
@@ -35,22 +37,14 @@ class AppState:
     session_factory: sessionmaker
 
 
-@dataclass(frozen=True)
-class Principal:
-    client_id: str
-    clinic_id: str
-
-
 def state() -> AppState:
     return current_app.extensions["kapfhir"]
 
 
 def principal() -> Principal:
     found: Principal | None = g.get("principal")
-    if found is None:
-        # Until a token says otherwise, requests act for the embedded default clinic.
-        found = Principal(client_id="local", clinic_id=state().settings.default_clinic_id)
-        g.principal = found
+    if found is None:  # every non-public route is authenticated before its view runs
+        raise RuntimeError("no authenticated principal for a protected route")
     return found
 
 
@@ -219,6 +213,29 @@ def load(schema: Schema) -> dict[str, Any]:
     return schema.load(body)
 
 
+def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -> type[Schema]:
+    """The query parameters a route accepts; any other is refused (422). The OpenAPI document uses this too."""
+    from service.entrypoints import schemas as s
+
+    if endpoint == "api.list_records" and (defaults or {}).get("collection") == "sessions":
+        return s.SessionQuerySchema
+    return {
+        "api.list_practitioners": s.PaginationSchema,
+        "api.list_patients": s.PaginationSchema,
+        "api.list_episodes": s.EpisodeQuerySchema,
+        "api.list_safety_flags": s.FlagQuerySchema,
+        "auth.list_audit_events": s.AuditQuerySchema,
+    }.get(endpoint or "", s.NoQuerySchema)
+
+
+def query_args() -> dict[str, Any]:
+    """The route's query parameters, parsed once per request."""
+    if "query" not in g:
+        rule = request.url_rule
+        g.query = query_schema_for(request.endpoint, rule.defaults if rule else None)().load(request.args)
+    return g.query
+
+
 def if_match_version() -> int | None:
     """The version an update is conditional on, from If-Match (``"3"`` or ``W/"3"``); None when absent or *."""
     header = request.headers.get("If-Match")
@@ -259,8 +276,18 @@ def _context() -> Context:
 
 
 def read(fn: Callable[[UnitOfWork], Response]) -> Response:
+    """Runs a query in a read transaction, then audits it in a short transaction of its own: reads never wait on
+    the write lock while they read, only for the one small audit insert."""
+    from service.entrypoints.auth import audit_record
+
+    query_args()
     with UnitOfWork(state().session_factory, principal().clinic_id, write=False) as uow:
-        return fn(uow)
+        response = fn(uow)
+    with UnitOfWork(state().session_factory, principal().clinic_id, write=True) as uow:
+        audit.append(uow.session, audit_record(response.status_code))
+        uow.commit()
+    g.audited = True
+    return response
 
 
 _REPLAYED_HEADERS = ("ETag", "Location", "Content-Type")
@@ -269,6 +296,7 @@ _REPLAYED_HEADERS = ("ETag", "Location", "Content-Type")
 def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
     """Runs a use case in one transaction; with an Idempotency-Key, stores the response in the same
     transaction so that a retry gets the first response and creates nothing."""
+    query_args()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise ApiProblem(400, "Invalid Idempotency-Key", "An Idempotency-Key has 1 to 200 characters.")
@@ -279,6 +307,7 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
             if key is not None:
                 replay = _replay(uow, who.client_id, key, body_hash)
                 if replay is not None:
+                    _audit_and_commit(uow, replay)
                     return replay
             response = fn(uow, _context())
             if key is not None:
@@ -293,7 +322,7 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
                     response_headers={h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
                     now=datetime.now(UTC),
                 )
-            uow.commit()
+            _audit_and_commit(uow, response)
             return response
     except IntegrityError:
         if key is not None:
@@ -303,6 +332,16 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
                 if replay is not None:
                     return replay
         raise ApiProblem(409, "Conflict", "The request conflicts with data stored at the same time; retry.") from None
+
+
+def _audit_and_commit(uow: UnitOfWork, response: Response) -> None:
+    """The audit record of a write commits with the write: no change without its audit, and no audit of a change
+    that was rolled back."""
+    from service.entrypoints.auth import audit_record, created_id_of
+
+    audit.append(uow.session, audit_record(response.status_code, created_id_of(response)))
+    uow.commit()
+    g.audited = True
 
 
 def _replay(uow: UnitOfWork, client_id: str, key: str, body_hash: str) -> Response | None:

@@ -14,10 +14,12 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
-from marshmallow import Schema
+from marshmallow import INCLUDE, Schema
 
 from service.entrypoints import api
 from service.entrypoints import schemas as s
+from service.entrypoints.auth import PUBLIC_ENDPOINTS
+from service.entrypoints.http import query_schema_for
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,9 @@ class Operation:
     response: type[Schema] | Schema | None = None
     request: type[Schema] | Schema | None = None
     status: int = 200
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
     many: bool = False
 
 
-PAGINATION = (("limit", "integer", "page size, 1-200 (default 50)"), ("offset", "integer", "items to skip"))
 WRITE_ERRORS = (400, 404, 409, 412, 413, 415, 422)
 READ_ERRORS = (404, 422)
 
@@ -57,6 +57,44 @@ SessionWithContent = type(
 )
 
 HEALTH = type("HealthSchema", (Schema,), {"status": s.fields.String(), "__module__": __name__})
+TOKEN_FORM = type(
+    "TokenRequestSchema",
+    (Schema,),
+    {
+        "grant_type": s.fields.String(required=True, metadata={"enum": ["client_credentials"]}),
+        "scope": s.fields.String(),
+        "client_assertion_type": s.fields.String(
+            metadata={"enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]}
+        ),
+        "client_assertion": s.fields.String(),
+        "client_id": s.fields.String(),
+        "client_secret": s.fields.String(),
+        "__module__": __name__,
+    },
+)
+TOKEN = type(
+    "TokenResponseSchema",
+    (Schema,),
+    {
+        "access_token": s.fields.String(),
+        "token_type": s.fields.String(),
+        "expires_in": s.fields.Integer(),
+        "scope": s.fields.String(),
+        "__module__": __name__,
+    },
+)
+OAUTH_ERROR = type(
+    "OAuthErrorSchema",
+    (Schema,),
+    {
+        "error": s.fields.String(),
+        "error_description": s.fields.String(),
+        "__module__": __name__,
+    },
+)
+ANY_OBJECT = type(
+    "JsonObjectSchema", (Schema,), {"Meta": type("Meta", (), {"unknown": INCLUDE}), "__module__": __name__}
+)
 READY = type(
     "ReadySchema",
     (Schema,),
@@ -76,12 +114,10 @@ def _operations() -> dict[str, Operation]:
         "api.register_practitioner": Operation(
             "Register a practitioner", s.PractitionerSchema, s.PractitionerSchema, 201
         ),
-        "api.list_practitioners": Operation(
-            "List practitioners", _paged(s.PractitionerSchema, "PractitionerPage"), query=PAGINATION
-        ),
+        "api.list_practitioners": Operation("List practitioners", _paged(s.PractitionerSchema, "PractitionerPage")),
         "api.get_practitioner": Operation("Read a practitioner", s.PractitionerSchema),
         "api.register_patient": Operation("Register a patient", s.PatientSchema, s.PatientSchema, 201),
-        "api.list_patients": Operation("List patients", _paged(s.PatientSchema, "PatientPage"), query=PAGINATION),
+        "api.list_patients": Operation("List patients", _paged(s.PatientSchema, "PatientPage")),
         "api.get_patient": Operation("Read a patient", s.PatientSchema),
         "api.amend_patient": Operation("Amend a patient (If-Match optional)", s.PatientSchema, s.AmendPatientSchema),
         "api.patient_history": Operation("Versions of a patient", _items(s.VersionEntrySchema, "VersionList")),
@@ -89,16 +125,7 @@ def _operations() -> dict[str, Operation]:
         "api.get_body_weight": Operation("Read a body weight", s.BodyWeightSchema),
         "api.list_body_weights": Operation("Body weights of a patient", _items(s.BodyWeightSchema, "BodyWeightList")),
         "api.open_episode": Operation("Open a KAP episode", s.EpisodeDetailSchema, s.EpisodeCreateSchema, 201),
-        "api.list_episodes": Operation(
-            "List episodes",
-            _paged(s.EpisodeSummarySchema, "EpisodePage"),
-            query=(
-                *PAGINATION,
-                ("patient_id", "string", "only this patient's episodes"),
-                ("status", "string", "episode status"),
-                ("phase", "string", "current phase"),
-            ),
-        ),
+        "api.list_episodes": Operation("List episodes", _paged(s.EpisodeSummarySchema, "EpisodePage")),
         "api.get_episode": Operation(
             "Read a whole episode with its timeline and open safety flags", s.EpisodeDetailSchema
         ),
@@ -110,13 +137,16 @@ def _operations() -> dict[str, Operation]:
             "Move the episode to another phase", s.EpisodeDetailSchema, s.PhaseTransitionSchema, 201
         ),
         "api.withdraw_consent": Operation("Withdraw a consent", s.ConsentSchema, s.ConsentWithdrawalSchema),
-        "api.list_safety_flags": Operation(
-            "Safety flags of an episode",
-            _items(s.SafetyFlagSchema, "SafetyFlagList"),
-            query=(("status", "string", "open, acknowledged or resolved"),),
-        ),
+        "api.list_safety_flags": Operation("Safety flags of an episode", _items(s.SafetyFlagSchema, "SafetyFlagList")),
         "api.acknowledge_safety_flag": Operation(
             "Acknowledge a safety flag", s.SafetyFlagSchema, s.FlagAcknowledgementSchema
+        ),
+        "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
+        "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
+        "auth.token": Operation("Client-credentials token (private_key_jwt or client secret)", TOKEN, TOKEN_FORM),
+        "auth.list_audit_events": Operation(
+            "Audit trail of this clinic (needs system/AuditEvent.rs)",
+            _paged(s.AuditEventSchema, "AuditEventPage"),
         ),
     }
     return ops
@@ -129,8 +159,7 @@ def _record_operation(endpoint: str, collection: api.Collection) -> Operation:
         response = SessionWithContent if collection.cls.__name__ == "ClinicalSession" else collection.schema
         return Operation(f"Record {noun}", response, collection.create_schema, 201)
     if endpoint == "api.list_records":
-        query = (("kind", "string", "session kind"),) if collection.path == "sessions" else ()
-        return Operation(f"List {noun}", _items(collection.schema, f"{name}List"), query=query)
+        return Operation(f"List {noun}", _items(collection.schema, f"{name}List"))
     if endpoint == "api.get_record":
         return Operation(f"Read one of the {noun}", collection.schema)
     if endpoint == "api.amend_record":
@@ -149,12 +178,15 @@ def _status_text(code: int) -> str:
         200: "OK",
         201: "Created",
         400: "Malformed request",
+        401: "No valid bearer token",
+        403: "The token's scopes do not cover the request",
         404: "Not found",
         409: "Conflict",
         412: "Stale If-Match",
         413: "Body too large",
         415: "Unsupported media type",
         422: "Invalid or incoherent content",
+        429: "Rate limit exceeded",
         503: "Not ready",
     }[code]
 
@@ -178,6 +210,16 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
     )
     spec.components.schema("Problem", schema=s.ProblemSchema)
+    spec.components.security_scheme(
+        "bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "SMART Backend Services access token",
+        },
+    )
+    spec.options["security"] = [{"bearer": []}]
     ops = _operations()
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -200,10 +242,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
                 for arg in sorted(rule.arguments - set(rule.defaults or {}))
             ]
-            parameters += [
-                {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
-                for name, kind, description in op.query
-            ]
+            query = query_schema_for(rule.endpoint, rule.defaults)
+            if query().fields:
+                parameters.append({"in": "query", "schema": query})
             if method == "POST":
                 parameters.append(
                     {
@@ -221,17 +262,29 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
             if parameters:
                 operation["parameters"] = parameters
+            public = rule.endpoint in PUBLIC_ENDPOINTS
+            if public:
+                operation["security"] = []
             if op.request is not None:
-                operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}
+                media = "application/x-www-form-urlencoded" if rule.endpoint == "auth.token" else "application/json"
+                operation["requestBody"] = {"required": True, "content": {media: {"schema": op.request}}}
             success: dict[str, Any] = {"description": _status_text(op.status)}
             if op.response is not None:
                 success["content"] = {"application/json": {"schema": op.response}}
             operation["responses"][str(op.status)] = success
-            errors = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
+            errors: tuple[int, ...] = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
             if rule.endpoint == "readyz":
                 errors = (503,)
-            elif rule.endpoint == "healthz":
+            elif public:
                 errors = ()
+            else:
+                errors = (401, 403, *errors, 429)
+            if rule.endpoint == "auth.token":
+                for code in (400, 401):
+                    operation["responses"][str(code)] = {
+                        "description": "OAuth 2.0 error (RFC 6749 §5.2)",
+                        "content": {"application/json": {"schema": OAUTH_ERROR}},
+                    }
             for code in errors:
                 operation["responses"][str(code)] = {
                     "description": _status_text(code),

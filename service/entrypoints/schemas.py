@@ -10,7 +10,7 @@ import re
 from datetime import date
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from service.domain.vocabulary import (
     AdministrativeGender,
@@ -530,10 +530,57 @@ def page_schema(item: type[Schema], name: str) -> type[Schema]:
     return type(name, (PageSchemaBase,), {"items": fields.List(fields.Nested(item)), "__module__": __name__})
 
 
-class PaginationSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+# --- query strings: unknown parameters are refused, as unknown body fields are; numbers arrive as text ---------
 
-    # Query strings: numbers arrive as text.
+
+class NoQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class PaginationSchema(NoQuerySchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))
+
+
+class EpisodeQuerySchema(PaginationSchema):
+    patient_id = fields.String(load_default=None, validate=ID)
+    status = fields.Enum(EpisodeStatus, by_value=True, load_default=None)
+    phase = fields.Enum(Phase, by_value=True, load_default=None)
+
+
+class SessionQuerySchema(NoQuerySchema):
+    kind = fields.Enum(SessionKind, by_value=True, load_default=None)
+
+
+class FlagQuerySchema(NoQuerySchema):
+    status = fields.Enum(FlagStatus, by_value=True, load_default=None)
+
+
+class AuditQuerySchema(PaginationSchema):
+    since = fields.AwareDateTime(format="iso", load_default=None)
+
+
+class AuditEntitySchema(Schema):
+    type = fields.String()
+    id = fields.String()
+
+
+class AuditEventSchema(Schema):
+    """An audit record in the shape of FHIR R4 AuditEvent (type, subtype, action, recorded, outcome, agent,
+    source, entity), flattened."""
+
+    id = fields.String()
+    recorded = Time()
+    type = fields.String()
+    subtype = fields.String()
+    action = fields.String()
+    outcome = fields.String()
+    client_id = fields.String(allow_none=True)
+    clinic_id = fields.String(allow_none=True)
+    network_address = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    method = fields.String()
+    route = fields.String()
+    status = fields.Integer()
+    entity = fields.List(fields.Nested(AuditEntitySchema))

@@ -12,6 +12,9 @@ import pytest
 import requests
 
 from service.fixture_loader import fixture_paths, load_fixture, replay
+from service.security.keys import ensure_local_signing_key
+from service.security.settings import DEV_AUDIENCE, DEV_ISSUER
+from service.security.tokens import TokenIssuer
 from tests.conftest import REPO_ROOT
 from tests.support.processes import RunningService, run_dockerfile_cmd
 
@@ -23,18 +26,31 @@ NESTED = {"doses": "doses", "monitoring_readings": "monitoring-readings", "side_
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    db = tmp_path_factory.mktemp("e2e") / "kapfhir.db"
-    running = run_dockerfile_cmd(REPO_ROOT, {"KAPFHIR_DATABASE_URL": f"sqlite:///{db}", "KAPFHIR_WORKERS": "2"})
+    workdir = tmp_path_factory.mktemp("e2e")
+    running = run_dockerfile_cmd(REPO_ROOT, {
+        "KAPFHIR_DATABASE_URL": f"sqlite:///{workdir / 'kapfhir.db'}",
+        "KAPFHIR_SIGNING_KEY_FILE": str(workdir / "signing-key.pem"),
+        "KAPFHIR_WORKERS": "2",
+    })
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def token(service: RunningService) -> str:
+    """A token signed with the service's own key, as `kapfhir token` makes it."""
+    key = ensure_local_signing_key(service.env["KAPFHIR_SIGNING_KEY_FILE"])
+    issuer = TokenIssuer(key, issuer=DEV_ISSUER, audience=DEV_AUDIENCE)
+    return issuer.issue(client_id="e2e", clinic_id="demo", scope="system/*.cruds").access_token
 
 
 class Recorder:
     """Sends fixture requests over HTTP and remembers the last representation of every record it saw."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url
         self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
         self.records: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (read path, last body)
 
     def send(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -66,9 +82,9 @@ def test_healthcheck_of_the_dockerfile_passes_against_the_running_service(servic
 
 
 @pytest.mark.parametrize("path", EPISODE_FIXTURES, ids=[p.stem for p in EPISODE_FIXTURES])
-def test_every_fixture_episode_posted_over_http_reads_back_equal(service: RunningService, path: Path):
+def test_every_fixture_episode_posted_over_http_reads_back_equal(service: RunningService, token: str, path: Path):
     fixture = load_fixture(path)
-    recorder = Recorder(service.base_url)
+    recorder = Recorder(service.base_url, token)
     ids = replay(fixture, recorder.send)
     assert recorder.records, "the fixture created nothing"
     for read_path, last_seen in recorder.records.values():

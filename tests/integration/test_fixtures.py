@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from service.config import Settings
-from service.entrypoints.app import create_app
-from service.entrypoints.cli import prepare_database
 from service.fixture_loader import fixture_paths, load_fixture, replay
+from tests.conftest import authorized_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES = ROOT / "fixtures" / "episodes"
@@ -28,9 +26,7 @@ OPEN_OR_ACKNOWLEDGED = {"open", "acknowledged"}
 
 
 def _app(tmp_path: Path) -> Any:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/k.db")
-    prepare_database(settings)
-    return create_app(settings)
+    return authorized_app(f"sqlite:///{tmp_path}/k.db")
 
 
 def _sender(client: Any):

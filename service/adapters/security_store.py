@@ -1,0 +1,68 @@
+"""Client registrations and assertion replay protection, in the database (so that every worker agrees)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from service.adapters import orm
+from service.security.client_auth import ClientRegistration
+
+
+class SqlClientStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, client_id: str) -> ClientRegistration | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(orm.oauth_clients).where(orm.oauth_clients.c.client_id == client_id)
+            ).one_or_none()
+        if row is None:
+            return None
+        return ClientRegistration(
+            client_id=row.client_id,
+            clinic_id=row.clinic_id,
+            allowed_scopes=row.allowed_scopes,
+            jwks=row.jwks,
+            jwks_url=row.jwks_url,
+            secret_hash=row.secret_hash,
+            name=row.name,
+            enabled=row.enabled,
+        )
+
+    def add(self, registration: ClientRegistration) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(orm.oauth_clients).values(
+                    client_id=registration.client_id,
+                    clinic_id=registration.clinic_id,
+                    name=registration.name or registration.client_id,
+                    allowed_scopes=registration.allowed_scopes,
+                    jwks=dict(registration.jwks) if registration.jwks else None,
+                    jwks_url=registration.jwks_url,
+                    secret_hash=registration.secret_hash,
+                    enabled=registration.enabled,
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+
+class SqlReplayStore:
+    """``remember`` is atomic through the primary key: a second insert of the same (client, jti) fails."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def remember(self, client_id: str, jti: str, expires_at: int) -> bool:
+        t = orm.oauth_assertion_jti
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(t).where(t.c.expires_at < int(time.time())))
+                connection.execute(insert(t).values(client_id=client_id, jti=jti, expires_at=int(expires_at)))
+        except IntegrityError:
+            return False
+        return True
