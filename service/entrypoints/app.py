@@ -7,6 +7,8 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from sqlalchemy import text
 
 from service.adapters.database import make_engine, make_session_factory
@@ -81,4 +83,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         return response
 
     auth.init_app(app, auth.build_runtime(settings.security, engine, settings.base_url))
+    _rate_limit(app, settings.rate_limit)
     return app
+
+
+def _rate_limit(app: Flask, limit: str) -> None:
+    """Per client (per address before authentication), in each process's memory: a guard against runaway
+    clients, not a quota. Registered after authentication so the client id is known."""
+    limiter = Limiter(
+        key_func=lambda: (g.principal.client_id if g.get("principal") else None) or get_remote_address(),
+        default_limits=[limit],
+        storage_uri="memory://",
+        headers_enabled=True,
+        default_limits_exempt_when=lambda: request.endpoint in ("healthz", "readyz"),
+    )
+    limiter.init_app(app)

@@ -36,8 +36,18 @@ PUBLIC_ENDPOINTS = {"healthz", "readyz", "auth.smart_configuration", "auth.jwks"
 
 # The FHIR resource types a whole episode maps to: reading it needs read on each.
 EPISODE_TYPES = (
-    "EpisodeOfCare", "Condition", "CarePlan", "Consent", "MedicationRequest", "Encounter", "Procedure",
-    "MedicationAdministration", "Observation", "AdverseEvent", "QuestionnaireResponse", "MedicationStatement",
+    "EpisodeOfCare",
+    "Condition",
+    "CarePlan",
+    "Consent",
+    "MedicationRequest",
+    "Encounter",
+    "Procedure",
+    "MedicationAdministration",
+    "Observation",
+    "AdverseEvent",
+    "QuestionnaireResponse",
+    "MedicationStatement",
     "DetectedIssue",
 )
 
@@ -74,8 +84,13 @@ RECORD_ROUTE_INTERACTION = {
     "api.record_history": "r",
 }
 # restful-interaction code of an audit record, by SMART interaction (create, read, update, delete, search)
-AUDIT_SUBTYPE = {"c": ("create", "C"), "r": ("read", "R"), "u": ("update", "U"), "d": ("delete", "D"),
-                 "s": ("search-type", "E")}
+AUDIT_SUBTYPE = {
+    "c": ("create", "C"),
+    "r": ("read", "R"),
+    "u": ("update", "U"),
+    "d": ("delete", "D"),
+    "s": ("search-type", "E"),
+}
 
 
 @dataclass
@@ -94,9 +109,14 @@ def build_runtime(settings: SecuritySettings, engine: object, base_url: str) -> 
     validator = build_token_validator(settings, local_key=local_key)
     token_url = base_url.rstrip("/") + "/oauth2/token"
     endpoint = (
-        TokenEndpoint(clients=SqlClientStore(engine), issuer=issuer, token_url=token_url,  # type: ignore[arg-type]
-                      replay_store=SqlReplayStore(engine))  # type: ignore[arg-type]
-        if issuer else None
+        TokenEndpoint(
+            clients=SqlClientStore(engine),
+            issuer=issuer,
+            token_url=token_url,  # type: ignore[arg-type]
+            replay_store=SqlReplayStore(engine),
+        )  # type: ignore[arg-type]
+        if issuer
+        else None
     )
     return SecurityRuntime(settings, validator, issuer, endpoint, base_url)
 
@@ -132,8 +152,9 @@ def authenticate() -> Response | None:
         principal = runtime().validator.validate(bearer_token(request.headers))
     except AuthenticationError as exc:
         g.audit_outcome = "4"
-        return _problem(401, "Unauthorized", exc.description or "A valid bearer token is required.",
-                        exc.www_authenticate())
+        return _problem(
+            401, "Unauthorized", exc.description or "A valid bearer token is required.", exc.www_authenticate()
+        )
     except KeySourceUnavailableError:
         log.error("token keys unavailable", extra={"error_class": "KeySourceUnavailableError"})
         return _problem(503, "Service unavailable", "The keys to check tokens cannot be fetched; retry later.")
@@ -147,8 +168,12 @@ def authenticate() -> Response | None:
     if missing:
         needed = requirement.scope_strings()
         error = InsufficientScopeError(needed, f"needs {requirement.interaction} on {', '.join(missing)}")
-        return _problem(403, "Forbidden", f"The token's scopes do not cover this request: needs "
-                        f"{' '.join(needed)}.", error.www_authenticate())
+        return _problem(
+            403,
+            "Forbidden",
+            f"The token's scopes do not cover this request: needs {' '.join(needed)}.",
+            error.www_authenticate(),
+        )
     return None
 
 
@@ -230,8 +255,9 @@ def audit_refusal(response: Response) -> Response:
 @bp.get("/.well-known/smart-configuration", endpoint="smart_configuration")
 def smart_configuration_document() -> Response:
     rt = runtime()
-    doc = smart_configuration(rt.base_url, issuer=rt.settings.issuer,
-                              jwks_path="/.well-known/jwks.json" if rt.issuer else None)
+    doc = smart_configuration(
+        rt.base_url, issuer=rt.settings.issuer, jwks_path="/.well-known/jwks.json" if rt.issuer else None
+    )
     return Response(json.dumps(doc), mimetype="application/json")
 
 
@@ -246,10 +272,17 @@ def jwks() -> Response:
 def token() -> Response:
     rt = runtime()
     if rt.token_endpoint is None:
-        return Response(json.dumps({"error": "unsupported_grant_type",
-                                    "error_description": "this deployment uses an external identity provider"}),
-                        status=400, mimetype="application/json")
-    status, body, headers = rt.token_endpoint.respond(request.form.to_dict(flat=False), dict(request.headers))
+        return Response(
+            json.dumps(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "this deployment uses an external identity provider",
+                }
+            ),
+            status=400,
+            mimetype="application/json",
+        )
+    status, body, headers = rt.token_endpoint.respond(request.form, dict(request.headers))
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     for name, value in headers.items():
         response.headers[name] = value
@@ -264,10 +297,21 @@ def list_audit_events() -> Response:
     args = query_args()
 
     def run(uow: object) -> Response:
-        items, total = audit.list_for_clinic(uow.session, principal().clinic_id, since=args["since"],  # type: ignore[attr-defined]
-                                             limit=args["limit"], offset=args["offset"])
-        return json_response({"items": s.AuditEventSchema(many=True).dump(items), "total": total,
-                              "limit": args["limit"], "offset": args["offset"]})
+        items, total = audit.list_for_clinic(
+            uow.session,
+            principal().clinic_id,
+            since=args["since"],  # type: ignore[attr-defined]
+            limit=args["limit"],
+            offset=args["offset"],
+        )
+        return json_response(
+            {
+                "items": s.AuditEventSchema(many=True).dump(items),
+                "total": total,
+                "limit": args["limit"],
+                "offset": args["offset"],
+            }
+        )
 
     return read(run)
 

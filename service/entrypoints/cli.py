@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 import click
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
 from service.adapters.database import make_engine
@@ -39,8 +41,12 @@ def ensure_clinic(settings: Settings, clinic_id: str, name: str, identifier_syst
 
 
 def prepare_database(settings: Settings | None = None) -> None:
-    """Migrates to the current schema and registers the default clinic."""
+    """Migrates to the current schema, registers the default clinic and creates the embedded issuer's key."""
+    from service.security.keys import ensure_local_signing_key
+
     settings = settings or Settings.from_env()
+    if settings.security.signing_key_file:
+        ensure_local_signing_key(settings.security.signing_key_file)
     upgrade(settings.database_url)
     ensure_clinic(
         settings, settings.default_clinic_id, settings.default_clinic_name, settings.default_identifier_system
@@ -76,6 +82,127 @@ def clinics() -> None:
 def clinics_add(clinic_id: str, name: str, identifier_system: str) -> None:
     created = ensure_clinic(Settings.from_env(), clinic_id, name, identifier_system)
     click.echo(f"clinic {clinic_id} {'registered' if created else 'already registered'}")
+
+
+@clinics.command("list")
+def clinics_list() -> None:
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    with engine.connect() as connection:
+        for row in connection.execute(select(orm.clinics).order_by(orm.clinics.c.id)):
+            click.echo(f"{row.id}\t{row.name}\t{row.identifier_system}")
+    engine.dispose()
+
+
+@main.group()
+def clients() -> None:
+    """API clients allowed to ask /oauth2/token for access tokens."""
+
+
+@clients.command("add")
+@click.option("--client-id", required=True)
+@click.option("--clinic", "clinic_id", required=True, help="the clinic whose data the client may reach")
+@click.option("--scopes", required=True, help="allowed SMART scopes, e.g. 'system/*.rs system/Observation.c'")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the client's public JWKS (private_key_jwt, SMART Backend Services)",
+)
+@click.option("--jwks-url", help="where the client publishes its public JWKS (https)")
+@click.option("--secret", "with_secret", is_flag=True, help="authenticate with a generated client secret instead")
+@click.option("--name", default="", help="a human-readable name")
+def clients_add(
+    client_id: str,
+    clinic_id: str,
+    scopes: str,
+    jwks_file: Path | None,
+    jwks_url: str | None,
+    with_secret: bool,
+    name: str,
+) -> None:
+    """Register a client. With --secret, the secret is printed once and stored only as a hash."""
+    from service.adapters.security_store import SqlClientStore
+    from service.security.client_auth import ClientRegistration, generate_client_secret, hash_client_secret
+    from service.security.scopes import InvalidScopeError, ScopeSet
+
+    if sum(bool(x) for x in (jwks_file, jwks_url, with_secret)) != 1:
+        raise click.UsageError("give exactly one of --jwks, --jwks-url, --secret")
+    try:
+        ScopeSet.parse(scopes, strict=True)
+    except InvalidScopeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = Settings.from_env()
+    prepare_database(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            if connection.execute(select(orm.clinics.c.id).where(orm.clinics.c.id == clinic_id)).first() is None:
+                raise click.UsageError(f"no clinic {clinic_id}: add it with 'kapfhir clinics add'")
+        secret = generate_client_secret() if with_secret else None
+        try:
+            registration = ClientRegistration(
+                client_id=client_id,
+                clinic_id=clinic_id,
+                allowed_scopes=scopes,
+                name=name,
+                jwks=json.loads(jwks_file.read_text()) if jwks_file else None,
+                jwks_url=jwks_url,
+                secret_hash=hash_client_secret(secret) if secret else None,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        SqlClientStore(engine).add(registration)
+    except IntegrityError as exc:
+        raise click.ClickException(f"client {client_id} is already registered") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"client {client_id} registered for clinic {clinic_id}")
+    if secret:
+        click.echo(f"client secret (shown once): {secret}")
+
+
+@main.command()
+@click.option("--clinic", "clinic_id", default=None, help="clinic id (default KAPFHIR_DEFAULT_CLINIC)")
+@click.option("--scope", default="system/*.cruds", show_default=True)
+@click.option("--client-id", default="kapfhir-cli", show_default=True)
+@click.option("--lifetime", default=300, show_default=True, type=click.IntRange(1, 3600), help="seconds")
+def token(clinic_id: str | None, scope: str, client_id: str, lifetime: int) -> None:
+    """Print a short-lived access token signed by the embedded issuer (for local use and tests)."""
+    from service.security.tokens import build_local_issuer
+
+    settings = Settings.from_env()
+    issuer = build_local_issuer(settings.security)
+    issued = issuer.issue(
+        client_id=client_id, clinic_id=clinic_id or settings.default_clinic_id, scope=scope, lifetime=lifetime
+    )
+    click.echo(issued.access_token)
+
+
+@main.group()
+def keys() -> None:
+    """Key pairs for SMART Backend Services."""
+
+
+@keys.command("generate")
+@click.option("--alg", type=click.Choice(["ES384", "RS384"]), default="ES384", show_default=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="where to write the private key (PEM, mode 0600; never overwritten)",
+)
+def keys_generate(alg: str, out: Path) -> None:
+    """Write a private key and print the public JWKS to register with an EHR or with `kapfhir clients add`."""
+    from service.security.keys import SigningKey, generate_private_key, write_private_key
+
+    key = generate_private_key(alg)
+    try:
+        write_private_key(key, out)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{out} exists; not overwritten") from exc
+    click.echo(json.dumps(SigningKey.from_private_key(key, alg).public_jwks(), indent=2))
 
 
 @main.command("load-fixtures")

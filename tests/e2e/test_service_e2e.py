@@ -27,11 +27,14 @@ NESTED = {"doses": "doses", "monitoring_readings": "monitoring-readings", "side_
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     workdir = tmp_path_factory.mktemp("e2e")
-    running = run_dockerfile_cmd(REPO_ROOT, {
-        "KAPFHIR_DATABASE_URL": f"sqlite:///{workdir / 'kapfhir.db'}",
-        "KAPFHIR_SIGNING_KEY_FILE": str(workdir / "signing-key.pem"),
-        "KAPFHIR_WORKERS": "2",
-    })
+    running = run_dockerfile_cmd(
+        REPO_ROOT,
+        {
+            "KAPFHIR_DATABASE_URL": f"sqlite:///{workdir / 'kapfhir.db'}",
+            "KAPFHIR_SIGNING_KEY_FILE": str(workdir / "signing-key.pem"),
+            "KAPFHIR_WORKERS": "2",
+        },
+    )
     yield running
     running.stop()
 

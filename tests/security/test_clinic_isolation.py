@@ -1,0 +1,204 @@
+"""No clinic ever sees another clinic's data: every route of the URL map, called with a clinic-B token against
+clinic-A ids, answers 404 (or, for lists, nothing of A), and A's data is unchanged afterwards."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from service.entrypoints.auth import PUBLIC_ENDPOINTS
+from service.entrypoints.cli import ensure_clinic
+from tests.conftest import Api, make_app, token_for
+from tests.integration.seed import PATIENT, dosing_session_body, seed_episode
+
+AT = "2026-02-20T09:00:00-05:00"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Flask:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/kapfhir.db"
+    else:
+        url = request.getfixturevalue("postgres").create_database("isolation")
+    application = make_app(url)
+    settings = application.extensions["kapfhir"].settings
+    ensure_clinic(settings, "clinic-b", "Clinic B", "https://clinic-b.example.org/fhir/id")
+    return application
+
+
+def _clinic_a(api: Api) -> dict[str, str]:
+    ids = seed_episode(api)
+    session = api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids, with_pre_dose_bp=False))
+    episode = ids["episode"]
+    ids["session"] = session["id"]
+    ids["dose"] = session["doses"][0]["id"]
+    ids["reading"] = session["monitoring_readings"][0]["id"]
+    ids["order"] = api.created(f"/episodes/{episode}/dosing-orders", ORDER(ids))["id"]
+    ids["side_effect"] = api.created(f"/episodes/{episode}/side-effects", SIDE_EFFECT(ids))["id"]
+    ids["measure"] = api.created(f"/episodes/{episode}/outcome-measures", MEASURE(ids))["id"]
+    ids["medication"] = api.created(f"/episodes/{episode}/concomitant-medications", MEDICATION(ids))["id"]
+    ids["weight"] = api.created(f"/patients/{ids['patient']}/body-weights", WEIGHT(ids))["id"]
+    ids["flag"] = api.get(f"/episodes/{episode}/safety-flags").get_json()["items"][0]["id"]
+    return ids
+
+
+def ORDER(ids: dict[str, str]) -> dict[str, Any]:
+    return {
+        "medication": "racemic-ketamine",
+        "route": "intravenous",
+        "dose_value": 0.5,
+        "dose_unit": "mg/kg",
+        "frequency": "twice weekly",
+        "number_of_sessions": 6,
+        "prescriber_id": ids["prescriber"],
+        "ordered_at": "2026-02-05T09:00:00-05:00",
+    }
+
+
+def SIDE_EFFECT(ids: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "nausea", "severity": "mild", "onset_at": "2026-02-10T09:30:00-05:00"}
+
+
+def MEASURE(ids: dict[str, str]) -> dict[str, Any]:
+    return {"instrument": "gad-7", "administered_at": "2026-02-09T09:00:00-05:00", "items": [1, 1, 1, 1, 1, 1, 1]}
+
+
+def MEDICATION(ids: dict[str, str]) -> dict[str, Any]:
+    return {"medication_class": "benzodiazepine", "name": "lorazepam"}
+
+
+def WEIGHT(ids: dict[str, str]) -> dict[str, Any]:
+    return {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 70}
+
+
+def _record_body(collection: str, ids: dict[str, str]) -> dict[str, Any]:
+    session = dosing_session_body(ids)
+    dose = {**session["doses"][0], "session_id": ids["session"]}
+    reading = {**session["monitoring_readings"][0], "session_id": ids["session"]}
+    session = {k: v for k, v in session.items() if k not in ("doses", "monitoring_readings")}
+    consent = {
+        "form_url": "https://demo-clinic.example.org/forms/kap-consent",
+        "form_version": "2026-01",
+        "signed_at": "2026-02-03T10:00:00-05:00",
+        "off_label_use_acknowledged": True,
+        "routes_covered": ["intravenous"],
+    }
+    return {
+        "consents": consent,
+        "dosing-orders": ORDER(ids),
+        "sessions": session,
+        "doses": dose,
+        "monitoring-readings": reading,
+        "side-effects": SIDE_EFFECT(ids),
+        "outcome-measures": MEASURE(ids),
+        "concomitant-medications": MEDICATION(ids),
+    }[collection]
+
+
+RECORD_ID_KEY = {
+    "consents": "consent",
+    "dosing-orders": "order",
+    "sessions": "session",
+    "doses": "dose",
+    "monitoring-readings": "reading",
+    "side-effects": "side_effect",
+    "outcome-measures": "measure",
+    "concomitant-medications": "medication",
+}
+
+
+def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
+    collection = (rule.defaults or {}).get("collection")
+    values = {
+        "episode_id": ids["episode"],
+        "patient_id": ids["patient"],
+        "practitioner_id": ids["prescriber"],
+        "consent_id": ids["consent"],
+        "flag_id": ids["flag"],
+        "record_id": ids[RECORD_ID_KEY[collection]] if collection else "",
+    }
+    if rule.rule.endswith("/body-weights/<record_id>"):
+        values["record_id"] = ids["weight"]
+    path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule.rule)
+    if method == "GET":
+        return path, None
+    endpoint = rule.endpoint
+    bodies: dict[str, Any] = {
+        # The same NPI and MRN as clinic A's: uniqueness is per clinic, so B registers its own.
+        "api.register_practitioner": {"name": {"family": "B"}, "npi": "1234567893", "roles": ["nurse"]},
+        "api.register_patient": PATIENT,
+        # A's patient id, referenced from B: to B it does not exist.
+        "api.open_episode": {
+            "patient_id": ids["patient"],
+            "period_start": AT,
+            "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
+        },
+        "api.amend_patient": {**PATIENT, "amendment_reason": "isolation test"},
+        "api.record_body_weight": WEIGHT(ids),
+        "api.amend_episode": {
+            "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
+            "care_team": [],
+            "status": "active",
+            "amendment_reason": "isolation test",
+        },
+        "api.transition_phase": {"to_phase": "integration", "at": AT},
+        "api.withdraw_consent": {"at": AT, "reason": "isolation test"},
+        "api.acknowledge_safety_flag": {"by": ids["prescriber"]},
+        "api.mark_entered_in_error": {"reason": "isolation test"},
+    }
+    if endpoint == "api.add_record":
+        return path, _record_body(collection, ids)
+    if endpoint == "api.amend_record":
+        return path, {**_record_body(collection, ids), "amendment_reason": "isolation test"}
+    return path, bodies.get(endpoint)
+
+
+def _snapshot(api: Api, ids: dict[str, str]) -> str:
+    parts = [
+        api.get(f"/episodes/{ids['episode']}").get_json(),
+        api.get(f"/patients/{ids['patient']}").get_json(),
+        api.get(f"/patients/{ids['patient']}/body-weights").get_json(),
+        api.get(f"/practitioners/{ids['prescriber']}").get_json(),
+    ]
+    return json.dumps(parts, sort_keys=True)
+
+
+def test_clinic_b_reaches_nothing_of_clinic_a_on_any_route(app: Flask):
+    clinic_a = Api(app.test_client())
+    ids = _clinic_a(clinic_a)
+    before = _snapshot(clinic_a, ids)
+    clinic_b = Api(app.test_client(), token_for(app, clinic="clinic-b", scope="system/*.cruds"))
+    a_ids = set(ids.values())
+    checked = []
+    sent = ""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            path, body = _request_for(rule, method, ids)
+            path = path.removeprefix("/api/v1")
+            response = (
+                clinic_b.get(path)
+                if method == "GET"
+                else (clinic_b.post(path, body) if method == "POST" else clinic_b.put(path, body))
+            )
+            text = response.get_data(as_text=True)
+            checked.append(f"{method} {rule.rule}")
+            if rule.endpoint == "api.open_episode":
+                assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "patient_id"
+            elif rule.arguments - set(rule.defaults or {}):
+                assert response.status_code == 404, (method, rule.rule, response.status_code, text[:300])
+            else:
+                assert response.status_code in (200, 201), (method, rule.rule, response.status_code, text[:300])
+            # B may see back what B itself sent (an error echoing its value, its own audit trail); anything else
+            # of A's is a leak.
+            sent += path + json.dumps(body)
+            leaked = [i for i in a_ids if i in text and i not in sent]
+            assert leaked == [], (method, rule.rule, leaked)
+    assert len(checked) >= 60
+    assert _snapshot(clinic_a, ids) == before
