@@ -43,7 +43,7 @@ from mappings.resources import (
     provenance,
     questionnaire_response,
 )
-from mappings.resources._common import MappingRefused, ReverseContext, read_record_meta, record_fields
+from mappings.resources._common import MappingRefusedError, ReverseContext, read_record_meta, record_fields
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode
 from service.domain.model import (
@@ -152,7 +152,9 @@ def _bundle(chart: EpisodeChart, transaction: bool) -> dict:
     ctx, mapped = map_chart(chart)
     entries = [_entry(ctx, m, transaction) for m in mapped]
     recorded = dt.instant(_latest(chart))
-    prov = provenance.to_provenance(ctx, [(e["fullUrl"], m.version) for e, m in zip(entries, mapped)], recorded)
+    prov = provenance.to_provenance(
+        ctx, [(e["fullUrl"], m.version) for e, m in zip(entries, mapped, strict=True)], recorded
+    )
     prov_entry = {"fullUrl": f"urn:uuid:{prov['id']}", "resource": prov}
     if transaction:
         prov_entry["request"] = {"method": "PUT", "url": f"Provenance/{prov['id']}"}
@@ -189,7 +191,7 @@ def from_bundle(bundle: dict) -> EpisodeChart:
     entries = bundle.get("entry", [])
     org = next((e["resource"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
     if org is None:
-        raise MappingRefused("Bundle.entry.resource.ofType(Organization)", "the clinic Organization is missing")
+        raise MappingRefusedError("Bundle.entry.resource.ofType(Organization)", "the clinic Organization is missing")
     clinic = organization.from_organization(org)
     rctx = ReverseContext(base=clinic.identifier_system)
     for entry in entries:
@@ -201,15 +203,17 @@ def from_bundle(bundle: dict) -> EpisodeChart:
             by_kind.setdefault(found[0], []).append(entry["resource"])
     patients = by_kind.get("patient", [])
     if not patients:
-        raise MappingRefused("Bundle.entry.resource.ofType(Patient)", "the Patient is missing")
+        raise MappingRefusedError("Bundle.entry.resource.ofType(Patient)", "the Patient is missing")
     episodes = by_kind.get("episode", [])
     plans = by_kind.get("care-plan", [])
     if not episodes or not plans:
-        raise MappingRefused("Bundle.entry.resource.ofType(EpisodeOfCare)", "the EpisodeOfCare and CarePlan are required")
+        raise MappingRefusedError(
+            "Bundle.entry.resource.ofType(EpisodeOfCare)", "the EpisodeOfCare and CarePlan are required"
+        )
     records: dict[str, Record] = {}
     chart_weights: list[BodyWeight] = []
     for resource in by_kind.get("body-weight", []):
-        weight = _from_body_weight(rctx, resource)
+        weight = observation.from_body_weight(rctx, resource)
         if dt.find_extension(resource, EXT_EPISODE_OF_CARE):
             records[weight.id] = weight
         if any(p["url"] == "chartBodyWeight" for p in dt.find_extension(resource, t.EXT_RECORD)["extension"]):
@@ -233,7 +237,9 @@ def from_bundle(bundle: dict) -> EpisodeChart:
         scores.setdefault(rctx.local_id_by_url[resource["derivedFrom"][0]["reference"]], []).append(resource)
     for resource in by_kind.get("outcome-measure", []):
         measure_id = rctx.own_id(resource)
-        records[measure_id] = questionnaire_response.from_questionnaire_response(rctx, resource, scores.get(measure_id, []))
+        records[measure_id] = questionnaire_response.from_questionnaire_response(
+            rctx, resource, scores.get(measure_id, [])
+        )
     flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
     episode = Episode(
         **episode_of_care.from_episode_of_care(rctx, episodes[0]),
@@ -248,16 +254,6 @@ def from_bundle(bundle: dict) -> EpisodeChart:
         episode=episode,
         practitioners=[practitioner.from_practitioner(rctx, r) for r in by_kind.get("practitioner", [])],
         body_weights=chart_weights,
-    )
-
-
-def _from_body_weight(rctx: ReverseContext, resource: dict) -> BodyWeight:
-    eie = resource["status"] == "entered-in-error"
-    return BodyWeight(
-        id=rctx.own_id(resource),
-        **record_fields(read_record_meta(resource, eie)),
-        measured_at=dt.parse_datetime(resource["effectiveDateTime"]),
-        weight_kg=resource["valueQuantity"]["value"],
     )
 
 

@@ -70,8 +70,10 @@ class MappingContext:
         self.security = labels
         self.practitioner_ids = frozenset(p.id for p in self.chart.practitioners)
         chart_ids = {w.id for w in self.chart.body_weights}
-        self.body_weights = [*self.chart.body_weights,
-                             *(w for w in self.chart.episode.all_of(BodyWeight) if w.id not in chart_ids)]
+        self.body_weights = [
+            *self.chart.body_weights,
+            *(w for w in self.chart.episode.all_of(BodyWeight) if w.id not in chart_ids),
+        ]
 
     # --- identity ------------------------------------------------------------------------------------------
 
@@ -106,7 +108,8 @@ class MappingContext:
 
     def conditions(self) -> list[dict]:
         return [
-            self.ref("Condition", CONDITION, self.condition_value(i)) for i in range(len(self.chart.episode.indications))
+            self.ref("Condition", CONDITION, self.condition_value(i))
+            for i in range(len(self.chart.episode.indications))
         ]
 
     def practitioner(self, practitioner_id: str) -> dict:

@@ -101,9 +101,11 @@ CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category" 
 CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"  # V: S3 §3
 MED_ADMIN_FUNCTION = "http://terminology.hl7.org/CodeSystem/med-admin-perform-function"  # V: S1 §1.2
 MED_ADMIN_CATEGORY = "http://terminology.hl7.org/CodeSystem/medication-admin-category"  # V: S1 §1.2
-AE_SEVERITY = "http://terminology.hl7.org/CodeSystem/adverse-event-severity"  # V: hl7.org/fhir/R4b/codesystem-adverse-event-severity.html
+# V: hl7.org/fhir/R4b/codesystem-adverse-event-severity.html (docs search)
+AE_SEVERITY = "http://terminology.hl7.org/CodeSystem/adverse-event-severity"
 AE_OUTCOME = "http://terminology.hl7.org/CodeSystem/adverse-event-outcome"  # V: S1 §1.10
-PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"  # V: hl7.org/fhir/r4/codesystem-provenance-agent-type.html
+# V: hl7.org/fhir/r4/codesystem-provenance-agent-type.html (docs search)
+PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"  # V: S3 example bp-data-absent.json
 
 
@@ -114,8 +116,12 @@ def coding(system: str, code: str, display: str | None = None) -> dict:
 # --- security labels (reference §7) ---------------------------------------------------------------------------
 
 SECURITY_RESTRICTED = coding(V3_CONFIDENTIALITY, "R", "restricted")  # V3: reference §7, THO v3-Confidentiality
-SECURITY_PSY = coding(V3_ACT_CODE, "PSY", "psychiatry disorder information sensitivity")  # V3: reference §7; THO ValueSet v3-ActInformationSensitivityPolicy (docs search)
-SECURITY_ETH = coding(V3_ACT_CODE, "ETH", "substance abuse information sensitivity")  # V3: reference §7; IHE PCF SlsSensitiveETH (docs search)
+SECURITY_PSY = coding(
+    V3_ACT_CODE, "PSY", "psychiatry disorder information sensitivity"
+)  # V3: reference §7; THO ValueSet v3-ActInformationSensitivityPolicy (docs search)
+SECURITY_ETH = coding(
+    V3_ACT_CODE, "ETH", "substance abuse information sensitivity"
+)  # V3: reference §7; IHE PCF SlsSensitiveETH (docs search)
 
 # --- profiles -------------------------------------------------------------------------------------------------
 
@@ -158,10 +164,18 @@ CLINICAL_INACTIVE = coding(CONDITION_CLINICAL, "inactive")  # V: S1 §1.9
 VERIFICATION_CONFIRMED = coding(CONDITION_VERIFICATION, "confirmed")  # V: S1 §1.9
 VERIFICATION_ENTERED_IN_ERROR = coding(CONDITION_VERIFICATION, "entered-in-error")  # V: S1 §1.9
 DATA_ABSENT_UNKNOWN = coding(DATA_ABSENT_REASON, "unknown", "Unknown")  # V: S3 bp-data-absent.json
-DATA_ABSENT_NOT_PERFORMED = coding(DATA_ABSENT_REASON, "not-performed", "Not Performed")  # V: S1 (R4 data-absent-reason)
-FUNCTION_PERFORMER = coding(MED_ADMIN_FUNCTION, "performer", "Performer")  # V: THO CodeSystem-med-admin-perform-function (docs search)
-FUNCTION_VERIFIER = coding(MED_ADMIN_FUNCTION, "verifier", "Verifier")  # V: same; the supervising clinician verifies and is accountable
-PROVENANCE_AUTHOR = coding(PROVENANCE_PARTICIPANT, "author", "Author")  # V: hl7.org/fhir/r4/codesystem-provenance-agent-type.html
+DATA_ABSENT_NOT_PERFORMED = coding(
+    DATA_ABSENT_REASON, "not-performed", "Not Performed"
+)  # V3: THO data-absent-reason, via the hl7-eu pcsp ValueSet expansion (docs search)
+FUNCTION_PERFORMER = coding(
+    MED_ADMIN_FUNCTION, "performer", "Performer"
+)  # V: THO CodeSystem-med-admin-perform-function (docs search)
+FUNCTION_VERIFIER = coding(
+    MED_ADMIN_FUNCTION, "verifier", "Verifier"
+)  # V: same; the supervising clinician verifies and is accountable
+PROVENANCE_AUTHOR = coding(
+    PROVENANCE_PARTICIPANT, "author", "Author"
+)  # V: hl7.org/fhir/r4/codesystem-provenance-agent-type.html
 PROVENANCE_ASSEMBLER = coding(PROVENANCE_PARTICIPANT, "assembler", "Assembler")  # V: same page (R4 code list)
 PSYCHOTHERAPY_SNOMED = coding(SNOMED, "75516001", "Psychotherapy")  # V3: reference §1.6 (VSAC via canvas_sdk)
 
@@ -261,7 +275,11 @@ AE_SEVERITY_OF = {s: coding(AE_SEVERITY, s.value, s.value.capitalize()) for s in
 AE_OUTCOME_RESOLVED = coding(AE_OUTCOME, "resolved", "Resolved")  # V: S1 §1.10
 AE_OUTCOME_ONGOING = coding(AE_OUTCOME, "ongoing", "Ongoing")  # V: S1 §1.10
 DETECTED_ISSUE_SEVERITY = {FlagSeverity.LOW: "low", FlagSeverity.MODERATE: "moderate", FlagSeverity.HIGH: "high"}
-DETECTED_ISSUE_STATUS = {FlagStatus.OPEN: "preliminary", FlagStatus.ACKNOWLEDGED: "final", FlagStatus.RESOLVED: "cancelled"}
+DETECTED_ISSUE_STATUS = {
+    FlagStatus.OPEN: "preliminary",
+    FlagStatus.ACKNOWLEDGED: "final",
+    FlagStatus.RESOLVED: "cancelled",
+}
 
 # --- vital signs (reference §1.7, all V: S1/S3) -------------------------------------------------------------
 
@@ -288,17 +306,35 @@ QUESTIONNAIRE_URL = {
 PANEL = {
     Instrument.PHQ9: coding(LOINC, "44249-1", "PHQ-9 quick depression assessment panel"),  # V: S3
     Instrument.GAD7: coding(LOINC, "69737-5", "Generalized anxiety disorder 7 item"),  # V3: reference §1.8
-    Instrument.PCL5: coding(LOINC, "101697-1", "Post traumatic stress disorder checklist - civilian version DSM-5"),  # V3: findacode.com
-    Instrument.CSSRS_SCREENER: coding(LOINC, "93373-9", "Columbia - suicide severity rating scale screener - recent"),  # V3: ref §1.8
+    Instrument.PCL5: coding(
+        LOINC, "101697-1", "Post traumatic stress disorder checklist - civilian version DSM-5"
+    ),  # V3: findacode.com
+    Instrument.CSSRS_SCREENER: coding(
+        LOINC, "93373-9", "Columbia - suicide severity rating scale screener - recent"
+    ),  # V3: ref §1.8
 }
 TOTAL_SCORE = {
-    Instrument.PHQ9: coding(LOINC, "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),  # V: S3
-    Instrument.GAD7: coding(LOINC, "70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]"),  # V: ref §1.8
+    Instrument.PHQ9: coding(
+        LOINC, "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"
+    ),  # V: S3
+    Instrument.GAD7: coding(
+        LOINC, "70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]"
+    ),  # V: ref §1.8
     Instrument.PCL5: coding(LOINC, "101698-9", "PTSD PCL-5 score [PCL-5]"),  # V3: findacode.com, healthassure.in
 }
 CSSRS_RISK_LEVEL = coding(LOINC, "93374-7", "Suicide risk level")  # V: S6 (ref §1.8)
 
-PHQ9_ITEMS = ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"]  # V: S3
+PHQ9_ITEMS = [
+    "44250-9",
+    "44255-8",
+    "44259-0",
+    "44254-1",
+    "44251-7",
+    "44258-2",
+    "44252-5",
+    "44253-3",
+    "44260-8",
+]  # V: S3
 PHQ9_DIFFICULTY = "69722-7"  # V: S3
 # V: loinc.org/69729-2 (PHQ-SADS panel, LOINC 2.77, lists the GAD-7 items in order), docs/pages search
 GAD7_ITEMS = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"]

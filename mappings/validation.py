@@ -32,8 +32,12 @@ class Issue:
     diagnostics: str
 
     def as_fhir(self) -> dict:
-        return {"severity": self.severity, "code": self.code, "expression": [self.expression],
-                "diagnostics": self.diagnostics}
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "expression": [self.expression],
+            "diagnostics": self.diagnostics,
+        }
 
 
 def operation_outcome(issues: Iterable[Issue]) -> dict:
@@ -72,13 +76,19 @@ def check_structure(bundle: dict) -> list[Issue]:
 
 # Required bindings on CodeableConcept elements (R4 value sets; V: S1 via reference §1.9, §1.10).
 CONCEPT_BINDINGS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
-    ("Condition", "clinicalStatus"): (t.CONDITION_CLINICAL, frozenset(
-        {"active", "recurrence", "relapse", "inactive", "remission", "resolved"})),
-    ("Condition", "verificationStatus"): (t.CONDITION_VERIFICATION, frozenset(
-        {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"})),
+    ("Condition", "clinicalStatus"): (
+        t.CONDITION_CLINICAL,
+        frozenset({"active", "recurrence", "relapse", "inactive", "remission", "resolved"}),
+    ),
+    ("Condition", "verificationStatus"): (
+        t.CONDITION_VERIFICATION,
+        frozenset({"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}),
+    ),
     ("AdverseEvent", "severity"): (t.AE_SEVERITY, frozenset({"mild", "moderate", "severe"})),
-    ("AdverseEvent", "outcome"): (t.AE_OUTCOME, frozenset(
-        {"resolved", "recovering", "ongoing", "resolvedWithSequelae", "fatal", "unknown"})),
+    ("AdverseEvent", "outcome"): (
+        t.AE_OUTCOME,
+        frozenset({"resolved", "recovering", "ongoing", "resolvedWithSequelae", "fatal", "unknown"}),
+    ),
 }
 
 
@@ -91,7 +101,8 @@ ENUM_SUPPLEMENT: dict[tuple[str, str], frozenset[str]] = {
     ("Encounter", "status"): frozenset({"entered-in-error", "unknown"}),
     ("EncounterStatusHistory", "status"): frozenset({"entered-in-error", "unknown"}),
     ("QuestionnaireItem", "type"): frozenset(
-        {"time", "string", "text", "url", "choice", "open-choice", "attachment", "reference", "quantity"}),
+        {"time", "string", "text", "url", "choice", "open-choice", "attachment", "reference", "quantity"}
+    ),
 }
 
 
@@ -113,8 +124,8 @@ def _fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None]]
         if isinstance(extra, dict) and extra.get("enum_values"):
             enum = (frozenset(extra["enum_values"]) - {"+"}) | ENUM_SUPPLEMENT.get((model.__name__, alias), frozenset())
         child = None
-        for arg in (typing.get_args(info.annotation) or (info.annotation,)):
-            for inner in (typing.get_args(arg) or (arg,)):
+        for arg in typing.get_args(info.annotation) or (info.annotation,):
+            for inner in typing.get_args(arg) or (arg,):
                 getter = getattr(inner, "get_model_klass", None)
                 if getter is not None:
                     child = getter()
@@ -134,8 +145,14 @@ def _walk(value: object, model: type, path: str, issues: list[Issue]) -> None:
         for index, element in enumerate(items):
             where = f"{path}.{key}" + (f"[{index}]" if isinstance(item, list) else "")
             if enum is not None and isinstance(element, str) and element not in enum:
-                issues.append(Issue("error", "code-invalid", where,
-                                    f"{element!r} is not in the required value set: {', '.join(sorted(enum))}"))
+                issues.append(
+                    Issue(
+                        "error",
+                        "code-invalid",
+                        where,
+                        f"{element!r} is not in the required value set: {', '.join(sorted(enum))}",
+                    )
+                )
             if isinstance(element, dict):
                 if "resourceType" in element:
                     _walk(element, _model(element["resourceType"]), where, issues)
@@ -154,8 +171,14 @@ def check_bindings(bundle: dict) -> list[Issue]:
             if btype == rtype and element in resource:
                 codings = [c for c in resource[element].get("coding", ()) if c.get("system") == system]
                 if not codings or any(c.get("code") not in codes for c in codings):
-                    issues.append(Issue("error", "code-invalid", f"{path}.{element}",
-                                        f"a {system} code from {', '.join(sorted(codes))} is required"))
+                    issues.append(
+                        Issue(
+                            "error",
+                            "code-invalid",
+                            f"{path}.{element}",
+                            f"a {system} code from {', '.join(sorted(codes))} is required",
+                        )
+                    )
     return issues
 
 
@@ -164,64 +187,142 @@ def check_bindings(bundle: dict) -> list[Issue]:
 # key, severity, resource types (None = every resource), FHIRPath, human text. R4 core (V: S1), rewritten where
 # the original needs functions fhirpathpy lacks; the meaning is the same.
 INVARIANTS: tuple[tuple[str, str, frozenset[str] | None, str, str], ...] = (
-    ("dom-2", "error", None, "contained.contained.empty()",
-     "If the resource is contained in another resource, it SHALL NOT contain nested Resources"),
-    ("dom-3", "error", None, "contained.all(%resource.descendants().reference contains ('#' + id))",
-     "A contained resource SHALL be referred to from elsewhere in the resource"),
-    ("dom-4", "error", None, "contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()",
-     "A contained resource SHALL NOT have a meta.versionId or a meta.lastUpdated"),
+    (
+        "dom-2",
+        "error",
+        None,
+        "contained.contained.empty()",
+        "If the resource is contained in another resource, it SHALL NOT contain nested Resources",
+    ),
+    (
+        "dom-3",
+        "error",
+        None,
+        "contained.all(%resource.descendants().reference contains ('#' + id))",
+        "A contained resource SHALL be referred to from elsewhere in the resource",
+    ),
+    (
+        "dom-4",
+        "error",
+        None,
+        "contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()",
+        "A contained resource SHALL NOT have a meta.versionId or a meta.lastUpdated",
+    ),
     ("dom-5", "error", None, "contained.meta.security.empty()", "A contained resource SHALL NOT have a security label"),
-    ("per-1", "error", None,
-     "descendants().ofType(Period).where(start.exists() and end.exists() and start > end).empty()",
-     "If present, start SHALL have a lower value than end"),
-    ("qty-3", "error", None, "descendants().ofType(Quantity).where(code.exists() and system.empty()).empty()",
-     "If a code for the unit is present, the system SHALL also be present"),
-    ("obs-6", "error", frozenset({"Observation"}), "dataAbsentReason.empty() or value.empty()",
-     "dataAbsentReason SHALL only be present if Observation.value[x] is not present"),
-    ("obs-7", "error", frozenset({"Observation"}),
-     "value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()",
-     "If Observation.code is the same as an Observation.component.code then the value element associated with "
-     "the code SHALL NOT be present"),
-    ("vs-2", "error", frozenset({"Observation"}),
-     "category.coding.where(code = 'vital-signs').empty() or component.exists() or hasMember.exists() "
-     "or dataAbsentReason.exists() or value.exists()",
-     "If there is no component or hasMember element then either a value[x] or a data absent reason must be present"),
-    ("vs-3", "error", frozenset({"Observation"}),
-     "category.coding.where(code = 'vital-signs').empty() or component.all(dataAbsentReason.exists() or value.exists())",
-     "If there is no a value a data absent reason must be present"),
-    ("ppc-1", "error", frozenset({"Consent"}), "policy.exists() or policyRule.exists()",
-     "Either a Policy or PolicyRule"),
-    ("ppc-5", "error", frozenset({"Consent"}),
-     "patient.exists() or scope.coding.where(system = 'http://terminology.hl7.org/CodeSystem/consentscope' "
-     "and code = 'treatment').empty()",
-     "IF Scope=treatment, there must be a patient"),
-    ("mad-1", "error", frozenset({"MedicationAdministration"}),
-     "dosage.empty() or dosage.dose.exists() or dosage.rate.exists()",
-     "SHALL have at least one of dosage.dose or dosage.rate[x]"),
-    ("con-3", "warning", frozenset({"Condition"}),
-     "clinicalStatus.exists() or verificationStatus.coding.where(code = 'entered-in-error').exists() "
-     "or category.coding.where(code = 'problem-list-item').empty()",
-     "Condition.clinicalStatus SHALL be present if verificationStatus is not entered-in-error and category is "
-     "problem-list-item"),
-    ("con-5", "error", frozenset({"Condition"}),
-     "verificationStatus.coding.where(code = 'entered-in-error').empty() or clinicalStatus.empty()",
-     "Condition.clinicalStatus SHALL NOT be present if verification Status is entered-in-error"),
-    ("cpl-3", "error", frozenset({"CarePlan"}), "activity.all(detail.empty() or reference.empty())",
-     "Provide a reference or detail, not both"),
-    ("us-core-8", "error", frozenset({"Patient"}), "name.all(family.exists() or given.exists())",
-     "Patient.name.given or Patient.name.family or both SHALL be present"),
-    ("kap-off-label-1", "warning", frozenset({"MedicationRequest"}),
-     f"extension.where(url = '{t.EXT_OFF_LABEL}').all(extension.where(url = 'isOffLabelUse' and value = true)"
-     ".empty() or extension.where(url = 'reason').exists())",
-     "An off-label order should say why (the BE off-label extension makes it an invariant)"),
+    (
+        "per-1",
+        "error",
+        None,
+        "descendants().ofType(Period).where(start.exists() and end.exists() and start > end).empty()",
+        "If present, start SHALL have a lower value than end",
+    ),
+    (
+        "qty-3",
+        "error",
+        None,
+        "descendants().ofType(Quantity).where(code.exists() and system.empty()).empty()",
+        "If a code for the unit is present, the system SHALL also be present",
+    ),
+    (
+        "obs-6",
+        "error",
+        frozenset({"Observation"}),
+        "dataAbsentReason.empty() or value.empty()",
+        "dataAbsentReason SHALL only be present if Observation.value[x] is not present",
+    ),
+    (
+        "obs-7",
+        "error",
+        frozenset({"Observation"}),
+        "value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()",
+        "If Observation.code is the same as an Observation.component.code then the value element associated with "
+        "the code SHALL NOT be present",
+    ),
+    (
+        "vs-2",
+        "error",
+        frozenset({"Observation"}),
+        "category.coding.where(code = 'vital-signs').empty() or component.exists() or hasMember.exists() "
+        "or dataAbsentReason.exists() or value.exists()",
+        "If there is no component or hasMember element then either a value[x] or a data absent reason must be present",
+    ),
+    (
+        "vs-3",
+        "error",
+        frozenset({"Observation"}),
+        "category.coding.where(code = 'vital-signs').empty() "
+        "or component.all(dataAbsentReason.exists() or value.exists())",
+        "If there is no a value a data absent reason must be present",
+    ),
+    (
+        "ppc-1",
+        "error",
+        frozenset({"Consent"}),
+        "policy.exists() or policyRule.exists()",
+        "Either a Policy or PolicyRule",
+    ),
+    (
+        "ppc-5",
+        "error",
+        frozenset({"Consent"}),
+        "patient.exists() or scope.coding.where(system = 'http://terminology.hl7.org/CodeSystem/consentscope' "
+        "and code = 'treatment').empty()",
+        "IF Scope=treatment, there must be a patient",
+    ),
+    (
+        "mad-1",
+        "error",
+        frozenset({"MedicationAdministration"}),
+        "dosage.empty() or dosage.dose.exists() or dosage.rate.exists()",
+        "SHALL have at least one of dosage.dose or dosage.rate[x]",
+    ),
+    (
+        "con-3",
+        "warning",
+        frozenset({"Condition"}),
+        "clinicalStatus.exists() or verificationStatus.coding.where(code = 'entered-in-error').exists() "
+        "or category.coding.where(code = 'problem-list-item').empty()",
+        "Condition.clinicalStatus SHALL be present if verificationStatus is not entered-in-error and category is "
+        "problem-list-item",
+    ),
+    (
+        "con-5",
+        "error",
+        frozenset({"Condition"}),
+        "verificationStatus.coding.where(code = 'entered-in-error').empty() or clinicalStatus.empty()",
+        "Condition.clinicalStatus SHALL NOT be present if verification Status is entered-in-error",
+    ),
+    (
+        "cpl-3",
+        "error",
+        frozenset({"CarePlan"}),
+        "activity.all(detail.empty() or reference.empty())",
+        "Provide a reference or detail, not both",
+    ),
+    (
+        "us-core-8",
+        "error",
+        frozenset({"Patient"}),
+        "name.all(family.exists() or given.exists())",
+        "Patient.name.given or Patient.name.family or both SHALL be present",
+    ),
+    (
+        "kap-off-label-1",
+        "warning",
+        frozenset({"MedicationRequest"}),
+        f"extension.where(url = '{t.EXT_OFF_LABEL}').all(extension.where(url = 'isOffLabelUse' and value = true)"
+        ".empty() or extension.where(url = 'reason').exists())",
+        "An off-label order should say why (the BE off-label extension makes it an invariant)",
+    ),
 )
 
 
 @cache
 def compiled_invariants() -> tuple[tuple[str, str, frozenset[str] | None, typing.Callable, str, str], ...]:
     model = fhirpath_models["r4"]
-    return tuple((key, sev, types, fhirpathpy.compile(expr, model), expr, human)
-                 for key, sev, types, expr, human in INVARIANTS)
+    return tuple(
+        (key, sev, types, fhirpathpy.compile(expr, model), expr, human) for key, sev, types, expr, human in INVARIANTS
+    )
 
 
 def check_invariants(bundle: dict) -> list[Issue]:
@@ -234,8 +335,14 @@ def check_invariants(bundle: dict) -> list[Issue]:
             if types is not None and rtype not in types:
                 continue
             if fn(resource, {"resource": resource}) != [True]:
-                issues.append(Issue(severity, "invariant", f"Bundle.entry[{i}].resource.ofType({rtype})",
-                                    f"{key}: {human} (failed: {expr})"))
+                issues.append(
+                    Issue(
+                        severity,
+                        "invariant",
+                        f"Bundle.entry[{i}].resource.ofType({rtype})",
+                        f"{key}: {human} (failed: {expr})",
+                    )
+                )
     return issues
 
 
@@ -258,31 +365,49 @@ def check_profile(bundle: dict) -> list[Issue]:
         if request is not None:
             condition = request.get("ifNoneExist") or request["url"]
             if condition in seen_conditions:
-                issues.append(Issue("error", "business-rule", f"{path}.request",
-                                    f"two entries share the condition {condition!r}"))
+                issues.append(
+                    Issue("error", "business-rule", f"{path}.request", f"two entries share the condition {condition!r}")
+                )
             seen_conditions.add(condition)
         meta = resource.get("meta", {})
         codes = {(c.get("system"), c.get("code")) for c in meta.get("security", ())}
         for label in (t.SECURITY_RESTRICTED, t.SECURITY_PSY):
             if (label["system"], label["code"]) not in codes:
-                issues.append(Issue("error", "security", f"{path}.resource.meta.security",
-                                    f"the {label['code']} security label is required"))
+                issues.append(
+                    Issue(
+                        "error",
+                        "security",
+                        f"{path}.resource.meta.security",
+                        f"the {label['code']} security label is required",
+                    )
+                )
         if not any(p.startswith(t.SD + "/") for p in meta.get("profile", ())):
-            issues.append(Issue("error", "business-rule", f"{path}.resource.meta.profile",
-                                "a kapfhir profile must be claimed"))
+            issues.append(
+                Issue("error", "business-rule", f"{path}.resource.meta.profile", "a kapfhir profile must be claimed")
+            )
         if rtype != "Provenance":
             ident = resource.get("identifier")
             found = [ident] if isinstance(ident, dict) else (ident or [])
             if not any(x.get("system") and x.get("value") for x in found):
-                issues.append(Issue("error", "required", f"{path}.resource.identifier",
-                                    "a business identifier with system and value is required"))
+                issues.append(
+                    Issue(
+                        "error",
+                        "required",
+                        f"{path}.resource.identifier",
+                        "a business identifier with system and value is required",
+                    )
+                )
         if rtype == "CarePlan" and "text" not in resource:
             issues.append(Issue("error", "required", f"{path}.resource.text", "US Core CarePlan needs a narrative"))
     return issues
 
 
-CHECKS = {"structure": check_structure, "bindings": check_bindings, "invariants": check_invariants,
-          "profile": check_profile}
+CHECKS = {
+    "structure": check_structure,
+    "bindings": check_bindings,
+    "invariants": check_invariants,
+    "profile": check_profile,
+}
 
 
 def validate_bundle(bundle: dict, layers: Iterable[str] = LAYERS) -> list[Issue]:

@@ -10,7 +10,6 @@ from mappings import terminology as t
 from mappings.context import KINDS_WITH_SUFFIX, MappingContext, record_metadata
 from service.domain.model import Record
 
-
 SINGLE_IDENTIFIER = frozenset({"QuestionnaireResponse", "AdverseEvent"})  # identifier 0..1 in R4
 
 
@@ -19,7 +18,7 @@ def identifiers(resource: dict) -> list[dict]:
     return [found] if isinstance(found, dict) else found
 
 
-class MappingRefused(ValueError):
+class MappingRefusedError(ValueError):
     """An inbound resource the domain cannot take; ``expression`` names the element (FHIRPath)."""
 
     def __init__(self, expression: str, reason: str) -> None:
@@ -45,19 +44,33 @@ def start(
         "resourceType": resource_type,
         "meta": ctx.meta(profiles, updated_at),
         "extension": [record_metadata(version, recorded_at, entered_in_error), *(extensions or [])],
-        "identifier": ctx.identifier(kind, value) if resource_type in SINGLE_IDENTIFIER else [ctx.identifier(kind, value)],
+        "identifier": ctx.identifier(kind, value)
+        if resource_type in SINGLE_IDENTIFIER
+        else [ctx.identifier(kind, value)],
     }
     return resource
 
 
 def start_record(
-    ctx: MappingContext, resource_type: str, kind: str, record: Record, profiles: list[str], value: str | None = None,
+    ctx: MappingContext,
+    resource_type: str,
+    kind: str,
+    record: Record,
+    profiles: list[str],
+    value: str | None = None,
     extensions: list[dict] | None = None,
 ) -> dict:
     return start(
-        ctx, resource_type, kind, value or record.id, profiles,
-        version=record.version, recorded_at=record.recorded_at, updated_at=record.updated_at,
-        entered_in_error=record.entered_in_error, extensions=extensions,
+        ctx,
+        resource_type,
+        kind,
+        value or record.id,
+        profiles,
+        version=record.version,
+        recorded_at=record.recorded_at,
+        updated_at=record.updated_at,
+        entered_in_error=record.entered_in_error,
+        extensions=extensions,
     )
 
 
@@ -89,7 +102,9 @@ class ReverseContext:
         if found:
             return found[1]
         if not resource.get("id"):
-            raise MappingRefused(f"{resource.get('resourceType', 'Resource')}.identifier", "no identifier and no id")
+            raise MappingRefusedError(
+                f"{resource.get('resourceType', 'Resource')}.identifier", "no identifier and no id"
+            )
         return resource["id"]
 
     def index(self, full_url: str, resource: dict) -> None:

@@ -45,9 +45,17 @@ def _transition(tr: PhaseTransition) -> dict:
 def to_care_plan(ctx: MappingContext, episode: Episode) -> Mapped:
     extensions = [dt.extension(t.EXT_PHASE, valueCoding=t.PHASE[episode.phase])]
     extensions += [_transition(tr) for tr in episode.phase_history]
-    resource = start(ctx, "CarePlan", CAREPLAN, episode.id, [kap_profile("careplan"), t.US_CORE_CAREPLAN],
-                     version=episode.version, recorded_at=episode.created_at, updated_at=episode.updated_at,
-                     extensions=extensions)
+    resource = start(
+        ctx,
+        "CarePlan",
+        CAREPLAN,
+        episode.id,
+        [kap_profile("careplan"), t.US_CORE_CAREPLAN],
+        version=episode.version,
+        recorded_at=episode.created_at,
+        updated_at=episode.updated_at,
+        extensions=extensions,
+    )
     sessions = episode.current(ClinicalSession)
     activities, rows = [], []
     for phase in CARE_PHASES:
@@ -86,11 +94,13 @@ def from_care_plan(resource: dict) -> dict:
     history = []
     for ext in dt.find_extensions(resource, t.EXT_PHASE_TRANSITION):
         parts = sub_extensions(ext)
-        history.append(PhaseTransition(
-            from_phase=Phase(parts["from"]["valueCoding"]["code"]) if "from" in parts else None,
-            to_phase=Phase(parts["to"]["valueCoding"]["code"]),
-            at=dt.parse_datetime(parts["at"]["valueDateTime"]),
-            actor=parts["actor"]["valueString"],
-            reason=parts["reason"]["valueString"] if "reason" in parts else None,
-        ))
+        history.append(
+            PhaseTransition(
+                from_phase=Phase(parts["from"]["valueCoding"]["code"]) if "from" in parts else None,
+                to_phase=Phase(parts["to"]["valueCoding"]["code"]),
+                at=dt.parse_datetime(parts["at"]["valueDateTime"]),
+                actor=parts["actor"]["valueString"],
+                reason=parts["reason"]["valueString"] if "reason" in parts else None,
+            )
+        )
     return {"phase": phase, "phase_history": history}

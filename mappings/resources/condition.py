@@ -5,7 +5,7 @@ from __future__ import annotations
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import CONDITION, Mapped, MappingContext
-from mappings.resources._common import MappingRefused, kap_profile, start, sub_extensions
+from mappings.resources._common import MappingRefusedError, kap_profile, start, sub_extensions
 from service.domain.episode import Episode
 from service.domain.model import Indication
 from service.domain.vocabulary import EpisodeStatus, IndicationKind
@@ -21,8 +21,16 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
     if indication.acute_suicidal_ideation:
         qualifiers.append(dt.extension("acuteSuicidalIdeation", valueBoolean=True))
     extensions = [dt.complex_extension(t.EXT_INDICATION_FLAGS, qualifiers)] if qualifiers else []
-    resource = start(ctx, "Condition", CONDITION, value, [kap_profile("condition"), t.US_CORE_CONDITION],
-                     version=episode.version, updated_at=episode.updated_at, extensions=extensions)
+    resource = start(
+        ctx,
+        "Condition",
+        CONDITION,
+        value,
+        [kap_profile("condition"), t.US_CORE_CONDITION],
+        version=episode.version,
+        updated_at=episode.updated_at,
+        extensions=extensions,
+    )
     codings = [t.coding(t.ICD10CM, indication.icd10cm)]
     if indication.snomed:
         codings.append(t.coding(t.SNOMED, indication.snomed))
@@ -42,7 +50,7 @@ def from_condition(resource: dict) -> Indication:
     code = resource.get("code") or {}
     icd = dt.code_in(code, t.ICD10CM)
     if not icd:
-        raise MappingRefused("Condition.code.coding", f"an ICD-10-CM coding ({t.ICD10CM}) is required")
+        raise MappingRefusedError("Condition.code.coding", f"an ICD-10-CM coding ({t.ICD10CM}) is required")
     kind = dt.code_in(code, t.CS_INDICATION_KIND)
     ext = dt.find_extension(resource, t.EXT_INDICATION_FLAGS)
     parts = sub_extensions(ext) if ext else {}

@@ -70,8 +70,15 @@ def to_consent(ctx: MappingContext, consent: Consent) -> Mapped:
 def from_consent(rctx: ReverseContext, resource: dict) -> Consent:
     eie = resource["status"] == "entered-in-error"
     detail = sub_extensions(dt.find_extension(resource, t.EXT_CONSENT_DETAIL) or {})
-    routes = [_ROUTE_OF[e["valueCoding"]["code"]] for e in dt.find_extension(resource, t.EXT_CONSENT_DETAIL)
-              ["extension"] if e["url"] == "route"] if detail else []
+    routes = (
+        [
+            _ROUTE_OF[e["valueCoding"]["code"]]
+            for e in dt.find_extension(resource, t.EXT_CONSENT_DETAIL)["extension"]
+            if e["url"] == "route"
+        ]
+        if detail
+        else []
+    )
     witness = dt.find_extension(resource, t.EXT_CONSENT_WITNESS)
     witness_ref = witness["valueReference"] if witness else {}
     form_url, _, form_version = resource["policy"][0]["uri"].rpartition("|")

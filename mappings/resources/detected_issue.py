@@ -28,8 +28,7 @@ def to_detected_issue(ctx: MappingContext, flag: SafetyFlag) -> Mapped:
     extensions = []
     if flag.resolved_at is not None:
         extensions.append(dt.extension(t.EXT_RESOLVED_AT, valueDateTime=dt.instant(flag.resolved_at)))
-    resource = start(ctx, "DetectedIssue", SAFETY_FLAG, flag.id, [kap_profile("detectedissue")],
-                     extensions=extensions)
+    resource = start(ctx, "DetectedIssue", SAFETY_FLAG, flag.id, [kap_profile("detectedissue")], extensions=extensions)
     resource |= {
         "status": t.DETECTED_ISSUE_STATUS[flag.status],
         "code": dt.codeable_concept(t.coding(t.SAFETY_RULE_SYSTEM, flag.rule_id)),
@@ -43,11 +42,13 @@ def to_detected_issue(ctx: MappingContext, flag: SafetyFlag) -> Mapped:
         del resource["implicated"]
     if flag.acknowledgement is not None:
         ack = flag.acknowledgement
-        resource["mitigation"] = [{
-            "action": dt.codeable_concept(t.FLAG_ACKNOWLEDGED, text=ack.comment),
-            "date": dt.instant(ack.at),
-            "author": actor(ctx, ack.by),
-        }]
+        resource["mitigation"] = [
+            {
+                "action": dt.codeable_concept(t.FLAG_ACKNOWLEDGED, text=ack.comment),
+                "date": dt.instant(ack.at),
+                "author": actor(ctx, ack.by),
+            }
+        ]
     return Mapped(resource, SAFETY_FLAG, flag.id, always_update=True)
 
 

@@ -48,12 +48,14 @@ def to_encounter(ctx: MappingContext, session: ClinicalSession) -> Mapped:
         extensions.append(dt.extension(t.EXT_CHECK_IN, valueDateTime=dt.instant(session.check_in_at)))
     if session.discharge_at is not None:
         extensions.append(dt.extension(t.EXT_DISCHARGE, valueDateTime=dt.instant(session.discharge_at)))
-    resource = start_record(ctx, "Encounter", KIND, session, [kap_profile("encounter"), t.US_CORE_ENCOUNTER],
-                            extensions=extensions)
+    resource = start_record(
+        ctx, "Encounter", KIND, session, [kap_profile("encounter"), t.US_CORE_ENCOUNTER], extensions=extensions
+    )
     resource["status"] = "entered-in-error" if session.entered_in_error else t.ENCOUNTER_STATUS[session.status]
     if session.entered_in_error:
-        resource["statusHistory"] = [{"status": t.ENCOUNTER_STATUS[session.status],
-                                      "period": dt.period(session.start, session.end)}]
+        resource["statusHistory"] = [
+            {"status": t.ENCOUNTER_STATUS[session.status], "period": dt.period(session.start, session.end)}
+        ]
     resource |= {
         "class": t.ENCOUNTER_CLASS[session.modality],
         "type": [dt.codeable_concept(t.SESSION_TYPE[session.kind], *cpt_codes(session))],

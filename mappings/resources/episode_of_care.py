@@ -15,18 +15,29 @@ _STATUS_OF = {v: k for k, v in t.EPISODE_OF_CARE_STATUS.items()}
 
 def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
     team = [
-        dt.complex_extension(t.EXT_CARE_TEAM_MEMBER, [
-            dt.extension("practitioner", valueReference=ctx.practitioner(m.practitioner_id)),
-            dt.extension("role", valueCoding=t.PRACTITIONER_ROLE[m.role]),
-        ])
+        dt.complex_extension(
+            t.EXT_CARE_TEAM_MEMBER,
+            [
+                dt.extension("practitioner", valueReference=ctx.practitioner(m.practitioner_id)),
+                dt.extension("role", valueCoding=t.PRACTITIONER_ROLE[m.role]),
+            ],
+        )
         for m in episode.care_team
     ]
     extensions = team
     if episode.discontinuation_reason is not None:
         extensions.append(dt.extension(t.EXT_DISCONTINUATION_REASON, valueString=episode.discontinuation_reason))
-    resource = start(ctx, "EpisodeOfCare", EPISODE, episode.id, [kap_profile("episodeofcare")],
-                     version=episode.version, recorded_at=episode.created_at, updated_at=episode.updated_at,
-                     extensions=extensions)
+    resource = start(
+        ctx,
+        "EpisodeOfCare",
+        EPISODE,
+        episode.id,
+        [kap_profile("episodeofcare")],
+        version=episode.version,
+        recorded_at=episode.created_at,
+        updated_at=episode.updated_at,
+        extensions=extensions,
+    )
     resource |= {
         "status": t.EPISODE_OF_CARE_STATUS[episode.status],
         "diagnosis": [{"condition": ref, "rank": i + 1} for i, ref in enumerate(ctx.conditions())],
@@ -48,8 +59,12 @@ def from_episode_of_care(rctx: ReverseContext, resource: dict) -> dict:
     team = []
     for ext in dt.find_extensions(resource, t.EXT_CARE_TEAM_MEMBER):
         parts = sub_extensions(ext)
-        team.append(CareTeamMember(practitioner_id=rctx.local_id(parts["practitioner"]["valueReference"]),
-                                   role=PractitionerRole(parts["role"]["valueCoding"]["code"])))
+        team.append(
+            CareTeamMember(
+                practitioner_id=rctx.local_id(parts["practitioner"]["valueReference"]),
+                role=PractitionerRole(parts["role"]["valueCoding"]["code"]),
+            )
+        )
     reason = dt.find_extension(resource, t.EXT_DISCONTINUATION_REASON)
     period = resource["period"]
     return {

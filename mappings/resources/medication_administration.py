@@ -15,6 +15,7 @@ from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import PRIMARY, Mapped, MappingContext
 from mappings.resources._common import (
+    MappingRefusedError,
     ReverseContext,
     kap_profile,
     read_record_meta,
@@ -38,8 +39,11 @@ _AMOUNTS = (("drawn", "amount_drawn_mg"), ("administered", "amount_administered_
 
 
 def _accounting(ctx: MappingContext, cs: ControlledSubstanceRecord) -> dict | None:
-    parts = [dt.extension(name, valueQuantity=dt.quantity(getattr(cs, attr), "mg"))
-             for name, attr in _AMOUNTS if getattr(cs, attr) is not None]
+    parts = [
+        dt.extension(name, valueQuantity=dt.quantity(getattr(cs, attr), "mg"))
+        for name, attr in _AMOUNTS
+        if getattr(cs, attr) is not None
+    ]
     if cs.waste_witness_id is not None:
         parts.append(dt.extension("wasteWitness", valueReference=ctx.practitioner(cs.waste_witness_id)))
     return dt.complex_extension(t.EXT_WASTE, parts) if parts else None
@@ -63,13 +67,19 @@ def weight_observation(ctx: MappingContext, dose: DosingRecord) -> tuple[dict, d
     """Reference to the body-weight Observation of the dose's weight, and a contained one if none matches."""
     weights = [w for w in ctx.body_weights if w.weight_kg == dose.weight_kg and not w.entered_in_error]
     before = [w for w in weights if w.measured_at <= dose.start]
-    chosen: BodyWeight | None = max(before, key=lambda w: w.measured_at) if before else (weights[0] if weights else None)
+    chosen: BodyWeight | None = (
+        max(before, key=lambda w: w.measured_at) if before else (weights[0] if weights else None)
+    )
     if chosen is not None:
         return {"reference": ctx.primary_url[chosen.id]}, None
     contained = {
-        "resourceType": "Observation", "id": "weight", "status": "final",
-        "category": [dt.codeable_concept(t.CATEGORY_VITAL_SIGNS)], "code": dt.codeable_concept(t.BODY_WEIGHT),
-        "subject": ctx.patient(), "effectiveDateTime": dt.instant(dose.start),
+        "resourceType": "Observation",
+        "id": "weight",
+        "status": "final",
+        "category": [dt.codeable_concept(t.CATEGORY_VITAL_SIGNS)],
+        "code": dt.codeable_concept(t.BODY_WEIGHT),
+        "subject": ctx.patient(),
+        "effectiveDateTime": dt.instant(dose.start),
         "valueQuantity": dt.quantity(dose.weight_kg, "kg"),
     }
     return {"reference": "#weight"}, contained
@@ -82,8 +92,9 @@ def to_medication_administration(ctx: MappingContext, dose: DosingRecord) -> Map
         extensions.append(accounting)
     if dose.override_reason is not None:
         extensions.append(dt.extension(t.EXT_OVERRIDE_REASON, valueString=dose.override_reason))
-    resource = start_record(ctx, "MedicationAdministration", KIND, dose, [kap_profile("medicationadministration")],
-                            extensions=extensions)
+    resource = start_record(
+        ctx, "MedicationAdministration", KIND, dose, [kap_profile("medicationadministration")], extensions=extensions
+    )
     contained = [_medication(dose)]
     supporting = []
     if dose.weight_kg is not None:
@@ -91,23 +102,31 @@ def to_medication_administration(ctx: MappingContext, dose: DosingRecord) -> Map
         supporting.append(ref)
         if weight is not None:
             contained.append(weight)
-    resource = {"resourceType": resource.pop("resourceType"), "meta": resource.pop("meta"), "contained": contained,
-                **resource}
+    resource = {
+        "resourceType": resource.pop("resourceType"),
+        "meta": resource.pop("meta"),
+        "contained": contained,
+        **resource,
+    }
     if dose.entered_in_error:
         status = "entered-in-error"
     else:
         status = "completed" if dose.end is not None else "in-progress"
     performers = []
     if dose.administered_by_id is not None:
-        performers.append({"function": dt.codeable_concept(t.FUNCTION_PERFORMER),
-                           "actor": ctx.practitioner(dose.administered_by_id)})
+        performers.append(
+            {"function": dt.codeable_concept(t.FUNCTION_PERFORMER), "actor": ctx.practitioner(dose.administered_by_id)}
+        )
     if dose.supervised_by_id is not None:
-        performers.append({"function": dt.codeable_concept(t.FUNCTION_VERIFIER),
-                           "actor": ctx.practitioner(dose.supervised_by_id)})
+        performers.append(
+            {"function": dt.codeable_concept(t.FUNCTION_VERIFIER), "actor": ctx.practitioner(dose.supervised_by_id)}
+        )
     dosage: dict = {"route": dt.codeable_concept(t.ROUTE[dose.route]), "dose": dt.quantity(dose.dose_mg, "mg")}
     if dose.infusion_duration_min is not None:
-        dosage["rateRatio"] = {"numerator": dt.quantity(dose.dose_mg, "mg"),
-                               "denominator": dt.quantity(dose.infusion_duration_min, "min")}
+        dosage["rateRatio"] = {
+            "numerator": dt.quantity(dose.dose_mg, "mg"),
+            "denominator": dt.quantity(dose.infusion_duration_min, "min"),
+        }
     resource |= {
         "status": status,
         "category": dt.codeable_concept(t.MED_ADMIN_CATEGORY_OF[dose.setting]),
@@ -130,6 +149,15 @@ def to_medication_administration(ctx: MappingContext, dose: DosingRecord) -> Map
 
 def from_medication_administration(rctx: ReverseContext, resource: dict) -> DosingRecord:
     """Our MedicationAdministration, or an EHR's with the same codes."""
+    for required in ("context", "dosage", "effectivePeriod"):
+        if required not in resource:
+            raise MappingRefusedError(f"MedicationAdministration.{required}", "required to record a KAP dose")
+    if "dose" not in resource["dosage"] or resource["dosage"]["dose"].get("code") != "mg":
+        raise MappingRefusedError("MedicationAdministration.dosage.dose", "the dose must be a UCUM mg quantity")
+    if "route" not in resource["dosage"] or resource["dosage"]["route"]["coding"][0]["code"] not in _ROUTE_OF:
+        raise MappingRefusedError(
+            "MedicationAdministration.dosage.route", "a SNOMED CT route kapfhir knows is required"
+        )
     eie = resource["status"] == "entered-in-error"
     medication = rctx.resolve(resource.get("medicationReference"), resource)
     concept = medication["code"] if medication else resource.get("medicationCodeableConcept", {})
@@ -158,9 +186,9 @@ def from_medication_administration(rctx: ReverseContext, resource: dict) -> Dosi
         **record_fields(read_record_meta(resource, eie)),
         session_id=rctx.local_id(resource["context"]),
         order_id=rctx.local_id(resource.get("request")),
-        medication=read_medication(concept),
+        medication=read_medication(concept, "MedicationAdministration.medication"),
         route=Route(_ROUTE_OF[dosage["route"]["coding"][0]["code"]]),
-        setting=DosingSetting(_SETTING_OF[resource["category"]["coding"][0]["code"]]),
+        setting=_SETTING_OF.get(dt.code_in(resource.get("category"), t.MED_ADMIN_CATEGORY), DosingSetting.CLINIC),
         dose_mg=dosage["dose"]["value"],
         weight_kg=weight,
         infusion_duration_min=dosage["rateRatio"]["denominator"]["value"] if "rateRatio" in dosage else None,

@@ -6,6 +6,7 @@ from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import PRIMARY, Mapped, MappingContext
 from mappings.resources._common import (
+    MappingRefusedError,
     ReverseContext,
     kap_profile,
     read_record_meta,
@@ -42,15 +43,29 @@ def medication_concept(medication: Medication, *extra: dict) -> dict:
     return dt.codeable_concept(*t.MEDICATION[medication], *extra)
 
 
-def read_medication(concept: dict) -> Medication:
-    return Medication(dt.code_in(concept, t.CS_MEDICATION))
+def read_medication(concept: dict, expression: str = "MedicationRequest.medicationCodeableConcept") -> Medication:
+    """Our local code, else the standard codings we send (SNOMED CT / RxNorm)."""
+    local = dt.code_in(concept, t.CS_MEDICATION)
+    if local:
+        return Medication(local)
+    for medication, codings in t.MEDICATION.items():
+        standard = [(c["system"], c["code"]) for c in codings[1:]]
+        if any((c.get("system"), c.get("code")) in standard for c in concept.get("coding", ())):
+            return medication
+    raise MappingRefusedError(f"{expression}.coding", "not a ketamine or esketamine code kapfhir knows")
 
 
 def to_medication_request(ctx: MappingContext, episode: Episode, order: DosingOrder) -> Mapped:
     # rules.is_off_label reads only medication and route, which an order has too.
     off_label = rules.is_off_label(order, episode)  # type: ignore[arg-type]
-    resource = start_record(ctx, "MedicationRequest", KIND, order, [kap_profile("medicationrequest")],
-                            extensions=[off_label_extension(off_label, order.off_label_reason)])
+    resource = start_record(
+        ctx,
+        "MedicationRequest",
+        KIND,
+        order,
+        [kap_profile("medicationrequest")],
+        extensions=[off_label_extension(off_label, order.off_label_reason)],
+    )
     unit = str(order.dose_unit)
     resource |= {
         "status": "entered-in-error" if order.entered_in_error else "active",
@@ -60,12 +75,16 @@ def to_medication_request(ctx: MappingContext, episode: Episode, order: DosingOr
         "authoredOn": dt.instant(order.ordered_at),
         "requester": ctx.practitioner(order.prescriber_id),
         "reasonReference": ctx.conditions(),
-        "dosageInstruction": [{
-            "text": f"{order.dose_value:g} {unit} {order.route}, {order.frequency}, {order.number_of_sessions} sessions",
-            "timing": {"repeat": {"count": order.number_of_sessions}, "code": {"text": order.frequency}},
-            "route": dt.codeable_concept(t.ROUTE[order.route]),
-            "doseAndRate": [{"doseQuantity": dt.quantity(order.dose_value, unit)}],
-        }],
+        "dosageInstruction": [
+            {
+                "text": (
+                    f"{order.dose_value:g} {unit} {order.route}, {order.frequency}, {order.number_of_sessions} sessions"
+                ),
+                "timing": {"repeat": {"count": order.number_of_sessions}, "code": {"text": order.frequency}},
+                "route": dt.codeable_concept(t.ROUTE[order.route]),
+                "doseAndRate": [{"doseQuantity": dt.quantity(order.dose_value, unit)}],
+            }
+        ],
     }
     if not resource["reasonReference"]:
         del resource["reasonReference"]

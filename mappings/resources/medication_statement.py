@@ -20,8 +20,9 @@ def to_medication_statement(ctx: MappingContext, medication: ConcomitantMedicati
         status = "completed" if medication.end is not None else "active"
     resource |= {
         "status": status,
-        "medicationCodeableConcept": dt.codeable_concept(t.CONCOMITANT_CLASS[medication.medication_class],
-                                                         text=medication.name),
+        "medicationCodeableConcept": dt.codeable_concept(
+            t.CONCOMITANT_CLASS[medication.medication_class], text=medication.name
+        ),
         "subject": ctx.patient(),
         "context": ctx.episode_of_care(),
     }

@@ -9,7 +9,9 @@ from service.domain.model import Clinic
 
 
 def to_organization(ctx: MappingContext, clinic: Clinic) -> Mapped:
-    resource = start(ctx, "Organization", ORGANIZATION, clinic.id, [kap_profile("organization"), t.US_CORE_ORGANIZATION])
+    resource = start(
+        ctx, "Organization", ORGANIZATION, clinic.id, [kap_profile("organization"), t.US_CORE_ORGANIZATION]
+    )
     resource |= {"active": True, "name": clinic.name}
     return Mapped(resource, ORGANIZATION, clinic.id)
 

@@ -13,9 +13,15 @@ from service.domain.vocabulary import PractitionerRole
 
 def to_practitioner(ctx: MappingContext, practitioner: Practitioner) -> Mapped:
     roles = [dt.extension(t.EXT_PRACTITIONER_ROLE, valueCoding=t.PRACTITIONER_ROLE[r]) for r in practitioner.roles]
-    resource = start(ctx, "Practitioner", PRACTITIONER, practitioner.id,
-                     [kap_profile("practitioner"), t.US_CORE_PRACTITIONER],
-                     version=practitioner.version, extensions=roles)
+    resource = start(
+        ctx,
+        "Practitioner",
+        PRACTITIONER,
+        practitioner.id,
+        [kap_profile("practitioner"), t.US_CORE_PRACTITIONER],
+        version=practitioner.version,
+        extensions=roles,
+    )
     if practitioner.npi:
         resource["identifier"].append(dt.identifier(t.NPI, practitioner.npi))
     resource["name"] = [human_name(practitioner.name)]
@@ -28,6 +34,8 @@ def from_practitioner(rctx: ReverseContext, resource: dict) -> Practitioner:
         id=rctx.own_id(resource),
         name=from_human_name(resource.get("name"), "Practitioner"),
         npi=npi,
-        roles=[PractitionerRole(e["valueCoding"]["code"]) for e in dt.find_extensions(resource, t.EXT_PRACTITIONER_ROLE)],
+        roles=[
+            PractitionerRole(e["valueCoding"]["code"]) for e in dt.find_extensions(resource, t.EXT_PRACTITIONER_ROLE)
+        ],
         version=read_record_meta(resource).version,
     )

@@ -34,7 +34,10 @@ def to_provenance(ctx: MappingContext, targets: list[tuple[str, int]], recorded:
         "recorded": recorded,
         "agent": [
             {"type": dt.codeable_concept(t.PROVENANCE_AUTHOR), "who": ctx.organization()},
-            {"type": dt.codeable_concept(t.PROVENANCE_ASSEMBLER), "who": KAPFHIR_AGENT,
-             "onBehalfOf": ctx.organization()},
+            {
+                "type": dt.codeable_concept(t.PROVENANCE_ASSEMBLER),
+                "who": KAPFHIR_AGENT,
+                "onBehalfOf": ctx.organization(),
+            },
         ],
     }

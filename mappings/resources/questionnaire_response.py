@@ -10,7 +10,7 @@ from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import PRIMARY, Mapped, MappingContext
 from mappings.resources._common import (
-    MappingRefused,
+    MappingRefusedError,
     RecordMeta,
     ReverseContext,
     kap_profile,
@@ -34,16 +34,19 @@ def _item(code: str, answer: dict) -> dict:
 
 
 def to_questionnaire_response(ctx: MappingContext, measure: OutcomeMeasure) -> Mapped:
-    resource = start_record(ctx, "QuestionnaireResponse", KIND, measure,
-                            [kap_profile("questionnaireresponse"), t.US_CORE_QR])
+    resource = start_record(
+        ctx, "QuestionnaireResponse", KIND, measure, [kap_profile("questionnaireresponse"), t.US_CORE_QR]
+    )
     codes = t.ITEM_CODES[measure.instrument]
     if measure.instrument is Instrument.CSSRS_SCREENER:
-        items = [_item(code, {"valueBoolean": bool(v)}) for code, v in zip(codes, measure.items)]
+        items = [_item(code, {"valueBoolean": bool(v)}) for code, v in zip(codes, measure.items, strict=True)]
         if measure.behaviour_within_3_months is not None:
             items.append(_item(t.CSSRS_BEHAVIOUR_3_MONTHS, {"valueBoolean": measure.behaviour_within_3_months}))
     else:
         answers = t.ANSWERS[measure.instrument]
-        items = [_item(code, {"valueCoding": _ordinal(answers[v], v)}) for code, v in zip(codes, measure.items)]
+        items = [
+            _item(code, {"valueCoding": _ordinal(answers[v], v)}) for code, v in zip(codes, measure.items, strict=True)
+        ]
     if measure.difficulty is not None:
         items.append(_item(t.PHQ9_DIFFICULTY, {"valueCoding": t.DIFFICULTY_ANSWERS[measure.difficulty]}))
     if measure.entered_in_error:
@@ -69,20 +72,24 @@ def _instrument(resource: dict, answers: dict[str, dict]) -> Instrument:
     for instrument, codes in t.ITEM_CODES.items():
         if all(code in answers for code in codes):
             return instrument
-    raise MappingRefused("QuestionnaireResponse.questionnaire",
-                         "not a kapfhir Questionnaire, and the items are not those of PHQ-9, GAD-7, PCL-5 or C-SSRS")
+    raise MappingRefusedError(
+        "QuestionnaireResponse.questionnaire",
+        "not a kapfhir Questionnaire, and the items are not those of PHQ-9, GAD-7, PCL-5 or C-SSRS",
+    )
 
 
 def _answer_value(instrument: Instrument, answer: dict, expression: str) -> int:
     if instrument is Instrument.CSSRS_SCREENER:
         if "valueBoolean" not in answer:
-            raise MappingRefused(f"{expression}.valueBoolean", "C-SSRS answers are yes/no")
+            raise MappingRefusedError(f"{expression}.valueBoolean", "C-SSRS answers are yes/no")
         return int(answer["valueBoolean"])
     coding = answer.get("valueCoding", {})
     for value, known in enumerate(t.ANSWERS[instrument]):
         if known["code"] == coding.get("code") and known["system"] == coding.get("system"):
             return value
-    raise MappingRefused(f"{expression}.valueCoding", f"answer {coding.get('code')!r} is not in the {instrument} list")
+    raise MappingRefusedError(
+        f"{expression}.valueCoding", f"answer {coding.get('code')!r} is not in the {instrument} list"
+    )
 
 
 def from_questionnaire_response(rctx: ReverseContext, resource: dict, scores: list[dict] = ()) -> OutcomeMeasure:
@@ -92,8 +99,10 @@ def from_questionnaire_response(rctx: ReverseContext, resource: dict, scores: li
     items = []
     for code in t.ITEM_CODES[instrument]:
         if code not in answers:
-            raise MappingRefused(f"QuestionnaireResponse.item.where(linkId='/{code}')", "item not answered")
-        items.append(_answer_value(instrument, answers[code], f"QuestionnaireResponse.item.where(linkId='/{code}').answer"))
+            raise MappingRefusedError(f"QuestionnaireResponse.item.where(linkId='/{code}')", "item not answered")
+        items.append(
+            _answer_value(instrument, answers[code], f"QuestionnaireResponse.item.where(linkId='/{code}').answer")
+        )
     difficulty = None
     if t.PHQ9_DIFFICULTY in answers:
         codes = [a["code"] for a in t.DIFFICULTY_ANSWERS]

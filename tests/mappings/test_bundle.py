@@ -19,9 +19,24 @@ from tests.mappings.charts import CHARTS, NOTE
 from tests.mappings.conftest import EXPECTED_DIR, REGENERATE
 
 FAMILIES = {
-    "Organization", "Practitioner", "Patient", "Condition", "EpisodeOfCare", "CarePlan", "Encounter", "Procedure",
-    "Consent", "MedicationRequest", "MedicationAdministration", "MedicationStatement", "Observation",
-    "QuestionnaireResponse", "DetectedIssue", "Flag", "AdverseEvent", "Provenance",
+    "Organization",
+    "Practitioner",
+    "Patient",
+    "Condition",
+    "EpisodeOfCare",
+    "CarePlan",
+    "Encounter",
+    "Procedure",
+    "Consent",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "Observation",
+    "QuestionnaireResponse",
+    "DetectedIssue",
+    "Flag",
+    "AdverseEvent",
+    "Provenance",
 }
 
 
@@ -121,8 +136,12 @@ def test_an_amended_record_is_a_conditional_update_of_the_same_resource() -> Non
 
 def test_an_entered_in_error_record_maps_to_status_entered_in_error() -> None:
     bundle = to_transaction_bundle(CHARTS["racemic-iv-trd"]())
-    wrong = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-             and e["resource"]["identifier"][0]["value"].startswith("r-wrong.")]
+    wrong = [
+        e
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+        and e["resource"]["identifier"][0]["value"].startswith("r-wrong.")
+    ]
     assert wrong and all(e["resource"]["status"] == "entered-in-error" for e in wrong)
     assert all(e["request"]["method"] == "PUT" for e in wrong)
 
@@ -155,7 +174,11 @@ def test_dose_carries_medication_batch_performers_weight_and_waste() -> None:
     assert dose["supportingInformation"] == [{"reference": weight["fullUrl"]}]
     waste = next(e for e in dose["extension"] if e["url"] == t.EXT_WASTE)
     assert {p["url"]: p.get("valueQuantity", {}).get("value") for p in waste["extension"]} == {
-        "drawn": 50.0, "administered": 35.0, "wasted": 15.0, "wasteWitness": None}
+        "drawn": 50.0,
+        "administered": 35.0,
+        "wasted": 15.0,
+        "wasteWitness": None,
+    }
     off_label = next(e for e in dose["extension"] if e["url"] == t.EXT_OFF_LABEL)
     assert off_label["extension"][0] == {"url": "isOffLabelUse", "valueBoolean": True}
 
@@ -171,8 +194,9 @@ def test_suicide_risk_is_a_detected_issue_and_an_active_flag() -> None:
     bundle = to_transaction_bundle(CHARTS["racemic-iv-trd"]())
     flags = resources(bundle, "Flag")
     assert len(flags) == 1 and flags[0]["status"] == "active"
-    issue = next(r for r in resources(bundle, "DetectedIssue")
-                 if r["code"]["coding"][0]["code"] == "suicide-risk-positive")
+    issue = next(
+        r for r in resources(bundle, "DetectedIssue") if r["code"]["coding"][0]["code"] == "suicide-risk-positive"
+    )
     assert issue["status"] == "final"
     assert issue["mitigation"][0]["action"]["text"] == "Assessed in person; safety plan."
 
@@ -203,8 +227,9 @@ def test_scores_are_survey_observations_derived_from_the_questionnaire_response(
 
 def test_bindings_catch_a_misspelt_required_code() -> None:
     bundle = to_transaction_bundle(CHARTS["racemic-iv-trd"]())
-    index, episode = next((i, e) for i, e in enumerate(bundle["entry"])
-                          if e["resource"]["resourceType"] == "EpisodeOfCare")
+    index, episode = next(
+        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "EpisodeOfCare"
+    )
     episode["resource"]["status"] = "on-hold"
     issues = validate_bundle(bundle, ["bindings"])
     assert [(i.expression, i.code) for i in issues] == [(f"Bundle.entry[{index}].resource.status", "code-invalid")]
