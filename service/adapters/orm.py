@@ -215,3 +215,54 @@ audit_events = Table(
     Column("entity", JSON, nullable=False),  # [{"type": "Patient", "id": "..."}]
     Index("ix_audit_events_clinic_recorded", "clinic_id", "recorded"),
 )
+
+
+# --- exchange with EHRs ----------------------------------------------------------------------------------------
+
+# The durable outbox: a change to an episode enqueues a job per target in the same transaction as the change.
+sync_jobs = Table(
+    "sync_jobs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("episode_id", ID, ForeignKey("episodes.id"), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("status", String(20), nullable=False),  # queued | held | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("held_reason", Text),
+    Column("last_error", JSON),  # the last OperationOutcome (or transport error) of a failed attempt
+    Column("locked_by", String(100)),
+    Column("locked_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_sync_jobs_due", "status", "next_attempt_at"),
+    Index("ix_sync_jobs_episode", "clinic_id", "episode_id", "target"),
+)
+
+# What each target holds of ours: its id and version for each resource we pushed.
+sync_resources = Table(
+    "sync_resources",
+    metadata,
+    Column("clinic_id", ID, ForeignKey("clinics.id"), primary_key=True),
+    Column("target", String(100), primary_key=True),
+    Column("resource_type", String(40), primary_key=True),
+    Column("identifier", String(600), primary_key=True),  # system|value of our business identifier
+    Column("episode_id", ID),
+    Column("remote_id", String(200)),
+    Column("remote_version", String(100)),
+    Column("content_hash", String(64), nullable=False),
+    Column("outcome", String(20), nullable=False),  # created | unchanged | updated | skipped
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# A local patient linked to the target's Patient (pulled by MRN, or linked explicitly).
+patient_links = Table(
+    "patient_links",
+    metadata,
+    Column("clinic_id", ID, ForeignKey("clinics.id"), primary_key=True),
+    Column("patient_id", ID, ForeignKey("patients.id"), primary_key=True),
+    Column("target", String(100), primary_key=True),
+    Column("remote_id", String(200), nullable=False),
+    Column("linked_at", UtcDateTime, nullable=False),
+)

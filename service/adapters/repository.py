@@ -88,6 +88,7 @@ class Repository:
     # --- practitioners ---------------------------------------------------------------------------------
 
     def add_practitioner(self, practitioner: Practitioner, *, actor: str, now: datetime) -> None:
+        practitioner.recorded_at = practitioner.updated_at = now
         if (
             practitioner.npi
             and self.session.execute(
@@ -144,6 +145,7 @@ class Repository:
     # --- patients ----------------------------------------------------------------------------------------
 
     def add_patient(self, patient: Patient, *, actor: str, now: datetime) -> None:
+        patient.recorded_at = patient.updated_at = now
         if self.find_patient_by_mrn(patient.mrn.system, patient.mrn.value) is not None:
             raise Conflict("A patient with this MRN is already registered.", [FieldError("mrn", "already registered")])
         data = to_data(patient)
@@ -165,6 +167,7 @@ class Repository:
         self, patient: Patient, *, expected_version: int, actor: str, reason: str, now: datetime
     ) -> None:
         t = orm.patients
+        patient.updated_at = now
         data = to_data(patient)
         result = self.session.execute(
             update(t)

@@ -62,6 +62,8 @@ class Practitioner:
     npi: str | None = None
     roles: list[PractitionerRole] = field(default_factory=list)
     version: int = 1
+    recorded_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(kw_only=True)
@@ -72,6 +74,8 @@ class Patient:
     birth_date: date
     gender: AdministrativeGender
     version: int = 1
+    recorded_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 # --- records: everything that can be amended or marked entered-in-error ----------------------------------
@@ -97,7 +101,8 @@ class BodyWeight(Record):
 @dataclass(kw_only=True)
 class Indication:
     kind: IndicationKind
-    icd10cm: str
+    # Required by the REST API; an inbound FHIR Condition may carry SNOMED CT only.
+    icd10cm: str | None = None
     snomed: str | None = None
     display: str | None = None
     # Treatment-resistant depression has no ICD-10-CM code of its own: the MDD code plus this flag.
@@ -242,6 +247,9 @@ class SideEffect(Record):
     kind: SideEffectKind
     other_text: str | None = None
     severity: SideEffectSeverity
+    serious: bool = (
+        False  # ICH E2A seriousness (death, life-threatening, hospitalisation, ...): AdverseEvent.seriousness
+    )
     onset_at: datetime
     resolved_at: datetime | None = None
 

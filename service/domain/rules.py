@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from service.domain.model import ClinicalSession, Consent, DosingRecord, MonitoringReading, OutcomeMeasure
+from service.domain.model import (
+    ClinicalSession,
+    Consent,
+    DosingOrder,
+    DosingRecord,
+    MonitoringReading,
+    OutcomeMeasure,
+)
 from service.domain.scales import is_suicide_risk_positive
 from service.domain.vocabulary import (
     DosingSetting,
@@ -282,8 +289,9 @@ def _rems_monitoring(
         )
 
 
-def is_off_label(dose: DosingRecord, episode: Episode) -> bool:
-    """Esketamine nasal spray is on-label for TRD and for MDD with acute suicidal ideation or behaviour."""
+def is_off_label(dose: DosingRecord | DosingOrder, episode: Episode) -> bool:
+    """Esketamine nasal spray is on-label for TRD and for MDD with acute suicidal ideation or behaviour; racemic
+    ketamine for psychotherapy never is. Applies to a dose and to the order it follows alike."""
     if dose.medication is not Medication.ESKETAMINE or dose.route is not Route.INTRANASAL:
         return True
     return not any(i.treatment_resistant or i.acute_suicidal_ideation for i in episode.depression_indications())

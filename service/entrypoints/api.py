@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, url_for
 from marshmallow import Schema
 
+from mappings.bundle import dumps, to_collection_bundle, to_transaction_bundle
 from service.adapters.serialization import from_data, record_from_data
 from service.domain.episode import Episode
 from service.domain.model import (
@@ -379,6 +380,19 @@ def transition_phase(episode_id: str) -> Response:
         return json_response(_episode_detail(episode), 201, version=episode.version)
 
     return write(run)
+
+
+@bp.get("/episodes/<episode_id>/fhir")
+def export_episode_fhir(episode_id: str) -> Response:
+    """The episode as an R4 Bundle: a transaction (conditional, idempotent) or a collection."""
+    kind = query_args()["type"]
+
+    def run(uow: UnitOfWork) -> Response:
+        chart = services.episode_chart(uow, episode_id)
+        bundle = to_transaction_bundle(chart) if kind == "transaction" else to_collection_bundle(chart)
+        return Response(dumps(bundle), mimetype="application/fhir+json")
+
+    return read(run)
 
 
 # --- records of an episode ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
-from service.entrypoints import api, auth
+from service.entrypoints import api, auth, fhir_api
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["kapfhir.engine"] = engine
     register_error_handlers(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(fhir_api.bp)
 
     @app.get("/healthz")
     def healthz() -> Response:

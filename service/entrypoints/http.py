@@ -73,6 +73,11 @@ def problem_response(
     errors: list[dict[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
+    """An error answer: RFC 9457 problem+json, or an OperationOutcome under /fhir."""
+    if request.path == "/fhir" or request.path.startswith("/fhir/"):
+        from service.entrypoints import fhir_api
+
+        return fhir_api.error_response(status, title, detail, errors, headers)
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
         "title": title,
@@ -224,6 +229,7 @@ def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -
         "api.list_patients": s.PaginationSchema,
         "api.list_episodes": s.EpisodeQuerySchema,
         "api.list_safety_flags": s.FlagQuerySchema,
+        "api.export_episode_fhir": s.FhirExportQuerySchema,
         "auth.list_audit_events": s.AuditQuerySchema,
     }.get(endpoint or "", s.NoQuerySchema)
 

@@ -16,7 +16,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import INCLUDE, Schema
 
-from service.entrypoints import api
+from service.entrypoints import api, fhir_api
 from service.entrypoints import schemas as s
 from service.entrypoints.auth import PUBLIC_ENDPOINTS
 from service.entrypoints.http import query_schema_for
@@ -141,6 +141,7 @@ def _operations() -> dict[str, Operation]:
         "api.acknowledge_safety_flag": Operation(
             "Acknowledge a safety flag", s.SafetyFlagSchema, s.FlagAcknowledgementSchema
         ),
+        "api.export_episode_fhir": Operation("The episode as a FHIR R4 Bundle (transaction or collection)", None),
         "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
         "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
         "auth.token": Operation("Client-credentials token (private_key_jwt or client secret)", TOKEN, TOKEN_FORM),
@@ -225,6 +226,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue
+        if rule.endpoint.startswith("fhir."):
+            path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                paths.setdefault(path, {})[method.lower()] = fhir_api.openapi_operation(rule, method)
+            continue
         if rule.endpoint in ops:
             op = ops[rule.endpoint]
         else:
@@ -269,7 +275,17 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 media = "application/x-www-form-urlencoded" if rule.endpoint == "auth.token" else "application/json"
                 operation["requestBody"] = {"required": True, "content": {media: {"schema": op.request}}}
             success: dict[str, Any] = {"description": _status_text(op.status)}
-            if op.response is not None:
+            if rule.endpoint == "api.export_episode_fhir":
+                success["content"] = {
+                    "application/fhir+json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["resourceType"],
+                            "properties": {"resourceType": {"const": "Bundle"}},
+                        }
+                    }
+                }
+            elif op.response is not None:
                 success["content"] = {"application/json": {"schema": op.response}}
             operation["responses"][str(op.status)] = success
             errors: tuple[int, ...] = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS

@@ -119,6 +119,8 @@ class RecordSchema(StrictSchema):
 class PractitionerSchema(StrictSchema):
     id = fields.String(dump_only=True)
     version = StrictInteger(dump_only=True)
+    recorded_at = Time(dump_only=True)
+    updated_at = Time(dump_only=True)
     name = fields.Nested(HumanNameSchema, required=True)
     npi = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(NPI, error="an NPI has 10 digits"))
     roles = fields.List(Enum(PractitionerRole), required=True, validate=validate.Length(min=1))
@@ -132,6 +134,8 @@ class PractitionerSchema(StrictSchema):
 class PatientSchema(StrictSchema):
     id = fields.String(dump_only=True)
     version = StrictInteger(dump_only=True)
+    recorded_at = Time(dump_only=True)
+    updated_at = Time(dump_only=True)
     mrn = fields.Nested(IdentifierSchema, required=True)
     name = fields.Nested(HumanNameSchema, required=True)
     birth_date = fields.Date(required=True)
@@ -349,6 +353,7 @@ class SideEffectSchema(RecordSchema):
     kind = Enum(SideEffectKind, required=True)
     other_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=500))
     severity = Enum(SideEffectSeverity, required=True)
+    serious = Bool(load_default=False, metadata={"description": "serious adverse event (ICH E2A)"})
     onset_at = Time(required=True)
     resolved_at = Time(load_default=None, allow_none=True)
 
@@ -551,6 +556,10 @@ class EpisodeQuerySchema(PaginationSchema):
 
 class SessionQuerySchema(NoQuerySchema):
     kind = fields.Enum(SessionKind, by_value=True, load_default=None)
+
+
+class FhirExportQuerySchema(NoQuerySchema):
+    type = fields.String(load_default="transaction", validate=validate.OneOf(["transaction", "collection"]))
 
 
 class FlagQuerySchema(NoQuerySchema):

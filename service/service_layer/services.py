@@ -130,6 +130,7 @@ def amend_patient(
     if other is not None and other.id != patient.id:
         raise Conflict("Another patient has this MRN.", [FieldError("mrn", "already registered")])
     patient.version = current.version + 1
+    patient.recorded_at = current.recorded_at
     uow.repo.update_patient(patient, expected_version=current.version, actor=ctx.actor, reason=reason, now=ctx.now)
     return patient
 
