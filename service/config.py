@@ -54,6 +54,9 @@ class Settings:
             max_json_depth=_int("KAPFHIR_MAX_JSON_DEPTH", cls.max_json_depth),
             future_tolerance_min=_int("KAPFHIR_FUTURE_TOLERANCE_MIN", cls.future_tolerance_min),
             default_clinic_id=os.environ.get("KAPFHIR_DEFAULT_CLINIC") or cls.default_clinic_id,
+            default_clinic_name=os.environ.get("KAPFHIR_DEFAULT_CLINIC_NAME") or cls.default_clinic_name,
+            default_identifier_system=os.environ.get("KAPFHIR_DEFAULT_IDENTIFIER_SYSTEM")
+            or cls.default_identifier_system,
             log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
             base_url=os.environ.get("KAPFHIR_BASE_URL") or cls.base_url,
             rate_limit=os.environ.get("KAPFHIR_RATE_LIMIT") or cls.rate_limit,
