@@ -17,6 +17,7 @@ from service.config import Settings
 from service.entrypoints import api, auth, fhir_api
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
+from service.service_layer.audit_log import GroupCommitAuditLog
 
 log = logging.getLogger("kapfhir.request")
 
@@ -27,7 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = make_engine(settings.database_url)
-    app.extensions["kapfhir"] = AppState(settings=settings, session_factory=make_session_factory(engine))
+    session_factory = make_session_factory(engine)
+    app.extensions["kapfhir"] = AppState(
+        settings=settings, session_factory=session_factory, audit_log=GroupCommitAuditLog(session_factory)
+    )
     app.extensions["kapfhir.engine"] = engine
     register_error_handlers(app)
     app.register_blueprint(api.bp)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.adapters.database import SQLITE_WRITE_BEGIN
+from service.adapters.database import SQLITE_WRITE_BEGIN, write_lock
 from service.adapters.repository import Repository
 
 
@@ -19,8 +20,11 @@ class UnitOfWork:
         self.repo: Repository
 
     def __enter__(self) -> UnitOfWork:
+        self._stack = ExitStack()
         self.session = self._session_factory()
-        if self.write and self.session.get_bind().dialect.name == "sqlite":
+        engine = self.session.get_bind()
+        if self.write and engine.dialect.name == "sqlite":
+            self._stack.enter_context(write_lock(engine))  # type: ignore[arg-type]
             self.session.connection(execution_options={"sqlite_begin": SQLITE_WRITE_BEGIN})
         self.repo = Repository(self.session, self.clinic_id)
         return self
@@ -32,6 +36,7 @@ class UnitOfWork:
             self.session.rollback()  # no-op after commit; undoes everything otherwise
         finally:
             self.session.close()
+            self._stack.close()
 
     def commit(self) -> None:
         self.session.commit()
