@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from service.domain.rules import DEFAULT_MAX_MG_PER_KG, SafetyPolicy
+from service.exchange.targets import Target, load_targets
 from service.security.settings import SecuritySettings
 
 
@@ -45,6 +46,10 @@ class Settings:
     rate_limit: str = "1200 per minute"
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    # EHR targets (KAPFHIR_TARGETS_FILE / KAPFHIR_TARGETS, see service/exchange/targets.py); every change to an
+    # episode is queued for each of them.
+    targets: dict[str, Target] = field(default_factory=dict)
+    sync_max_attempts: int = 8
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,4 +67,6 @@ class Settings:
             rate_limit=os.environ.get("KAPFHIR_RATE_LIMIT") or cls.rate_limit,
             safety=safety_policy_from_env(),
             security=SecuritySettings.from_env(),
+            targets=load_targets(),
+            sync_max_attempts=_int("KAPFHIR_SYNC_MAX_ATTEMPTS", 8),
         )

@@ -217,16 +217,28 @@ class Repository:
         self._insert_record(record, patient_id=patient_id, episode_id=None, actor=actor)
 
     def body_weights(self, patient_id: str) -> list[BodyWeight]:
+        weights: list[BodyWeight] = self.patient_records(patient_id, "body-weight")  # type: ignore[assignment]
+        return sorted(weights, key=lambda w: w.measured_at)
+
+    def patient_records(self, patient_id: str, kind: str) -> list[Record]:
+        """Records of a patient that belong to no episode (body weights, privacy consents)."""
         t = orm.clinical_records
         rows = self.session.execute(
-            select(t.c.data).where(
+            select(t.c.kind, t.c.data)
+            .where(
                 t.c.clinic_id == self.clinic_id,
                 t.c.patient_id == patient_id,
-                t.c.kind == "body-weight",
+                t.c.kind == kind,
+                t.c.episode_id.is_(None),
             )
+            .order_by(t.c.recorded_at, t.c.id)
         )
-        weights = [from_data(BodyWeight, r.data) for r in rows]
-        return sorted(weights, key=lambda w: w.measured_at)
+        return [record_from_data(r.kind, r.data) for r in rows]
+
+    def episode_ids_of(self, patient_id: str) -> list[str]:
+        t = orm.episodes
+        query = select(t.c.id).where(t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id).order_by(t.c.id)
+        return list(self.session.execute(query).scalars())
 
     def get_patient_record(self, patient_id: str, record_id: str) -> Record:
         t = orm.clinical_records
@@ -242,9 +254,7 @@ class Repository:
             raise NotFound(f"No record {record_id} for patient {patient_id}.")
         return record_from_data(row.kind, row.data)
 
-    def save_patient_record(
-        self, patient_id: str, record: Record, *, change: str, reason: str | None, actor: str
-    ) -> None:
+    def save_patient_record(self, record: Record, *, change: str, reason: str | None, actor: str) -> None:
         self._update_record(record, change=change, reason=reason, actor=actor)
 
     # --- episodes ----------------------------------------------------------------------------------------

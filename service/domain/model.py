@@ -305,6 +305,28 @@ class SafetyFlag:
         return (self.rule_id, tuple(sorted(self.record_ids)))
 
 
+@dataclass(kw_only=True)
+class PrivacyConsent(Record):
+    """The patient's permission to share their records with one organization (FHIR Consent, scope
+    patient-privacy). A treatment consent is not this. Records of a substance-use indication are shared only when
+    the consent says so explicitly (42 CFR Part 2)."""
+
+    recipient_name: str
+    recipient_identifier: Identifier  # the receiving organization (an EHR's organization identifier)
+    signed_at: datetime
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    includes_substance_use_records: bool = False
+    withdrawn_at: datetime | None = None
+    withdrawal_reason: str | None = None
+
+    def is_active_at(self, when: datetime) -> bool:
+        start = self.valid_from or self.signed_at
+        if when < start or (self.valid_until is not None and when >= self.valid_until):
+            return False
+        return not self.entered_in_error and (self.withdrawn_at is None or when < self.withdrawn_at)
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     "consent": Consent,
     "dosing-order": DosingOrder,
@@ -315,5 +337,6 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "outcome-measure": OutcomeMeasure,
     "concomitant-medication": ConcomitantMedication,
     "body-weight": BodyWeight,
+    "privacy-consent": PrivacyConsent,
 }
 RECORD_KIND_OF: dict[type[Record], str] = {cls: kind for kind, cls in RECORD_TYPES.items()}

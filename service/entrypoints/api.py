@@ -9,6 +9,7 @@ from flask import Blueprint, Response, url_for
 from marshmallow import Schema
 
 from mappings.bundle import dumps, to_collection_bundle, to_transaction_bundle
+from service.adapters import outbox
 from service.adapters.serialization import from_data, record_from_data
 from service.domain.episode import Episode
 from service.domain.model import (
@@ -25,11 +26,21 @@ from service.domain.model import (
     OutcomeMeasure,
     Patient,
     Practitioner,
+    PrivacyConsent,
     Record,
     SideEffect,
 )
 from service.entrypoints import schemas as s
-from service.entrypoints.http import ApiProblem, if_match_version, json_response, load, query_args, read, write
+from service.entrypoints.http import (
+    ApiProblem,
+    if_match_version,
+    json_response,
+    load,
+    query_args,
+    read,
+    state,
+    write,
+)
 from service.service_layer import services
 from service.service_layer.services import Context, new_id
 from service.service_layer.unit_of_work import UnitOfWork
@@ -204,8 +215,45 @@ def record_body_weight(patient_id: str) -> Response:
     data = load(s.BodyWeightSchema())
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        weight = services.record_body_weight(uow, ctx, patient_id, from_data(BodyWeight, {**data, "id": new_id()}))
+        weight = services.record_patient_record(uow, ctx, patient_id, from_data(BodyWeight, {**data, "id": new_id()}))
         return json_response(s.BodyWeightSchema().dump(weight), 201, version=weight.version)
+
+    return write(run)
+
+
+@bp.post("/patients/<patient_id>/privacy-consents")
+def record_privacy_consent(patient_id: str) -> Response:
+    data = load(s.PrivacyConsentSchema())
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        consent = services.record_patient_record(
+            uow, ctx, patient_id, from_data(PrivacyConsent, {**data, "id": new_id()})
+        )
+        return json_response(s.PrivacyConsentSchema().dump(consent), 201, version=consent.version)
+
+    return write(run)
+
+
+@bp.get("/patients/<patient_id>/privacy-consents")
+def list_privacy_consents(patient_id: str) -> Response:
+    def run(uow: UnitOfWork) -> Response:
+        uow.repo.get_patient(patient_id)
+        consents = uow.repo.patient_records(patient_id, "privacy-consent")
+        return json_response({"items": s.PrivacyConsentSchema(many=True).dump(consents)})
+
+    return read(run)
+
+
+@bp.post("/patients/<patient_id>/privacy-consents/<consent_id>/withdrawal")
+def withdraw_privacy_consent(patient_id: str, consent_id: str) -> Response:
+    data = load(s.ConsentWithdrawalSchema())
+    expected = if_match_version()
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        consent = services.withdraw_privacy_consent(
+            uow, ctx, patient_id, consent_id, at=data["at"], reason=data["reason"], expected_version=expected
+        )
+        return json_response(s.PrivacyConsentSchema().dump(consent), version=consent.version)
 
     return write(run)
 
@@ -393,6 +441,60 @@ def export_episode_fhir(episode_id: str) -> Response:
         return Response(dumps(bundle), mimetype="application/fhir+json")
 
     return read(run)
+
+
+@bp.get("/targets")
+def list_targets() -> Response:
+    """The configured EHR targets (no secrets)."""
+    targets = state().settings.targets
+    return read(lambda uow: json_response({"items": [t.public_view() for t in targets.values()]}))
+
+
+@bp.get("/episodes/<episode_id>/sync")
+def episode_sync_status(episode_id: str) -> Response:
+    """Per target: the job's status (queued, held with its reason, delivered, dead with the last error) and
+    the server's id and version of every resource pushed."""
+
+    def run(uow: UnitOfWork) -> Response:
+        uow.repo.get_episode(episode_id)
+        body = []
+        for job in outbox.jobs_of(uow.session, uow.clinic_id, episode_id):
+            remote = outbox.remote_records(uow.session, uow.clinic_id, job.target, episode_id)
+            body.append(
+                {
+                    "target": job.target,
+                    "status": job.status,
+                    "attempts": job.attempts,
+                    "next_attempt_at": job.next_attempt_at.isoformat(),
+                    "held_reason": job.held_reason,
+                    "last_error": job.last_error,
+                    "updated_at": job.updated_at.isoformat(),
+                    "resources": [
+                        {
+                            "key": key,
+                            "resource_type": r["resource_type"],
+                            "remote_id": r["id"],
+                            "remote_version": r["version"],
+                        }
+                        for key, r in sorted(remote.items())
+                    ],
+                }
+            )
+        return json_response({"items": body})
+
+    return read(run)
+
+
+@bp.post("/episodes/<episode_id>/sync/retry")
+def retry_episode_sync(episode_id: str) -> Response:
+    """Re-queues the episode's dead letters (and held jobs, whose reason may have gone)."""
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        uow.repo.get_episode(episode_id)
+        count = outbox.requeue(uow.session, uow.clinic_id, episode_id, ctx.now, (outbox.DEAD, outbox.HELD))
+        return json_response({"requeued": count})
+
+    return write(run)
 
 
 # --- records of an episode ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
 
 from service.adapters import audit
 from service.adapters.security_store import SqlClientStore, SqlReplayStore
@@ -64,6 +64,9 @@ ROUTE_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api.record_body_weight": ("c", ("Observation",)),
     "api.list_body_weights": ("s", ("Observation",)),
     "api.get_body_weight": ("r", ("Observation",)),
+    "api.record_privacy_consent": ("c", ("Consent",)),
+    "api.list_privacy_consents": ("s", ("Consent",)),
+    "api.withdraw_privacy_consent": ("u", ("Consent",)),
     "api.open_episode": ("c", ("EpisodeOfCare", "Condition")),
     "api.list_episodes": ("s", ("EpisodeOfCare",)),
     "api.get_episode": ("r", EPISODE_TYPES),
@@ -74,6 +77,10 @@ ROUTE_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api.list_safety_flags": ("s", ("DetectedIssue",)),
     "api.acknowledge_safety_flag": ("u", ("DetectedIssue",)),
     "auth.list_audit_events": ("s", ("AuditEvent",)),
+    # Targets hold no patient data; reading their list needs the right to read what is sent to them.
+    "api.list_targets": ("s", ("Endpoint",)),
+    "api.episode_sync_status": ("r", ("EpisodeOfCare",)),
+    "api.retry_episode_sync": ("u", ("EpisodeOfCare",)),
     "api.export_episode_fhir": ("r", (*EPISODE_TYPES, "Patient", "Practitioner", "Organization", "Flag", "Provenance")),
 }
 EXPORT_ENDPOINTS = {"api.export_episode_fhir"}
@@ -135,6 +142,8 @@ def requirement_of(endpoint: str | None, defaults: dict[str, str] | None) -> Req
     if endpoint and endpoint.startswith("fhir."):
         from service.entrypoints import fhir_api
 
+        if not has_request_context():
+            return fhir_api.requirement(endpoint, {}, "GET")
         return fhir_api.requirement(endpoint, request.view_args or {}, request.method)
     if endpoint in RECORD_ROUTE_INTERACTION and defaults and "collection" in defaults:
         from service.entrypoints.api import COLLECTIONS

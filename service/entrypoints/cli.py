@@ -205,6 +205,238 @@ def keys_generate(alg: str, out: Path) -> None:
     click.echo(json.dumps(SigningKey.from_private_key(key, alg).public_jwks(), indent=2))
 
 
+# --- exchange with EHRs ----------------------------------------------------------------------------------------
+
+KAP_TYPES = (
+    "Patient",
+    "Practitioner",
+    "Organization",
+    "Condition",
+    "EpisodeOfCare",
+    "CarePlan",
+    "Encounter",
+    "Procedure",
+    "Consent",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "Observation",
+    "QuestionnaireResponse",
+    "AdverseEvent",
+    "DetectedIssue",
+    "Flag",
+    "Provenance",
+    "DocumentReference",
+)
+
+
+def _target(settings: Settings, name: str) -> Any:
+    if name not in settings.targets:
+        known = ", ".join(settings.targets) or "none (set KAPFHIR_TARGETS_FILE or KAPFHIR_TARGETS)"
+        raise click.UsageError(f"no target {name!r}; configured: {known}")
+    return settings.targets[name]
+
+
+def _deliverer(settings: Settings) -> Any:
+    from service.adapters.database import make_session_factory
+    from service.service_layer.sync import Deliverer
+
+    engine = make_engine(settings.database_url)
+    return Deliverer(make_session_factory(engine), settings.targets, max_attempts=settings.sync_max_attempts)
+
+
+@main.group()
+def target() -> None:
+    """EHR targets (KAPFHIR_TARGETS_FILE / KAPFHIR_TARGETS)."""
+
+
+@target.command("list")
+def target_list() -> None:
+    for t in Settings.from_env().targets.values():
+        view = t.public_view()
+        click.echo(
+            f"{view['name']}\t{view['base_url']}\t{view['auth']}\t{view['write_policy']}"
+            f"\t{'checked live' if view['live_checked'] else 'not checked live'}"
+        )
+
+
+@target.command("check")
+@click.argument("name")
+def target_check(name: str) -> None:
+    """Reachable, authenticated, FHIR version, and which KAP resource types the target accepts."""
+    from service.exchange.client import FhirError
+    from service.exchange.planner import parse_capabilities
+    from service.exchange.targets import build_client
+
+    settings = Settings.from_env()
+    t = _target(settings, name)
+    client = build_client(t)
+    try:
+        statement = client.capabilities(refresh=True)
+    except FhirError as exc:
+        raise click.ClickException(f"{name}: {t.base_url} did not answer its CapabilityStatement: {exc}") from exc
+    caps = parse_capabilities(statement)
+    click.echo(f"target {name}: {t.base_url}")
+    click.echo(
+        f"  reachable: yes   FHIR version: {statement.get('fhirVersion', '?')}   auth: {t.auth.type} (token accepted)"
+    )
+    click.echo(
+        f"  transaction: {'yes' if caps.transaction else 'no'}   batch: {'yes' if caps.batch else 'no'}   "
+        f"write policy: {t.write_policy}"
+    )
+    click.echo(f"  {'resource type':<26}{'create':<8}{'update':<8}{'cond. create':<14}{'search':<8}")
+    for resource_type in KAP_TYPES:
+        r = caps.type(resource_type)
+        marks = [r.create, r.update, r.conditional_create, r.search] if r else [False] * 4
+        click.echo(
+            f"  {resource_type:<26}"
+            + "".join(f"{'yes' if m else '-':<{w}}" for m, w in zip(marks, (8, 8, 14, 8), strict=True))
+        )
+
+
+@main.command()
+@click.option("--target", "target_name", required=True)
+@click.option("--episode", "episode_id", default=None, help="one episode (default: --all)")
+@click.option("--all", "push_all", is_flag=True, help="every episode of every clinic")
+def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
+    """Push episodes to a target now (queue, deliver, report)."""
+    from sqlalchemy import select as sql_select
+
+    from service.adapters import outbox
+
+    if bool(episode_id) == push_all:
+        raise click.UsageError("give --episode ID or --all")
+    settings = Settings.from_env()
+    _target(settings, target_name)
+    deliverer = _deliverer(settings)
+    with deliverer.session_factory() as session:
+        keys = (
+            outbox.all_episode_keys(session)
+            if push_all
+            else [
+                (r.clinic_id, r.id)
+                for r in session.execute(
+                    sql_select(orm.episodes.c.clinic_id, orm.episodes.c.id).where(orm.episodes.c.id == episode_id)
+                )
+            ]
+        )
+    if not keys:
+        raise click.ClickException("no episode to push")
+    totals: dict[str, dict[str, int]] = {}
+    failed = held = 0
+    with click.progressbar(keys, label=f"pushing to {target_name}") as bar:
+        for clinic_id, eid in bar:
+            job = _queue_one(deliverer, clinic_id, eid, target_name)
+            delivery = deliverer.deliver(job)
+            held += delivery.status == outbox.HELD
+            failed += delivery.status in (outbox.DEAD, outbox.QUEUED)
+            for resource_type, counts in (delivery.report.counts() if delivery.report else {}).items():
+                for outcome, n in counts.items():
+                    totals.setdefault(resource_type, {}).setdefault(outcome, 0)
+                    totals[resource_type][outcome] += n
+    outcomes = ("created", "unchanged", "updated", "skipped", "failed")
+    click.echo(f"{'resource type':<26}" + "".join(f"{o:<11}" for o in outcomes))
+    for resource_type in sorted(totals):
+        click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<11}" for o in outcomes))
+    click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _queue_one(deliverer: Any, clinic_id: str, episode_id: str, target_name: str) -> Any:
+    from datetime import timedelta
+
+    from service.adapters import outbox
+    from service.service_layer.unit_of_work import UnitOfWork
+
+    now = datetime.now(UTC)
+    with UnitOfWork(deliverer.session_factory, clinic_id, write=True) as uow:
+        outbox.enqueue(uow.session, clinic_id, episode_id, (target_name,), now)
+        uow.commit()
+    with UnitOfWork(deliverer.session_factory, clinic_id, write=True) as uow:
+        job = next(j for j in outbox.jobs_of(uow.session, clinic_id, episode_id) if j.target == target_name)
+        t = orm.sync_jobs
+        from sqlalchemy import update as sql_update
+
+        uow.session.execute(
+            sql_update(t).where(t.c.id == job.id).values(locked_by="cli", locked_until=now + timedelta(minutes=5))
+        )
+        uow.commit()
+    return job
+
+
+@main.command("pull-patient")
+@click.option("--target", "target_name", required=True)
+@click.option("--mrn", required=True, help="the MRN value")
+@click.option("--system", "mrn_system", default=None, help="the MRN system (default: the local patient's)")
+@click.option("--clinic", "clinic_id", default=None)
+@click.option("--conditions", is_flag=True, help="also list the patient's Conditions as candidate indications")
+def pull_patient_command(
+    target_name: str, mrn: str, mrn_system: str | None, clinic_id: str | None, conditions: bool
+) -> None:
+    """Find the Patient on a target by MRN and link it to the local patient (differences are reported,
+    local demographics are never overwritten)."""
+    from service.adapters import outbox
+    from service.exchange.push import pull_patient
+    from service.service_layer.unit_of_work import UnitOfWork
+
+    settings = Settings.from_env()
+    t = _target(settings, target_name)
+    deliverer = _deliverer(settings)
+    clinic = clinic_id or settings.default_clinic_id
+    with UnitOfWork(deliverer.session_factory, clinic, write=False) as uow:
+        local = None
+        rows = (
+            uow.session.execute(
+                select(orm.patients.c.id).where(orm.patients.c.clinic_id == clinic, orm.patients.c.mrn_value == mrn)
+            )
+            .scalars()
+            .all()
+        )
+        if rows:
+            local = uow.repo.get_patient(rows[0])
+    system = mrn_system or (local.mrn.system if local else None)
+    if system is None:
+        raise click.UsageError("no local patient with this MRN: give --system")
+    result = pull_patient(t, system, mrn, local=local, conditions=conditions)
+    if not result.found:
+        raise click.ClickException(f"not found on {target_name}: {result.reason}")
+    click.echo(f"found Patient/{result.patient_id} on {target_name}")
+    for difference in result.differences:
+        click.echo(f"  differs: {difference}")
+    for candidate in result.conditions:
+        click.echo(f"  candidate indication: {candidate}")
+    if local is not None:
+        with UnitOfWork(deliverer.session_factory, clinic, write=True) as uow:
+            outbox.link_patient(uow.session, clinic, local.id, target_name, result.patient_id, datetime.now(UTC))
+            for episode_id in uow.repo.episode_ids_of(local.id):
+                outbox.enqueue(uow.session, clinic, episode_id, (target_name,), datetime.now(UTC))
+            uow.commit()
+        click.echo(f"linked local patient {local.id} to Patient/{result.patient_id}; their episodes are queued")
+
+
+@main.command()
+@click.option("--poll", default=1.0, show_default=True, help="seconds between looks when idle")
+@click.option("--once", is_flag=True, help="deliver what is due, then exit")
+@click.option("--name", "worker_name", default=None, help="worker id (default host:pid)")
+def worker(poll: float, once: bool, worker_name: str | None) -> None:
+    """Deliver queued episodes to the targets (run several at once on PostgreSQL; one on SQLite)."""
+    import signal
+    import socket
+    import threading
+
+    from service.service_layer.sync import run_worker
+
+    settings = Settings.from_env()
+    prepare_database(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+    done = run_worker(_deliverer(settings), worker=name, stop=stop, poll_seconds=poll, exit_when_idle=once)
+    click.echo(f"worker {name}: {len(done)} job(s) handled")
+
+
 @main.command("load-fixtures")
 @click.option("--directory", type=click.Path(path_type=Path, exists=True, file_okay=False), default=DEFAULT_FIXTURES)
 @click.option("--if-empty", is_flag=True, help="load only into a database without patients")

@@ -280,6 +280,7 @@ def _context() -> Context:
         now=datetime.now(UTC),
         policy=settings.safety,
         future_tolerance_min=settings.future_tolerance_min,
+        sync_targets=tuple(settings.targets),
     )
 
 

@@ -123,6 +123,16 @@ def _operations() -> dict[str, Operation]:
         "api.patient_history": Operation("Versions of a patient", _items(s.VersionEntrySchema, "VersionList")),
         "api.record_body_weight": Operation("Record a body weight", s.BodyWeightSchema, s.BodyWeightSchema, 201),
         "api.get_body_weight": Operation("Read a body weight", s.BodyWeightSchema),
+        "api.record_privacy_consent": Operation(
+            "Record a privacy consent (permission to share with one organization)", s.PrivacyConsentSchema,
+            s.PrivacyConsentSchema, 201,
+        ),
+        "api.list_privacy_consents": Operation(
+            "Privacy consents of a patient", _items(s.PrivacyConsentSchema, "PrivacyConsentList")
+        ),
+        "api.withdraw_privacy_consent": Operation(
+            "Withdraw a privacy consent", s.PrivacyConsentSchema, s.ConsentWithdrawalSchema
+        ),
         "api.list_body_weights": Operation("Body weights of a patient", _items(s.BodyWeightSchema, "BodyWeightList")),
         "api.open_episode": Operation("Open a KAP episode", s.EpisodeDetailSchema, s.EpisodeCreateSchema, 201),
         "api.list_episodes": Operation("List episodes", _paged(s.EpisodeSummarySchema, "EpisodePage")),
@@ -141,6 +151,9 @@ def _operations() -> dict[str, Operation]:
         "api.acknowledge_safety_flag": Operation(
             "Acknowledge a safety flag", s.SafetyFlagSchema, s.FlagAcknowledgementSchema
         ),
+        "api.list_targets": Operation("Configured EHR targets (no secrets)", ANY_OBJECT),
+        "api.episode_sync_status": Operation("Sync status of the episode per target, with remote ids", ANY_OBJECT),
+        "api.retry_episode_sync": Operation("Re-queue the episode's dead letters and held jobs", ANY_OBJECT),
         "api.export_episode_fhir": Operation("The episode as a FHIR R4 Bundle (transaction or collection)", None),
         "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
         "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
@@ -264,6 +277,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "api.transition_phase",
                 "api.mark_entered_in_error",
                 "api.withdraw_consent",
+                "api.withdraw_privacy_consent",
             ):
                 parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
             if parameters:

@@ -158,6 +158,22 @@ class BodyWeightSchema(RecordSchema):
     weight_kg = StrictFloat(required=True, validate=validate.Range(min=2, max=400))
 
 
+class PrivacyConsentSchema(RecordSchema):
+    """Permission to share the patient's records with one organization (FHIR Consent, scope patient-privacy)."""
+
+    recipient_name = Text(200, required=True)
+    recipient_identifier = fields.Nested(IdentifierSchema, required=True,
+                                         metadata={"description": "the receiving organization's identifier"})
+    signed_at = Time(required=True)
+    valid_from = Time(load_default=None, allow_none=True)
+    valid_until = Time(load_default=None, allow_none=True)
+    includes_substance_use_records = Bool(
+        load_default=False, metadata={"description": "explicit consent to share substance-use records (42 CFR Part 2)"}
+    )
+    withdrawn_at = Time(dump_only=True)
+    withdrawal_reason = fields.String(dump_only=True)
+
+
 class IndicationSchema(StrictSchema):
     kind = Enum(IndicationKind, required=True)
     icd10cm = fields.String(required=True, validate=validate.Regexp(ICD10CM, error="not an ICD-10-CM code"))

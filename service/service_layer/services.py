@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from service.adapters import outbox
 from service.adapters.repository import Page, VersionEntry
+from service.fhir import projection
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode, check_not_future
 from service.domain.errors import Conflict, DomainError, FieldError, Incoherent, NotFound, StaleVersion
 from service.domain.model import (
     RECORD_KIND_OF,
-    BodyWeight,
     CareTeamMember,
     ClinicalSession,
     Consent,
@@ -24,6 +25,7 @@ from service.domain.model import (
     OutcomeMeasure,
     Patient,
     Practitioner,
+    PrivacyConsent,
     Record,
     SafetyFlag,
 )
@@ -40,6 +42,8 @@ class Context:
     now: datetime
     policy: SafetyPolicy
     future_tolerance_min: int = 5
+    # EHR targets every change is queued for (the outbox), in the transaction of the change.
+    sync_targets: tuple[str, ...] = ()
 
 
 def new_id() -> str:
@@ -132,15 +136,58 @@ def amend_patient(
     patient.version = current.version + 1
     patient.recorded_at = current.recorded_at
     uow.repo.update_patient(patient, expected_version=current.version, actor=ctx.actor, reason=reason, now=ctx.now)
+    _patient_changed(uow, ctx, patient.id)
     return patient
 
 
-def record_body_weight(uow: UnitOfWork, ctx: Context, patient_id: str, weight: BodyWeight) -> BodyWeight:
+def record_patient_record(uow: UnitOfWork, ctx: Context, patient_id: str, record: Record) -> Record:
+    """A record of the patient outside any episode: a body weight, a privacy consent."""
     uow.repo.get_patient(patient_id)
-    _check_times(weight, ctx)
-    weight.recorded_at = weight.updated_at = ctx.now
-    uow.repo.add_patient_record(patient_id, weight, actor=ctx.actor)
-    return weight
+    _check_times(record, ctx)
+    record.recorded_at = record.updated_at = ctx.now
+    uow.repo.add_patient_record(patient_id, record, actor=ctx.actor)
+    _patient_changed(uow, ctx, patient_id)
+    return record
+
+
+def withdraw_privacy_consent(
+    uow: UnitOfWork,
+    ctx: Context,
+    patient_id: str,
+    consent_id: str,
+    *,
+    at: datetime,
+    reason: str,
+    expected_version: int | None,
+) -> PrivacyConsent:
+    current = uow.repo.get_patient_record(patient_id, consent_id)
+    if not isinstance(current, PrivacyConsent):
+        raise NotFound(f"No privacy consent {consent_id} for patient {patient_id}.")
+    _check_version("privacy-consent", consent_id, current.version, expected_version)
+    if current.withdrawn_at is not None:
+        raise Conflict(f"Privacy consent {consent_id} was already withdrawn.")
+    check_not_future("at", at, ctx.now, ctx.future_tolerance_min)
+    if at < current.signed_at:
+        raise Incoherent.at("at", "a consent cannot be withdrawn before it was signed")
+    withdrawn = dataclasses.replace(
+        current, withdrawn_at=at, withdrawal_reason=reason, version=current.version + 1, updated_at=ctx.now
+    )
+    uow.repo.save_patient_record(withdrawn, change="withdrawn", reason=reason, actor=ctx.actor)
+    _patient_changed(uow, ctx, patient_id)
+    return withdrawn
+
+
+def _patient_changed(uow: UnitOfWork, ctx: Context, patient_id: str) -> None:
+    """Everything shared of a patient goes out again after a change that concerns all their episodes."""
+    for episode_id in uow.repo.episode_ids_of(patient_id):
+        _episode_changed(uow, ctx, episode_id)
+
+
+def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:
+    """Whatever follows a change, in its transaction: the outbox job of every target, and new versions of the
+    FHIR resources the change affects."""
+    outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
+    projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
 
 
 # --- episodes -------------------------------------------------------------------------------------------------
@@ -173,6 +220,7 @@ def open_episode(
     check_not_future("period_start", period_start, ctx.now, ctx.future_tolerance_min)
     _check_practitioners(uow, episode)
     uow.repo.add_episode(episode, actor=ctx.actor, now=ctx.now)
+    _episode_changed(uow, ctx, episode.id)
     return episode
 
 
@@ -242,6 +290,7 @@ def _reevaluate_and_save(
     uow.repo.save_episode(
         episode, expected_version=before, actor=ctx.actor, now=ctx.now, notes=notes, episode_change=episode_change
     )
+    _episode_changed(uow, ctx, episode.id)
 
 
 # --- records of an episode ------------------------------------------------------------------------------------
@@ -370,6 +419,7 @@ def acknowledge_flag(
     before = episode.version
     flag = episode.acknowledge_flag(flag_id, by=by, at=ctx.now, comment=comment)
     uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
+    _episode_changed(uow, ctx, episode.id)
     return flag
 
 

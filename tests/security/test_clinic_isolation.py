@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from service.entrypoints import fhir_api
 from service.entrypoints.auth import PUBLIC_ENDPOINTS
 from service.entrypoints.cli import ensure_clinic
 from tests.conftest import Api, make_app, token_for
@@ -43,6 +44,9 @@ def _clinic_a(api: Api) -> dict[str, str]:
     ids["measure"] = api.created(f"/episodes/{episode}/outcome-measures", MEASURE(ids))["id"]
     ids["medication"] = api.created(f"/episodes/{episode}/concomitant-medications", MEDICATION(ids))["id"]
     ids["weight"] = api.created(f"/patients/{ids['patient']}/body-weights", WEIGHT(ids))["id"]
+    ids["privacy_consent"] = api.created(f"/patients/{ids['patient']}/privacy-consents", PRIVACY(ids))["id"]
+    fhir = api.client.get("/fhir/Patient", headers={"Authorization": f"Bearer {api.token}"}).get_json()
+    ids["fhir_patient"] = fhir["entry"][0]["resource"]["id"]
     ids["flag"] = api.get(f"/episodes/{episode}/safety-flags").get_json()["items"][0]["id"]
     return ids
 
@@ -74,6 +78,14 @@ def MEDICATION(ids: dict[str, str]) -> dict[str, Any]:
 
 def WEIGHT(ids: dict[str, str]) -> dict[str, Any]:
     return {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 70}
+
+
+def PRIVACY(ids: dict[str, str]) -> dict[str, Any]:  # noqa: N802
+    return {
+        "recipient_name": "Example EHR",
+        "signed_at": "2026-02-01T09:00:00-05:00",
+        "recipient_identifier": {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"},
+    }
 
 
 def _record_body(collection: str, ids: dict[str, str]) -> dict[str, Any]:
@@ -121,14 +133,29 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "consent_id": ids["consent"],
         "flag_id": ids["flag"],
         "record_id": ids[RECORD_ID_KEY[collection]] if collection else "",
+        # /fhir routes: A's Patient, by its FHIR id
+        "rtype": "Patient",
+        "rid": ids["fhir_patient"],
+        "vid": "1",
     }
     if rule.rule.endswith("/body-weights/<record_id>"):
         values["record_id"] = ids["weight"]
+    if "/privacy-consents/" in rule.rule:
+        values["consent_id"] = ids["privacy_consent"]
     path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule.rule)
     if method == "GET":
         return path, None
     endpoint = rule.endpoint
+    patient = {"resourceType": "Patient", "gender": "female"}
     bodies: dict[str, Any] = {
+        # a batch that only reads is refused by this server (it ingests whole episodes): nothing of A can come back
+        "fhir.transaction": {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": f"Patient/{ids['fhir_patient']}"}}],
+        },
+        "fhir.validate": patient,
+        "fhir.validate_type": patient,
         # The same NPI and MRN as clinic A's: uniqueness is per clinic, so B registers its own.
         "api.register_practitioner": {"name": {"family": "B"}, "npi": "1234567893", "roles": ["nurse"]},
         "api.register_patient": PATIENT,
@@ -140,6 +167,8 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         },
         "api.amend_patient": {**PATIENT, "amendment_reason": "isolation test"},
         "api.record_body_weight": WEIGHT(ids),
+        "api.record_privacy_consent": PRIVACY(ids),
+        "api.withdraw_privacy_consent": {"at": AT, "reason": "isolation test"},
         "api.amend_episode": {
             "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
             "care_team": [],
@@ -177,21 +206,21 @@ def test_clinic_b_reaches_nothing_of_clinic_a_on_any_route(app: Flask):
     checked = []
     sent = ""
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in PUBLIC_ENDPOINTS:
+        if rule.endpoint in PUBLIC_ENDPOINTS | fhir_api.PUBLIC_ENDPOINTS:
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             path, body = _request_for(rule, method, ids)
-            path = path.removeprefix("/api/v1")
-            response = (
-                clinic_b.get(path)
-                if method == "GET"
-                else (clinic_b.post(path, body) if method == "POST" else clinic_b.put(path, body))
-            )
+            headers = {"Authorization": f"Bearer {clinic_b.token}"}
+            response = clinic_b.client.open(path, method=method, json=body, headers=headers)
             text = response.get_data(as_text=True)
             checked.append(f"{method} {rule.rule}")
             if rule.endpoint == "api.open_episode":
                 assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "patient_id"
-            elif rule.arguments - set(rule.defaults or {}):
+            elif rule.endpoint == "fhir.transaction":
+                assert 400 <= response.status_code < 500, (method, rule.rule, response.status_code, text[:300])
+            elif rule.endpoint in ("fhir.validate_type",):
+                assert response.status_code == 200, (method, rule.rule, response.status_code, text[:300])
+            elif rule.arguments - set(rule.defaults or {}) - {"rtype"}:
                 assert response.status_code == 404, (method, rule.rule, response.status_code, text[:300])
             else:
                 assert response.status_code in (200, 201), (method, rule.rule, response.status_code, text[:300])

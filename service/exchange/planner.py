@@ -1,0 +1,730 @@
+"""Capability-aware push planning. Pure: no I/O, no clock; the same inputs always give the same plan.
+
+``plan_push(bundle, capabilities, policy, links)`` turns the transaction Bundle of an episode
+(:func:`mappings.bundle.to_transaction_bundle`) into a :class:`Plan` for one target:
+
+* **Who is created where.** Patient, Practitioner and Organization are created only on a ``sandbox`` target.
+  On an ``ehr`` target they are never sent: the Patient must be linked (``links.patient_id``, from pull by MRN
+  or an explicit link) or nothing at all is planned (``plan.held``); practitioners are referenced by their
+  linked id, else logically by NPI (else by kapfhir's identifier), with their name as display; the
+  organization by its linked id, else logically by the target's ``organization_identifier``.
+* **What the target accepts.** A resource type the CapabilityStatement does not list with the interaction a
+  request needs (create, update) is skipped and reported in ``plan.skipped`` with a reason; references to a
+  skipped resource become logical references (type + business identifier), never dangling ``urn:uuid``s.
+* **How.** ``transaction`` when the server supports it, else ``batch``, else ``single`` requests; for batch
+  and single, requests carry a dependency ``depth`` so the executor sends them in waves and rewrites
+  references to the ids the server assigned. Cycles are broken with a logical reference.
+* **Exactly once.** New resources go as conditional creates (``If-None-Exist`` on the business identifier);
+  amended records as conditional updates; a resource whose remote id is known (``links.remote``) goes as
+  ``PUT Type/id`` with ``If-Match`` when the server versions that type - or not at all when its content hash
+  is unchanged. A server without conditional create/update gets ``search_first`` requests (the executor
+  searches by identifier, then creates or updates by id).
+* **Session summary fallback.** When the target accepts DocumentReference but skips KAP clinical types, each
+  session gets a DocumentReference (US Core clinical note, LOINC 11506-3 progress note) whose text lists the
+  session's doses, vitals, scores, side effects and safety flags. Psychotherapy notes are never in the Bundle,
+  so never in a summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TRANSACTION, BATCH, SINGLE, NONE = "transaction", "batch", "single", "none"
+ADMINISTRATIVE_TYPES = ("Patient", "Practitioner", "Organization")
+KAP_CLINICAL_TYPES = frozenset(
+    {"MedicationAdministration", "Observation", "AdverseEvent", "QuestionnaireResponse", "Consent", "CarePlan",
+     "EpisodeOfCare", "MedicationRequest", "DetectedIssue"}
+)
+# The session summary goes out when the target refuses any of these (doses, vitals and scores would be lost).
+SUMMARY_TRIGGER_TYPES = frozenset({"MedicationAdministration", "Observation"})
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+US_CORE_DOCREF = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
+SUMMARY_KIND = "session-summary"
+CREATE, UPSERT, UPDATE = "create", "upsert", "update"
+
+
+# ----------------------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class TypeCapability:
+    interactions: frozenset[str]
+    conditional_create: bool = False
+    conditional_update: bool = False
+    versioning: str = "no-version"  # no-version | versioned | versioned-update
+    update_create: bool = True  # may the client choose the id (PUT to a new id)?
+
+    @property
+    def create(self) -> bool:
+        return "create" in self.interactions
+
+    @property
+    def update(self) -> bool:
+        return "update" in self.interactions
+
+    @property
+    def search(self) -> bool:
+        return "search-type" in self.interactions
+
+    @property
+    def versioned(self) -> bool:
+        return self.versioning in ("versioned", "versioned-update")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    fhir_version: str | None
+    transaction: bool
+    batch: bool
+    types: Mapping[str, TypeCapability]
+    formats: tuple[str, ...] = ()
+
+    def type(self, resource_type: str) -> TypeCapability | None:
+        return self.types.get(resource_type)
+
+
+def parse_capabilities(statement: Mapping[str, Any]) -> Capabilities:
+    """The parts of a CapabilityStatement the planner uses (the first ``rest`` with mode ``server``)."""
+    rests = [r for r in statement.get("rest", []) or [] if r.get("mode", "server") == "server"]
+    rest = rests[0] if rests else {}
+    system = {i.get("code") for i in rest.get("interaction", []) or []}
+    types: dict[str, TypeCapability] = {}
+    for res in rest.get("resource", []) or []:
+        rtype = res.get("type")
+        if not rtype:
+            continue
+        types[rtype] = TypeCapability(
+            interactions=frozenset(i.get("code") for i in res.get("interaction", []) or [] if i.get("code")),
+            conditional_create=bool(res.get("conditionalCreate", False)),
+            conditional_update=bool(res.get("conditionalUpdate", False)),
+            versioning=res.get("versioning", "no-version"),
+            update_create=res.get("updateCreate", True) is not False,
+        )
+    return Capabilities(
+        fhir_version=statement.get("fhirVersion"),
+        transaction="transaction" in system,
+        batch="batch" in system,
+        types=types,
+        formats=tuple(statement.get("format", []) or ()),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+
+@dataclass(frozen=True)
+class RemoteRecord:
+    """What the last push left on the server for one entry key."""
+
+    id: str
+    version: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Links:
+    """Local -> remote links of one patient on one target (the lead persists these)."""
+
+    patient_id: str | None = None  # the target's Patient id (pull by MRN or explicit link)
+    organization_id: str | None = None  # the target's Organization id for the clinic, if linked
+    practitioner_ids: Mapping[str, str] = field(default_factory=dict)  # local practitioner id -> remote id
+    remote: Mapping[str, RemoteRecord] = field(default_factory=dict)  # entry key -> last pushed state
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    """The target-side settings the planner needs (from :class:`service.exchange.targets.Target`)."""
+
+    write_policy: str = "ehr"  # sandbox | ehr
+    organization_identifier: tuple[str, str] | None = None  # (system, value)
+    read_only: bool = False
+    summary_fallback: bool = True
+
+    @classmethod
+    def for_target(cls, target: Any, **overrides: Any) -> PushPolicy:
+        org = target.organization_identifier
+        return cls(
+            write_policy=target.write_policy,
+            organization_identifier=(org.system, org.value) if org else None,
+            read_only=target.read_only,
+            **overrides,
+        )
+
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlannedRequest:
+    key: str  # stable entry key: the conditional URL (e.g. "Observation?identifier=sys|val") or "Type/id"
+    resource_type: str
+    full_url: str
+    resource: dict
+    action: str  # create (conditional) | upsert (conditional update) | update (by known id)
+    method: str
+    url: str
+    identifier_query: str | None  # "identifier=system|value"
+    if_none_exist: str | None = None
+    if_match: str | None = None
+    search_first: bool = False  # no conditional interaction on the server: search by identifier first
+    guarded: bool = True  # False: a plain create the server cannot de-duplicate (sent without retries)
+    depends_on: tuple[str, ...] = ()  # fullUrls of planned requests this one references
+    depth: int = 0
+    content_hash: str = ""
+    generated: bool = False  # a session summary built by the planner
+    known_id: str | None = None
+
+    def bundle_entry(self) -> dict:
+        request: dict[str, str] = {"method": self.method, "url": self.url}
+        if self.if_none_exist:
+            request["ifNoneExist"] = self.if_none_exist
+        if self.if_match:
+            request["ifMatch"] = self.if_match
+        return {"fullUrl": self.full_url, "resource": self.resource, "request": request}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    key: str
+    resource_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    key: str
+    resource_type: str
+    remote: RemoteRecord
+
+
+@dataclass
+class Plan:
+    mode: str
+    requests: list[PlannedRequest] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    unchanged: list[Unchanged] = field(default_factory=list)
+    held: str | None = None  # why nothing is planned (patient not linked, read-only target, ...)
+    notes: list[str] = field(default_factory=list)
+    patient_key: str | None = None  # entry key of the Patient when the plan creates it (sandbox)
+    references: dict[str, dict] = field(default_factory=dict)  # fullUrl -> reference replacing it (static)
+
+    @property
+    def empty(self) -> bool:
+        return not self.requests
+
+    def waves(self) -> list[list[PlannedRequest]]:
+        """Requests grouped by dependency depth (batch mode sends one Bundle per wave)."""
+        out: dict[int, list[PlannedRequest]] = {}
+        for req in self.requests:
+            out.setdefault(req.depth, []).append(req)
+        return [out[d] for d in sorted(out)]
+
+    def to_bundle(self, bundle_type: str = TRANSACTION, requests: list[PlannedRequest] | None = None) -> dict:
+        return {
+            "resourceType": "Bundle",
+            "type": bundle_type,
+            "entry": [r.bundle_entry() for r in (self.requests if requests is None else requests)],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        by_type: dict[str, dict[str, int]] = {}
+        for req in self.requests:
+            by_type.setdefault(req.resource_type, {}).setdefault(req.action, 0)
+            by_type[req.resource_type][req.action] += 1
+        for s in self.skipped:
+            by_type.setdefault(s.resource_type, {}).setdefault("skipped", 0)
+            by_type[s.resource_type]["skipped"] += 1
+        for u in self.unchanged:
+            by_type.setdefault(u.resource_type, {}).setdefault("unchanged", 0)
+            by_type[u.resource_type]["unchanged"] += 1
+        return {"mode": self.mode, "held": self.held, "types": by_type, "notes": list(self.notes)}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def entry_key(entry: Mapping[str, Any]) -> str:
+    """The stable key of a transaction entry: its conditional URL, or ``Type/id`` for an update by id."""
+    req = entry["request"]
+    if req.get("ifNoneExist"):
+        return f"{req['url']}?{req['ifNoneExist']}"
+    return req["url"]
+
+
+def identifier_query(entry: Mapping[str, Any]) -> str | None:
+    req = entry["request"]
+    if req.get("ifNoneExist"):
+        return req["ifNoneExist"]
+    if "?" in req["url"]:
+        return req["url"].split("?", 1)[1]
+    return None
+
+
+def content_hash(resource: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a resource as planned (sorted keys)."""
+    data = json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def walk_references(node: Any) -> Iterator[dict]:
+    """Every Reference-like dict (with a string ``reference``) in a resource tree."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node
+        for value in node.values():
+            yield from walk_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk_references(value)
+
+
+def _parse_identifier(query: str | None) -> tuple[str, str] | None:
+    if not query or not query.startswith("identifier="):
+        return None
+    system, sep, value = query[len("identifier="):].rpartition("|")
+    return (system, value) if sep else None
+
+
+def logical_reference(resource_type: str, system: str, value: str, display: str | None = None) -> dict:
+    ref: dict[str, Any] = {"type": resource_type, "identifier": {"system": system, "value": value}}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def _name_display(resource: Mapping[str, Any]) -> str | None:
+    names = resource.get("name")
+    if isinstance(names, str):
+        return names
+    if isinstance(names, list) and names:
+        name = names[0]
+        parts = [*name.get("given", []), name.get("family", "")]
+        return " ".join(p for p in parts if p) or None
+    return None
+
+
+def _replace_reference(ref: dict, replacement: dict) -> None:
+    for key in ("reference", "type", "identifier", "display"):
+        ref.pop(key, None)
+    ref.update(copy.deepcopy(replacement))
+
+
+def rewrite_references(resource: dict, mapping: Mapping[str, dict]) -> None:
+    """Replace references whose ``reference`` is a key of ``mapping`` by the mapped reference (in place)."""
+    for ref in list(walk_references(resource)):
+        replacement = mapping.get(ref["reference"])
+        if replacement is not None:
+            _replace_reference(ref, replacement)
+
+
+# ---------------------------------------------------------------------------------------------- planner
+
+
+def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: PushPolicy,
+              links: Links | None = None) -> Plan:
+    links = links or Links()
+    entries = list(bundle.get("entry", []) or [])
+    by_url = {e["fullUrl"]: e for e in entries}
+    if policy.read_only:
+        return Plan(NONE, held="the target is read-only: nothing is pushed to it")
+    patient_entry = next((e for e in entries if e["resource"]["resourceType"] == "Patient"), None)
+    plan = Plan(NONE)
+    static: dict[str, dict] = {}  # fullUrl -> replacement reference
+    dropped: set[str] = set()
+
+    # --- administrative resources: who is created where -------------------------------------------------
+    sandbox = policy.write_policy == "sandbox"
+    for entry in entries:
+        resource = entry["resource"]
+        rtype = resource["resourceType"]
+        if rtype not in ADMINISTRATIVE_TYPES:
+            continue
+        url = entry["fullUrl"]
+        if sandbox and entry_key(entry) in links.remote:
+            continue  # pushed by us before: updated (or left alone) like any other resource
+        local = _parse_identifier(identifier_query(entry))
+        linked: str | None = None
+        if rtype == "Patient":
+            linked = links.patient_id
+        elif rtype == "Organization":
+            linked = links.organization_id
+        elif local is not None:
+            linked = links.practitioner_ids.get(local[1])
+        if linked:
+            static[url] = {"reference": f"{rtype}/{linked}"}
+            dropped.add(url)
+            continue
+        if sandbox:
+            continue  # created (conditionally) like any other resource
+        dropped.add(url)
+        if rtype == "Patient":
+            return Plan(
+                NONE,
+                held="the patient is not linked to this target's Patient (pull by MRN or link explicitly); "
+                "an EHR target never gets a Patient created",
+            )
+        if rtype == "Practitioner":
+            npi = next((i for i in resource.get("identifier", []) if i.get("system") == NPI_SYSTEM), None)
+            ident = (npi["system"], npi["value"]) if npi else local
+            if ident:
+                static[url] = logical_reference("Practitioner", *ident, display=_name_display(resource))
+            plan.notes.append(
+                f"Practitioner {local[1] if local else '?'} referenced by "
+                f"{'NPI' if npi else 'kapfhir identifier'} (not created on an EHR target)"
+            )
+        else:
+            ident = policy.organization_identifier or local
+            if ident:
+                static[url] = logical_reference("Organization", *ident, display=resource.get("name"))
+            if not policy.organization_identifier:
+                plan.notes.append("Organization referenced by kapfhir's identifier: set organization_identifier")
+    if patient_entry is None:
+        return Plan(NONE, held="the bundle has no Patient")
+
+    # --- what the target accepts ------------------------------------------------------------------------
+    candidates: list[tuple[dict, str]] = []  # (entry, action)
+    skipped_urls: set[str] = set()
+    for entry in entries:
+        url = entry["fullUrl"]
+        if url in dropped:
+            continue
+        rtype = entry["resource"]["resourceType"]
+        key = entry_key(entry)
+        cap = capabilities.type(rtype)
+        known = links.remote.get(key)
+        reason = _refusal(cap, rtype, entry, known)
+        if reason:
+            plan.skipped.append(Skipped(key, rtype, reason))
+            skipped_urls.add(url)
+            continue
+        candidates.append((entry, UPDATE if known else (UPSERT if entry["request"]["method"] == "PUT"
+                                                         and "?" in entry["request"]["url"] else CREATE)))
+
+    for url in skipped_urls:
+        entry = by_url[url]
+        ident = _parse_identifier(identifier_query(entry))
+        if ident:
+            static[url] = logical_reference(entry["resource"]["resourceType"], *ident)
+    known_refs: dict[str, dict] = {}  # fullUrl -> literal reference of a resource already on the server
+    for entry, _action in candidates:
+        known = links.remote.get(entry_key(entry))
+        if known:
+            known_refs[entry["fullUrl"]] = {"reference": f"{entry['resource']['resourceType']}/{known.id}"}
+
+    # --- session summaries for EHRs that accept few writes ----------------------------------------------
+    skipped_types = {s.resource_type for s in plan.skipped}
+    docref = capabilities.type("DocumentReference")
+    if (
+        policy.summary_fallback
+        and docref is not None
+        and docref.create
+        and skipped_types & SUMMARY_TRIGGER_TYPES
+    ):
+        for summary in session_summaries(bundle, accepted_urls={e["fullUrl"] for e, _ in candidates}):
+            key = entry_key(summary)
+            known = links.remote.get(key)
+            if known and not docref.update:
+                plan.skipped.append(Skipped(key, "DocumentReference", "summary changed but updates are refused"))
+                continue
+            candidates.append((summary, UPDATE if known else CREATE))
+            by_url[summary["fullUrl"]] = summary
+        plan.notes.append(
+            "session summaries (DocumentReference) sent because the target does not accept: "
+            + ", ".join(sorted(skipped_types & KAP_CLINICAL_TYPES))
+        )
+
+    # --- requests ---------------------------------------------------------------------------------------
+    planned_urls = {e["fullUrl"] for e, _ in candidates}
+    requests: list[PlannedRequest] = []
+    for entry, action in candidates:
+        resource = copy.deepcopy(entry["resource"])
+        rewrite_references(resource, static)
+        # the hash is taken before known ids replace urn:uuid references, so it is the same on every push
+        digest = content_hash(resource)
+        rewrite_references(resource, known_refs)
+        rtype = resource["resourceType"]
+        key = entry_key(entry)
+        cap = capabilities.type(rtype)
+        assert cap is not None
+        known = links.remote.get(key)
+        if known and known.content_hash == digest:
+            plan.unchanged.append(Unchanged(key, rtype, known))
+            continue
+        query = identifier_query(entry)
+        deps = tuple(
+            sorted({r["reference"] for r in walk_references(resource) if r["reference"] in planned_urls} - {
+                entry["fullUrl"]})
+        )
+        req = PlannedRequest(key=key, resource_type=rtype, full_url=entry["fullUrl"], resource=resource,
+                             action=action, method="POST", url=rtype, identifier_query=query, depends_on=deps,
+                             content_hash=digest, generated=bool(entry.get("_generated")))
+        if action == UPDATE:
+            assert known is not None
+            resource["id"] = known.id
+            req.method, req.url, req.known_id = "PUT", f"{rtype}/{known.id}", known.id
+            if cap.versioned and known.version:
+                req.if_match = f'W/"{known.version}"'
+        elif action == UPSERT:
+            if cap.conditional_update:
+                req.method, req.url = "PUT", entry["request"]["url"]
+            elif cap.search and query:
+                req.method, req.url, req.search_first = "PUT", entry["request"]["url"], True
+            else:
+                req.guarded = False
+                plan.notes.append(f"{rtype}: no conditional update or search; created without a duplicate guard")
+        elif entry["request"]["method"] == "PUT":  # update by client-assigned id (Provenance)
+            req.method, req.url = "PUT", entry["request"]["url"]
+            resource.setdefault("id", entry["request"]["url"].split("/", 1)[1])
+        elif cap.conditional_create:
+            req.if_none_exist = query
+        elif cap.search and query:
+            req.search_first = True
+        else:
+            req.guarded = False
+            plan.notes.append(f"{rtype}: no conditional create or search; created without a duplicate guard")
+        if rtype == "Patient":
+            plan.patient_key = key
+        requests.append(req)
+
+    plan.requests = _order(requests, plan)
+    plan.references = {**static, **known_refs}
+    if not plan.requests:
+        plan.mode = NONE
+    elif capabilities.transaction and not any(r.search_first for r in plan.requests):
+        plan.mode = TRANSACTION
+    elif capabilities.batch and not any(r.search_first for r in plan.requests):
+        plan.mode = BATCH
+    else:
+        plan.mode = SINGLE
+    return plan
+
+
+def _refusal(
+    cap: TypeCapability | None, rtype: str, entry: Mapping[str, Any], known: RemoteRecord | None
+) -> str | None:
+    if cap is None:
+        return f"the target does not support {rtype} (not in its CapabilityStatement)"
+    method = entry["request"]["method"]
+    url = entry["request"]["url"]
+    if known:
+        return None if cap.update else f"the target does not allow updating {rtype}; the change is not sent"
+    if method == "PUT" and "?" not in url:  # client-assigned id
+        if not cap.update:
+            return f"the target does not allow update on {rtype}"
+        if not cap.update_create:
+            return f"the target does not accept client-assigned ids for {rtype} (updateCreate false)"
+        return None
+    if method == "PUT":
+        if cap.conditional_update or (cap.search and cap.update) or cap.create:
+            return None
+        return f"the target accepts neither create nor update of {rtype}"
+    return None if cap.create else f"the target does not allow create on {rtype}"
+
+
+def _order(requests: list[PlannedRequest], plan: Plan) -> list[PlannedRequest]:
+    """Topological order (dependencies first, else bundle order) with depths; cycles broken logically."""
+    by_url = {r.full_url: r for r in requests}
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+    out: list[PlannedRequest] = []
+
+    def visit(req: PlannedRequest) -> None:
+        state[req.full_url] = 1
+        kept: list[str] = []
+        for dep in req.depends_on:
+            if state.get(dep) == 1:  # back edge: reference it by identifier instead
+                target = by_url[dep]
+                ident = _parse_identifier(target.identifier_query)
+                if ident:
+                    rewrite_references(req.resource, {dep: logical_reference(target.resource_type, *ident)})
+                    plan.notes.append(f"reference cycle {req.resource_type} -> {target.resource_type} "
+                                      "broken with a logical reference")
+                    continue
+            if state.get(dep) is None:
+                visit(by_url[dep])
+            kept.append(dep)
+        req.depends_on = tuple(kept)
+        req.depth = 1 + max((by_url[d].depth for d in kept), default=-1)
+        state[req.full_url] = 2
+        out.append(req)
+
+    for req in requests:
+        if state.get(req.full_url) is None:
+            visit(req)
+    return out
+
+
+# ------------------------------------------------------------------------------------- session summaries
+
+
+def _text(concept: Mapping[str, Any] | None) -> str:
+    if not concept:
+        return ""
+    if concept.get("text"):
+        return concept["text"]
+    for coding in concept.get("coding", []) or []:
+        if coding.get("display"):
+            return coding["display"]
+    codings = concept.get("coding", []) or []
+    return codings[0].get("code", "") if codings else ""
+
+
+def _quantity(q: Mapping[str, Any] | None) -> str:
+    if not q:
+        return ""
+    value = q.get("value")
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    unit = q.get("unit") or q.get("code") or ""
+    return f"{text} {unit}".strip()
+
+
+def _value(obs: Mapping[str, Any]) -> str:
+    for key in ("valueQuantity", "valueInteger", "valueString", "valueCodeableConcept", "valueBoolean"):
+        if key in obs:
+            val = obs[key]
+            if key == "valueQuantity":
+                return _quantity(val)
+            if key == "valueCodeableConcept":
+                return _text(val)
+            return str(val)
+    parts = []
+    for comp in obs.get("component", []) or []:
+        v = _value(comp)
+        if v:
+            parts.append(f"{_text(comp.get('code'))} {v}")
+    return ", ".join(parts)
+
+
+def _period(period: Mapping[str, Any] | None) -> str:
+    if not period:
+        return ""
+    start, end = period.get("start", ""), period.get("end", "")
+    return f"{start} to {end}" if end else start
+
+
+def session_summaries(bundle: Mapping[str, Any], accepted_urls: set[str] | None = None) -> list[dict]:
+    """One DocumentReference (transaction entry) per session Encounter of the Bundle, text/plain.
+
+    Content: session type, period and status; doses (MedicationAdministration), vitals and monitoring
+    (Observation without ``derivedFrom``), scores (Observation derived from a QuestionnaireResponse), side
+    effects (AdverseEvent) and safety flags (DetectedIssue implicating the session's resources). Entered-in-error
+    items are left out. Psychotherapy notes are not in the Bundle, so they cannot be in a summary.
+    """
+    entries = list(bundle.get("entry", []) or [])
+    security = (bundle.get("meta") or {}).get("security", [])
+    patient_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Patient"), None)
+    org_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
+    out = []
+    for enc_entry in entries:
+        enc = enc_entry["resource"]
+        if enc["resourceType"] != "Encounter":
+            continue
+        ident = next(iter(enc.get("identifier", []) or []), None)
+        if not ident or not str(ident.get("system", "")).endswith("/session"):
+            continue
+        base = ident["system"][: -len("/session")]
+        enc_url = enc_entry["fullUrl"]
+        members = [e for e in entries if _refers_to(e["resource"], enc_url, ("encounter", "context"))]
+        member_urls = {e["fullUrl"] for e in members} | {enc_url}
+        lines = [
+            f"KAP session summary: {_text((enc.get('type') or [{}])[0])}",
+            f"Period: {_period(enc.get('period'))} (status: {enc.get('status', 'unknown')})",
+        ]
+        doses, vitals, scores, effects, flags = [], [], [], [], []
+        for e in members:
+            r = e["resource"]
+            if r.get("status") == "entered-in-error":
+                continue
+            if r["resourceType"] == "MedicationAdministration":
+                med = _text(r.get("medicationCodeableConcept")) or _text(
+                    next((c.get("code") for c in r.get("contained", []) if c.get("resourceType") == "Medication"),
+                         None))
+                dosage = r.get("dosage") or {}
+                when = _period(r.get("effectivePeriod")) or r.get("effectiveDateTime", "")
+                doses.append(f"- {med}: {_quantity(dosage.get('dose'))} {_text(dosage.get('route'))} "
+                             f"({when}; {r.get('status', '')})".replace("  ", " "))
+            elif r["resourceType"] == "Observation":
+                item = f"- {_text(r.get('code'))}: {_value(r)} ({r.get('effectiveDateTime', '')})"
+                (scores if r.get("derivedFrom") else vitals).append(item)
+            elif r["resourceType"] == "AdverseEvent":
+                effects.append(f"- {_text(r.get('event'))}: severity {_text(r.get('severity')) or 'unknown'}, "
+                               f"{_text(r.get('seriousness'))}, outcome {_text(r.get('outcome')) or 'unknown'} "
+                               f"(onset {r.get('date', '')})")
+        for e in entries:
+            r = e["resource"]
+            if r["resourceType"] == "DetectedIssue" and any(
+                ref.get("reference") in member_urls for ref in r.get("implicated", []) or []
+            ):
+                flags.append(f"- {_text(r.get('code'))} ({r.get('severity', '')}): {r.get('detail', '')}")
+        for title, items in (("Doses", doses), ("Vitals and monitoring", vitals), ("Scores", scores),
+                             ("Side effects", effects), ("Safety flags", flags)):
+            lines.append(f"{title}:")
+            lines.extend(items or ["- none recorded"])
+        lines.append("Psychotherapy notes are not shared.")
+        text = "\n".join(lines) + "\n"
+        session_id = ident["value"]
+        system = f"{base}/{SUMMARY_KIND}"
+        context: dict[str, Any] = {"period": enc.get("period", {})}
+        if accepted_urls is None or enc_url in accepted_urls:
+            context["encounter"] = [{"reference": enc_url}]
+        authors = [copy.deepcopy(p["individual"]) for p in enc.get("participant", []) or [] if p.get("individual")]
+        doc: dict[str, Any] = {
+            "resourceType": "DocumentReference",
+            "meta": {"profile": [US_CORE_DOCREF], "security": copy.deepcopy(security)},
+            "identifier": [{"system": system, "value": session_id}],
+            "status": "current",
+            "docStatus": "final",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}],
+                     "text": "KAP session summary"},
+            "category": [{"coding": [{
+                "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
+                "code": "clinical-note", "display": "Clinical Note"}]}],
+            "subject": {"reference": patient_url},
+            "date": _summary_date(enc),
+            "description": f"KAP session summary {session_id}",
+            "content": [{"attachment": {
+                "contentType": "text/plain; charset=utf-8",
+                "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+                "title": "KAP session summary",
+            }}],
+            "context": context,
+        }
+        if authors:
+            doc["author"] = authors
+        if org_url:
+            doc["custodian"] = {"reference": org_url}
+        from mappings.context import full_url_of  # local import: the planner is otherwise free of mappings
+
+        out.append({
+            "fullUrl": full_url_of(base, "DocumentReference", SUMMARY_KIND, session_id),
+            "resource": doc,
+            "request": {"method": "POST", "url": "DocumentReference",
+                        "ifNoneExist": f"identifier={system}|{session_id}"},
+            "_generated": True,
+        })
+    return out
+
+
+def _summary_date(enc: Mapping[str, Any]) -> str:
+    period = enc.get("period") or {}
+    value = period.get("end") or period.get("start") or "1970-01-01T00:00:00+00:00"
+    return value if "T" in value else f"{value}T00:00:00+00:00"
+
+
+def _refers_to(resource: Mapping[str, Any], url: str, fields: tuple[str, ...]) -> bool:
+    for name in fields:
+        ref = resource.get(name)
+        if isinstance(ref, dict) and ref.get("reference") == url:
+            return True
+    return False
+
+
+def summary_text(document_reference: Mapping[str, Any]) -> str:
+    """The plain text of a session summary DocumentReference."""
+    data = document_reference["content"][0]["attachment"]["data"]
+    return base64.b64decode(data).decode("utf-8")

@@ -1,0 +1,350 @@
+"""The FHIR projection: resources mapped from the domain by ``mappings.bundle.map_chart`` (one source of truth),
+kept with every version.
+
+``refresh_projection(session, clinic_id, chart, now)`` maps a chart and stores a new version of each resource
+whose JSON changed (an unchanged resource keeps its version). The domain API's write paths should call it in
+their unit of work after saving an episode; until they do, ``sync_clinic`` notices stale episodes (their
+fingerprint: episode, patient, body weights and practitioners) at the next /fhir request and refreshes them.
+
+Logical ids are the uuid5 of the mapping's fullUrls (``urn:uuid:<id>``), so the same record always has the same
+id; references between projected resources are rewritten from ``urn:uuid:`` to ``Type/id``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mappings import datatypes as dt
+from mappings.bundle import _latest, _primary_value, map_chart  # noqa: F401 - the bundle's own helpers
+from mappings.resources import provenance
+from service.adapters import orm
+from service.adapters.fhir_store import fhir_projection_state, fhir_resources, fhir_search_index
+from service.adapters.repository import Repository
+from service.domain.chart import EpisodeChart
+from service.fhir.registry import TYPES
+
+NOT_IN_PATIENT_COMPARTMENT = {"Organization", "Practitioner"}
+
+
+@dataclass(frozen=True)
+class Stored:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    body: dict
+
+    def resource(self) -> dict:
+        """The resource as served: meta.versionId and meta.lastUpdated from the stored version."""
+        out = dict(self.body)
+        meta = {k: v for k, v in out.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+        out["meta"] = {"versionId": str(self.version_id), "lastUpdated": instant(self.last_updated), **meta}
+        return out
+
+
+def instant(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _hash(body: dict) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _rewrite(value: Any, urls: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str) and item in urls:
+                out[key] = urls[item]
+            else:
+                out[key] = _rewrite(item, urls)
+        return out
+    if isinstance(value, list):
+        return [_rewrite(v, urls) for v in value]
+    return value
+
+
+def chart_resources(chart: EpisodeChart) -> list[dict]:
+    """Every resource of the chart as the FHIR API serves it: ``id`` set, references as ``Type/id``, and the
+    Provenance of the chart's current content."""
+    ctx, mapped = map_chart(chart)
+    urls: dict[str, str] = {}
+    items: list[tuple[str, dict]] = []
+    targets = []
+    for m in mapped:
+        rtype = m.resource["resourceType"]
+        url = ctx.full_url(rtype, m.kind, m.value)
+        urls[url] = f"{rtype}/{url.removeprefix('urn:uuid:')}"
+        items.append((url, m.resource))
+        targets.append((url, m.version))
+    prov = provenance.to_provenance(ctx, targets, dt.instant(_latest(chart)))
+    items.append((f"urn:uuid:{prov['id']}", prov))
+    out = []
+    for url, resource in items:
+        body = _rewrite(copy.deepcopy(resource), urls)
+        body.pop("id", None)
+        out.append({"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body})
+    return out
+
+
+def _merge_security(new: dict, old: dict) -> None:
+    """A resource several charts produce (Patient, Practitioner, ...) keeps the union of their labels: the more
+    restrictive labelling wins, and refreshing one chart after another does not flip versions."""
+    labels = list(new.get("meta", {}).get("security", []))
+    for label in old.get("meta", {}).get("security", []):
+        if label not in labels:
+            labels.append(label)
+    if labels and "meta" in new:
+        new["meta"]["security"] = labels
+
+
+def _last_updated(body: dict, previous: datetime | None, now: datetime) -> datetime:
+    mapped = body.get("meta", {}).get("lastUpdated")
+    when = dt.parse_datetime(mapped) if mapped else now
+    if previous is not None and when <= previous:
+        when = max(now, previous)
+    return when
+
+
+def store_resources(
+    session: Session,
+    clinic_id: str,
+    resources: list[dict],
+    *,
+    episode_id: str | None,
+    patient_ref: str | None,
+    now: datetime,
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Stores a new version of each resource whose content changed. -> (type, id): (version, changed)."""
+    t = fhir_resources
+    ids = [r["id"] for r in resources]
+    current: dict[tuple[str, str], Any] = {}
+    for start in range(0, len(ids), 500):
+        for row in session.execute(
+            select(t.c.resource_type, t.c.id, t.c.version_id, t.c.content_hash, t.c.body, t.c.last_updated).where(
+                t.c.clinic_id == clinic_id, t.c.is_current.is_(True), t.c.id.in_(ids[start : start + 500])
+            )
+        ):
+            current[(row.resource_type, row.id)] = row
+    result: dict[tuple[str, str], tuple[int, bool]] = {}
+    for resource in resources:
+        key = (resource["resourceType"], resource["id"])
+        row = current.get(key)
+        if row is not None:
+            _merge_security(resource, orjson.loads(row.body))
+        digest = _hash(resource)
+        if row is not None and row.content_hash == digest:
+            result[key] = (row.version_id, False)
+            continue
+        version = 1 if row is None else row.version_id + 1
+        if row is not None:
+            session.execute(
+                update(t)
+                .where(
+                    t.c.clinic_id == clinic_id, t.c.resource_type == key[0], t.c.id == key[1], t.c.is_current.is_(True)
+                )
+                .values(is_current=False)
+            )
+        session.execute(
+            insert(t).values(
+                clinic_id=clinic_id,
+                resource_type=key[0],
+                id=key[1],
+                version_id=version,
+                is_current=True,
+                last_updated=_last_updated(resource, row.last_updated if row is not None else None, now),
+                episode_id=episode_id,
+                patient_ref=None if key[0] in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
+                content_hash=digest,
+                body=orjson.dumps(resource).decode(),
+            )
+        )
+        _reindex(session, clinic_id, resource)
+        result[key] = (version, True)
+    return result
+
+
+def _reindex(session: Session, clinic_id: str, resource: dict) -> None:
+    s = fhir_search_index
+    rtype, rid = resource["resourceType"], resource["id"]
+    session.execute(delete(s).where(s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.id == rid))
+    from service.fhir.values import index_rows
+
+    rows = index_rows(resource, TYPES[rtype].params)
+    if rows:
+        session.execute(insert(s), [{"clinic_id": clinic_id, "resource_type": rtype, "id": rid, **r} for r in rows])
+
+
+def refresh_projection(
+    session: Session, clinic_id: str, chart: EpisodeChart, now: datetime
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Maps the chart and stores new versions of what changed, in the caller's transaction. Call it after an
+    episode (or its patient, body weights, practitioners) was saved."""
+    resources = chart_resources(chart)
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    result = store_resources(
+        session, clinic_id, resources, episode_id=chart.episode.id, patient_ref=f"Patient/{patient['id']}", now=now
+    )
+    fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
+    if fingerprint is not None:
+        st = fhir_projection_state
+        done = session.execute(
+            update(st)
+            .where(st.c.clinic_id == clinic_id, st.c.episode_id == chart.episode.id)
+            .values(fingerprint=fingerprint, projected_at=now)
+        )
+        if done.rowcount == 0:
+            session.execute(
+                insert(st).values(
+                    clinic_id=clinic_id, episode_id=chart.episode.id, fingerprint=fingerprint, projected_at=now
+                )
+            )
+    return result
+
+
+def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None = None) -> dict[str, str]:
+    """What the projection of each episode depends on, as one comparable string."""
+    e, p, r, pr = orm.episodes, orm.patients, orm.clinical_records, orm.practitioners
+    practitioners = session.execute(
+        select(func.count(), func.max(pr.c.updated_at), func.sum(pr.c.version)).where(pr.c.clinic_id == clinic_id)
+    ).one()
+    clinic = session.execute(
+        select(orm.clinics.c.name, orm.clinics.c.identifier_system).where(orm.clinics.c.id == clinic_id)
+    ).one_or_none()
+    weights = and_(r.c.clinic_id == clinic_id, r.c.patient_id == e.c.patient_id, r.c.episode_id.is_(None))
+    query = (
+        select(
+            e.c.id,
+            e.c.version,
+            p.c.version.label("patient_version"),
+            select(func.count()).where(weights).scalar_subquery().label("weights"),
+            select(func.sum(r.c.version)).where(weights).scalar_subquery().label("weight_versions"),
+        )
+        .join(p, and_(p.c.id == e.c.patient_id, p.c.clinic_id == e.c.clinic_id))
+        .where(e.c.clinic_id == clinic_id)
+    )
+    if episode_ids is not None:
+        query = query.where(e.c.id.in_(episode_ids))
+    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(clinic or ())) & 0xFFFF}"
+    return {
+        row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
+        for row in session.execute(query)
+    }
+
+
+def stale_episodes(session: Session, clinic_id: str) -> list[str]:
+    st = fhir_projection_state
+    projected = {
+        row.episode_id: row.fingerprint
+        for row in session.execute(select(st.c.episode_id, st.c.fingerprint).where(st.c.clinic_id == clinic_id))
+    }
+    return sorted(eid for eid, fp in fingerprints(session, clinic_id).items() if projected.get(eid) != fp)
+
+
+class _Uow:
+    def __init__(self, session: Session, clinic_id: str) -> None:
+        self.session = session
+        self.repo = Repository(session, clinic_id)
+
+
+def sync_clinic(session: Session, clinic_id: str, now: datetime | None = None) -> int:
+    """Refreshes the projection of every episode whose domain state changed since it was projected."""
+    from service.service_layer.services import episode_chart
+
+    now = now or datetime.now(UTC)
+    stale = stale_episodes(session, clinic_id)
+    uow = _Uow(session, clinic_id)
+    for episode_id in stale:
+        refresh_projection(session, clinic_id, episode_chart(uow, episode_id), now)  # type: ignore[arg-type]
+    return len(stale)
+
+
+def ensure_synced(session_factory: Any, clinic_id: str) -> None:
+    """Before a /fhir request reads: a cheap check in a read transaction, a refresh only when something is stale."""
+    from service.service_layer.unit_of_work import UnitOfWork
+
+    with UnitOfWork(session_factory, clinic_id, write=False) as uow:
+        if not stale_episodes(uow.session, clinic_id):
+            return
+    try:
+        with UnitOfWork(session_factory, clinic_id, write=True) as uow:
+            if sync_clinic(uow.session, clinic_id):
+                uow.commit()
+    except IntegrityError:
+        pass  # a concurrent request projected the same change first
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+
+
+def _stored(row: Any) -> Stored:
+    return Stored(row.resource_type, row.id, row.version_id, row.last_updated, orjson.loads(row.body))
+
+
+def read(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Stored | None:
+    t = fhir_resources
+    query = select(t).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid)
+    query = query.where(t.c.version_id == version) if version is not None else query.where(t.c.is_current.is_(True))
+    row = session.execute(query).one_or_none()
+    return _stored(row) if row is not None else None
+
+
+def exists_any_version(session: Session, clinic_id: str, rtype: str, rid: str) -> bool:
+    t = fhir_resources
+    return (
+        session.execute(
+            select(t.c.id).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def history(
+    session: Session, clinic_id: str, rtype: str, rid: str | None, *, limit: int, offset: int
+) -> tuple[list[Stored], int]:
+    t = fhir_resources
+    where = [t.c.clinic_id == clinic_id, t.c.resource_type == rtype]
+    if rid is not None:
+        where.append(t.c.id == rid)
+    total = session.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+    rows = session.execute(
+        select(t)
+        .where(*where)
+        .order_by(t.c.last_updated.desc(), t.c.id, t.c.version_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_stored(r) for r in rows], total
+
+
+def current_by_ids(session: Session, clinic_id: str, refs: list[tuple[str, str]]) -> list[Stored]:
+    t = fhir_resources
+    out = []
+    for rtype in sorted({r for r, _ in refs}):
+        ids = [i for r, i in refs if r == rtype]
+        rows = session.execute(
+            select(t).where(
+                t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.is_current.is_(True), t.c.id.in_(ids)
+            )
+        )
+        out += [_stored(r) for r in rows]
+    return out
+
+
+def find_by_identifier(session: Session, clinic_id: str, rtype: str, system: str | None, value: str) -> list[str]:
+    s = fhir_search_index
+    query = select(s.c.id).where(
+        s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.param == "identifier", s.c.code == value
+    )
+    if system is not None:
+        query = query.where(s.c.system == system)
+    return sorted({r.id for r in session.execute(query)})

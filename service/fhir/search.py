@@ -1,0 +1,323 @@
+"""FHIR search over the projection (SQL), the conformance resources (in memory) and the audit trail (SQL)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, false, func, not_, or_, select
+from sqlalchemy.orm import Session
+
+from service.adapters import orm
+from service.adapters.fhir_store import fhir_resources, fhir_search_index
+from service.fhir.registry import TYPES, Param
+from service.fhir.values import BadValue, date_range, index_rows
+
+RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_format", "_total", "_summary", "_elements"}
+DEFAULT_COUNT, MAX_COUNT = 20, 200
+_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le)(?=\d)")
+
+
+class SearchError(ValueError):
+    def __init__(self, expression: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.expression, self.message, self.status = expression, message, status
+
+
+@dataclass(frozen=True)
+class Criterion:
+    param: Param
+    modifier: str | None
+    values: tuple[Any, ...]  # parsed: token (system|None|'*', code|None), date (prefix, lo, hi), text
+
+
+@dataclass
+class Query:
+    resource_type: str
+    criteria: list[Criterion] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
+    include: list[Param] = field(default_factory=list)
+
+
+def _token(text: str) -> tuple[str | None, str | None]:
+    if "|" in text:
+        system, code = text.split("|", 1)
+        return (system if system else ""), (code or None)
+    return None, text
+
+
+def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
+    info = TYPES[resource_type]
+    query = Query(resource_type)
+    for name, raw in args:
+        if name == "_format":
+            continue
+        if name == "_count":
+            if not raw.isdigit():
+                raise SearchError("_count", f"_count must be a non-negative integer, got {raw!r}")
+            query.count = min(int(raw), MAX_COUNT)
+            continue
+        if name == "_offset":
+            if not raw.isdigit():
+                raise SearchError("_offset", f"_offset must be a non-negative integer, got {raw!r}")
+            query.offset = int(raw)
+            continue
+        if name == "_sort":
+            for key in raw.split(","):
+                desc = key.startswith("-")
+                code = key.lstrip("-")
+                if code not in ("_id", "_lastUpdated") and not (
+                    code in info.params and info.params[code].type == "date"
+                ):
+                    raise SearchError(
+                        "_sort", f"cannot sort {resource_type} by {code!r}: use _id, _lastUpdated or a date parameter"
+                    )
+                query.sort.append((code, desc))
+            continue
+        if name == "_include":
+            parts = raw.split(":")
+            if (
+                len(parts) != 2
+                or parts[0] != resource_type
+                or parts[1] not in info.params
+                or info.params[parts[1]].type != "reference"
+            ):
+                raise SearchError("_include", f"unsupported _include {raw!r}")
+            query.include.append(info.params[parts[1]])
+            continue
+        if name in RESULT_PARAMS:
+            raise SearchError(name, f"the result parameter {name} is not supported")
+        code, _, modifier = name.partition(":")
+        param = info.params.get(code)
+        if param is None:
+            raise SearchError(
+                name,
+                f"unknown search parameter {code!r} for {resource_type}; supported: {', '.join(sorted(info.params))}",
+            )
+        if modifier and not (modifier == "exact" and param.type == "string"):
+            raise SearchError(name, f"the modifier :{modifier} is not supported on {code}")
+        values = []
+        for text in raw.split(","):
+            if text == "":
+                raise SearchError(name, f"empty value for {code}")
+            values.append(_parse_value(param, text, name))
+        query.criteria.append(Criterion(param, modifier or None, tuple(values)))
+    return query
+
+
+def _parse_value(param: Param, text: str, name: str) -> Any:
+    if param.type == "date":
+        m = _PREFIX.match(text)
+        prefix = m.group(1) if m else "eq"
+        try:
+            lo, hi = date_range(text[len(m.group(1)) :] if m else text)
+        except BadValue as exc:
+            raise SearchError(name, str(exc)) from None
+        return prefix, lo, hi
+    if param.type == "token" or param.code == "_id":
+        return _token(text)
+    if param.type == "string":
+        return text.lower()
+    return text
+
+
+# --- SQL over the projection --------------------------------------------------------------------------------------
+
+
+def _date_condition(start: Any, end: Any, prefix: str, lo: datetime, hi: datetime) -> Any:
+    return {
+        "eq": and_(start >= lo, end <= hi),
+        "ne": not_(and_(start >= lo, end <= hi)),
+        "gt": end > hi,
+        "lt": start < lo,
+        "ge": end >= lo,
+        "le": start <= hi,
+    }[prefix]
+
+
+def _value_condition(c: Criterion, value: Any) -> Any:
+    s = fhir_search_index
+    kind = c.param.type
+    if kind == "token":
+        system, code = value
+        parts = []
+        if code is not None:
+            parts.append(s.c.code == code)
+        if system == "":
+            parts.append(s.c.system.is_(None))
+        elif system is not None:
+            parts.append(s.c.system == system)
+        return and_(*parts)
+    if kind == "reference":
+        if "/" in value:
+            return s.c.code == value
+        return or_(s.c.code.like(f"%/{value}"), s.c.code == value)
+    if kind == "date":
+        return _date_condition(s.c.start, s.c.end, *value)
+    if kind == "string":
+        return (
+            s.c.code == value if c.modifier == "exact" else s.c.code.like(value.replace("%", r"\%") + "%", escape="\\")
+        )
+    return s.c.code == value
+
+
+def _projection_where(session: Session, clinic_id: str, query: Query) -> list[Any]:
+    t, s = fhir_resources, fhir_search_index
+    where = [t.c.clinic_id == clinic_id, t.c.resource_type == query.resource_type, t.c.is_current.is_(True)]
+    for c in query.criteria:
+        if c.param.code == "_id":
+            where.append(t.c.id.in_([code for _, code in c.values]) if c.values else false())
+        elif c.param.code == "_lastUpdated":
+            where.append(or_(*(_date_condition(t.c.last_updated, t.c.last_updated, *v) for v in c.values)))
+        else:
+            where.append(
+                t.c.id.in_(
+                    select(s.c.id).where(
+                        s.c.clinic_id == clinic_id,
+                        s.c.resource_type == query.resource_type,
+                        s.c.param == c.param.code,
+                        or_(*(_value_condition(c, v) for v in c.values)),
+                    )
+                )
+            )
+    return where
+
+
+def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
+    t, s = fhir_resources, fhir_search_index
+    where = _projection_where(session, clinic_id, query)
+    total = session.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+    order = []
+    for code, desc in query.sort:
+        if code == "_id":
+            col: Any = t.c.id
+        elif code == "_lastUpdated":
+            col = t.c.last_updated
+        else:
+            col = (
+                select(func.min(s.c.start))
+                .where(
+                    s.c.clinic_id == clinic_id,
+                    s.c.resource_type == query.resource_type,
+                    s.c.param == code,
+                    s.c.id == t.c.id,
+                )
+                .scalar_subquery()
+            )
+        order.append(col.desc() if desc else col.asc())
+    order += [t.c.last_updated.asc(), t.c.id.asc()]
+    rows = session.execute(select(t).where(*where).order_by(*order).limit(query.count).offset(query.offset)).all()
+    return rows, total
+
+
+def included_refs(session: Session, clinic_id: str, query: Query, ids: list[str]) -> list[tuple[str, str]]:
+    s = fhir_search_index
+    refs: list[tuple[str, str]] = []
+    for param in query.include:
+        for row in session.execute(
+            select(s.c.code).where(
+                s.c.clinic_id == clinic_id,
+                s.c.resource_type == query.resource_type,
+                s.c.param == param.code,
+                s.c.id.in_(ids),
+            )
+        ):
+            parts = row.code.split("/")
+            if len(parts) == 2 and parts[0] in TYPES:
+                refs.append((parts[0], parts[1]))
+    return sorted(set(refs))
+
+
+# --- in memory (conformance resources) ----------------------------------------------------------------------------
+
+
+def _row_matches(c: Criterion, value: Any, row: dict) -> bool:
+    kind = c.param.type
+    if kind == "token":
+        system, code = value
+        return (code is None or row["code"] == code) and (
+            system is None or (system == "" and row["system"] is None) or row["system"] == system
+        )
+    if kind == "date":
+        prefix, lo, hi = value
+        start, end = row["start"], row["end"]
+        return {
+            "eq": start >= lo and end <= hi,
+            "ne": not (start >= lo and end <= hi),
+            "gt": end > hi,
+            "lt": start < lo,
+            "ge": end >= lo,
+            "le": start <= hi,
+        }[prefix]
+    if kind == "string":
+        return row["code"] == value if c.modifier == "exact" else (row["code"] or "").startswith(value)
+    if kind == "reference":
+        return row["code"] == value or (row["code"] or "").endswith("/" + value)
+    return row["code"] == value
+
+
+def search_memory(resources: list[tuple[dict, datetime]], query: Query) -> tuple[list[tuple[dict, datetime]], int]:
+    params = TYPES[query.resource_type].params
+    matched = []
+    for resource, updated in resources:
+        rows = index_rows(resource, params)
+        ok = True
+        for c in query.criteria:
+            if c.param.code == "_id":
+                ok = any(resource["id"] == code for _, code in c.values)
+            elif c.param.code == "_lastUpdated":
+                point = {"start": updated, "end": updated, "code": None, "system": None}
+                ok = any(_row_matches(c, v, point) for v in c.values)
+            else:
+                mine = [r for r in rows if r["param"] == c.param.code]
+                ok = any(_row_matches(c, v, r) for v in c.values for r in mine)
+            if not ok:
+                break
+        if ok:
+            matched.append((resource, updated))
+    for code, desc in reversed(query.sort or [("_id", False)]):
+        key: Callable[[tuple[dict, datetime]], Any]
+        if code == "_id":
+            key = lambda item: item[0]["id"]  # noqa: E731
+        elif code == "_lastUpdated":
+            key = lambda item: item[1]  # noqa: E731
+        else:
+            key = lambda item, code=code: item[0].get(code) or ""  # noqa: E731
+        matched.sort(key=key, reverse=desc)
+    return matched[query.offset : query.offset + query.count], len(matched)
+
+
+# --- the audit trail ----------------------------------------------------------------------------------------------
+
+_AUDIT_COLUMNS = {"action": "action", "outcome": "outcome", "subtype": "subtype", "type": "type"}
+
+
+def search_audit(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
+    a = orm.audit_events
+    where = [a.c.clinic_id == clinic_id]
+    for c in query.criteria:
+        if c.param.code == "_id":
+            where.append(a.c.id.in_([code for _, code in c.values]))
+        elif c.param.code in ("date", "_lastUpdated"):
+            where.append(or_(*(_date_condition(a.c.recorded, a.c.recorded, *v) for v in c.values)))
+        else:
+            column = a.c[_AUDIT_COLUMNS[c.param.code]]
+            where.append(column.in_([code for _, code in c.values if code is not None]))
+    total = session.execute(select(func.count()).select_from(a).where(*where)).scalar_one()
+    order = []
+    for code, desc in query.sort:
+        col = a.c.id if code == "_id" else a.c.recorded
+        order.append(col.desc() if desc else col.asc())
+    order += [a.c.recorded.asc(), a.c.id.asc()]
+    rows = session.execute(select(a).where(*where).order_by(*order).limit(query.count).offset(query.offset)).all()
+    return rows, total
+
+
+def audit_row(session: Session, clinic_id: str, rid: str) -> Any:
+    a = orm.audit_events
+    return session.execute(select(a).where(a.c.clinic_id == clinic_id, a.c.id == rid)).one_or_none()

@@ -1,0 +1,339 @@
+"""``$validate``: every problem of a resource or Bundle as OperationOutcome issues with FHIRPath expressions.
+
+Layers: the ``mappings.validation`` layers (structure with fhir.resources R4B, required bindings, compiled core
+invariants; the kapfhir profile rules when a kapfhir profile is claimed or asked for), then checks of our own:
+impossible dates, reference target types, the constraints our StructureDefinitions declare, and domain rules
+(reverse mapping into the domain and the safety rules, for a Bundle that carries an episode).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+import uuid
+from functools import cache
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models as fhirpath_models
+
+from mappings import terminology as t
+from mappings import validation as v
+from mappings.conformance import load_all
+from mappings.resources._common import MappingRefusedError
+from mappings.validation import Issue
+from service.fhir.values import BadValue, date_range
+
+_DATEISH = re.compile(r"^\d{4}-\d{2}(-\d{2})?(T.*)?$")
+KAP_PREFIX = t.SD + "/"
+
+
+def known_type(name: Any) -> bool:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", name):
+        return False
+    try:
+        v._model(name)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return False
+    return True
+
+
+@cache
+def sd_constraints() -> list[tuple[dict, dict, dict]]:
+    """(StructureDefinition, element, constraint) for every constraint our StructureDefinitions declare."""
+    out = []
+    for sd in load_all().values():
+        if sd.get("resourceType") != "StructureDefinition":
+            continue
+        for element in sd.get("differential", {}).get("element", []):
+            for constraint in element.get("constraint", []) or []:
+                out.append((sd, element, constraint))
+    return out
+
+
+@cache
+def _compiled(expression: str) -> Any:
+    return fhirpathpy.compile(expression, fhirpath_models["r4"])
+
+
+def _descend(value: Any, path: str) -> typing.Iterator[tuple[Any, str]]:
+    yield value, path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, list):
+                for i, element in enumerate(item):
+                    yield from _descend(element, f"{path}.{key}[{i}]")
+            else:
+                yield from _descend(item, f"{path}.{key}")
+
+
+def _check_dates(resource: dict, root: str) -> list[Issue]:
+    issues = []
+    for value, path in _descend(resource, root):
+        if (
+            isinstance(value, str)
+            and _DATEISH.match(value)
+            and not path.endswith((".value", ".code", ".id", ".reference"))
+        ):
+            try:
+                date_range(value)
+            except BadValue as exc:
+                issues.append(Issue("error", "value", path, f"impossible date {value!r}: {exc}"))
+    return issues
+
+
+def _check_references(value: Any, model: type, path: str, issues: list[Issue]) -> None:
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        info = model.model_fields.get(key) or next((f for f in model.model_fields.values() if f.alias == key), None)
+        if info is None:
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        targets = extra.get("enum_reference_types")
+        child = None
+        for arg in typing.get_args(info.annotation) or (info.annotation,):
+            for inner in typing.get_args(arg) or (arg,):
+                getter = getattr(inner, "get_model_klass", None)
+                if getter is not None:
+                    child = getter()
+        items = item if isinstance(item, list) else [item]
+        for index, element in enumerate(items):
+            where = f"{path}.{key}" + (f"[{index}]" if isinstance(item, list) else "")
+            if not isinstance(element, dict):
+                continue
+            if targets and "Resource" not in targets:
+                ref = element.get("reference")
+                rtype = element.get("type")
+                if isinstance(ref, str) and re.fullmatch(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/.+)?", ref):
+                    rtype = ref.split("/")[0]
+                if isinstance(rtype, str) and rtype not in targets:
+                    issues.append(
+                        Issue(
+                            "error",
+                            "structure",
+                            f"{where}.reference" if "reference" in element else f"{where}.type",
+                            f"a reference to {rtype} is not allowed here; allowed: {', '.join(targets)}",
+                        )
+                    )
+            if "resourceType" in element and known_type(element["resourceType"]):
+                _check_references(element, v._model(element["resourceType"]), where, issues)
+            elif child is not None:
+                _check_references(element, child, where, issues)
+
+
+def _check_sd_constraints(resource: dict, root: str) -> list[Issue]:
+    issues = []
+    profiles = set(resource.get("meta", {}).get("profile", []))
+    for sd, element, constraint in sd_constraints():
+        fn = _compiled(constraint["expression"])
+        if sd.get("type") == "Extension":
+            targets = [
+                (value, path)
+                for value, path in _descend(resource, root)
+                if isinstance(value, dict) and value.get("url") == sd["url"] and path != root
+            ]
+        elif sd["url"] in profiles and element["path"] == sd.get("type"):
+            targets = [(resource, root)]
+        else:
+            targets = []
+        for value, path in targets:
+            try:
+                ok = fn(value, {"resource": resource}) == [True]
+            except Exception:  # noqa: BLE001 - an expression that cannot run on this content fails the constraint
+                ok = False
+            if not ok:
+                issues.append(
+                    Issue(
+                        constraint.get("severity", "error"),
+                        "invariant",
+                        path,
+                        f"{constraint['key']}: {constraint.get('human', '')} (failed: {constraint['expression']})",
+                    )
+                )
+    return issues
+
+
+def _rebase(issues: list[Issue], prefix: str, root: str) -> list[Issue]:
+    out = []
+    for issue in issues:
+        expression = issue.expression
+        if expression.startswith(prefix):
+            expression = root + expression[len(prefix) :]
+        expression = re.sub(r"^" + re.escape(root) + r"\.ofType\(\w+\)", root, expression)
+        out.append(Issue(issue.severity, issue.code, expression, issue.diagnostics))
+    return out
+
+
+def validate(resource: Any, *, expected_type: str | None = None, profile: str | None = None) -> list[Issue]:
+    if not isinstance(resource, dict):
+        return [Issue("fatal", "structure", "Resource", "the body must be a JSON object (a FHIR resource)")]
+    rtype = resource.get("resourceType")
+    if not known_type(rtype):
+        return [Issue("fatal", "structure", "resourceType", f"unknown resourceType {rtype!r}")]
+    if expected_type and rtype != expected_type:
+        return [Issue("error", "invalid", "resourceType", f"expected a {expected_type}, got {rtype}")]
+    issues: list[Issue] = []
+    if profile is not None:
+        known = load_all()
+        if profile not in known and not profile.startswith("http://hl7.org/fhir/us/core/StructureDefinition/"):
+            issues.append(
+                Issue("error", "not-supported", "Parameters.parameter.profile", f"unknown profile {profile!r}")
+            )
+    if rtype == "Bundle":
+        return issues + _validate_bundle(resource, profile)
+    kap = (profile or "").startswith(KAP_PREFIX) or any(
+        str(p).startswith(KAP_PREFIX) for p in resource.get("meta", {}).get("profile", []) or []
+    )
+    wrapper = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource}],
+    }
+    layers = ["structure", "bindings", "invariants"] + (["profile"] if kap else [])
+    issues += _layers(wrapper, layers, "Bundle.entry[0].resource", rtype)
+    issues += _own_checks(resource, rtype)
+    if kap and not any(i.severity in ("error", "fatal") for i in issues):
+        issues += domain_checks_resource(resource)
+    return _dedupe(issues)
+
+
+def _layers(bundle: dict, layers: list[str], prefix: str, root: str) -> list[Issue]:
+    found: list[Issue] = []
+    sd_keys = {c["key"] for _, _, c in sd_constraints()}
+    for layer in layers:
+        try:
+            got = v.CHECKS[layer](bundle)
+        except Exception as exc:  # noqa: BLE001 - a layer that cannot run on broken content reports, not crashes
+            got = [Issue("error", "exception", root, f"the {layer} check could not run: {type(exc).__name__}")]
+        if layer == "structure" and any(i.code == "structure" for i in got):
+            found += _rebase(got, prefix, root)
+            if any("unknown resource type" in i.diagnostics for i in got):
+                return found
+            continue
+        got = [i for i in got if not (i.code == "invariant" and i.diagnostics.split(":")[0] in sd_keys)]
+        found += _rebase(got, prefix, root)
+    return found
+
+
+def _own_checks(resource: dict, root: str) -> list[Issue]:
+    issues = _check_dates(resource, root)
+    refs: list[Issue] = []
+    _check_references(resource, v._model(resource["resourceType"]), root, refs)
+    return issues + refs + _check_sd_constraints(resource, root)
+
+
+def _validate_bundle(bundle: dict, profile: str | None) -> list[Issue]:
+    entries = bundle.get("entry")
+    issues: list[Issue] = []
+    if entries is not None and not isinstance(entries, list):
+        return [Issue("error", "structure", "Bundle.entry", "entry must be an array")]
+    for i, entry in enumerate(entries or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            issues.append(Issue("error", "required", f"Bundle.entry[{i}].resource", "every entry needs a resource"))
+        elif not known_type(resource.get("resourceType")):
+            issues.append(
+                Issue(
+                    "fatal",
+                    "structure",
+                    f"Bundle.entry[{i}].resource.resourceType",
+                    f"unknown resourceType {resource.get('resourceType')!r}",
+                )
+            )
+    if issues:
+        return issues
+    kap = (profile or "").startswith(KAP_PREFIX) or any(
+        str(p).startswith(KAP_PREFIX)
+        for e in entries or []
+        for p in e["resource"].get("meta", {}).get("profile", []) or []
+    )
+    layers = ["structure", "bindings", "invariants"] + (["profile"] if kap else [])
+    issues += _layers(bundle, layers, "Bundle", "Bundle")
+    for i, entry in enumerate(entries or []):
+        issues += _own_checks(entry["resource"], f"Bundle.entry[{i}].resource")
+    if not any(x.severity in ("error", "fatal") for x in issues) and any(
+        e["resource"]["resourceType"] == "EpisodeOfCare" for e in entries or []
+    ):
+        issues += domain_checks_bundle(bundle)
+    return _dedupe(issues)
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen, out = set(), []
+    for issue in issues:
+        key = (issue.severity, issue.code, issue.expression, issue.diagnostics)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
+
+
+# --- domain rules -------------------------------------------------------------------------------------------------
+
+
+def domain_checks_bundle(bundle: dict) -> list[Issue]:
+    """The bundle mapped into the domain: a refusal names its element; each safety-rule deviation is a warning
+    naming the implicated resources (what happened is stored; deviations are flagged, not refused)."""
+    from mappings.bundle import from_bundle
+    from service.config import safety_policy_from_env
+
+    try:
+        chart = from_bundle(bundle)
+    except MappingRefusedError as exc:
+        return [Issue("error", "business-rule", exc.expression, exc.reason)]
+    except (KeyError, ValueError, TypeError) as exc:
+        return [
+            Issue(
+                "error",
+                "business-rule",
+                "Bundle",
+                f"the bundle does not map into a KAP episode: {type(exc).__name__} {exc}",
+            )
+        ]
+    from service.domain import rules
+
+    policy = safety_policy_from_env()
+    index = _record_entries(bundle)
+    issues = []
+    for deviation in rules.evaluate(chart.episode, policy):
+        where = [index[r] for r in sorted(deviation.record_ids) if r in index] or ["Bundle"]
+        for path in where:
+            issues.append(
+                Issue(
+                    "warning",
+                    "business-rule",
+                    path,
+                    f"safety rule {deviation.rule_id} ({deviation.severity}): {deviation.explanation}",
+                )
+            )
+    return issues
+
+
+def _record_entries(bundle: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i, entry in enumerate(bundle.get("entry", [])):
+        for ident in (
+            entry["resource"].get("identifier", []) if isinstance(entry["resource"].get("identifier"), list) else []
+        ):
+            value = ident.get("value")
+            if value and value not in out:
+                out[value] = f"Bundle.entry[{i}].resource"
+    return out
+
+
+def domain_checks_resource(resource: dict) -> list[Issue]:
+    """A single resource claiming a kapfhir profile must map into the domain (reverse mapping)."""
+    from mappings.resources import condition, patient
+
+    readers = {"Patient": lambda r: patient.from_patient(None, r), "Condition": condition.from_condition}
+    reader = readers.get(resource["resourceType"])
+    if reader is None:
+        return []
+    try:
+        reader(resource)
+    except MappingRefusedError as exc:
+        return [Issue("error", "business-rule", exc.expression, exc.reason)]
+    except (KeyError, ValueError, TypeError) as exc:
+        return [Issue("error", "business-rule", resource["resourceType"], f"does not map into the domain: {exc}")]
+    return []
