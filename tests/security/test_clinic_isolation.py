@@ -39,19 +39,19 @@ def _clinic_a(api: Api) -> dict[str, str]:
     ids["session"] = session["id"]
     ids["dose"] = session["doses"][0]["id"]
     ids["reading"] = session["monitoring_readings"][0]["id"]
-    ids["order"] = api.created(f"/episodes/{episode}/dosing-orders", ORDER(ids))["id"]
-    ids["side_effect"] = api.created(f"/episodes/{episode}/side-effects", SIDE_EFFECT(ids))["id"]
-    ids["measure"] = api.created(f"/episodes/{episode}/outcome-measures", MEASURE(ids))["id"]
-    ids["medication"] = api.created(f"/episodes/{episode}/concomitant-medications", MEDICATION(ids))["id"]
-    ids["weight"] = api.created(f"/patients/{ids['patient']}/body-weights", WEIGHT(ids))["id"]
-    ids["privacy_consent"] = api.created(f"/patients/{ids['patient']}/privacy-consents", PRIVACY(ids))["id"]
+    ids["order"] = api.created(f"/episodes/{episode}/dosing-orders", order_body(ids))["id"]
+    ids["side_effect"] = api.created(f"/episodes/{episode}/side-effects", side_effect_body(ids))["id"]
+    ids["measure"] = api.created(f"/episodes/{episode}/outcome-measures", measure_body(ids))["id"]
+    ids["medication"] = api.created(f"/episodes/{episode}/concomitant-medications", medication_body(ids))["id"]
+    ids["weight"] = api.created(f"/patients/{ids['patient']}/body-weights", weight_body(ids))["id"]
+    ids["privacy_consent"] = api.created(f"/patients/{ids['patient']}/privacy-consents", privacy_body(ids))["id"]
     fhir = api.client.get("/fhir/Patient", headers={"Authorization": f"Bearer {api.token}"}).get_json()
     ids["fhir_patient"] = fhir["entry"][0]["resource"]["id"]
     ids["flag"] = api.get(f"/episodes/{episode}/safety-flags").get_json()["items"][0]["id"]
     return ids
 
 
-def ORDER(ids: dict[str, str]) -> dict[str, Any]:
+def order_body(ids: dict[str, str]) -> dict[str, Any]:
     return {
         "medication": "racemic-ketamine",
         "route": "intravenous",
@@ -64,23 +64,23 @@ def ORDER(ids: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def SIDE_EFFECT(ids: dict[str, str]) -> dict[str, Any]:
+def side_effect_body(ids: dict[str, str]) -> dict[str, Any]:
     return {"kind": "nausea", "severity": "mild", "onset_at": "2026-02-10T09:30:00-05:00"}
 
 
-def MEASURE(ids: dict[str, str]) -> dict[str, Any]:
+def measure_body(ids: dict[str, str]) -> dict[str, Any]:
     return {"instrument": "gad-7", "administered_at": "2026-02-09T09:00:00-05:00", "items": [1, 1, 1, 1, 1, 1, 1]}
 
 
-def MEDICATION(ids: dict[str, str]) -> dict[str, Any]:
+def medication_body(ids: dict[str, str]) -> dict[str, Any]:
     return {"medication_class": "benzodiazepine", "name": "lorazepam"}
 
 
-def WEIGHT(ids: dict[str, str]) -> dict[str, Any]:
+def weight_body(ids: dict[str, str]) -> dict[str, Any]:
     return {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 70}
 
 
-def PRIVACY(ids: dict[str, str]) -> dict[str, Any]:  # noqa: N802
+def privacy_body(ids: dict[str, str]) -> dict[str, Any]:
     return {
         "recipient_name": "Example EHR",
         "signed_at": "2026-02-01T09:00:00-05:00",
@@ -102,13 +102,13 @@ def _record_body(collection: str, ids: dict[str, str]) -> dict[str, Any]:
     }
     return {
         "consents": consent,
-        "dosing-orders": ORDER(ids),
+        "dosing-orders": order_body(ids),
         "sessions": session,
         "doses": dose,
         "monitoring-readings": reading,
-        "side-effects": SIDE_EFFECT(ids),
-        "outcome-measures": MEASURE(ids),
-        "concomitant-medications": MEDICATION(ids),
+        "side-effects": side_effect_body(ids),
+        "outcome-measures": measure_body(ids),
+        "concomitant-medications": medication_body(ids),
     }[collection]
 
 
@@ -166,8 +166,8 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
             "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
         },
         "api.amend_patient": {**PATIENT, "amendment_reason": "isolation test"},
-        "api.record_body_weight": WEIGHT(ids),
-        "api.record_privacy_consent": PRIVACY(ids),
+        "api.record_body_weight": weight_body(ids),
+        "api.record_privacy_consent": privacy_body(ids),
         "api.withdraw_privacy_consent": {"at": AT, "reason": "isolation test"},
         "api.amend_episode": {
             "indications": [{"kind": "anxiety", "icd10cm": "F41.1"}],
