@@ -73,6 +73,8 @@ def _latest(chart: EpisodeChart) -> datetime:
     """The latest stored timestamp of the chart: the Provenance's ``recorded`` and the Bundle's timestamp."""
     episode = chart.episode
     times = [episode.period_start, episode.created_at, episode.updated_at]
+    for person in [chart.patient, *chart.practitioners]:
+        times += [person.recorded_at, person.updated_at]
     for record in [*episode.records.values(), *chart.body_weights]:
         times += [record.recorded_at, record.updated_at]
     for item in episode.flags:

@@ -104,6 +104,9 @@ MED_ADMIN_CATEGORY = "http://terminology.hl7.org/CodeSystem/medication-admin-cat
 # V: hl7.org/fhir/R4b/codesystem-adverse-event-severity.html (docs search)
 AE_SEVERITY = "http://terminology.hl7.org/CodeSystem/adverse-event-severity"
 AE_OUTCOME = "http://terminology.hl7.org/CodeSystem/adverse-event-outcome"  # V: S1 §1.10
+# V: hl7.org/fhir/r4/codesystem-adverse-event-seriousness.html (R4 4.0.1, example binding of
+# AdverseEvent.seriousness) and the THO CodeSystem-adverse-event-seriousness (codes serious, non-serious); docs search
+AE_SERIOUSNESS = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness"
 # V: hl7.org/fhir/r4/codesystem-provenance-agent-type.html (docs search)
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"  # V: S3 example bp-data-absent.json
@@ -274,6 +277,8 @@ PROCEDURE_STATUS = {
 AE_SEVERITY_OF = {s: coding(AE_SEVERITY, s.value, s.value.capitalize()) for s in SideEffectSeverity}
 AE_OUTCOME_RESOLVED = coding(AE_OUTCOME, "resolved", "Resolved")  # V: S1 §1.10
 AE_OUTCOME_ONGOING = coding(AE_OUTCOME, "ongoing", "Ongoing")  # V: S1 §1.10
+AE_SERIOUS = coding(AE_SERIOUSNESS, "serious", "Serious")  # V: R4 codesystem-adverse-event-seriousness (above)
+AE_NON_SERIOUS = coding(AE_SERIOUSNESS, "non-serious", "Non-serious")  # V: same
 DETECTED_ISSUE_SEVERITY = {FlagSeverity.LOW: "low", FlagSeverity.MODERATE: "moderate", FlagSeverity.HIGH: "high"}
 DETECTED_ISSUE_STATUS = {
     FlagStatus.OPEN: "preliminary",

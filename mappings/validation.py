@@ -4,8 +4,14 @@ Layers, in the order ``$validate`` applies them (``LAYERS``):
 1. ``structure``: fhir.resources R4B models (elements, cardinality, datatypes, choice types).
 2. ``bindings``: every ``code`` element with a required binding, against the R4 codes the R4B models ship
    (``enum_values``), plus the required CodeableConcept bindings we fill (table below, R4 value sets, V: S1).
-3. ``invariants``: R4 core invariants that apply to what we emit, as compiled fhirpathpy expressions.
+3. ``invariants``: R4 core invariants that apply to what we emit (``INVARIANTS``, FHIRPath as in the spec), checked
+   by direct Python equivalents (``DIRECT``) on the resource types they apply to; per-1 and qty-3 on the Period and
+   Quantity elements found by the typed walk. tests/mappings/test_validation.py proves each direct check agrees with
+   the compiled fhirpathpy expression on passing and failing resources.
 4. ``profile``: the kapfhir profile rules (identifier, security labels, claimed profiles, bundle conditions).
+
+bindings, invariants and profile (``FAST_LAYERS``) run in one pass over the bundle: one walk of each resource typed by
+the R4B model metadata (built once per model and cached), no fhir.resources object construction.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 import fhirpathpy
@@ -92,6 +99,11 @@ CONCEPT_BINDINGS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
 }
 
 
+CONCEPT_BINDINGS_BY_TYPE: dict[str, list[tuple[str, tuple[str, frozenset[str]]]]] = {}
+for (_type, _element), _binding in CONCEPT_BINDINGS.items():
+    CONCEPT_BINDINGS_BY_TYPE.setdefault(_type, []).append((_element, _binding))
+
+
 # fhir.resources lists a value set with child codes up to "+": the rest of the R4 codes (V: S1, reference §1.5,
 # §1.11; questionnaire-item-type from the R4 definitions).
 _OBSERVATION_STATUS_REST = frozenset({"corrected", "cancelled", "entered-in-error", "unknown"})
@@ -133,19 +145,54 @@ def _fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None]]
     return table
 
 
-def _walk(value: object, model: type, path: str, issues: list[Issue]) -> None:
-    if not isinstance(value, dict):
-        return
-    fields = _fields(model)
+def _kind(child: type | None) -> str | None:
+    """Which typed invariants apply to an element of this datatype: per-1 (Period) or qty-3 (Quantity and the
+    datatypes derived from it: Age, Count, Distance, Duration)."""
+    if child is None:
+        return None
+    if child.__name__ == "Period":
+        return "Period"
+    if any(base.__name__ == "Quantity" for base in child.__mro__):
+        return "Quantity"
+    return None
+
+
+@cache
+def _typed_fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None, str | None]]:
+    return {key: (child, enum, _kind(child)) for key, (child, enum) in _fields(model).items()}
+
+
+@dataclass
+class _Found:
+    """Issues of one typed walk, kept per layer so that each layer reports in its own order."""
+
+    bindings: list[Issue]
+    invariants: list[Issue]
+    check_bindings: bool
+    check_invariants: bool
+
+
+def _walk(value: dict, model: type, path: str, found: _Found) -> None:
+    """One pass over an element tree typed by the R4B models: required code bindings, per-1 and qty-3."""
+    fields = _typed_fields(model)
     for key, item in value.items():
-        if key == "resourceType" or key.startswith("_"):
-            continue
-        child, enum = fields.get(key, (None, None))
-        items = item if isinstance(item, list) else [item]
-        for index, element in enumerate(items):
-            where = f"{path}.{key}" + (f"[{index}]" if isinstance(item, list) else "")
-            if enum is not None and isinstance(element, str) and element not in enum:
-                issues.append(
+        spec = fields.get(key)
+        if spec is None:
+            continue  # resourceType, _primitive extensions, unknown elements (the structure layer reports those)
+        child, enum, kind = spec
+        many = isinstance(item, list)
+        for index, element in enumerate(item) if many else ((0, item),):
+            if isinstance(element, dict):
+                where = f"{path}.{key}[{index}]" if many else f"{path}.{key}"
+                if kind is not None and found.check_invariants:
+                    _typed_invariant(kind, element, where, found.invariants)
+                if "resourceType" in element:
+                    _walk(element, _model(element["resourceType"]), where, found)
+                elif child is not None:
+                    _walk(element, child, where, found)
+            elif enum is not None and found.check_bindings and isinstance(element, str) and element not in enum:
+                where = f"{path}.{key}[{index}]" if many else f"{path}.{key}"
+                found.bindings.append(
                     Issue(
                         "error",
                         "code-invalid",
@@ -153,33 +200,25 @@ def _walk(value: object, model: type, path: str, issues: list[Issue]) -> None:
                         f"{element!r} is not in the required value set: {', '.join(sorted(enum))}",
                     )
                 )
-            if isinstance(element, dict):
-                if "resourceType" in element:
-                    _walk(element, _model(element["resourceType"]), where, issues)
-                elif child is not None:
-                    _walk(element, child, where, issues)
+
+
+def _concept_bindings(resource: dict, rtype: str, path: str, issues: list[Issue]) -> None:
+    for element, (system, codes) in CONCEPT_BINDINGS_BY_TYPE.get(rtype, ()):
+        if element in resource:
+            codings = [c for c in resource[element].get("coding", ()) if c.get("system") == system]
+            if not codings or any(c.get("code") not in codes for c in codings):
+                issues.append(
+                    Issue(
+                        "error",
+                        "code-invalid",
+                        f"{path}.{element}",
+                        f"a {system} code from {', '.join(sorted(codes))} is required",
+                    )
+                )
 
 
 def check_bindings(bundle: dict) -> list[Issue]:
-    issues: list[Issue] = []
-    for i, entry in enumerate(bundle.get("entry", [])):
-        resource = entry["resource"]
-        rtype = resource["resourceType"]
-        path = f"Bundle.entry[{i}].resource"
-        _walk(resource, _model(rtype), path, issues)
-        for (btype, element), (system, codes) in CONCEPT_BINDINGS.items():
-            if btype == rtype and element in resource:
-                codings = [c for c in resource[element].get("coding", ()) if c.get("system") == system]
-                if not codings or any(c.get("code") not in codes for c in codings):
-                    issues.append(
-                        Issue(
-                            "error",
-                            "code-invalid",
-                            f"{path}.{element}",
-                            f"a {system} code from {', '.join(sorted(codes))} is required",
-                        )
-                    )
-    return issues
+    return _fast(bundle, ("bindings",))
 
 
 # --- 3. invariants -------------------------------------------------------------------------------------------
@@ -319,87 +358,268 @@ INVARIANTS: tuple[tuple[str, str, frozenset[str] | None, str, str], ...] = (
 
 @cache
 def compiled_invariants() -> tuple[tuple[str, str, frozenset[str] | None, typing.Callable, str, str], ...]:
+    """The INVARIANTS compiled with fhirpathpy: the reference the direct checks below are tested against."""
     model = fhirpath_models["r4"]
     return tuple(
         (key, sev, types, fhirpathpy.compile(expr, model), expr, human) for key, sev, types, expr, human in INVARIANTS
     )
 
 
+# Direct checks, one per invariant of INVARIANTS, each equivalent to its FHIRPath (tests/mappings/test_validation.py
+# checks both agree on passing and failing resources). FHIRPath `exists()` is "present and not empty" here.
+# per-1 and qty-3 apply to elements of a datatype (Period, Quantity): they run in the typed walk (_typed_invariant).
+
+_OBSERVATION_VALUES = (
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueInteger",
+    "valueRange",
+    "valueRatio",
+    "valueSampledData",
+    "valueTime",
+    "valueDateTime",
+    "valuePeriod",
+)
+_TYPED_INVARIANTS = ("per-1", "qty-3")
+
+
+def _has(element: dict, key: str) -> bool:
+    value = element.get(key)
+    return value is not None and value != [] and value != {}
+
+
+def _list(element: dict, key: str) -> list:
+    value = element.get(key)
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _has_value(element: dict) -> bool:
+    return any(_has(element, key) for key in _OBSERVATION_VALUES)
+
+
+def _codes(concepts: list, code: str, system: str | None = None) -> bool:
+    """Whether any coding of the concepts has this code (and system)."""
+    return any(
+        c.get("code") == code and (system is None or c.get("system") == system)
+        for concept in concepts
+        for c in concept.get("coding", ())
+    )
+
+
+def _references(value: object, found: set[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                found.add(item)
+            elif isinstance(item, dict | list):
+                _references(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _references(item, found)
+
+
+def _dom_3(resource: dict) -> bool:
+    contained = _list(resource, "contained")
+    if not contained:
+        return True
+    found: set[str] = set()
+    _references(resource, found)
+    return all(("#" + c["id"]) in found if c.get("id") else False for c in contained)
+
+
+def _obs_7(resource: dict) -> bool:
+    if not _has_value(resource):
+        return True
+    own = resource.get("code", {}).get("coding", [])
+    return not any(c in own for component in _list(resource, "component") for c in component["code"].get("coding", ()))
+
+
+def _vital(resource: dict) -> bool:
+    return _codes(_list(resource, "category"), "vital-signs")
+
+
+def _off_label(resource: dict) -> bool:
+    for ext in _list(resource, "extension"):
+        if ext.get("url") == t.EXT_OFF_LABEL:
+            parts = _list(ext, "extension")
+            off = any(p.get("url") == "isOffLabelUse" and p.get("valueBoolean") is True for p in parts)
+            if off and not any(p.get("url") == "reason" for p in parts):
+                return False
+    return True
+
+
+def _eie(resource: dict) -> bool:
+    return _codes(_list(resource, "verificationStatus"), "entered-in-error")
+
+
+DIRECT: dict[str, typing.Callable[[dict], bool]] = {
+    "dom-2": lambda r: not any(_has(c, "contained") for c in _list(r, "contained")),
+    "dom-3": _dom_3,
+    "dom-4": lambda r: (
+        not any(
+            _has(c.get("meta", {}), "versionId") or _has(c.get("meta", {}), "lastUpdated")
+            for c in _list(r, "contained")
+        )
+    ),
+    "dom-5": lambda r: not any(_has(c.get("meta", {}), "security") for c in _list(r, "contained")),
+    "obs-6": lambda r: not (_has(r, "dataAbsentReason") and _has_value(r)),
+    "obs-7": _obs_7,
+    "vs-2": lambda r: (
+        not _vital(r) or _has(r, "component") or _has(r, "hasMember") or _has(r, "dataAbsentReason") or _has_value(r)
+    ),
+    "vs-3": lambda r: not _vital(r) or all(_has(c, "dataAbsentReason") or _has_value(c) for c in _list(r, "component")),
+    "ppc-1": lambda r: _has(r, "policy") or _has(r, "policyRule"),
+    "ppc-5": lambda r: _has(r, "patient") or not _codes(_list(r, "scope"), "treatment", t.CONSENT_SCOPE),
+    "mad-1": lambda r: (
+        not _has(r, "dosage")
+        or _has(r["dosage"], "dose")
+        or _has(r["dosage"], "rateRatio")
+        or _has(r["dosage"], "rateQuantity")
+    ),
+    "con-3": lambda r: _has(r, "clinicalStatus") or _eie(r) or not _codes(_list(r, "category"), "problem-list-item"),
+    "con-5": lambda r: not _eie(r) or not _has(r, "clinicalStatus"),
+    "cpl-3": lambda r: all(not _has(a, "detail") or not _has(a, "reference") for a in _list(r, "activity")),
+    "us-core-8": lambda r: all(_has(n, "family") or _has(n, "given") for n in _list(r, "name")),
+    "kap-off-label-1": _off_label,
+}
+_BY_KEY = {key: (severity, expr, human) for key, severity, _, expr, human in INVARIANTS}
+_GENERIC = tuple(key for key, _, types, _, _ in INVARIANTS if types is None and key not in _TYPED_INVARIANTS)
+_FOR_TYPE: dict[str, tuple[str, ...]] = {}
+for _key, _, _types, _, _ in INVARIANTS:
+    for _type in _types or ():
+        _FOR_TYPE[_type] = (*_FOR_TYPE.get(_type, ()), _key)
+
+
+def _invariant_issue(key: str, expression: str) -> Issue:
+    severity, expr, human = _BY_KEY[key]
+    return Issue(severity, "invariant", expression, f"{key}: {human} (failed: {expr})")
+
+
+def _typed_invariant(kind: str, element: dict, where: str, issues: list[Issue]) -> None:
+    if kind == "Period":
+        start, end = element.get("start"), element.get("end")
+        if start and end and _later_than(start, end):
+            issues.append(_invariant_issue("per-1", where))
+    elif "code" in element and "system" not in element:
+        issues.append(_invariant_issue("qty-3", where))
+
+
+def _later_than(start: str, end: str) -> bool:
+    """FHIRPath ``start > end`` on two dateTimes, as instants (offsets applied). Different precisions compare at the
+    shared precision and are empty (no issue) when equal there. fhirpathpy 2.2.4 compares the text instead, which
+    differs for different offsets (tests/mappings/test_validation.py)."""
+    if ("T" in start) != ("T" in end) or (len(start) != len(end) and "T" not in start):
+        shared = min(len(start.split("T")[0]), len(end.split("T")[0]))
+        return start[:shared] > end[:shared]
+    if "T" not in start:
+        return start > end
+    return datetime.fromisoformat(start.replace("Z", "+00:00")) > datetime.fromisoformat(end.replace("Z", "+00:00"))
+
+
+def _resource_invariants(resource: dict, rtype: str, path: str, issues: list[Issue]) -> None:
+    for key in _GENERIC:
+        if not DIRECT[key](resource):
+            issues.append(_invariant_issue(key, f"{path}.ofType({rtype})"))
+    for key in _FOR_TYPE.get(rtype, ()):
+        if not DIRECT[key](resource):
+            issues.append(_invariant_issue(key, f"{path}.ofType({rtype})"))
+
+
 def check_invariants(bundle: dict) -> list[Issue]:
-    issues = []
-    invariants = compiled_invariants()
-    for i, entry in enumerate(bundle.get("entry", [])):
-        resource = entry["resource"]
-        rtype = resource["resourceType"]
-        for key, severity, types, fn, expr, human in invariants:
-            if types is not None and rtype not in types:
-                continue
-            if fn(resource, {"resource": resource}) != [True]:
-                issues.append(
-                    Issue(
-                        severity,
-                        "invariant",
-                        f"Bundle.entry[{i}].resource.ofType({rtype})",
-                        f"{key}: {human} (failed: {expr})",
-                    )
-                )
-    return issues
+    return _fast(bundle, ("invariants",))
+
+
+def invariant_failures(resource: dict) -> set[str]:
+    """Keys of the invariants one resource breaks, by the direct checks (for tests against fhirpathpy)."""
+    found = _Found([], [], check_bindings=False, check_invariants=True)
+    _resource_invariants(resource, resource["resourceType"], "R", found.invariants)
+    _walk(resource, _model(resource["resourceType"]), "R", found)
+    return {i.diagnostics.split(":")[0] for i in found.invariants}
 
 
 # --- 4. kapfhir profile rules ------------------------------------------------------------------------------------
 
+_REQUIRED_LABELS = tuple((label["system"], label["code"]) for label in (t.SECURITY_RESTRICTED, t.SECURITY_PSY))
+
+
+def _profile_entry(i: int, entry: dict, seen_urls: set[str], seen_conditions: set[str], issues: list[Issue]) -> None:
+    path = f"Bundle.entry[{i}]"
+    resource = entry["resource"]
+    rtype = resource["resourceType"]
+    url = entry.get("fullUrl", "")
+    if not url.startswith("urn:uuid:") or url in seen_urls:
+        issues.append(Issue("error", "business-rule", f"{path}.fullUrl", f"{url!r}: expected a unique urn:uuid"))
+    seen_urls.add(url)
+    request = entry.get("request")
+    if request is not None:
+        condition = request.get("ifNoneExist") or request["url"]
+        if condition in seen_conditions:
+            issues.append(
+                Issue("error", "business-rule", f"{path}.request", f"two entries share the condition {condition!r}")
+            )
+        seen_conditions.add(condition)
+    meta = resource.get("meta", {})
+    codes = {(c.get("system"), c.get("code")) for c in meta.get("security", ())}
+    for system, code in _REQUIRED_LABELS:
+        if (system, code) not in codes:
+            issues.append(
+                Issue("error", "security", f"{path}.resource.meta.security", f"the {code} security label is required")
+            )
+    if not any(p.startswith(t.SD + "/") for p in meta.get("profile", ())):
+        issues.append(
+            Issue("error", "business-rule", f"{path}.resource.meta.profile", "a kapfhir profile must be claimed")
+        )
+    if rtype != "Provenance":
+        ident = resource.get("identifier")
+        found = [ident] if isinstance(ident, dict) else (ident or [])
+        if not any(x.get("system") and x.get("value") for x in found):
+            issues.append(
+                Issue(
+                    "error",
+                    "required",
+                    f"{path}.resource.identifier",
+                    "a business identifier with system and value is required",
+                )
+            )
+    if rtype == "CarePlan" and "text" not in resource:
+        issues.append(Issue("error", "required", f"{path}.resource.text", "US Core CarePlan needs a narrative"))
+
 
 def check_profile(bundle: dict) -> list[Issue]:
-    issues = []
+    return _fast(bundle, ("profile",))
+
+
+# --- the fast layers in one pass -----------------------------------------------------------------------------------
+
+FAST_LAYERS = ("bindings", "invariants", "profile")
+
+
+def _fast(bundle: dict, layers: Iterable[str]) -> list[Issue]:
+    """bindings, invariants and profile over one walk of the bundle; issues come out layer by layer."""
+    wanted = set(layers)
+    found = _Found([], [], check_bindings="bindings" in wanted, check_invariants="invariants" in wanted)
+    profile: list[Issue] = []
     seen_urls: set[str] = set()
     seen_conditions: set[str] = set()
+    typed = found.check_bindings or found.check_invariants
     for i, entry in enumerate(bundle.get("entry", [])):
-        path = f"Bundle.entry[{i}]"
         resource = entry["resource"]
         rtype = resource["resourceType"]
-        url = entry.get("fullUrl", "")
-        if not url.startswith("urn:uuid:") or url in seen_urls:
-            issues.append(Issue("error", "business-rule", f"{path}.fullUrl", f"{url!r}: expected a unique urn:uuid"))
-        seen_urls.add(url)
-        request = entry.get("request")
-        if request is not None:
-            condition = request.get("ifNoneExist") or request["url"]
-            if condition in seen_conditions:
-                issues.append(
-                    Issue("error", "business-rule", f"{path}.request", f"two entries share the condition {condition!r}")
-                )
-            seen_conditions.add(condition)
-        meta = resource.get("meta", {})
-        codes = {(c.get("system"), c.get("code")) for c in meta.get("security", ())}
-        for label in (t.SECURITY_RESTRICTED, t.SECURITY_PSY):
-            if (label["system"], label["code"]) not in codes:
-                issues.append(
-                    Issue(
-                        "error",
-                        "security",
-                        f"{path}.resource.meta.security",
-                        f"the {label['code']} security label is required",
-                    )
-                )
-        if not any(p.startswith(t.SD + "/") for p in meta.get("profile", ())):
-            issues.append(
-                Issue("error", "business-rule", f"{path}.resource.meta.profile", "a kapfhir profile must be claimed")
-            )
-        if rtype != "Provenance":
-            ident = resource.get("identifier")
-            found = [ident] if isinstance(ident, dict) else (ident or [])
-            if not any(x.get("system") and x.get("value") for x in found):
-                issues.append(
-                    Issue(
-                        "error",
-                        "required",
-                        f"{path}.resource.identifier",
-                        "a business identifier with system and value is required",
-                    )
-                )
-        if rtype == "CarePlan" and "text" not in resource:
-            issues.append(Issue("error", "required", f"{path}.resource.text", "US Core CarePlan needs a narrative"))
-    return issues
+        path = f"Bundle.entry[{i}].resource"
+        if typed:
+            _walk(resource, _model(rtype), path, found)
+        if found.check_bindings:
+            _concept_bindings(resource, rtype, path, found.bindings)
+        if found.check_invariants:
+            _resource_invariants(resource, rtype, f"Bundle.entry[{i}].resource", found.invariants)
+        if "profile" in wanted:
+            _profile_entry(i, entry, seen_urls, seen_conditions, profile)
+    by_layer = {"bindings": found.bindings, "invariants": found.invariants, "profile": profile}
+    return [issue for layer in FAST_LAYERS if layer in wanted for issue in by_layer[layer]]
 
 
 CHECKS = {
@@ -411,7 +631,20 @@ CHECKS = {
 
 
 def validate_bundle(bundle: dict, layers: Iterable[str] = LAYERS) -> list[Issue]:
+    """Issues of the layers asked for, layer by layer in the order given; the fast layers share one pass."""
+    layers = tuple(layers)
+    fast = [layer for layer in layers if layer in FAST_LAYERS]
+    fast_issues = _fast(bundle, fast) if fast else []
+    by_layer: dict[str, list[Issue]] = {layer: [] for layer in FAST_LAYERS}
+    for issue in fast_issues:
+        by_layer[_layer_of(issue)].append(issue)
     issues: list[Issue] = []
     for layer in layers:
-        issues += CHECKS[layer](bundle)
+        issues += check_structure(bundle) if layer == "structure" else by_layer[layer]
     return issues
+
+
+def _layer_of(issue: Issue) -> str:
+    if issue.code == "code-invalid":
+        return "bindings"
+    return "invariants" if issue.code == "invariant" else "profile"

@@ -1,7 +1,8 @@
 """AdverseEvent for every side effect, whatever its severity (an edit never changes the resource type).
 
-R4 AdverseEvent has no status: entered-in-error is in the kapfhir record-metadata extension. The domain
-records no seriousness, so ``seriousness`` is not sent (a guess would be a clinical claim).
+R4 AdverseEvent has no status: entered-in-error is in the kapfhir record-metadata extension. ``seriousness``
+carries the domain's ICH E2A judgement (``SideEffect.serious``) as ``serious`` / ``non-serious`` of the R4 example
+code system adverse-event-seriousness; ``severity`` (mild, moderate, severe) is a different axis.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def to_adverse_event(ctx: MappingContext, effect: SideEffect) -> Mapped:
         "event": dt.codeable_concept(*codings, text=effect.other_text),
         "subject": ctx.patient(),
         "date": dt.instant(effect.onset_at),
+        "seriousness": dt.codeable_concept(t.AE_SERIOUS if effect.serious else t.AE_NON_SERIOUS),
         "severity": dt.codeable_concept(t.AE_SEVERITY_OF[effect.severity]),
         "outcome": dt.codeable_concept(t.AE_OUTCOME_RESOLVED if effect.resolved_at else t.AE_OUTCOME_ONGOING),
     }
@@ -53,6 +55,7 @@ def from_adverse_event(rctx: ReverseContext, resource: dict) -> SideEffect:
         kind=SideEffectKind(dt.code_in(resource["event"], t.CS_SIDE_EFFECT)),
         other_text=resource["event"].get("text"),
         severity=SideEffectSeverity(resource["severity"]["coding"][0]["code"]),
+        serious=dt.code_in(resource.get("seriousness"), t.AE_SERIOUSNESS) == t.AE_SERIOUS["code"],
         onset_at=dt.parse_datetime(resource["date"]),
         resolved_at=dt.parse_datetime(resolved["valueDateTime"]) if resolved else None,
     )

@@ -1,4 +1,8 @@
-"""Condition per indication: ICD-10-CM, SNOMED CT where known, and the kapfhir indication kind."""
+"""Condition per indication: ICD-10-CM where known (the REST API requires it; an EHR's Condition may carry SNOMED CT
+only), SNOMED CT where known, and the kapfhir indication kind.
+
+No US Core claim: us-core-condition-problems-health-concerns needs the core condition-assertedDate extension
+definition, which is not available offline, so fhircraft cannot check it (tests/mappings/test_profiles.py)."""
 
 from __future__ import annotations
 
@@ -26,12 +30,12 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
         "Condition",
         CONDITION,
         value,
-        [kap_profile("condition"), t.US_CORE_CONDITION],
+        [kap_profile("condition")],
         version=episode.version,
         updated_at=episode.updated_at,
         extensions=extensions,
     )
-    codings = [t.coding(t.ICD10CM, indication.icd10cm)]
+    codings = [t.coding(t.ICD10CM, indication.icd10cm)] if indication.icd10cm else []
     if indication.snomed:
         codings.append(t.coding(t.SNOMED, indication.snomed))
     codings.append(t.INDICATION_KIND[indication.kind])
@@ -46,18 +50,22 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
 
 
 def from_condition(resource: dict) -> Indication:
-    """Our Condition or an EHR's: needs an ICD-10-CM code; the kind defaults to other."""
+    """Our Condition or an EHR's: needs an ICD-10-CM or SNOMED CT code (ours may carry only the kapfhir kind);
+    the kind defaults to other."""
     code = resource.get("code") or {}
     icd = dt.code_in(code, t.ICD10CM)
-    if not icd:
-        raise MappingRefusedError("Condition.code.coding", f"an ICD-10-CM coding ({t.ICD10CM}) is required")
+    snomed = dt.code_in(code, t.SNOMED)
     kind = dt.code_in(code, t.CS_INDICATION_KIND)
+    if not (icd or snomed or kind):
+        raise MappingRefusedError(
+            "Condition.code.coding", f"an ICD-10-CM ({t.ICD10CM}) or SNOMED CT ({t.SNOMED}) coding is required"
+        )
     ext = dt.find_extension(resource, t.EXT_INDICATION_FLAGS)
     parts = sub_extensions(ext) if ext else {}
     return Indication(
         kind=IndicationKind(kind) if kind else IndicationKind.OTHER,
         icd10cm=icd,
-        snomed=dt.code_in(code, t.SNOMED),
+        snomed=snomed,
         display=code.get("text"),
         treatment_resistant="treatmentResistant" in parts,
         acute_suicidal_ideation="acuteSuicidalIdeation" in parts,

@@ -56,8 +56,7 @@ def read_medication(concept: dict, expression: str = "MedicationRequest.medicati
 
 
 def to_medication_request(ctx: MappingContext, episode: Episode, order: DosingOrder) -> Mapped:
-    # rules.is_off_label reads only medication and route, which an order has too.
-    off_label = rules.is_off_label(order, episode)  # type: ignore[arg-type]
+    off_label = rules.is_off_label(order, episode)
     resource = start_record(
         ctx,
         "MedicationRequest",

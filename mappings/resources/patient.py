@@ -1,11 +1,19 @@
-"""Patient (US Core Patient 6.1.0 must-supports: identifier, name, gender, birthDate)."""
+"""Patient (US Core Patient 6.1.0 must-supports: identifier, name, gender, birthDate); meta.lastUpdated is the stored
+updated_at, the first-recorded time rides in the record-metadata extension."""
 
 from __future__ import annotations
 
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import PATIENT, Mapped, MappingContext
-from mappings.resources._common import MappingRefusedError, ReverseContext, kap_profile, read_record_meta, start
+from mappings.resources._common import (
+    MappingRefusedError,
+    RecordMeta,
+    ReverseContext,
+    kap_profile,
+    read_record_meta,
+    start,
+)
 from service.domain.model import HumanName, Identifier, Patient
 from service.domain.vocabulary import AdministrativeGender
 
@@ -22,7 +30,14 @@ def from_human_name(names: list[dict] | None, expression: str) -> HumanName:
 
 def to_patient(ctx: MappingContext, patient: Patient) -> Mapped:
     resource = start(
-        ctx, "Patient", PATIENT, patient.id, [kap_profile("patient"), t.US_CORE_PATIENT], version=patient.version
+        ctx,
+        "Patient",
+        PATIENT,
+        patient.id,
+        [kap_profile("patient"), t.US_CORE_PATIENT],
+        version=patient.version,
+        recorded_at=patient.recorded_at,
+        updated_at=patient.updated_at,
     )
     resource["identifier"].append(dt.identifier(patient.mrn.system, patient.mrn.value))
     resource |= {
@@ -45,11 +60,14 @@ def from_patient(rctx: ReverseContext | None, resource: dict) -> Patient:
     gender = resource.get("gender")
     if gender not in {g.value for g in AdministrativeGender}:
         raise MappingRefusedError("Patient.gender", f"expected male, female, other or unknown; got {gender!r}")
+    meta = read_record_meta(resource) if own else RecordMeta()
     return Patient(
         id=own[1] if own else (resource.get("id") or others[0]["value"]),
         mrn=Identifier(system=others[0]["system"], value=others[0]["value"]),
         name=from_human_name(resource.get("name"), "Patient"),
         birth_date=dt.parse_date(resource["birthDate"]),
         gender=AdministrativeGender(gender),
-        version=read_record_meta(resource).version,
+        version=meta.version,
+        recorded_at=meta.recorded_at,
+        updated_at=meta.updated_at,
     )

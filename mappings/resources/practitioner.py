@@ -5,7 +5,7 @@ from __future__ import annotations
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import PRACTITIONER, Mapped, MappingContext
-from mappings.resources._common import ReverseContext, kap_profile, read_record_meta, start
+from mappings.resources._common import RecordMeta, ReverseContext, kap_profile, read_record_meta, start
 from mappings.resources.patient import from_human_name, human_name
 from service.domain.model import Practitioner
 from service.domain.vocabulary import PractitionerRole
@@ -20,6 +20,8 @@ def to_practitioner(ctx: MappingContext, practitioner: Practitioner) -> Mapped:
         practitioner.id,
         [kap_profile("practitioner"), t.US_CORE_PRACTITIONER],
         version=practitioner.version,
+        recorded_at=practitioner.recorded_at,
+        updated_at=practitioner.updated_at,
         extensions=roles,
     )
     if practitioner.npi:
@@ -30,6 +32,7 @@ def to_practitioner(ctx: MappingContext, practitioner: Practitioner) -> Mapped:
 
 def from_practitioner(rctx: ReverseContext, resource: dict) -> Practitioner:
     npi = next((i["value"] for i in resource.get("identifier", ()) if i.get("system") == t.NPI), None)
+    meta = read_record_meta(resource) if rctx.kind_of(resource) else RecordMeta()
     return Practitioner(
         id=rctx.own_id(resource),
         name=from_human_name(resource.get("name"), "Practitioner"),
@@ -37,5 +40,7 @@ def from_practitioner(rctx: ReverseContext, resource: dict) -> Practitioner:
         roles=[
             PractitionerRole(e["valueCoding"]["code"]) for e in dt.find_extensions(resource, t.EXT_PRACTITIONER_ROLE)
         ],
-        version=read_record_meta(resource).version,
+        version=meta.version,
+        recorded_at=meta.recorded_at,
+        updated_at=meta.updated_at,
     )

@@ -2,6 +2,8 @@
 
 linkIds are ``/<item code>`` as in the US Core PHQ-9 example; ordinal answers carry ``ordinalValue``; C-SSRS
 answers are booleans. The totals, bands and risk level are Observations (observation.py) derived from it.
+No US Core claim: us-core-questionnaireresponse derives from SDC sdc-questionnaireresponse, not available offline,
+so fhircraft cannot check it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,7 @@ def _item(code: str, answer: dict) -> dict:
 
 
 def to_questionnaire_response(ctx: MappingContext, measure: OutcomeMeasure) -> Mapped:
-    resource = start_record(
-        ctx, "QuestionnaireResponse", KIND, measure, [kap_profile("questionnaireresponse"), t.US_CORE_QR]
-    )
+    resource = start_record(ctx, "QuestionnaireResponse", KIND, measure, [kap_profile("questionnaireresponse")])
     codes = t.ITEM_CODES[measure.instrument]
     if measure.instrument is Instrument.CSSRS_SCREENER:
         items = [_item(code, {"valueBoolean": bool(v)}) for code, v in zip(codes, measure.items, strict=True)]

@@ -11,7 +11,6 @@ from typing import Any
 
 from service.adapters import outbox
 from service.adapters.repository import Page, VersionEntry
-from service.fhir import projection
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode, check_not_future
 from service.domain.errors import Conflict, DomainError, FieldError, Incoherent, NotFound, StaleVersion
@@ -31,6 +30,7 @@ from service.domain.model import (
 )
 from service.domain.rules import SafetyPolicy
 from service.domain.vocabulary import EpisodeStatus, Phase, SessionStatus
+from service.fhir import projection
 from service.service_layer.unit_of_work import UnitOfWork
 
 

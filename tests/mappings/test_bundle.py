@@ -267,3 +267,31 @@ def test_fixture_bundles_map_back_to_the_same_chart(name: str) -> None:
     chart = CHARTS[name]()
     for bundle in (to_transaction_bundle(chart), to_collection_bundle(chart)):
         assert from_bundle(orjson.loads(dumps(bundle))) == without_notes(chart)
+
+
+def test_an_indication_without_icd10cm_round_trips_with_its_snomed_code() -> None:
+    chart = CHARTS["esketamine-sud"]()
+    indications = [replace(i, icd10cm=None, snomed=i.snomed or "36474008") for i in chart.episode.indications]
+    chart = replace(chart, episode=replace(chart.episode, indications=indications))
+    bundle = to_transaction_bundle(chart)
+    for resource in resources(bundle, "Condition"):
+        assert t.ICD10CM not in {c["system"] for c in resource["code"]["coding"]}
+    assert validate_bundle(bundle) == []
+    assert from_bundle(orjson.loads(dumps(bundle))) == without_notes(chart)
+
+
+def test_seriousness_maps_to_the_r4_adverse_event_seriousness_codes_and_back() -> None:
+    chart = CHARTS["racemic-iv-trd"]()
+    for serious, code in ((True, "serious"), (False, "non-serious")):
+        records = {rid: replace(r, serious=serious) if rid == "ae-1" else r for rid, r in chart.episode.records.items()}
+        changed = replace(chart, episode=replace(chart.episode, records=records))
+        bundle = to_transaction_bundle(changed)
+        event = entry_of(bundle, "AdverseEvent", "ae-1")["resource"]
+        assert event["seriousness"]["coding"] == [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness",
+                "code": code,
+                "display": code.capitalize(),
+            }
+        ]
+        assert from_bundle(bundle).episode.records["ae-1"].serious is serious

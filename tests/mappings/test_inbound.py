@@ -10,7 +10,7 @@ import pytest
 
 from mappings.resources import condition, medication_administration, observation, patient, questionnaire_response
 from mappings.resources._common import MappingRefusedError, ReverseContext
-from service.domain.vocabulary import AdministrativeGender, Instrument, Medication, Route
+from service.domain.vocabulary import AdministrativeGender, IndicationKind, Instrument, Medication, Route
 
 EHR = ReverseContext(base="https://ehr.example.org/not-kapfhir")
 
@@ -58,11 +58,26 @@ def test_us_core_phq9_questionnaire_response_is_accepted_unchanged(us_core: Path
     assert measure.difficulty == 1
 
 
-def test_us_core_conditions_without_icd10cm_are_refused_naming_the_element(us_core: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "snomed"),
+    [
+        ("condition-encounter-diagnosis-example1.json", "39065001"),
+        ("condition-encounter-diagnosis-example2.json", "442311008"),
+        ("condition-duodenal-ulcer.json", "51868009"),
+        ("condition-SDOH-example.json", "445281000124101"),
+    ],
+)
+def test_us_core_snomed_only_conditions_are_accepted_unchanged(us_core: Path, name: str, snomed: str) -> None:
+    indication = condition.from_condition(example(us_core, name))
+    assert (indication.icd10cm, indication.snomed, indication.kind) == (None, snomed, IndicationKind.OTHER)
+
+
+def test_a_condition_without_icd10cm_or_snomed_is_refused_naming_the_element() -> None:
+    resource = {"resourceType": "Condition", "code": {"coding": [{"system": "http://example.org/x", "code": "1"}]}}
     with pytest.raises(MappingRefusedError) as refused:
-        condition.from_condition(example(us_core, "condition-encounter-diagnosis-example1.json"))
+        condition.from_condition(resource)
     assert refused.value.expression == "Condition.code.coding"
-    assert "ICD-10-CM" in refused.value.reason
+    assert "ICD-10-CM" in refused.value.reason and "SNOMED CT" in refused.value.reason
 
 
 def test_a_condition_with_icd10cm_maps_to_an_indication() -> None:
