@@ -303,6 +303,7 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
     from sqlalchemy import select as sql_select
 
     from service.adapters import outbox
+    from service.exchange.push import CREATED, EXISTING, FAILED, SKIPPED, UPDATED
 
     if bool(episode_id) == push_all:
         raise click.UsageError("give --episode ID or --all")
@@ -334,10 +335,10 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
                 for outcome, n in counts.items():
                     totals.setdefault(resource_type, {}).setdefault(outcome, 0)
                     totals[resource_type][outcome] += n
-    outcomes = ("created", "unchanged", "updated", "skipped", "failed")
-    click.echo(f"{'resource type':<26}" + "".join(f"{o:<11}" for o in outcomes))
+    outcomes = (CREATED, EXISTING, UPDATED, SKIPPED, FAILED)
+    click.echo(f"{'resource type':<26}" + "".join(f"{o.replace('-', ' '):<15}" for o in outcomes))
     for resource_type in sorted(totals):
-        click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<11}" for o in outcomes))
+        click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<15}" for o in outcomes))
     click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
     if failed:
         raise SystemExit(1)

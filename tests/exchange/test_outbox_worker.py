@@ -342,4 +342,12 @@ def test_target_check_and_push_all_print_their_reports(tmp_path: Path, sekmet: S
     assert pushed.exit_code == 0, pushed.output
     assert "created" in pushed.output and "episodes: 1, held: 0, failed: 0" in pushed.output
     assert again.exit_code == 0, again.output
-    print(checked.output, pushed.output, again.output)
+
+    def created_per_type(output: str) -> dict[str, int]:
+        rows = [line.split() for line in output.splitlines() if line[:1].isupper() and line.split()[1:2]]
+        return {row[0]: int(row[1]) for row in rows if row[1].isdigit()}
+
+    assert created_per_type(pushed.output)["EpisodeOfCare"] == 1
+    assert created_per_type(pushed.output)["Patient"] == 1
+    assert set(created_per_type(again.output).values()) == {0}, again.output
+    assert "already there" in again.output
