@@ -32,7 +32,10 @@ log = logging.getLogger("kapfhir.auth")
 bp = Blueprint("auth", __name__)
 
 # Routes anyone may call: liveness, readiness, discovery, keys, and the token endpoint (it authenticates clients).
-PUBLIC_ENDPOINTS = {"healthz", "readyz", "auth.smart_configuration", "auth.jwks", "auth.token", "static"}
+PUBLIC_ENDPOINTS = {
+    "healthz", "readyz", "auth.smart_configuration", "auth.fhir_smart_configuration", "auth.jwks", "auth.token",
+    "static",
+}
 
 # The FHIR resource types a whole episode maps to: reading it needs read on each.
 EPISODE_TYPES = (
@@ -277,6 +280,7 @@ def audit_refusal(response: Response) -> Response:
 
 
 @bp.get("/.well-known/smart-configuration", endpoint="smart_configuration")
+@bp.get("/fhir/.well-known/smart-configuration", endpoint="fhir_smart_configuration")  # SMART: {fhir base}/.well-known
 def smart_configuration_document() -> Response:
     rt = runtime()
     doc = smart_configuration(

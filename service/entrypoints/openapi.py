@@ -156,6 +156,7 @@ def _operations() -> dict[str, Operation]:
         "api.retry_episode_sync": Operation("Re-queue the episode's dead letters and held jobs", ANY_OBJECT),
         "api.export_episode_fhir": Operation("The episode as a FHIR R4 Bundle (transaction or collection)", None),
         "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
+        "auth.fhir_smart_configuration": Operation("SMART configuration, under the FHIR base", ANY_OBJECT),
         "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
         "auth.token": Operation("Client-credentials token (private_key_jwt or client secret)", TOKEN, TOKEN_FORM),
         "auth.list_audit_events": Operation(

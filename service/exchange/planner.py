@@ -38,8 +38,17 @@ from typing import Any
 TRANSACTION, BATCH, SINGLE, NONE = "transaction", "batch", "single", "none"
 ADMINISTRATIVE_TYPES = ("Patient", "Practitioner", "Organization")
 KAP_CLINICAL_TYPES = frozenset(
-    {"MedicationAdministration", "Observation", "AdverseEvent", "QuestionnaireResponse", "Consent", "CarePlan",
-     "EpisodeOfCare", "MedicationRequest", "DetectedIssue"}
+    {
+        "MedicationAdministration",
+        "Observation",
+        "AdverseEvent",
+        "QuestionnaireResponse",
+        "Consent",
+        "CarePlan",
+        "EpisodeOfCare",
+        "MedicationRequest",
+        "DetectedIssue",
+    }
 )
 # The session summary goes out when the target refuses any of these (doses, vitals and scores would be lost).
 SUMMARY_TRIGGER_TYPES = frozenset({"MedicationAdministration", "Observation"})
@@ -287,7 +296,7 @@ def walk_references(node: Any) -> Iterator[dict]:
 def _parse_identifier(query: str | None) -> tuple[str, str] | None:
     if not query or not query.startswith("identifier="):
         return None
-    system, sep, value = query[len("identifier="):].rpartition("|")
+    system, sep, value = query[len("identifier=") :].rpartition("|")
     return (system, value) if sep else None
 
 
@@ -326,8 +335,9 @@ def rewrite_references(resource: dict, mapping: Mapping[str, dict]) -> None:
 # ---------------------------------------------------------------------------------------------- planner
 
 
-def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: PushPolicy,
-              links: Links | None = None) -> Plan:
+def plan_push(
+    bundle: Mapping[str, Any], capabilities: Capabilities, policy: PushPolicy, links: Links | None = None
+) -> Plan:
     links = links or Links()
     entries = list(bundle.get("entry", []) or [])
     by_url = {e["fullUrl"]: e for e in entries}
@@ -403,8 +413,14 @@ def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: Pus
             plan.skipped.append(Skipped(key, rtype, reason))
             skipped_urls.add(url)
             continue
-        candidates.append((entry, UPDATE if known else (UPSERT if entry["request"]["method"] == "PUT"
-                                                         and "?" in entry["request"]["url"] else CREATE)))
+        candidates.append(
+            (
+                entry,
+                UPDATE
+                if known
+                else (UPSERT if entry["request"]["method"] == "PUT" and "?" in entry["request"]["url"] else CREATE),
+            )
+        )
 
     for url in skipped_urls:
         entry = by_url[url]
@@ -420,12 +436,7 @@ def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: Pus
     # --- session summaries for EHRs that accept few writes ----------------------------------------------
     skipped_types = {s.resource_type for s in plan.skipped}
     docref = capabilities.type("DocumentReference")
-    if (
-        policy.summary_fallback
-        and docref is not None
-        and docref.create
-        and skipped_types & SUMMARY_TRIGGER_TYPES
-    ):
+    if policy.summary_fallback and docref is not None and docref.create and skipped_types & SUMMARY_TRIGGER_TYPES:
         for summary in session_summaries(bundle, accepted_urls={e["fullUrl"] for e, _ in candidates}):
             key = entry_key(summary)
             known = links.remote.get(key)
@@ -438,6 +449,16 @@ def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: Pus
             "session summaries (DocumentReference) sent because the target does not accept: "
             + ", ".join(sorted(skipped_types & KAP_CLINICAL_TYPES))
         )
+    if policy.summary_fallback and docref is not None and docref.create and "Consent" in skipped_types:
+        for document in consent_documents(bundle):
+            key = entry_key(document)
+            known = links.remote.get(key)
+            if known and not docref.update:
+                plan.skipped.append(Skipped(key, "DocumentReference", "consent changed but updates are refused"))
+                continue
+            candidates.append((document, UPDATE if known else CREATE))
+            by_url[document["fullUrl"]] = document
+        plan.notes.append("the treatment consent sent as a DocumentReference because the target refuses Consent")
 
     # --- requests ---------------------------------------------------------------------------------------
     planned_urls = {e["fullUrl"] for e, _ in candidates}
@@ -458,12 +479,24 @@ def plan_push(bundle: Mapping[str, Any], capabilities: Capabilities, policy: Pus
             continue
         query = identifier_query(entry)
         deps = tuple(
-            sorted({r["reference"] for r in walk_references(resource) if r["reference"] in planned_urls} - {
-                entry["fullUrl"]})
+            sorted(
+                {r["reference"] for r in walk_references(resource) if r["reference"] in planned_urls}
+                - {entry["fullUrl"]}
+            )
         )
-        req = PlannedRequest(key=key, resource_type=rtype, full_url=entry["fullUrl"], resource=resource,
-                             action=action, method="POST", url=rtype, identifier_query=query, depends_on=deps,
-                             content_hash=digest, generated=bool(entry.get("_generated")))
+        req = PlannedRequest(
+            key=key,
+            resource_type=rtype,
+            full_url=entry["fullUrl"],
+            resource=resource,
+            action=action,
+            method="POST",
+            url=rtype,
+            identifier_query=query,
+            depends_on=deps,
+            content_hash=digest,
+            generated=bool(entry.get("_generated")),
+        )
         if action == UPDATE:
             assert known is not None
             resource["id"] = known.id
@@ -542,8 +575,9 @@ def _order(requests: list[PlannedRequest], plan: Plan) -> list[PlannedRequest]:
                 ident = _parse_identifier(target.identifier_query)
                 if ident:
                     rewrite_references(req.resource, {dep: logical_reference(target.resource_type, *ident)})
-                    plan.notes.append(f"reference cycle {req.resource_type} -> {target.resource_type} "
-                                      "broken with a logical reference")
+                    plan.notes.append(
+                        f"reference cycle {req.resource_type} -> {target.resource_type} broken with a logical reference"
+                    )
                     continue
             if state.get(dep) is None:
                 visit(by_url[dep])
@@ -642,27 +676,36 @@ def session_summaries(bundle: Mapping[str, Any], accepted_urls: set[str] | None 
                 continue
             if r["resourceType"] == "MedicationAdministration":
                 med = _text(r.get("medicationCodeableConcept")) or _text(
-                    next((c.get("code") for c in r.get("contained", []) if c.get("resourceType") == "Medication"),
-                         None))
+                    next((c.get("code") for c in r.get("contained", []) if c.get("resourceType") == "Medication"), None)
+                )
                 dosage = r.get("dosage") or {}
                 when = _period(r.get("effectivePeriod")) or r.get("effectiveDateTime", "")
-                doses.append(f"- {med}: {_quantity(dosage.get('dose'))} {_text(dosage.get('route'))} "
-                             f"({when}; {r.get('status', '')})".replace("  ", " "))
+                doses.append(
+                    f"- {med}: {_quantity(dosage.get('dose'))} {_text(dosage.get('route'))} "
+                    f"({when}; {r.get('status', '')})".replace("  ", " ")
+                )
             elif r["resourceType"] == "Observation":
                 item = f"- {_text(r.get('code'))}: {_value(r)} ({r.get('effectiveDateTime', '')})"
                 (scores if r.get("derivedFrom") else vitals).append(item)
             elif r["resourceType"] == "AdverseEvent":
-                effects.append(f"- {_text(r.get('event'))}: severity {_text(r.get('severity')) or 'unknown'}, "
-                               f"{_text(r.get('seriousness'))}, outcome {_text(r.get('outcome')) or 'unknown'} "
-                               f"(onset {r.get('date', '')})")
+                effects.append(
+                    f"- {_text(r.get('event'))}: severity {_text(r.get('severity')) or 'unknown'}, "
+                    f"{_text(r.get('seriousness'))}, outcome {_text(r.get('outcome')) or 'unknown'} "
+                    f"(onset {r.get('date', '')})"
+                )
         for e in entries:
             r = e["resource"]
             if r["resourceType"] == "DetectedIssue" and any(
                 ref.get("reference") in member_urls for ref in r.get("implicated", []) or []
             ):
                 flags.append(f"- {_text(r.get('code'))} ({r.get('severity', '')}): {r.get('detail', '')}")
-        for title, items in (("Doses", doses), ("Vitals and monitoring", vitals), ("Scores", scores),
-                             ("Side effects", effects), ("Safety flags", flags)):
+        for title, items in (
+            ("Doses", doses),
+            ("Vitals and monitoring", vitals),
+            ("Scores", scores),
+            ("Side effects", effects),
+            ("Safety flags", flags),
+        ):
             lines.append(f"{title}:")
             lines.extend(items or ["- none recorded"])
         lines.append("Psychotherapy notes are not shared.")
@@ -679,19 +722,33 @@ def session_summaries(bundle: Mapping[str, Any], accepted_urls: set[str] | None 
             "identifier": [{"system": system, "value": session_id}],
             "status": "current",
             "docStatus": "final",
-            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}],
-                     "text": "KAP session summary"},
-            "category": [{"coding": [{
-                "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
-                "code": "clinical-note", "display": "Clinical Note"}]}],
+            "type": {
+                "coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}],
+                "text": "KAP session summary",
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
+                            "code": "clinical-note",
+                            "display": "Clinical Note",
+                        }
+                    ]
+                }
+            ],
             "subject": {"reference": patient_url},
             "date": _summary_date(enc),
             "description": f"KAP session summary {session_id}",
-            "content": [{"attachment": {
-                "contentType": "text/plain; charset=utf-8",
-                "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
-                "title": "KAP session summary",
-            }}],
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/plain; charset=utf-8",
+                        "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+                        "title": "KAP session summary",
+                    }
+                }
+            ],
             "context": context,
         }
         if authors:
@@ -700,13 +757,103 @@ def session_summaries(bundle: Mapping[str, Any], accepted_urls: set[str] | None 
             doc["custodian"] = {"reference": org_url}
         from mappings.context import full_url_of  # local import: the planner is otherwise free of mappings
 
-        out.append({
-            "fullUrl": full_url_of(base, "DocumentReference", SUMMARY_KIND, session_id),
-            "resource": doc,
-            "request": {"method": "POST", "url": "DocumentReference",
-                        "ifNoneExist": f"identifier={system}|{session_id}"},
-            "_generated": True,
-        })
+        out.append(
+            {
+                "fullUrl": full_url_of(base, "DocumentReference", SUMMARY_KIND, session_id),
+                "resource": doc,
+                "request": {
+                    "method": "POST",
+                    "url": "DocumentReference",
+                    "ifNoneExist": f"identifier={system}|{session_id}",
+                },
+                "_generated": True,
+            }
+        )
+    return out
+
+
+CONSENT_DOCUMENT_KIND = "consent-document"
+
+
+def consent_documents(bundle: Mapping[str, Any]) -> list[dict]:
+    """One DocumentReference (LOINC 59284-0, the consent category the reference file verifies) per treatment
+    Consent of the Bundle, for EHRs that take documents but not Consent: its text states what was consented to,
+    when and on which form, and the attachment points at the clinic's versioned consent form (``policy.uri``).
+    kapfhir holds no scanned signature; the form URL and this record are what it has."""
+    entries = list(bundle.get("entry", []) or [])
+    patient_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Patient"), None)
+    org_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
+    out = []
+    for entry in entries:
+        consent = entry["resource"]
+        if consent["resourceType"] != "Consent" or consent.get("status") == "entered-in-error":
+            continue
+        ident = next(iter(consent.get("identifier", []) or []), None)
+        if not ident:
+            continue
+        form = next((p.get("uri") for p in consent.get("policy", []) or [] if p.get("uri")), None)
+        provision = consent.get("provision") or {}
+        lines = [
+            "KAP informed consent (ketamine-assisted psychotherapy)",
+            f"Status: {consent.get('status', 'unknown')}",
+            f"Signed: {consent.get('dateTime', 'unknown')}",
+            f"Consent form: {form or 'not recorded'}",
+            f"Valid: {_period(provision.get('period')) or 'not limited'}",
+            "Covers: " + (", ".join(_text(c) for c in provision.get("code", []) or []) or "ketamine treatment"),
+        ]
+        text = "\n".join(lines) + "\n"
+        system = f"{ident['system']}/{CONSENT_DOCUMENT_KIND}"
+        attachment: dict[str, Any] = {
+            "contentType": "text/plain; charset=utf-8",
+            "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+            "title": "KAP informed consent",
+        }
+        doc: dict[str, Any] = {
+            "resourceType": "DocumentReference",
+            "meta": {
+                "profile": [US_CORE_DOCREF],
+                "security": copy.deepcopy((consent.get("meta") or {}).get("security", [])),
+            },
+            "identifier": [{"system": system, "value": ident["value"]}],
+            "status": "current" if consent.get("status") == "active" else "superseded",
+            "docStatus": "final",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "59284-0"}], "text": "Consent document"},
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
+                            "code": "clinical-note",
+                            "display": "Clinical Note",
+                        }
+                    ]
+                }
+            ],
+            "subject": {"reference": patient_url},
+            "date": _summary_date({"period": {"start": consent.get("dateTime")}}),
+            "description": "KAP informed consent" + (f" ({form})" if form else ""),
+            "content": [{"attachment": attachment}],
+        }
+        if form:
+            doc["content"].append(
+                {"attachment": {"contentType": "text/html", "url": form, "title": "Consent form (blank, versioned)"}}
+            )
+        if org_url:
+            doc["custodian"] = {"reference": org_url}
+        from mappings.context import full_url_of  # local import: the planner is otherwise free of mappings
+
+        out.append(
+            {
+                "fullUrl": full_url_of(ident["system"], "DocumentReference", CONSENT_DOCUMENT_KIND, ident["value"]),
+                "resource": doc,
+                "request": {
+                    "method": "POST",
+                    "url": "DocumentReference",
+                    "ifNoneExist": f"identifier={system}|{ident['value']}",
+                },
+                "_generated": True,
+            }
+        )
     return out
 
 

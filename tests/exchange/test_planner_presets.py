@@ -78,7 +78,7 @@ def test_epic_gets_session_summaries_in_single_mode() -> None:
     assert types == {"Condition", "Observation", "DocumentReference"}
     skipped = {s.resource_type for s in plan.skipped}
     assert {"MedicationAdministration", "Consent", "CarePlan"} <= skipped
-    summaries = [r for r in plan.requests if r.resource_type == "DocumentReference"]
+    summaries = [r for r in plan.requests if r.resource_type == "DocumentReference" and "session-summary" in r.key]
     assert len(summaries) == 4  # one per session
     dosing = next(r for r in summaries if r.key.endswith("|s-dose-1"))
     text = summary_text(dosing.resource)
@@ -89,6 +89,26 @@ def test_epic_gets_session_summaries_in_single_mode() -> None:
     authors = dosing.resource["author"]
     assert {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"} in [a.get("identifier") for a in authors]
     assert all(r.search_first for r in plan.requests)  # no conditional create documented: search, then create
+
+
+def test_epic_gets_the_treatment_consent_as_a_document() -> None:
+    _, bundle, plan = plan_for("epic-sandbox", "racemic-iv-trd")
+    consents = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Consent"]
+    documents = [r for r in plan.requests if r.resource_type == "DocumentReference" and "consent-document" in r.key]
+    assert len(documents) == len(consents) >= 1
+    document = documents[0].resource
+    assert document["type"]["coding"] == [{"system": "http://loinc.org", "code": "59284-0"}]
+    form = next(p["uri"] for p in consents[0]["policy"])
+    assert {"contentType": "text/html", "url": form, "title": "Consent form (blank, versioned)"} in [
+        c["attachment"] for c in document["content"]]
+    assert "Signed: " + consents[0]["dateTime"] in summary_text(document)
+    assert document["subject"] == {"reference": "Patient/ehr-pt-1"}
+    assert any("consent sent as a DocumentReference" in note for note in plan.notes)
+
+
+def test_a_target_that_takes_consent_gets_no_consent_document() -> None:
+    _, _, plan = plan_for("hapi-public", "racemic-iv-trd")
+    assert not [r for r in plan.requests if "consent-document" in r.key]
 
 
 def test_integration_session_author_uses_the_linked_practitioner() -> None:
