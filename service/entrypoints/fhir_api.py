@@ -14,7 +14,7 @@ from flask import Blueprint, Response, g, has_request_context, request
 from mappings.conformance import load_all
 from mappings.validation import Issue
 from service.entrypoints.http import ApiProblem, principal, read, state, write
-from service.fhir import ingest, projection, registry, search
+from service.fhir import inbound, ingest, projection, registry, search
 from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
 from service.security.scopes import Requirement
@@ -651,6 +651,9 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
             system, value = _condition(where + ".ifNoneExist", req["ifNoneExist"])
             _single_match(uow, clinic, entry["resource"]["resourceType"], system, value, where + ".ifNoneExist")
 
+    if not inbound.carries_episode(entries):
+        return _apply_inbound(uow, ctx, entries, kind)
+
     def may_update(record_id: str) -> bool:
         return record_id in put_values or any(v.startswith(record_id + ".") for v in put_values)
 
@@ -688,6 +691,31 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
             }
         )
     g.audit_entities = touched[:200]
+    return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
+
+
+def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str) -> Response:
+    """Resources from an EHR, each mapped into the domain where it attaches (``service.fhir.inbound``)."""
+    clinic = uow.clinic_id
+    try:
+        outcomes = inbound.Inbound(uow, ctx).apply(entries)
+    except inbound.InboundRefused as exc:
+        raise _problem(exc.status, "Unprocessable bundle", exc.expression, exc.message, exc.code) from None
+    responses = []
+    for i in range(len(entries)):
+        done = outcomes[i]
+        stored = projection.read(uow.session, clinic, done.resource_type, done.id)
+        response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}
+        if stored is not None:
+            response |= {
+                "location": f"{done.resource_type}/{done.id}/_history/{stored.version_id}",
+                "etag": f'W/"{stored.version_id}"',
+                "lastModified": projection.instant(stored.last_updated),
+            }
+        else:
+            response["location"] = f"{done.resource_type}/{done.id}"
+        responses.append({"response": response})
+    g.audit_entities = [{"type": outcomes[i].resource_type, "id": outcomes[i].id} for i in sorted(outcomes)][:200]
     return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
 
 

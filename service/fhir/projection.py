@@ -348,3 +348,16 @@ def find_by_identifier(session: Session, clinic_id: str, rtype: str, system: str
     if system is not None:
         query = query.where(s.c.system == system)
     return sorted({r.id for r in session.execute(query)})
+
+
+def find_by_identifier_prefix(session: Session, clinic_id: str, rtype: str, prefix: str) -> list[str]:
+    """Resources whose business identifier value starts with ``prefix`` (a reading's ``<id>.<suffix>``)."""
+    s = fhir_search_index
+    escaped = prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+    query = select(s.c.id, s.c.code).where(
+        s.c.clinic_id == clinic_id,
+        s.c.resource_type == rtype,
+        s.c.param == "identifier",
+        s.c.code.like(escaped + "%", escape="\\"),
+    )
+    return [r.id for r in sorted(session.execute(query), key=lambda r: (r.code, r.id))]

@@ -122,6 +122,7 @@ def register_practitioner(uow: UnitOfWork, ctx: Context, practitioner: Practitio
 
 def register_patient(uow: UnitOfWork, ctx: Context, patient: Patient) -> Patient:
     uow.repo.add_patient(patient, actor=ctx.actor, now=ctx.now)
+    _patient_changed(uow, ctx, patient.id)
     return patient
 
 
@@ -178,9 +179,17 @@ def withdraw_privacy_consent(
 
 
 def _patient_changed(uow: UnitOfWork, ctx: Context, patient_id: str) -> None:
-    """Everything shared of a patient goes out again after a change that concerns all their episodes."""
-    for episode_id in uow.repo.episode_ids_of(patient_id):
+    """Everything shared of a patient goes out again after a change that concerns all their episodes; a patient
+    without an episode still gets a current Patient resource under /fhir."""
+    episode_ids = uow.repo.episode_ids_of(patient_id)
+    for episode_id in episode_ids:
         _episode_changed(uow, ctx, episode_id)
+    if not episode_ids:
+        from service.fhir.inbound import project_patient_alone  # local: inbound itself calls these use cases
+
+        project_patient_alone(
+            uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_patient(patient_id), ctx.now
+        )
 
 
 def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:

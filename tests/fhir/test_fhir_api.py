@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-
-# --- app with every fixture episode recorded through the domain API -------------------------------------
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,33 +14,25 @@ from flask import Flask
 
 from service.fhir import registry
 from service.fhir.validate import sd_constraints
-from service.fixture_loader import fixture_paths, load_fixture, replay
-from tests.conftest import authorized_app, bearer, token_for
-
-ROOT = Path(__file__).resolve().parents[2]
-EPISODES = ROOT / "fixtures" / "episodes"
-FHIR_JSON = "application/fhir+json"
-
-
-def sender(client: Any):
-    def send(method: str, path: str, body: Any) -> tuple[int, Any]:
-        r = client.open("/api/v1" + path, method=method, json=body)
-        return r.status_code, r.get_json(silent=True)
-
-    return send
+from tests.fhir.fhir_support import (
+    BACKENDS,
+    FHIR_JSON,
+    INVALID,
+    ROOT,
+    app_on,
+    clinic_b,
+    load_episodes,
+)
+from tests.fhir.fhir_support import entries as _entries
 
 
-def load_episodes(app: Flask) -> dict[str, dict[str, str]]:
-    client = app.test_client()
-    return {path.stem: replay(load_fixture(path), sender(client)) for path in fixture_paths(EPISODES)}
-
-
-@pytest.fixture(scope="module")
-def fhir_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    app = authorized_app(f"sqlite:///{tmp_path_factory.mktemp('fhir')}/k.db")
-    app.config["EPISODE_IDS"] = load_episodes(app)
-    yield app
-    app.extensions["kapfhir.engine"].dispose()
+@pytest.fixture(scope="module", params=BACKENDS)
+def fhir_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """Every fixture episode recorded through the domain API, on SQLite and on PostgreSQL."""
+    with app_on(request, request.param, tmp_path_factory.mktemp("fhir"), "fhir_api") as app:
+        app.config["BACKEND"] = request.param
+        app.config["EPISODE_IDS"] = load_episodes(app)
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +40,17 @@ def fhir(fhir_app: Flask) -> Any:
     return fhir_app.test_client()
 
 
-def clinic_b(app: Flask) -> dict[str, str]:
-    return bearer(token_for(app, clinic="clinic-b"))
+@pytest.fixture(scope="module")
+def sqlite_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """$validate reads nothing stored: its tests run once, on SQLite."""
+    with app_on(None, "sqlite", tmp_path_factory.mktemp("fhir-validate"), "validate") as app:  # type: ignore[arg-type]
+        app.config["EPISODE_IDS"] = load_episodes(app)
+        yield app
 
 
-INVALID = ROOT / "fixtures" / "invalid-fhir"
-
-
-def _entries(bundle: dict) -> list[dict]:
-    return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
+@pytest.fixture(scope="module")
+def validator(sqlite_app: Flask) -> Any:
+    return sqlite_app.test_client()
 
 
 # --- CapabilityStatement ------------------------------------------------------------------------------------------
@@ -229,8 +221,8 @@ def test_an_amendment_gives_a_new_version_and_the_old_one_stays_readable(fhir: A
         ),
     ],
 )
-def test_errors_are_operation_outcomes(fhir: Any, method: str, path: str, kwargs: dict, status: int) -> None:
-    r = fhir.open(path, method=method, **kwargs)
+def test_errors_are_operation_outcomes(validator: Any, method: str, path: str, kwargs: dict, status: int) -> None:
+    r = validator.open(path, method=method, **kwargs)
     assert r.status_code == status, r.get_data(as_text=True)
     body = r.get_json()
     assert r.mimetype == FHIR_JSON and body["resourceType"] == "OperationOutcome"
@@ -238,9 +230,9 @@ def test_errors_are_operation_outcomes(fhir: Any, method: str, path: str, kwargs
         assert "GET" in r.headers["Allow"]
 
 
-def test_formats_accepted(fhir: Any) -> None:
+def test_formats_accepted(validator: Any) -> None:
     for q in ("", "?_format=json", "?_format=application/fhir%2Bjson"):
-        assert fhir.get("/fhir/Patient" + q, headers={"Accept": "application/json"}).status_code == 200
+        assert validator.get("/fhir/Patient" + q, headers={"Accept": "application/json"}).status_code == 200
 
 
 def test_no_token_401_and_another_clinic_sees_nothing(fhir: Any, fhir_app: Flask) -> None:
@@ -265,9 +257,13 @@ def _comparable(resource: dict) -> dict:
 
 
 def test_each_fixture_transaction_recreates_the_episode_in_an_empty_instance(
-    fhir: Any, fhir_app: Flask, tmp_path: Path
+    fhir: Any, fhir_app: Flask, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    target = authorized_app(f"sqlite:///{tmp_path}/empty.db").test_client()
+    with app_on(request, fhir_app.config["BACKEND"], tmp_path, "empty") as empty:
+        _recreate_each_episode(fhir, fhir_app, empty.test_client())
+
+
+def _recreate_each_episode(fhir: Any, fhir_app: Flask, target: Any) -> None:
     for name, ids in sorted(fhir_app.config["EPISODE_IDS"].items()):
         bundle = fhir.get(f"/api/v1/episodes/{ids['episode']}/fhir").get_data()
         r = target.post("/fhir", data=bundle, content_type=FHIR_JSON)
@@ -302,9 +298,9 @@ def _issues(fhir: Any, resource: Any, rtype: str | None = None) -> list[dict]:
 
 
 @pytest.mark.parametrize("path", sorted(INVALID.glob("*.json")), ids=lambda p: p.stem)
-def test_invalid_fixture_reports_its_expressions(fhir: Any, path: Path) -> None:
+def test_invalid_fixture_reports_its_expressions(validator: Any, path: Path) -> None:
     case = json.loads(path.read_text())
-    issues = [i for i in _issues(fhir, case["resource"]) if i["severity"] in ("error", "fatal", "warning")]
+    issues = [i for i in _issues(validator, case["resource"]) if i["severity"] in ("error", "fatal", "warning")]
     named = {e for i in issues for e in i.get("expression", [])}
     assert set(case["expected_expressions"]) <= named, issues
     assert all(i.get("diagnostics") and i.get("code") for i in issues)
@@ -315,7 +311,8 @@ def test_every_structuredefinition_constraint_has_an_invalid_fixture() -> None:
     assert {c["key"] for _, _, c in sd_constraints()} <= covered
 
 
-def test_valid_exports_have_no_errors_and_a_dose_without_consent_is_reported(fhir: Any, fhir_app: Flask) -> None:
+def test_valid_exports_have_no_errors_and_a_dose_without_consent_is_reported(validator: Any, sqlite_app: Flask) -> None:
+    fhir, fhir_app = validator, sqlite_app
     for ids in fhir_app.config["EPISODE_IDS"].values():
         bundle = json.loads(fhir.get(f"/api/v1/episodes/{ids['episode']}/fhir?type=collection").get_data())
         assert not [i for i in _issues(fhir, bundle) if i["severity"] in ("error", "fatal")]
@@ -327,7 +324,8 @@ def test_valid_exports_have_no_errors_and_a_dose_without_consent_is_reported(fhi
     assert all(i["expression"][0].startswith("Bundle.entry[") for i in found)
 
 
-def test_us_core_examples_of_served_types_have_no_error(fhir: Any) -> None:
+def test_us_core_examples_of_served_types_have_no_error(validator: Any) -> None:
+    fhir = validator
     directory = Path(os.environ.get("KAPFHIR_US_CORE_DIR", ROOT.parent / "shared" / "us-core-6.1.0")) / "examples"
     if not directory.is_dir():
         if os.environ.get("CI"):

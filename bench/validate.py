@@ -1,0 +1,124 @@
+"""Benchmark (not a test): ``$validate`` latency, per resource type and per fixture bundle.
+
+``$validate`` sits on the request path (``POST /fhir/$validate``, and every ``POST /fhir`` transaction validates each
+entry first), so it must answer in request time. For each fixture bundle in ``fixtures/fhir/`` this prints the time
+``service.fhir.validate.validate`` needs for the whole Bundle and, grouped by resource type, for each of its
+resources validated alone (as ``POST /fhir/{type}/$validate`` does), plus the invalid fixtures of
+``fixtures/invalid-fhir/``: median, min and max over the repeats, and the layers applied:
+
+- structure (fhir.resources R4B), bindings (required bindings: our ValueSets and the R4 core ones), invariants
+  (core invariants, direct checks), own (impossible dates, reference target types, the constraints of our
+  StructureDefinitions by compiled fhirpathpy) -- always;
+- profile (our kapfhir profile rules) -- when a kapfhir profile is claimed;
+- domain -- a Bundle carrying an EpisodeOfCare is mapped into the domain and the safety rules run; a Patient or
+  Condition claiming a kapfhir profile is reverse-mapped.
+
+Nothing is cached across iterations: each run parses the JSON bytes anew (``orjson.loads``, timed, as the endpoint
+does) and validates the fresh dict; no result is memoised. What lives for the process, as in the service, is built
+on first use (one warm-up run, not timed) and reused: imports, the R4B model tables, the compiled FHIRPath
+expressions of our constraints. ``--cold`` clears those process-level caches before every iteration as well, to
+show the first-request cost.
+
+    .venv/bin/python bench/validate.py [--repeats 20] [--cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mappings import validation as mv  # noqa: E402
+from service.fhir import validate as fv  # noqa: E402
+
+BUNDLES = ROOT / "fixtures" / "fhir"
+INVALID = ROOT / "fixtures" / "invalid-fhir"
+
+
+def layers_of(resource: dict) -> str:
+    def kap(r: dict) -> bool:
+        return any(str(p).startswith(fv.KAP_PREFIX) for p in r.get("meta", {}).get("profile", []) or [])
+
+    base = ["structure", "bindings", "invariants", "own"]
+    if resource.get("resourceType") == "Bundle":
+        inner = [e.get("resource", {}) for e in resource.get("entry", [])]
+        if any(kap(r) for r in inner):
+            base.append("profile")
+        if any(r.get("resourceType") == "EpisodeOfCare" for r in inner):
+            base.append("domain")
+    elif kap(resource):
+        base.append("profile")
+        if resource.get("resourceType") in ("Patient", "Condition"):
+            base.append("domain")
+    return "+".join(base)
+
+
+def clear_process_caches() -> None:
+    for fn in (fv.sd_constraints, fv._compiled, mv._model, mv._fields, mv._typed_fields, mv.compiled_invariants):
+        fn.cache_clear()
+
+
+def timed(raw: bytes, repeats: int, cold: bool, expected: str | None = None) -> tuple[list[float], int]:
+    run: Callable[[], list] = lambda: fv.validate(orjson.loads(raw), expected_type=expected)  # noqa: E731
+    issues = len(run())  # warm-up: imports and process-level tables, as a running service has them
+    times = []
+    for _ in range(repeats):
+        if cold:
+            clear_process_caches()
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return times, issues
+
+
+def row(label: str, times: list[float], issues: int, layers: str, n: int = 1) -> str:
+    med = statistics.median(times) / n
+    return f"{label:<44} {n:>5} {med:>9.2f} {min(times) / n:>9.2f} {max(times) / n:>9.2f} {issues:>6}  {layers}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--cold", action="store_true", help="clear process-level caches before every iteration")
+    args = parser.parse_args()
+    header = f"{'input':<44} {'n':>5} {'median':>9} {'min':>9} {'max':>9} {'issues':>6}  layers"
+    print(
+        f"$validate latency in ms ({args.repeats} repeats, {'cold' if args.cold else 'warm process'}); "
+        "per-type rows: ms per resource"
+    )
+    print(header)
+    print("-" * len(header))
+    for path in sorted(BUNDLES.glob("*.json")):
+        raw = path.read_bytes()
+        bundle = orjson.loads(raw)
+        times, issues = timed(raw, args.repeats, args.cold)
+        print(row(f"Bundle {path.stem}", times, issues, layers_of(bundle), 1))
+        by_type: dict[str, list[dict]] = {}
+        for entry in bundle.get("entry", []):
+            by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+        for rtype, resources in sorted(by_type.items()):
+            total = [0.0] * args.repeats
+            found = 0
+            for resource in resources:
+                t, n = timed(orjson.dumps(resource), args.repeats, args.cold, rtype)
+                total = [a + b for a, b in zip(total, t, strict=True)]
+                found += n
+            print(row(f"  {rtype}", total, found, layers_of(resources[0]), len(resources)))
+    print()
+    for path in sorted(INVALID.glob("*.json")):
+        case = orjson.loads(path.read_bytes())
+        raw = orjson.dumps(case["resource"])
+        times, issues = timed(raw, args.repeats, args.cold)
+        print(row(f"invalid {path.stem}", times, issues, layers_of(case["resource"])))
+
+
+if __name__ == "__main__":
+    main()
