@@ -122,6 +122,7 @@ class Inbound:
     # --- references -----------------------------------------------------------------------------------------
 
     def _row(self, rtype: str, rid: str) -> _Target | None:
+        self.uow.run_pending()  # what earlier entries changed must be projected before it is looked up
         r = fhir_resources
         row = self.session.execute(
             select(r.c.body, r.c.episode_id).where(
@@ -150,6 +151,7 @@ class Inbound:
         ident = ref.get("identifier")
         if isinstance(ident, dict) and ident.get("value"):
             types = (ref["type"],) if ref.get("type") in allowed else allowed
+            self.uow.run_pending()
             for rtype in types:
                 ids = projection.find_by_identifier(
                     self.session, self.clinic, rtype, ident.get("system"), ident["value"]
@@ -462,6 +464,7 @@ class Inbound:
         return True
 
     def _projected(self, rtype: str, value: str) -> str | None:
+        self.uow.run_pending()
         ids = projection.find_by_identifier(self.session, self.clinic, rtype, None, value)
         if not ids:
             prefixed = projection.find_by_identifier_prefix(self.session, self.clinic, rtype, value + ".")

@@ -187,16 +187,23 @@ def _patient_changed(uow: UnitOfWork, ctx: Context, patient_id: str) -> None:
     if not episode_ids:
         from service.fhir.inbound import project_patient_alone  # local: inbound itself calls these use cases
 
-        project_patient_alone(
-            uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_patient(patient_id), ctx.now
+        uow.before_commit(
+            f"patient:{patient_id}",
+            lambda: project_patient_alone(
+                uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_patient(patient_id), ctx.now
+            ),
         )
 
 
 def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:
-    """Whatever follows a change, in its transaction: the outbox job of every target, and new versions of the
-    FHIR resources the change affects."""
-    outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
-    projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
+    """Whatever follows a change, in its transaction and once per unit of work: the outbox job of every target,
+    and new versions of the FHIR resources the change affects."""
+
+    def follow_up() -> None:
+        outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
+        projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
+
+    uow.before_commit(f"episode:{episode_id}", follow_up)
 
 
 # --- episodes -------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import TracebackType
 
@@ -21,6 +22,7 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self._stack = ExitStack()
+        self._before_commit: dict[str, Callable[[], None]] = {}
         self.session = self._session_factory()
         engine = self.session.get_bind()
         if self.write and engine.dialect.name == "sqlite":
@@ -38,5 +40,17 @@ class UnitOfWork:
             self.session.close()
             self._stack.close()
 
+    def before_commit(self, key: str, action: Callable[[], None]) -> None:
+        """Runs ``action`` once, just before the commit, however often it was asked for under ``key``: work that
+        follows a change (the FHIR projection, the outbox) is done once per unit of work, not once per record."""
+        self._before_commit[key] = action
+
+    def run_pending(self) -> None:
+        """Runs the follow-up work now, for a reader inside this unit of work that needs it current."""
+        while self._before_commit:
+            _, action = self._before_commit.popitem()
+            action()
+
     def commit(self) -> None:
+        self.run_pending()
         self.session.commit()
