@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-packages bench clean
+.PHONY: run test lint system-packages bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kapfhir needs Python >= 3.11")'
@@ -29,8 +29,16 @@ system-packages:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service mappings tests bench
 
-bench: $(STAMP)
-	$(PY) bench/mapping.py
+## make bench: mapping, ingest, API load (wrk) and push, side by side; writes bench/RESULTS.md (~10 min on 2 cores).
+## BENCH_ARGS=--quick for a shorter run. Needs wrk (Debian: apt-get install -y wrk) and PostgreSQL binaries.
+BENCH_ARGS ?=
+bench: $(STAMP) system-packages
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+## make soak: the longer reliability runs (more kill -9 rounds, more episodes through the scale-out).
+soak: $(STAMP) system-packages
+	KAPFHIR_SOAK=1 $(PY) -m pytest -q tests/reliability
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

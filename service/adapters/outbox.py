@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
@@ -186,6 +187,15 @@ def remote_records(session: Session, clinic_id: str, target: str, episode_id: st
     }
 
 
+def _upsert(session: Session, table: Any, keys: dict[str, Any], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE: workers pushing episodes of one clinic share rows (the clinic's
+    Organization, the patient), and a check-then-insert would race."""
+    dialect = session.get_bind().dialect.name
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_(table).values(**keys, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values))
+
+
 def store_remote(
     session: Session,
     clinic_id: str,
@@ -199,24 +209,19 @@ def store_remote(
     outcome: str,
     now: datetime,
 ) -> None:
-    t = orm.sync_resources
-    where = and_(
-        t.c.clinic_id == clinic_id, t.c.target == target, t.c.resource_type == resource_type, t.c.identifier == key
+    _upsert(
+        session,
+        orm.sync_resources,
+        {"clinic_id": clinic_id, "target": target, "resource_type": resource_type, "identifier": key},
+        {
+            "episode_id": episode_id,
+            "remote_id": remote_id,
+            "remote_version": version,
+            "content_hash": content_hash,
+            "outcome": outcome,
+            "updated_at": now,
+        },
     )
-    values = {
-        "episode_id": episode_id,
-        "remote_id": remote_id,
-        "remote_version": version,
-        "content_hash": content_hash,
-        "outcome": outcome,
-        "updated_at": now,
-    }
-    if session.execute(select(t.c.identifier).where(where)).first() is None:
-        session.execute(
-            insert(t).values(clinic_id=clinic_id, target=target, resource_type=resource_type, identifier=key, **values)
-        )
-    else:
-        session.execute(update(t).where(where).values(**values))
 
 
 def patient_link(session: Session, clinic_id: str, patient_id: str, target: str) -> str | None:
@@ -227,16 +232,12 @@ def patient_link(session: Session, clinic_id: str, patient_id: str, target: str)
 
 
 def link_patient(session: Session, clinic_id: str, patient_id: str, target: str, remote_id: str, now: datetime) -> None:
-    t = orm.patient_links
-    where = and_(t.c.clinic_id == clinic_id, t.c.patient_id == patient_id, t.c.target == target)
-    if session.execute(select(t.c.remote_id).where(where)).first() is None:
-        session.execute(
-            insert(t).values(
-                clinic_id=clinic_id, patient_id=patient_id, target=target, remote_id=remote_id, linked_at=now
-            )
-        )
-    else:
-        session.execute(update(t).where(where).values(remote_id=remote_id, linked_at=now))
+    _upsert(
+        session,
+        orm.patient_links,
+        {"clinic_id": clinic_id, "patient_id": patient_id, "target": target},
+        {"remote_id": remote_id, "linked_at": now},
+    )
 
 
 def claimable_count(session: Session, now: datetime) -> int:

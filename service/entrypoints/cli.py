@@ -14,9 +14,10 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
-from service.adapters.database import make_engine
+from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import upgrade
 from service.config import Settings
+from service.fhir.projection import catch_up
 from service.fixture_loader import FixtureError, fixture_paths, load_fixture, replay
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,8 @@ def ensure_clinic(settings: Settings, clinic_id: str, name: str, identifier_syst
 
 
 def prepare_database(settings: Settings | None = None) -> None:
-    """Migrates to the current schema, registers the default clinic and creates the embedded issuer's key."""
+    """Migrates to the current schema, registers the default clinic, creates the embedded issuer's key and
+    projects to FHIR whatever was stored without a projection."""
     from service.security.keys import ensure_local_signing_key
 
     settings = settings or Settings.from_env()
@@ -51,6 +53,11 @@ def prepare_database(settings: Settings | None = None) -> None:
     ensure_clinic(
         settings, settings.default_clinic_id, settings.default_clinic_name, settings.default_identifier_system
     )
+    engine = make_engine(settings.database_url)
+    try:
+        catch_up(make_session_factory(engine))
+    finally:
+        engine.dispose()
 
 
 @click.group()

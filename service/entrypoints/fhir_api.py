@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, has_request_context, request
 
 from mappings.conformance import load_all
 from mappings.validation import Issue
-from service.entrypoints.http import ApiProblem, principal, read, state, write
+from service.entrypoints.http import ApiProblem, principal, read, write
 from service.fhir import inbound, ingest, projection, registry, search
 from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
@@ -138,7 +138,6 @@ def _not_found(rtype: str, rid: str) -> ApiProblem:
 
 def _read(fn: Callable[[Any], Response]) -> Response:
     g.query = {}  # /fhir parses its own query parameters
-    projection.ensure_synced(state().session_factory, principal().clinic_id)
     return read(fn)
 
 
@@ -591,7 +590,6 @@ def transaction() -> Response:
         if missing:
             raise ApiProblem(403, "Forbidden", f"conditional PUT needs update scope on {', '.join(missing)}")
     g.query = {}
-    projection.ensure_synced(state().session_factory, principal().clinic_id)
     return write(lambda uow, ctx: _apply(uow, ctx, body, kind))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
@@ -154,8 +154,10 @@ def store_resources(
                 )
                 .values(is_current=False)
             )
-        session.execute(
-            insert(t).values(
+        insert_ = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        stored = session.execute(
+            insert_(t)
+            .values(
                 clinic_id=clinic_id,
                 resource_type=key[0],
                 id=key[1],
@@ -167,7 +169,13 @@ def store_resources(
                 content_hash=digest,
                 body=orjson.dumps(resource).decode(),
             )
+            # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be
+            # projected by two transactions at once on PostgreSQL: the first one's version stands.
+            .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
         )
+        if stored.rowcount == 0:
+            result[key] = (version, False)
+            continue
         _reindex(session, clinic_id, resource)
         result[key] = (version, True)
     return result
@@ -268,19 +276,22 @@ def sync_clinic(session: Session, clinic_id: str, now: datetime | None = None) -
     return len(stale)
 
 
-def ensure_synced(session_factory: Any, clinic_id: str) -> None:
-    """Before a /fhir request reads: a cheap check in a read transaction, a refresh only when something is stale."""
+def catch_up(session_factory: Any) -> int:
+    """Projects, once at start-up, what was stored without a projection (data older than it, or written by an
+    older version of kapfhir). Every write refreshes the projection in its own transaction after that, so no
+    request needs to look for stale episodes."""
     from service.service_layer.unit_of_work import UnitOfWork
 
-    with UnitOfWork(session_factory, clinic_id, write=False) as uow:
-        if not stale_episodes(uow.session, clinic_id):
-            return
-    try:
+    refreshed = 0
+    with session_factory() as session:
+        clinics = list(session.execute(select(orm.clinics.c.id)).scalars())
+    for clinic_id in clinics:
         with UnitOfWork(session_factory, clinic_id, write=True) as uow:
-            if sync_clinic(uow.session, clinic_id):
+            count = sync_clinic(uow.session, clinic_id)
+            if count:
                 uow.commit()
-    except IntegrityError:
-        pass  # a concurrent request projected the same change first
+                refreshed += count
+    return refreshed
 
 
 # --- reading ----------------------------------------------------------------------------------------------------

@@ -245,7 +245,11 @@ def run_worker(
                 break
             stop.wait(poll_seconds)
             continue
-        done.append(deliverer.deliver(job))
+        try:
+            done.append(deliverer.deliver(job))
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the worker
+            log.error("sync job failed", extra={"error_class": type(exc).__name__})
+            done.append(deliverer.release(job, exc))
     return done
 
 

@@ -1,0 +1,120 @@
+"""Profile kapfhir's gunicorn workers with py-spy while wrk (or the ingest client) drives one request kind.
+
+    .venv/bin/python bench/profile_service.py [--seconds 8] [--kinds fhir_read,obs_search,episode_read,write,ingest]
+
+Writes bench/profiles/<kind>.txt: the top functions by own time and by inclusive time (project code and all),
+from py-spy's collapsed stacks of every worker. Needs py-spy (pip install py-spy) and root or ptrace rights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness
+from bench import run_all as ra
+
+OUT = Path(__file__).resolve().parent / "profiles"
+
+
+def summarize(collapsed: list[Path], top: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for path in collapsed:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            frames = stack.split(";")
+            if any("wait (threading.py" in f or "select (selectors.py" in f or "accept" in f for f in frames[-2:]):
+                continue  # idle gthread pool threads
+            total += n
+            own[frames[-1]] += n
+            for f in set(frames):
+                inclusive[f] += n
+    lines = [f"busy samples: {total}", "", "own time:"]
+    lines += [f"  {100 * n / max(1, total):5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive (project frames):"]
+    project = [(f, n) for f, n in inclusive.most_common() if "/work/main/service" in f or "/mappings/" in f
+               or "service/" in f]
+    lines += [f"  {100 * n / max(1, total):5.1f}%  {f}" for f, n in project[:top]]
+    lines += ["", "inclusive (libraries):"]
+    libs = [(f, n) for f, n in inclusive.most_common() if "site-packages" in f]
+    lines += [f"  {100 * n / max(1, total):5.1f}%  {f}" for f, n in libs[:top]]
+    return "\n".join(lines)
+
+
+def spy(pids: list[int], seconds: int, tmp: Path) -> tuple[list[subprocess.Popen], list[Path]]:
+    procs, outs = [], []
+    for pid in pids:
+        out = tmp / f"{pid}.txt"
+        procs.append(subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration", str(seconds),
+             "--format", "raw", "--output", str(out), "--rate", "200", "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        outs.append(out)
+    return procs, outs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--kinds", default="fhir_read,obs_search,episode_read,write,ingest")
+    parser.add_argument("--database", default="sqlite")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kapfhir-prof-") as tmpdir:
+        tmp = Path(tmpdir)
+        service = harness.start_service(tmp, f"sqlite:///{tmp}/k.db", extra_env=ra.RATE_ENV)
+        try:
+            token = harness.mint_token(service)
+            http = harness.Http(service.base_url, token)
+            ids = harness.replay_fixture(http, harness.FIXTURES / "a-trd-iv-ketamine.json")
+            episodes = ra.seed_episodes(http, 8)
+            auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+            mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
+            found = http.http.get(f"{service.base_url}/fhir/Patient",
+                                  params={"identifier": f"{mrn['system']}|{mrn['value']}"}, headers=auth).json()
+            patient = found["entry"][0]["resource"]["id"]
+            plain = ra.write_script(tmp / "plain.lua", "")
+            urls = {"fhir_read": f"{service.base_url}/fhir/Patient/{patient}",
+                    "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
+                    "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}"}
+            template = ra.export_template(service, token) if "ingest" in args.kinds else ""
+            for kind in args.kinds.split(","):
+                pids = sorted(harness.worker_rss_kb(service))
+                procs, outs = spy(pids, args.seconds, tmp / kind if (tmp / kind).mkdir() is None else tmp)
+                if kind in urls:
+                    ra.wrk(urls[kind], plain, args.seconds, 16, headers=auth)
+                elif kind == "write":
+                    script = ra.write_script(tmp / "w.lua", ra.writes_lua(token, ra.session_bodies(episodes, 3000, 0)))
+                    ra.wrk(service.base_url, script, args.seconds, 16)
+                elif kind == "ingest":
+                    headers = {**ra.FHIR_JSON, "Authorization": f"Bearer {token}"}
+                    def drive(headers: dict[str, str] = headers) -> None:
+                        for _ in range(6):
+                            ra.ingest_round(f"{service.base_url}/fhir", headers, template, 2, 2)
+
+                    t = threading.Thread(target=drive)
+                    t.start()
+                    t.join(timeout=args.seconds + 60)
+                for p in procs:
+                    p.wait(timeout=args.seconds + 60)
+                text = summarize([o for o in outs if o.exists()])
+                (OUT / f"{kind}.txt").write_text(text + "\n")
+                print(f"== {kind}\n" + "\n".join(text.splitlines()[:40]))
+        finally:
+            service.stop()
+
+
+if __name__ == "__main__":
+    main()
