@@ -8,6 +8,7 @@ www_authenticate` builds the RFC 6750 header. Descriptions are fixed phrases: th
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ DEFAULT_REALM = "kapfhir"
 DEFAULT_LEEWAY_SECONDS = 30
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_BYTES = 16_384
+VERIFIED_CACHE_SIZE = 4096
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 media type
 DEFAULT_REQUIRED_CLAIMS = ("iss", "aud", "exp", "sub")
 CLIENT_ID_CLAIMS = ("client_id", "azp", "sub")  # RFC 9068 client_id; Keycloak/Okta azp; our sub
@@ -236,13 +238,29 @@ class TokenValidator:
         self.algorithms = tuple(algorithms)
         self.required_claims = list(dict.fromkeys([*required_claims, "iss", "aud", "exp"]))
         self.realm = realm
+        self._verified: dict[bytes, Principal] = {}
 
     def _fail(self, description: str) -> AuthenticationError:
         return AuthenticationError("invalid_token", description, realm=self.realm)
 
     def validate(self, token: str) -> Principal:
+        """Checks a token; a token already verified in this process is taken from a small cache until it
+        expires (its signature cannot change), so a client's requests do not each pay for a signature check."""
         if not token or not isinstance(token, str):
             raise MissingTokenError(realm=self.realm)
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            if cached.expires_at is None or time.time() < cached.expires_at + self.leeway:
+                return cached
+            self._verified.pop(digest, None)
+        principal = self._validate(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # bounded: a burst of new tokens starts the cache afresh
+        self._verified[digest] = principal
+        return principal
+
+    def _validate(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES:
             raise self._fail("token too large")
         try:

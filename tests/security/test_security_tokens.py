@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from typing import Any
@@ -228,3 +229,20 @@ def test_error_description_is_header_safe() -> None:
     err = AuthenticationError("invalid_token", 'bad "quote" \\ and\nnewline')
     assert err.www_authenticate() == 'Bearer error="invalid_token", error_description="bad ?quote? ? and?newline"'
     assert err.to_dict() == {"error": "invalid_token", "error_description": 'bad "quote" \\ and\nnewline'}
+
+
+def test_a_verified_token_is_reused_until_it_expires_and_never_after(issuer, validator):
+    token = issuer.issue(client_id="c", clinic_id="demo", scope="system/*.rs", lifetime=60).access_token
+    first = validator.validate(token)
+    assert validator.validate(token) is first  # the cached principal, no second signature check
+    expired = issuer.issue(
+        client_id="c", clinic_id="demo", scope="system/*.rs", lifetime=1, now=int(time.time()) - 120
+    ).access_token
+    with pytest.raises(AuthenticationError):
+        validator.validate(expired)
+    # A cached token past its expiry (plus leeway) is checked again, and refused.
+    validator._verified[hashlib.sha256(expired.encode()).digest()] = first.__class__(
+        client_id="c", clinic_id="demo", scopes=first.scopes, expires_at=int(time.time()) - 3600
+    )
+    with pytest.raises(AuthenticationError):
+        validator.validate(expired)
