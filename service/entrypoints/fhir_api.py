@@ -695,12 +695,37 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
 def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str) -> Response:
     """Resources from an EHR, each mapped into the domain where it attaches (``service.fhir.inbound``)."""
     clinic = uow.clinic_id
+    failures: dict[int, inbound.InboundRefused] = {}
     try:
-        outcomes = inbound.Inbound(uow, ctx).apply(entries)
+        if kind == "batch":
+            outcomes, failures = inbound.Inbound(uow, ctx).apply_each(entries)
+        else:
+            outcomes = inbound.Inbound(uow, ctx).apply(entries)
     except inbound.InboundRefused as exc:
         raise _problem(exc.status, "Unprocessable bundle", exc.expression, exc.message, exc.code) from None
     responses = []
     for i in range(len(entries)):
+        if i in failures:  # a batch answers per entry: this one was refused, the others stand
+            exc = failures[i]
+            responses.append(
+                {
+                    "response": {
+                        "status": str(exc.status),
+                        "outcome": {
+                            "resourceType": "OperationOutcome",
+                            "issue": [
+                                {
+                                    "severity": "error",
+                                    "code": exc.code,
+                                    "diagnostics": exc.message,
+                                    "expression": [exc.expression],
+                                }
+                            ],
+                        },
+                    }
+                }
+            )
+            continue
         done = outcomes[i]
         stored = projection.read(uow.session, clinic, done.resource_type, done.id)
         response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}

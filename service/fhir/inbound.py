@@ -236,49 +236,71 @@ class Inbound:
     # --- entries --------------------------------------------------------------------------------------------
 
     def apply(self, entries: list[dict]) -> dict[int, Outcome]:
+        """All entries or none (a transaction): the first refusal is raised."""
+        return self._apply(entries, per_entry=False)[0]
+
+    def apply_each(self, entries: list[dict]) -> tuple[dict[int, Outcome], dict[int, InboundRefused]]:
+        """Each entry on its own (a batch): a refused entry is rolled back to its savepoint and reported, the
+        others stand."""
+        return self._apply(entries, per_entry=True)
+
+    def _apply(self, entries: list[dict], *, per_entry: bool) -> tuple[dict[int, Outcome], dict[int, InboundRefused]]:
         order = sorted(range(len(entries)), key=lambda i: _ORDER.get(entries[i]["resource"]["resourceType"], 9))
         scores = _scores_by_source(entries)
         consumed = {i for items in scores.values() for i, _ in items}
         out: dict[int, Outcome] = {}
+        failures: dict[int, InboundRefused] = {}
         for i in order:
-            entry = entries[i]
-            resource = entry["resource"]
-            rtype = resource["resourceType"]
-            where = f"Bundle.entry[{i}].resource"
             if i in consumed:
                 continue
+            if not per_entry:
+                self._apply_one(entries, i, scores, out)
+                continue
             try:
-                if rtype == "Patient":
-                    result = self.patient(resource, entry["request"], where)
-                elif rtype == "Condition":
-                    result = self.condition(resource, entry["request"]["method"], where)
-                elif rtype == "Observation":
-                    result = self.observation(resource, where)
-                elif rtype == "QuestionnaireResponse":
-                    result = self.questionnaire_response(resource, entry, scores, where)
-                elif rtype == "MedicationAdministration":
-                    result = self.administration(resource, where)
-                else:
-                    raise InboundRefused(
-                        422,
-                        f"{where}.resourceType",
-                        f"a {rtype} is taken only inside the Bundle of a whole episode (Organization, EpisodeOfCare, "
-                        f"CarePlan); alone kapfhir accepts {', '.join(SUPPORTED)}",
-                        "not-supported",
-                    )
-            except MappingRefusedError as exc:
-                raise InboundRefused(422, _rebase(exc.expression, rtype, where), exc.reason) from None
-            except DomainError as exc:
-                status = next(s for cls, s in _STATUS if isinstance(exc, cls))
-                detail = "; ".join(f"{e.field}: {e.message}" for e in exc.field_errors) or str(exc)
-                raise InboundRefused(status, where, f"{exc} {detail}".strip(), "business-rule") from None
-            out[i] = result
-            if entry.get("fullUrl"):
-                self.urls[entry["fullUrl"]] = f"{result.resource_type}/{result.id}"
-            for j, score in scores.get(entry.get("fullUrl", ""), []):
-                found = self._projected("Observation", _score_value(result, score))
-                out[j] = Outcome("Observation", found or result.id, result.created)
-        return out
+                with self.uow.savepoint():
+                    self._apply_one(entries, i, scores, out)
+            except InboundRefused as exc:
+                failures[i] = exc
+                for j, _ in scores.get(entries[i].get("fullUrl", ""), []):
+                    failures[j] = exc  # a score stands or falls with its QuestionnaireResponse
+        return out, failures
+
+    def _apply_one(self, entries: list[dict], i: int, scores: dict, out: dict[int, Outcome]) -> None:
+        entry = entries[i]
+        resource = entry["resource"]
+        rtype = resource["resourceType"]
+        where = f"Bundle.entry[{i}].resource"
+        try:
+            if rtype == "Patient":
+                result = self.patient(resource, entry["request"], where)
+            elif rtype == "Condition":
+                result = self.condition(resource, entry["request"]["method"], where)
+            elif rtype == "Observation":
+                result = self.observation(resource, where)
+            elif rtype == "QuestionnaireResponse":
+                result = self.questionnaire_response(resource, entry, scores, where)
+            elif rtype == "MedicationAdministration":
+                result = self.administration(resource, where)
+            else:
+                raise InboundRefused(
+                    422,
+                    f"{where}.resourceType",
+                    f"a {rtype} is taken only inside the Bundle of a whole episode (Organization, EpisodeOfCare, "
+                    f"CarePlan); alone kapfhir accepts {', '.join(SUPPORTED)}",
+                    "not-supported",
+                )
+        except MappingRefusedError as exc:
+            raise InboundRefused(422, _rebase(exc.expression, rtype, where), exc.reason) from None
+        except DomainError as exc:
+            status = next(s for cls, s in _STATUS if isinstance(exc, cls))
+            detail = "; ".join(f"{e.field}: {e.message}" for e in exc.field_errors) or str(exc)
+            raise InboundRefused(status, where, f"{exc} {detail}".strip(), "business-rule") from None
+        out[i] = result
+        if entry.get("fullUrl"):
+            self.urls[entry["fullUrl"]] = f"{result.resource_type}/{result.id}"
+        for j, score in scores.get(entry.get("fullUrl", ""), []):
+            found = self._projected("Observation", _score_value(result, score))
+            out[j] = Outcome("Observation", found or result.id, result.created)
 
     def patient(self, resource: dict, request: dict, where: str) -> Outcome:
         incoming = patient_map.from_patient(ReverseContext(base=self.base), resource)

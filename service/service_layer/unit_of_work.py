@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +44,20 @@ class UnitOfWork:
         """Runs ``action`` once, just before the commit, however often it was asked for under ``key``: work that
         follows a change (the FHIR projection, the outbox) is done once per unit of work, not once per record."""
         self._before_commit[key] = action
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Part of the unit of work that can fail alone (a batch entry): on an error, its writes and the follow-up
+        work it asked for are undone, and the error goes on to the caller."""
+        pending = dict(self._before_commit)
+        nested = self.session.begin_nested()
+        try:
+            yield
+        except BaseException:
+            nested.rollback()
+            self._before_commit = pending
+            raise
+        nested.commit()
 
     def run_pending(self) -> None:
         """Runs the follow-up work now, for a reader inside this unit of work that needs it current."""

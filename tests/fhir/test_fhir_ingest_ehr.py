@@ -272,3 +272,25 @@ def test_another_clinic_cannot_attach_to_our_records(client: Any, ehr_app: Flask
     assert r.status_code in (404, 422) and r.get_json()["resourceType"] == "OperationOutcome"
     assert "hr-b" not in r.get_data(as_text=True)
     assert not entries(client.get("/fhir/Observation", query_string={"identifier": "hr-b"}).get_json())
+
+
+def test_a_batch_answers_per_entry_and_keeps_what_was_accepted(client: Any, ehr_app: Flask) -> None:
+    ids, patient, _ = episode_of(client, ehr_app)
+    hr = first(client, "/fhir/Observation", code=f"{t.LOINC}|8867-4", patient=f"Patient/{patient['id']}")
+    good = as_ehr(hr, "hr-batch-good") | {"valueQuantity": {**hr["valueQuantity"], "value": 77}}
+    bad = {k: v for k, v in as_ehr(hr, "hr-batch-bad").items() if k != "encounter"}
+    before = len(records(client, ids["episode"], "monitoring-readings"))
+    response = post(client, [good, bad], kind="batch")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["type"] == "batch-response"
+    first_entry, second_entry = (e["response"] for e in body["entry"])
+    assert first_entry["status"].startswith("201")
+    assert second_entry["status"] == "422"
+    assert second_entry["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.encounter"]
+    after = records(client, ids["episode"], "monitoring-readings")
+    assert len(after) == before + 1
+    # The same entries as a transaction: all or nothing.
+    refused = post(client, [as_ehr(hr, "hr-tx-good"), bad], kind="transaction")
+    assert refused.status_code == 422
+    assert len(records(client, ids["episode"], "monitoring-readings")) == before + 1
