@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -238,10 +238,3 @@ def link_patient(session: Session, clinic_id: str, patient_id: str, target: str,
         {"clinic_id": clinic_id, "patient_id": patient_id, "target": target},
         {"remote_id": remote_id, "linked_at": now},
     )
-
-
-def claimable_count(session: Session, now: datetime) -> int:
-    t = orm.sync_jobs
-    return session.execute(
-        select(func.count()).select_from(t).where(t.c.status == QUEUED, t.c.next_attempt_at <= now)
-    ).scalar_one()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -251,14 +250,3 @@ def run_worker(
             log.error("sync job failed", extra={"error_class": type(exc).__name__})
             done.append(deliverer.release(job, exc))
     return done
-
-
-def wait_for_idle(session_factory: sessionmaker, *, timeout: float, poll: float = 0.2) -> bool:
-    """For tests and the CLI: True once no job is due (queued and ready), False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with UnitOfWork(session_factory, "", write=False) as uow:
-            if outbox.claimable_count(uow.session, datetime.now(UTC)) == 0:
-                return True
-        time.sleep(poll)
-    return False
