@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -93,3 +94,8 @@ def write_lock(engine: Engine) -> Iterator[None]:
         return
     with lock.held():
         yield
+
+
+def upsert_insert(session: Any) -> Any:
+    """The dialect's INSERT that supports ``on_conflict_do_*`` (PostgreSQL and SQLite both have one)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

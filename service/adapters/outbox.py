@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
+from service.adapters.database import upsert_insert
 
 QUEUED, HELD, DELIVERED, DEAD = "queued", "held", "delivered", "dead"
 
@@ -190,9 +190,7 @@ def remote_records(session: Session, clinic_id: str, target: str, episode_id: st
 def _upsert(session: Session, table: Any, keys: dict[str, Any], values: dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE: workers pushing episodes of one clinic share rows (the clinic's
     Organization, the patient), and a check-then-insert would race."""
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert_(table).values(**keys, **values)
+    statement = upsert_insert(session)(table).values(**keys, **values)
     session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values))
 
 

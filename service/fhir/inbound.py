@@ -330,17 +330,8 @@ class Inbound:
         return Outcome("Patient", self._project_patient(current.id), False)
 
     def _project_patient(self, patient_id: str) -> str:
-        """The Patient's logical id; a patient without an episode is projected alone (an episode's projection
-        covers it otherwise)."""
-        patient = self.uow.repo.get_patient(patient_id)
-        episodes = self.uow.repo.episode_ids_of(patient_id)
-        if episodes:
-            for episode_id in episodes:
-                projection.refresh_projection(
-                    self.session, self.clinic, services.episode_chart(self.uow, episode_id), self.ctx.now
-                )
-        else:
-            project_patient_alone(self.session, self.clinic, self.uow.repo.get_clinic(), patient, self.ctx.now)
+        """The Patient's logical id. The use cases that stored it scheduled its projection; ``_projected`` runs
+        that follow-up before it looks."""
         found = self._projected("Patient", patient_id)
         assert found is not None
         return found
@@ -394,7 +385,6 @@ class Inbound:
             except NotFound:
                 services.record_patient_record(self.uow, self.ctx, patient_id, weight)
                 created = True
-            self._project_patient(patient_id)
             found = self._projected("Observation", weight.id)
             return Outcome("Observation", found or weight.id, created)
         if any(dt.code_in(c, t.OBSERVATION_CATEGORY) == "survey" for c in body.get("category", ())) or body.get(

@@ -20,7 +20,6 @@ from service.adapters.serialization import episode_header_data, to_data
 from service.domain.chart import EpisodeChart
 from service.domain.episode import check_not_future
 from service.domain.errors import NotFound
-from service.fhir import projection
 from service.service_layer import services
 from service.service_layer.services import Context
 
@@ -152,5 +151,6 @@ def chart_of(bundle: dict) -> EpisodeChart:
 
 
 def project(uow: Any, ctx: Context, episode_id: str) -> dict[tuple[str, str], tuple[int, bool]]:
-    chart = services.episode_chart(uow, episode_id)
-    return projection.refresh_projection(uow.session, uow.clinic_id, chart, ctx.now)
+    """The same follow-up as every domain write (outbox job and projection), done now: the transaction-response
+    needs the new versions."""
+    return services.follow_up_change(uow, ctx, episode_id)

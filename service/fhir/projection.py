@@ -20,13 +20,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
 from mappings.bundle import _latest, _primary_value, map_chart  # noqa: F401 - the bundle's own helpers
 from mappings.resources import provenance
 from service.adapters import orm
+from service.adapters.database import upsert_insert
 from service.adapters.fhir_store import fhir_projection_state, fhir_resources, fhir_search_index
 from service.adapters.repository import Repository
 from service.domain.chart import EpisodeChart
@@ -154,9 +154,8 @@ def store_resources(
                 )
                 .values(is_current=False)
             )
-        insert_ = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         stored = session.execute(
-            insert_(t)
+            upsert_insert(session)(t)
             .values(
                 clinic_id=clinic_id,
                 resource_type=key[0],

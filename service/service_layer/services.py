@@ -195,15 +195,16 @@ def _patient_changed(uow: UnitOfWork, ctx: Context, patient_id: str) -> None:
         )
 
 
+def follow_up_change(uow: UnitOfWork, ctx: Context, episode_id: str) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Whatever follows a change to an episode, in its transaction: the outbox job of every target, and new
+    versions of the FHIR resources the change affects (returned: (type, id) -> (version, changed))."""
+    outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
+    return projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
+
+
 def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:
-    """Whatever follows a change, in its transaction and once per unit of work: the outbox job of every target,
-    and new versions of the FHIR resources the change affects."""
-
-    def follow_up() -> None:
-        outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
-        projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
-
-    uow.before_commit(f"episode:{episode_id}", follow_up)
+    """The follow-up of a change, once per unit of work, just before it commits."""
+    uow.before_commit(f"episode:{episode_id}", lambda: follow_up_change(uow, ctx, episode_id))
 
 
 # --- episodes -------------------------------------------------------------------------------------------------

@@ -351,3 +351,17 @@ def test_target_check_and_push_all_print_their_reports(tmp_path: Path, sekmet: S
     assert created_per_type(pushed.output)["Patient"] == 1
     assert set(created_per_type(again.output).values()) == {0}, again.output
     assert "already there" in again.output
+
+
+def test_an_episode_ingested_through_fhir_is_queued_for_every_target(tmp_path: Path, sekmet: Sekmet):
+    receiving = _app(tmp_path / "receiving", sekmet.base_url)
+    settings = receiving.extensions["kapfhir"].settings
+    sending = make_app(f"sqlite:///{tmp_path}/sending.db", default_identifier_system=settings.default_identifier_system)
+    source = Api(sending.test_client())
+    ids = _seed(source)
+    bundle = source.get(f"/episodes/{ids['episode']}/fhir").get_json()
+    api = Api(receiving.test_client())
+    posted = api.client.post("/fhir", json=bundle, headers={"Authorization": f"Bearer {api.token}"})
+    assert posted.status_code == 200, posted.get_json()
+    (episode,) = api.get("/episodes").get_json()["items"]
+    assert _sync(api, episode["id"])["status"] == "queued"
