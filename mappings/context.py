@@ -61,6 +61,8 @@ class MappingContext:
     primary_url: dict[str, str] = field(default_factory=dict)  # record id -> fullUrl of its primary resource
     practitioner_ids: frozenset[str] = frozenset()
     body_weights: list[BodyWeight] = field(default_factory=list)  # the chart's, then the episode's others
+    # fullUrls computed in this mapping (uuid5 is most of a reference's cost; the patient's is asked for per resource)
+    _full_urls: dict[tuple[str, str, str], str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.base = self.chart.clinic.identifier_system.rstrip("/")
@@ -84,7 +86,11 @@ class MappingContext:
         return dt.identifier(self.system(kind), value)
 
     def full_url(self, resource_type: str, kind: str, value: str) -> str:
-        return full_url_of(self.base, resource_type, kind, value)
+        key = (resource_type, kind, value)
+        url = self._full_urls.get(key)
+        if url is None:
+            url = self._full_urls[key] = full_url_of(self.base, resource_type, kind, value)
+        return url
 
     # --- references ----------------------------------------------------------------------------------------
 

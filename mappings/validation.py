@@ -1,7 +1,12 @@
 """Fast checks of an outbound Bundle, as OperationOutcome issues (severity, code, FHIRPath expression, diagnostics).
 
 Layers, in the order ``$validate`` applies them (``LAYERS``):
-1. ``structure``: fhir.resources R4B models (elements, cardinality, datatypes, choice types).
+1. ``structure``: fhirkit-rs, a structural validator generated from the FHIR R4 4.0.1 specification (elements,
+   cardinality, JSON datatypes, primitive formats, choice types; every issue with its path), plus the two checks it
+   lacks, made by the typed walk: real calendar dates in date/dateTime/instant elements and the id syntax. It
+   replaced a pass through the fhir.resources R4B models, which cost as much as parsing the bundle, accepted JSON
+   of the wrong type (``"active": "yes"``) and checks 4.3.0 rather than the 4.0.1 we serve;
+   tests/mappings/test_validation.py shows it refuses everything that pass refused.
 2. ``bindings``: every ``code`` element with a required binding, against the R4 codes the R4B models ship
    (``enum_values``), plus the required CodeableConcept bindings we fill (table below, R4 value sets, V: S1).
 3. ``invariants``: R4 core invariants that apply to what we emit (``INVARIANTS``, FHIRPath as in the spec), checked
@@ -10,21 +15,23 @@ Layers, in the order ``$validate`` applies them (``LAYERS``):
    the compiled fhirpathpy expression on passing and failing resources.
 4. ``profile``: the kapfhir profile rules (identifier, security labels, claimed profiles, bundle conditions).
 
-bindings, invariants and profile (``FAST_LAYERS``) run in one pass over the bundle: one walk of each resource typed by
-the R4B model metadata (built once per model and cached), no fhir.resources object construction.
+The typed part of structure, and bindings, invariants and profile (``FAST_LAYERS``) run in one pass over the
+bundle: one walk of each resource typed by the R4B model metadata (built once per model and cached), no
+fhir.resources object construction.
 """
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 
+import fhirkit
 import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
-from pydantic import ValidationError
 
 from mappings import terminology as t
 
@@ -57,26 +64,60 @@ def operation_outcome(issues: Iterable[Issue]) -> dict:
 # --- 1. structure ----------------------------------------------------------------------------------------------
 
 
-def _pydantic_path(loc: tuple) -> str:
-    path = "Bundle"
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part not in ("root",):
-            path += f".{part}"
-    return path
-
-
 def check_structure(bundle: dict) -> list[Issue]:
-    from fhir.resources.R4B.bundle import Bundle
+    """fhirkit's structural issues, then the calendar and id checks of the typed walk."""
+    return validate_bundle(bundle, ("structure",))
 
+
+def _fhirkit_issues(bundle: dict) -> list[Issue]:
+    return [
+        Issue("error" if i.severity == "error" else "warning", "structure", i.path, i.message)
+        for i in fhirkit.validate(bundle)
+    ]
+
+
+def _entries(bundle: dict) -> list[dict]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [
+        e
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict) and _typed(e["resource"].get("resourceType"))
+    ]
+
+
+def _typed(resource_type: object) -> bool:
+    """Whether the typed walk can type this resource (fhirkit reports a missing or unknown resourceType)."""
+    if not isinstance(resource_type, str) or resource_type not in _FHIRKIT_TYPES:
+        return False
     try:
-        Bundle.model_validate(bundle)
-    except ValidationError as error:
-        return [Issue("error", "structure", _pydantic_path(e["loc"]), e["msg"]) for e in error.errors()]
-    except KeyError as error:  # fhir.resources raises KeyError for an unknown resourceType
-        return [Issue("error", "structure", "Bundle.entry.resource.resourceType", f"unknown resource type {error}")]
-    return []
+        _model(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return False
+    return True
+
+
+_FHIRKIT_TYPES = frozenset(fhirkit.RESOURCE_TYPES)
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_DATE_PART = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+def _primitive_issue(kind: str, value: str, where: str) -> Issue | None:
+    r"""What fhirkit does not check: ids against the id syntax (R4 §2.24.0.1 ``[A-Za-z0-9\-\.]{1,64}``) and that a
+    date is on the calendar (fhirkit accepts 2024-02-30). The format itself is fhirkit's."""
+    if kind == "id":
+        return None if _ID.fullmatch(value) else Issue("error", "structure", where, f"{value!r} is not a valid id")
+    match = _DATE_PART.match(value)
+    if match is None:
+        return None
+    try:
+        date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return Issue("error", "structure", where, f"{value!r} is not a real calendar date")
+    return None
 
 
 # --- 2. bindings ---------------------------------------------------------------------------------------------
@@ -145,6 +186,22 @@ def _fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None]]
     return table
 
 
+_PRIMITIVES_CHECKED = {"Date": "date", "DateTime": "dateTime", "Instant": "instant", "Id": "id"}
+
+
+@cache
+def _primitive_kinds(model: type) -> dict[str, str]:
+    """Element name -> date, dateTime, instant or id, for the elements of those types (from the annotations)."""
+    table = {}
+    for name, info in model.model_fields.items():
+        for arg in typing.get_args(info.annotation) or (info.annotation,):
+            for meta in getattr(arg, "__metadata__", ()):
+                kind = _PRIMITIVES_CHECKED.get(type(meta).__name__)
+                if kind is not None:
+                    table[info.alias or name] = kind
+    return table
+
+
 def _kind(child: type | None) -> str | None:
     """Which typed invariants apply to an element of this datatype: per-1 (Period) or qty-3 (Quantity and the
     datatypes derived from it: Age, Count, Distance, Duration)."""
@@ -158,8 +215,9 @@ def _kind(child: type | None) -> str | None:
 
 
 @cache
-def _typed_fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None, str | None]]:
-    return {key: (child, enum, _kind(child)) for key, (child, enum) in _fields(model).items()}
+def _typed_fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None, str | None, str | None]]:
+    primitives = _primitive_kinds(model)
+    return {key: (child, enum, _kind(child), primitives.get(key)) for key, (child, enum) in _fields(model).items()}
 
 
 @dataclass
@@ -168,18 +226,29 @@ class _Found:
 
     bindings: list[Issue]
     invariants: list[Issue]
+    primitives: list[Issue]
     check_bindings: bool
     check_invariants: bool
+    check_primitives: bool = False
 
 
 def _walk(value: dict, model: type, path: str, found: _Found) -> None:
-    """One pass over an element tree typed by the R4B models: required code bindings, per-1 and qty-3."""
+    """One pass over an element tree typed by the R4B models: required code bindings, per-1 and qty-3, and the
+    calendar and id checks of the structure layer."""
     fields = _typed_fields(model)
     for key, item in value.items():
         spec = fields.get(key)
         if spec is None:
             continue  # resourceType, _primitive extensions, unknown elements (the structure layer reports those)
-        child, enum, kind = spec
+        child, enum, kind, primitive = spec
+        if primitive is not None and found.check_primitives:
+            for index, element in enumerate(item) if isinstance(item, list) else ((0, item),):
+                if isinstance(element, str):
+                    where = f"{path}.{key}[{index}]" if isinstance(item, list) else f"{path}.{key}"
+                    issue = _primitive_issue(primitive, element, where)
+                    if issue is not None:
+                        found.primitives.append(issue)
+            continue
         many = isinstance(item, list)
         for index, element in enumerate(item) if many else ((0, item),):
             if isinstance(element, dict):
@@ -218,7 +287,7 @@ def _concept_bindings(resource: dict, rtype: str, path: str, issues: list[Issue]
 
 
 def check_bindings(bundle: dict) -> list[Issue]:
-    return _fast(bundle, ("bindings",))
+    return _fast(bundle, ("bindings",))["bindings"]
 
 
 # --- 3. invariants -------------------------------------------------------------------------------------------
@@ -530,12 +599,12 @@ def _resource_invariants(resource: dict, rtype: str, path: str, issues: list[Iss
 
 
 def check_invariants(bundle: dict) -> list[Issue]:
-    return _fast(bundle, ("invariants",))
+    return _fast(bundle, ("invariants",))["invariants"]
 
 
 def invariant_failures(resource: dict) -> set[str]:
     """Keys of the invariants one resource breaks, by the direct checks (for tests against fhirpathpy)."""
-    found = _Found([], [], check_bindings=False, check_invariants=True)
+    found = _Found([], [], [], check_bindings=False, check_invariants=True)
     _resource_invariants(resource, resource["resourceType"], "R", found.invariants)
     _walk(resource, _model(resource["resourceType"]), "R", found)
     return {i.diagnostics.split(":")[0] for i in found.invariants}
@@ -590,7 +659,7 @@ def _profile_entry(i: int, entry: dict, seen_urls: set[str], seen_conditions: se
 
 
 def check_profile(bundle: dict) -> list[Issue]:
-    return _fast(bundle, ("profile",))
+    return _fast(bundle, ("profile",))["profile"]
 
 
 # --- the fast layers in one pass -----------------------------------------------------------------------------------
@@ -598,15 +667,22 @@ def check_profile(bundle: dict) -> list[Issue]:
 FAST_LAYERS = ("bindings", "invariants", "profile")
 
 
-def _fast(bundle: dict, layers: Iterable[str]) -> list[Issue]:
-    """bindings, invariants and profile over one walk of the bundle; issues come out layer by layer."""
+def _fast(bundle: dict, layers: Iterable[str]) -> dict[str, list[Issue]]:
+    """The typed part of structure, bindings, invariants and profile over one walk of the bundle, by layer."""
     wanted = set(layers)
-    found = _Found([], [], check_bindings="bindings" in wanted, check_invariants="invariants" in wanted)
+    found = _Found(
+        [],
+        [],
+        [],
+        check_bindings="bindings" in wanted,
+        check_invariants="invariants" in wanted,
+        check_primitives="structure" in wanted,
+    )
     profile: list[Issue] = []
     seen_urls: set[str] = set()
     seen_conditions: set[str] = set()
-    typed = found.check_bindings or found.check_invariants
-    for i, entry in enumerate(bundle.get("entry", [])):
+    typed = found.check_bindings or found.check_invariants or found.check_primitives
+    for i, entry in enumerate(_entries(bundle)):
         resource = entry["resource"]
         rtype = resource["resourceType"]
         path = f"Bundle.entry[{i}].resource"
@@ -618,8 +694,12 @@ def _fast(bundle: dict, layers: Iterable[str]) -> list[Issue]:
             _resource_invariants(resource, rtype, f"Bundle.entry[{i}].resource", found.invariants)
         if "profile" in wanted:
             _profile_entry(i, entry, seen_urls, seen_conditions, profile)
-    by_layer = {"bindings": found.bindings, "invariants": found.invariants, "profile": profile}
-    return [issue for layer in FAST_LAYERS if layer in wanted for issue in by_layer[layer]]
+    return {
+        "structure": found.primitives,
+        "bindings": found.bindings,
+        "invariants": found.invariants,
+        "profile": profile,
+    }
 
 
 CHECKS = {
@@ -631,20 +711,9 @@ CHECKS = {
 
 
 def validate_bundle(bundle: dict, layers: Iterable[str] = LAYERS) -> list[Issue]:
-    """Issues of the layers asked for, layer by layer in the order given; the fast layers share one pass."""
+    """Issues of the layers asked for, layer by layer in the order given; the typed checks share one walk."""
     layers = tuple(layers)
-    fast = [layer for layer in layers if layer in FAST_LAYERS]
-    fast_issues = _fast(bundle, fast) if fast else []
-    by_layer: dict[str, list[Issue]] = {layer: [] for layer in FAST_LAYERS}
-    for issue in fast_issues:
-        by_layer[_layer_of(issue)].append(issue)
-    issues: list[Issue] = []
-    for layer in layers:
-        issues += check_structure(bundle) if layer == "structure" else by_layer[layer]
-    return issues
-
-
-def _layer_of(issue: Issue) -> str:
-    if issue.code == "code-invalid":
-        return "bindings"
-    return "invariants" if issue.code == "invariant" else "profile"
+    structural = _fhirkit_issues(bundle) if "structure" in layers else []
+    by_layer = _fast(bundle, layers)
+    by_layer["structure"] = structural + by_layer["structure"]
+    return [issue for layer in layers for issue in by_layer[layer]]

@@ -33,6 +33,7 @@ from service.domain.model import (
 from service.entrypoints import schemas as s
 from service.entrypoints.http import (
     ApiProblem,
+    dumper,
     if_match_version,
     json_response,
     load,
@@ -118,7 +119,7 @@ def register_practitioner() -> Response:
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         practitioner = services.register_practitioner(uow, ctx, from_data(Practitioner, {**data, "id": new_id()}))
         return json_response(
-            s.PractitionerSchema().dump(practitioner),
+            dumper(s.PractitionerSchema).dump(practitioner),
             201,
             version=practitioner.version,
             location=url_for("api.get_practitioner", practitioner_id=practitioner.id),
@@ -133,7 +134,7 @@ def list_practitioners() -> Response:
 
     def run(uow: UnitOfWork) -> Response:
         page = uow.repo.list_practitioners(limit=limit, offset=offset)
-        return json_response(_page(s.PractitionerSchema(many=True).dump(page.items), page.total, limit, offset))
+        return json_response(_page(dumper(s.PractitionerSchema, many=True).dump(page.items), page.total, limit, offset))
 
     return read(run)
 
@@ -142,7 +143,7 @@ def list_practitioners() -> Response:
 def get_practitioner(practitioner_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         practitioner = uow.repo.get_practitioner(practitioner_id)
-        return json_response(s.PractitionerSchema().dump(practitioner), version=practitioner.version)
+        return json_response(dumper(s.PractitionerSchema).dump(practitioner), version=practitioner.version)
 
     return read(run)
 
@@ -157,7 +158,7 @@ def register_patient() -> Response:
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         patient = services.register_patient(uow, ctx, from_data(Patient, {**data, "id": new_id()}))
         return json_response(
-            s.PatientSchema().dump(patient),
+            dumper(s.PatientSchema).dump(patient),
             201,
             version=patient.version,
             location=url_for("api.get_patient", patient_id=patient.id),
@@ -172,7 +173,7 @@ def list_patients() -> Response:
 
     def run(uow: UnitOfWork) -> Response:
         page = uow.repo.list_patients(limit=limit, offset=offset)
-        return json_response(_page(s.PatientSchema(many=True).dump(page.items), page.total, limit, offset))
+        return json_response(_page(dumper(s.PatientSchema, many=True).dump(page.items), page.total, limit, offset))
 
     return read(run)
 
@@ -181,7 +182,7 @@ def list_patients() -> Response:
 def get_patient(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         patient = uow.repo.get_patient(patient_id)
-        return json_response(s.PatientSchema().dump(patient), version=patient.version)
+        return json_response(dumper(s.PatientSchema).dump(patient), version=patient.version)
 
     return read(run)
 
@@ -196,7 +197,7 @@ def amend_patient(patient_id: str) -> Response:
         patient = services.amend_patient(
             uow, ctx, from_data(Patient, {**data, "id": patient_id}), reason=reason, expected_version=expected
         )
-        return json_response(s.PatientSchema().dump(patient), version=patient.version)
+        return json_response(dumper(s.PatientSchema).dump(patient), version=patient.version)
 
     return write(run)
 
@@ -205,7 +206,9 @@ def amend_patient(patient_id: str) -> Response:
 def patient_history(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
-        return json_response({"items": s.VersionEntrySchema(many=True).dump(uow.repo.history("patient", patient_id))})
+        return json_response(
+            {"items": dumper(s.VersionEntrySchema, many=True).dump(uow.repo.history("patient", patient_id))}
+        )
 
     return read(run)
 
@@ -216,7 +219,7 @@ def record_body_weight(patient_id: str) -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         weight = services.record_patient_record(uow, ctx, patient_id, from_data(BodyWeight, {**data, "id": new_id()}))
-        return json_response(s.BodyWeightSchema().dump(weight), 201, version=weight.version)
+        return json_response(dumper(s.BodyWeightSchema).dump(weight), 201, version=weight.version)
 
     return write(run)
 
@@ -229,7 +232,7 @@ def record_privacy_consent(patient_id: str) -> Response:
         consent = services.record_patient_record(
             uow, ctx, patient_id, from_data(PrivacyConsent, {**data, "id": new_id()})
         )
-        return json_response(s.PrivacyConsentSchema().dump(consent), 201, version=consent.version)
+        return json_response(dumper(s.PrivacyConsentSchema).dump(consent), 201, version=consent.version)
 
     return write(run)
 
@@ -239,7 +242,7 @@ def list_privacy_consents(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
         consents = uow.repo.patient_records(patient_id, "privacy-consent")
-        return json_response({"items": s.PrivacyConsentSchema(many=True).dump(consents)})
+        return json_response({"items": dumper(s.PrivacyConsentSchema, many=True).dump(consents)})
 
     return read(run)
 
@@ -253,7 +256,7 @@ def withdraw_privacy_consent(patient_id: str, consent_id: str) -> Response:
         consent = services.withdraw_privacy_consent(
             uow, ctx, patient_id, consent_id, at=data["at"], reason=data["reason"], expected_version=expected
         )
-        return json_response(s.PrivacyConsentSchema().dump(consent), version=consent.version)
+        return json_response(dumper(s.PrivacyConsentSchema).dump(consent), version=consent.version)
 
     return write(run)
 
@@ -262,7 +265,7 @@ def withdraw_privacy_consent(patient_id: str, consent_id: str) -> Response:
 def list_body_weights(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
-        return json_response({"items": s.BodyWeightSchema(many=True).dump(uow.repo.body_weights(patient_id))})
+        return json_response({"items": dumper(s.BodyWeightSchema, many=True).dump(uow.repo.body_weights(patient_id))})
 
     return read(run)
 
@@ -271,7 +274,7 @@ def list_body_weights(patient_id: str) -> Response:
 def get_body_weight(patient_id: str, record_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         weight = uow.repo.get_patient_record(patient_id, record_id)
-        return json_response(s.BodyWeightSchema().dump(weight), version=weight.version)
+        return json_response(dumper(s.BodyWeightSchema).dump(weight), version=weight.version)
 
     return read(run)
 
@@ -280,12 +283,12 @@ def get_body_weight(patient_id: str, record_id: str) -> Response:
 
 
 def _episode_detail(episode: Episode) -> dict[str, Any]:
-    body = s.EpisodeSummarySchema().dump(episode)
+    body = dumper(s.EpisodeSummarySchema).dump(episode)
     for path, collection in COLLECTIONS.items():
         records = sorted(episode.all_of(collection.cls), key=lambda r: (r.recorded_at, r.id))  # type: ignore[arg-type, return-value]
-        body[path.replace("-", "_")] = collection.schema(many=True).dump(records)
+        body[path.replace("-", "_")] = dumper(collection.schema, many=True).dump(records)
     body["timeline"] = _timeline(episode)
-    body["open_flags"] = s.SafetyFlagSchema(many=True).dump(episode.open_flags())
+    body["open_flags"] = dumper(s.SafetyFlagSchema, many=True).dump(episode.open_flags())
     return body
 
 
@@ -366,7 +369,9 @@ def list_episodes() -> Response:
 
     def run(uow: UnitOfWork) -> Response:
         page = services.list_episodes(uow, limit=limit, offset=offset, **filters)
-        return json_response(_page(s.EpisodeSummarySchema(many=True).dump(page.items), page.total, limit, offset))
+        return json_response(
+            _page(dumper(s.EpisodeSummarySchema, many=True).dump(page.items), page.total, limit, offset)
+        )
 
     return read(run)
 
@@ -405,7 +410,9 @@ def amend_episode(episode_id: str) -> Response:
 def episode_history(episode_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_episode(episode_id)
-        return json_response({"items": s.VersionEntrySchema(many=True).dump(uow.repo.history("episode", episode_id))})
+        return json_response(
+            {"items": dumper(s.VersionEntrySchema, many=True).dump(uow.repo.history("episode", episode_id))}
+        )
 
     return read(run)
 
@@ -530,7 +537,7 @@ def _record_response(
         if episode_id
         else None
     )
-    return json_response(collection.schema().dump(record), status, version=record.version, location=location)
+    return json_response(dumper(collection.schema).dump(record), status, version=record.version, location=location)
 
 
 def add_record(episode_id: str, collection: str) -> Response:
@@ -568,12 +575,14 @@ def add_record(episode_id: str, collection: str) -> Response:
         )
         response = _record_response(coll, stored[0], 201, episode_id)
         if children:
-            body = coll.schema().dump(stored[0])
-            body["doses"] = s.DoseSchema(many=True).dump([c for c in stored if isinstance(c, DosingRecord)])
-            body["monitoring_readings"] = s.MonitoringReadingSchema(many=True).dump(
+            body = dumper(coll.schema).dump(stored[0])
+            body["doses"] = dumper(s.DoseSchema, many=True).dump([c for c in stored if isinstance(c, DosingRecord)])
+            body["monitoring_readings"] = dumper(s.MonitoringReadingSchema, many=True).dump(
                 [c for c in stored if isinstance(c, MonitoringReading)]
             )
-            body["side_effects"] = s.SideEffectSchema(many=True).dump([c for c in stored if isinstance(c, SideEffect)])
+            body["side_effects"] = dumper(s.SideEffectSchema, many=True).dump(
+                [c for c in stored if isinstance(c, SideEffect)]
+            )
             response.set_data(json_response(body).get_data())
         return response
 
@@ -588,7 +597,7 @@ def list_records(episode_id: str, collection: str) -> Response:
         records = services.list_records(uow, episode_id, coll.cls)
         if kind_filter is not None:
             records = [r for r in records if getattr(r, "kind", None) is kind_filter]
-        return json_response({"items": coll.schema(many=True).dump(records)})
+        return json_response({"items": dumper(coll.schema, many=True).dump(records)})
 
     return read(run)
 
@@ -641,8 +650,8 @@ def record_history(episode_id: str, collection: str, record_id: str) -> Response
         items = []
         for entry in entries:
             # Rendered through the record's schema, so that what the API never shows (notes) stays hidden.
-            item = s.VersionEntrySchema().dump(entry)
-            item["data"] = coll.schema().dump(record_from_data(kind, entry.data))
+            item = dumper(s.VersionEntrySchema).dump(entry)
+            item["data"] = dumper(coll.schema).dump(record_from_data(kind, entry.data))
             items.append(item)
         return json_response({"items": items})
 
@@ -674,7 +683,7 @@ def list_safety_flags(episode_id: str) -> Response:
         flags = services.get_episode(uow, episode_id).flags
         if status is not None:
             flags = [f for f in flags if f.status is status]
-        return json_response({"items": s.SafetyFlagSchema(many=True).dump(flags)})
+        return json_response({"items": dumper(s.SafetyFlagSchema, many=True).dump(flags)})
 
     return read(run)
 
@@ -685,7 +694,7 @@ def acknowledge_safety_flag(episode_id: str, flag_id: str) -> Response:
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         flag = services.acknowledge_flag(uow, ctx, episode_id, flag_id, by=data["by"], comment=data["comment"])
-        return json_response(s.SafetyFlagSchema().dump(flag))
+        return json_response(dumper(s.SafetyFlagSchema).dump(flag))
 
     return write(run)
 

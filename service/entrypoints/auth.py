@@ -320,7 +320,7 @@ def token() -> Response:
 @bp.get("/api/v1/audit-events")
 def list_audit_events() -> Response:
     from service.entrypoints import schemas as s
-    from service.entrypoints.http import json_response, principal, query_args, read
+    from service.entrypoints.http import dumper, json_response, principal, query_args, read
 
     args = query_args()
 
@@ -334,7 +334,7 @@ def list_audit_events() -> Response:
         )
         return json_response(
             {
-                "items": s.AuditEventSchema(many=True).dump(items),
+                "items": dumper(s.AuditEventSchema, many=True).dump(items),
                 "total": total,
                 "limit": args["limit"],
                 "offset": args["offset"],

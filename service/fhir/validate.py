@@ -1,8 +1,8 @@
 """``$validate``: every problem of a resource or Bundle as OperationOutcome issues with FHIRPath expressions.
 
-Layers: the ``mappings.validation`` layers (structure with fhir.resources R4B, required bindings, compiled core
-invariants; the kapfhir profile rules when a kapfhir profile is claimed or asked for), then checks of our own:
-impossible dates, reference target types, the constraints our StructureDefinitions declare, and domain rules
+Layers: the ``mappings.validation`` layers (structure with fhirkit-rs for R4 4.0.1 plus calendar dates and ids,
+required bindings, core invariants; the kapfhir profile rules when a kapfhir profile is claimed or asked for), then
+checks of our own: reference target types, the constraints our StructureDefinitions declare, and domain rules
 (reverse mapping into the domain and the safety rules, for a Bundle that carries an episode).
 """
 
@@ -22,9 +22,7 @@ from mappings import validation as v
 from mappings.conformance import load_all
 from mappings.resources._common import MappingRefusedError
 from mappings.validation import Issue
-from service.fhir.values import BadValue, date_range
 
-_DATEISH = re.compile(r"^\d{4}-\d{2}(-\d{2})?(T.*)?$")
 KAP_PREFIX = t.SD + "/"
 
 
@@ -67,28 +65,11 @@ def _descend(value: Any, path: str) -> typing.Iterator[tuple[Any, str]]:
                 yield from _descend(item, f"{path}.{key}")
 
 
-def _check_dates(resource: dict, root: str) -> list[Issue]:
-    issues = []
-    for value, path in _descend(resource, root):
-        if (
-            isinstance(value, str)
-            and _DATEISH.match(value)
-            and not path.endswith((".value", ".code", ".id", ".reference"))
-        ):
-            try:
-                date_range(value)
-            except BadValue as exc:
-                issues.append(Issue("error", "value", path, f"impossible date {value!r}: {exc}"))
-    return issues
-
-
-def _check_references(value: Any, model: type, path: str, issues: list[Issue]) -> None:
-    if not isinstance(value, dict):
-        return
-    for key, item in value.items():
-        info = model.model_fields.get(key) or next((f for f in model.model_fields.values() if f.alias == key), None)
-        if info is None:
-            continue
+@cache
+def _reference_fields(model: type) -> dict[str, tuple[tuple[str, ...] | None, type | None]]:
+    """Element name -> (allowed reference target types, child model), from the R4B model metadata."""
+    table = {}
+    for name, info in model.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         targets = extra.get("enum_reference_types")
         child = None
@@ -97,15 +78,31 @@ def _check_references(value: Any, model: type, path: str, issues: list[Issue]) -
                 getter = getattr(inner, "get_model_klass", None)
                 if getter is not None:
                     child = getter()
+        table[info.alias or name] = (tuple(targets) if targets else None, child)
+    return table
+
+
+_TYPED_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/.+)?")
+
+
+def _check_references(value: Any, model: type, path: str, issues: list[Issue]) -> None:
+    if not isinstance(value, dict):
+        return
+    fields = _reference_fields(model)
+    for key, item in value.items():
+        spec = fields.get(key)
+        if spec is None:
+            continue
+        targets, child = spec
         items = item if isinstance(item, list) else [item]
         for index, element in enumerate(items):
-            where = f"{path}.{key}" + (f"[{index}]" if isinstance(item, list) else "")
             if not isinstance(element, dict):
                 continue
+            where = f"{path}.{key}" + (f"[{index}]" if isinstance(item, list) else "")
             if targets and "Resource" not in targets:
                 ref = element.get("reference")
                 rtype = element.get("type")
-                if isinstance(ref, str) and re.fullmatch(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/.+)?", ref):
+                if isinstance(ref, str) and _TYPED_REFERENCE.fullmatch(ref):
                     rtype = ref.split("/")[0]
                 if isinstance(rtype, str) and rtype not in targets:
                     issues.append(
@@ -122,35 +119,42 @@ def _check_references(value: Any, model: type, path: str, issues: list[Issue]) -
                 _check_references(element, child, where, issues)
 
 
+@cache
+def _constraints_by_extension() -> dict[str, list[tuple[dict, dict]]]:
+    out: dict[str, list[tuple[dict, dict]]] = {}
+    for sd, _element, constraint in sd_constraints():
+        if sd.get("type") == "Extension":
+            out.setdefault(sd["url"], []).append((sd, constraint))
+    return out
+
+
 def _check_sd_constraints(resource: dict, root: str) -> list[Issue]:
-    issues = []
+    targets: list[tuple[dict, Any, str]] = []
+    by_extension = _constraints_by_extension()
+    if by_extension:
+        # one walk for every extension constraint: the extensions present, by url
+        for value, path in _descend(resource, root):
+            if path != root and isinstance(value, dict) and value.get("url") in by_extension:
+                targets += [(constraint, value, path) for _sd, constraint in by_extension[value["url"]]]
     profiles = set(resource.get("meta", {}).get("profile", []))
     for sd, element, constraint in sd_constraints():
-        fn = _compiled(constraint["expression"])
-        if sd.get("type") == "Extension":
-            targets = [
-                (value, path)
-                for value, path in _descend(resource, root)
-                if isinstance(value, dict) and value.get("url") == sd["url"] and path != root
-            ]
-        elif sd["url"] in profiles and element["path"] == sd.get("type"):
-            targets = [(resource, root)]
-        else:
-            targets = []
-        for value, path in targets:
-            try:
-                ok = fn(value, {"resource": resource}) == [True]
-            except Exception:  # noqa: BLE001 - an expression that cannot run on this content fails the constraint
-                ok = False
-            if not ok:
-                issues.append(
-                    Issue(
-                        constraint.get("severity", "error"),
-                        "invariant",
-                        path,
-                        f"{constraint['key']}: {constraint.get('human', '')} (failed: {constraint['expression']})",
-                    )
+        if sd.get("type") != "Extension" and sd["url"] in profiles and element["path"] == sd.get("type"):
+            targets.append((constraint, resource, root))
+    issues = []
+    for constraint, value, path in targets:
+        try:
+            ok = _compiled(constraint["expression"])(value, {"resource": resource}) == [True]
+        except Exception:  # noqa: BLE001 - an expression that cannot run on this content fails the constraint
+            ok = False
+        if not ok:
+            issues.append(
+                Issue(
+                    constraint.get("severity", "error"),
+                    "invariant",
+                    path,
+                    f"{constraint['key']}: {constraint.get('human', '')} (failed: {constraint['expression']})",
                 )
+            )
     return issues
 
 
@@ -208,7 +212,7 @@ def _layers(bundle: dict, layers: list[str], prefix: str, root: str) -> list[Iss
             got = [Issue("error", "exception", root, f"the {layer} check could not run: {type(exc).__name__}")]
         if layer == "structure" and any(i.code == "structure" for i in got):
             found += _rebase(got, prefix, root)
-            if any("unknown resource type" in i.diagnostics for i in got):
+            if any("resource type" in i.diagnostics or "needs a resourceType" in i.diagnostics for i in got):
                 return found
             continue
         got = [i for i in got if not (i.code == "invariant" and i.diagnostics.split(":")[0] in sd_keys)]
@@ -217,10 +221,9 @@ def _layers(bundle: dict, layers: list[str], prefix: str, root: str) -> list[Iss
 
 
 def _own_checks(resource: dict, root: str) -> list[Issue]:
-    issues = _check_dates(resource, root)
     refs: list[Issue] = []
     _check_references(resource, v._model(resource["resourceType"]), root, refs)
-    return issues + refs + _check_sd_constraints(resource, root)
+    return refs + _check_sd_constraints(resource, root)
 
 
 def _validate_bundle(bundle: dict, profile: str | None) -> list[Issue]:
