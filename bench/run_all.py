@@ -632,9 +632,10 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
 
     lines += ["", "## Goals (issue 7; goals, not tests)", "", "| goal | measured | verdict |", "|---|---|---|"]
     lines += [f"| {g} | {v} | {r} |" for g, v, r in goals]
-    profile = HERE / "PROFILE.md"
-    if profile.exists():
-        lines += ["", profile.read_text().strip()]
+    for name in ("CHANGES.md", "PROFILE.md"):  # before/after of the fixes, and where the time goes
+        extra = HERE / name
+        if extra.exists():
+            lines += ["", extra.read_text().strip()]
     return "\n".join(lines) + "\n", goals
 
 

@@ -3,12 +3,12 @@ and $validate. Resources come from the domain through the mappings (the projecti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from flask import Blueprint, Response, g, has_request_context, request
 
 from mappings.conformance import load_all
@@ -63,7 +63,7 @@ _ISSUE_CODE = {
 
 
 def fhir_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body), status=status, mimetype=FHIR_JSON)
+    response = Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype=FHIR_JSON)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

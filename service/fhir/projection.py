@@ -126,79 +126,110 @@ def store_resources(
     patient_ref: str | None,
     now: datetime,
 ) -> dict[tuple[str, str], tuple[int, bool]]:
-    """Stores a new version of each resource whose content changed. -> (type, id): (version, changed)."""
+    """Stores a new version of each resource whose content changed. -> (type, id): (version, changed).
+
+    A handful of statements per resource type, not per resource: a write changes a dozen resources and an ingested
+    transaction a hundred, and per-statement overhead (a network round trip on PostgreSQL) was most of the cost."""
     t = fhir_resources
+    unique = list({(r["resourceType"], r["id"]): r for r in reversed(resources)}.items())[::-1]  # first one wins
     columns = (t.c.resource_type, t.c.id, t.c.version_id, t.c.content_hash, t.c.last_updated)
-    current: dict[tuple[str, str], Any] = {
-        (row.resource_type, row.id): row
-        for row in _current_rows(session, clinic_id, [(r["resourceType"], r["id"]) for r in resources], columns)
+    current = {
+        (row.resource_type, row.id): row for row in _current_rows(session, clinic_id, [k for k, _ in unique], columns)
     }
     result: dict[tuple[str, str], tuple[int, bool]] = {}
-    for resource in resources:
-        key = (resource["resourceType"], resource["id"])
+    differing = []
+    for key, resource in unique:
         row = current.get(key)
         digest = _hash(resource)
-        if row is not None and row.content_hash != digest:
-            # Only a resource that differs can differ by the labels another chart gave it: read its body then.
-            _merge_security(resource, _current_body(session, clinic_id, key))
-            digest = _hash(resource)
         if row is not None and row.content_hash == digest:
             result[key] = (row.version_id, False)
-            continue
-        version = 1 if row is None else row.version_id + 1
+        else:
+            differing.append((key, resource, row))
+    # Only a resource that differs can differ by the labels another chart gave it: read those bodies only.
+    bodies = _current_bodies(session, clinic_id, [key for key, _, row in differing if row is not None])
+    changes = []
+    for key, resource, row in differing:
         if row is not None:
-            session.execute(
-                update(t)
-                .where(
-                    t.c.clinic_id == clinic_id, t.c.resource_type == key[0], t.c.id == key[1], t.c.is_current.is_(True)
-                )
-                .values(is_current=False)
-            )
-        stored = session.execute(
-            upsert_insert(session)(t)
-            .values(
-                clinic_id=clinic_id,
-                resource_type=key[0],
-                id=key[1],
-                version_id=version,
-                is_current=True,
-                last_updated=_last_updated(resource, row.last_updated if row is not None else None, now),
-                episode_id=episode_id,
-                patient_ref=None if key[0] in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
-                content_hash=digest,
-                body=orjson.dumps(resource).decode(),
-            )
-            # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be
-            # projected by two transactions at once on PostgreSQL: the first one's version stands.
-            .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
+            _merge_security(resource, bodies[key])
+        digest = _hash(resource)
+        if row is not None and row.content_hash == digest:
+            result[key] = (row.version_id, False)
+        else:
+            changes.append((key, resource, row, digest))
+    if not changes:
+        return result
+    for rtype, ids in _by_type([key for key, _, row, _ in changes if row is not None]).items():
+        session.execute(
+            update(t)
+            .where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id.in_(ids), t.c.is_current.is_(True))
+            .values(is_current=False)
         )
-        if stored.rowcount == 0:
-            result[key] = (version, False)
-            continue
-        _reindex(session, clinic_id, resource)
-        result[key] = (version, True)
+    rows = [
+        {
+            "clinic_id": clinic_id,
+            "resource_type": key[0],
+            "id": key[1],
+            "version_id": 1 if row is None else row.version_id + 1,
+            "is_current": True,
+            "last_updated": _last_updated(resource, row.last_updated if row is not None else None, now),
+            "episode_id": episode_id,
+            "patient_ref": None if key[0] in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
+            "content_hash": digest,
+            "body": orjson.dumps(resource).decode(),
+        }
+        for key, resource, row, digest in changes
+    ]
+    stored: set[tuple[str, str]] = set()
+    for start in range(0, len(rows), 200):
+        stored.update(
+            (r.resource_type, r.id)
+            for r in session.execute(
+                upsert_insert(session)(t)
+                .values(rows[start : start + 200])
+                # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be
+                # projected by two transactions at once on PostgreSQL: the first one's version stands.
+                .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
+                .returning(t.c.resource_type, t.c.id)
+            )
+        )
+    _reindex(session, clinic_id, [resource for key, resource, _, _ in changes if key in stored])
+    for (key, _, _, _), row in zip(changes, rows, strict=True):
+        result[key] = (row["version_id"], key in stored)
     return result
 
 
-def _current_body(session: Session, clinic_id: str, key: tuple[str, str]) -> dict:
+def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        out.setdefault(rtype, []).append(rid)
+    return out
+
+
+def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     t = fhir_resources
-    body = session.execute(
-        select(t.c.body).where(
-            t.c.clinic_id == clinic_id, t.c.resource_type == key[0], t.c.id == key[1], t.c.is_current.is_(True)
-        )
-    ).scalar_one()
-    return orjson.loads(body)
+    rows = _current_rows(session, clinic_id, keys, (t.c.resource_type, t.c.id, t.c.body))
+    return {(row.resource_type, row.id): orjson.loads(row.body) for row in rows}
 
 
-def _reindex(session: Session, clinic_id: str, resource: dict) -> None:
-    s = fhir_search_index
-    rtype, rid = resource["resourceType"], resource["id"]
-    session.execute(delete(s).where(s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.id == rid))
+def _reindex(session: Session, clinic_id: str, resources: list[dict]) -> None:
+    """Replaces the search index rows of the resources: one DELETE per type, one INSERT for all."""
     from service.fhir.values import index_rows
 
-    rows = index_rows(resource, TYPES[rtype].params)
+    s = fhir_search_index
+    for rtype, ids in _by_type([(r["resourceType"], r["id"]) for r in resources]).items():
+        for start in range(0, len(ids), 500):
+            session.execute(
+                delete(s).where(
+                    s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.id.in_(ids[start : start + 500])
+                )
+            )
+    rows = [
+        {"clinic_id": clinic_id, "resource_type": r["resourceType"], "id": r["id"], **row}
+        for r in resources
+        for row in index_rows(r, TYPES[r["resourceType"]].params)
+    ]
     if rows:
-        session.execute(insert(s), [{"clinic_id": clinic_id, "resource_type": rtype, "id": rid, **r} for r in rows])
+        session.execute(insert(s), rows)
 
 
 def refresh_projection(
@@ -322,10 +353,7 @@ def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]],
     """Current versions of (type, id)s, by type: the primary key (clinic, type, id, version) then finds each one
     instead of scanning every resource of the clinic."""
     t = fhir_resources
-    by_type: dict[str, list[str]] = {}
-    for rtype, rid in refs:
-        by_type.setdefault(rtype, []).append(rid)
-    for rtype, ids in sorted(by_type.items()):
+    for rtype, ids in sorted(_by_type(refs).items()):
         for start in range(0, len(ids), 500):
             yield from session.execute(
                 select(*columns).where(
