@@ -9,7 +9,7 @@ Every row carries ``clinic_id``: every query is scoped by it.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, text
 
 from service.adapters.orm import ID, UtcDateTime, metadata
 
@@ -26,7 +26,15 @@ fhir_resources = Table(
     Column("patient_ref", String(120)),  # "Patient/<id>" of the compartment, when there is one
     Column("content_hash", String(64), nullable=False),
     Column("body", Text, nullable=False),  # the FHIR JSON without meta.versionId and meta.lastUpdated
-    Index("ix_fhir_resources_current", "clinic_id", "resource_type", "is_current", "last_updated"),
+    # current rows only (migration 0005): lookups by id then use the primary key, not a scan of the type
+    Index(
+        "ix_fhir_resources_current",
+        "clinic_id",
+        "resource_type",
+        "last_updated",
+        sqlite_where=text("is_current IS 1"),
+        postgresql_where=text("is_current IS TRUE"),
+    ),
 )
 
 fhir_search_index = Table(

@@ -132,7 +132,7 @@ def store_resources(
     transaction a hundred, and per-statement overhead (a network round trip on PostgreSQL) was most of the cost."""
     t = fhir_resources
     unique = list({(r["resourceType"], r["id"]): r for r in reversed(resources)}.items())[::-1]  # first one wins
-    columns = (t.c.resource_type, t.c.id, t.c.version_id, t.c.content_hash, t.c.last_updated)
+    columns = (t.c.version_id, t.c.content_hash, t.c.last_updated)
     current = {
         (row.resource_type, row.id): row for row in _current_rows(session, clinic_id, [k for k, _ in unique], columns)
     }
@@ -207,7 +207,7 @@ def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     t = fhir_resources
-    rows = _current_rows(session, clinic_id, keys, (t.c.resource_type, t.c.id, t.c.body))
+    rows = _current_rows(session, clinic_id, keys, (t.c.body,))
     return {(row.resource_type, row.id): orjson.loads(row.body) for row in rows}
 
 
@@ -342,33 +342,43 @@ def _stored(row: Any) -> Stored:
 
 
 def read(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Stored | None:
-    t = fhir_resources
-    query = select(t).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid)
-    query = query.where(t.c.version_id == version) if version is not None else query.where(t.c.is_current.is_(True))
-    row = session.execute(query).one_or_none()
+    row = session.execute(read_statement(clinic_id, rtype, rid, version)).one_or_none()
     return _stored(row) if row is not None else None
 
 
-def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]], columns: tuple) -> Iterator[Any]:
-    """Current versions of (type, id)s, by type: the primary key (clinic, type, id, version) then finds each one
-    instead of scanning every resource of the clinic."""
+def read_statement(clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Any:
     t = fhir_resources
-    for rtype, ids in sorted(_by_type(refs).items()):
-        for start in range(0, len(ids), 500):
-            yield from session.execute(
-                select(*columns).where(
-                    t.c.clinic_id == clinic_id,
-                    t.c.resource_type == rtype,
-                    t.c.id.in_(ids[start : start + 500]),
-                    t.c.is_current.is_(True),
-                )
-            )
+    query = select(t).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid)
+    return query.where(t.c.version_id == version) if version is not None else query.where(t.c.is_current.is_(True))
+
+
+def current_rows_statement(clinic_id: str, types: list[str], ids: list[str], columns: tuple) -> Any:
+    """Current rows whose type and id are among those given. (type IN, id IN) probes the primary key; with the partial
+    index of migration 0005 SQLite no longer scans the current rows of a type instead."""
+    t = fhir_resources
+    return select(t.c.resource_type, t.c.id, *columns).where(
+        t.c.clinic_id == clinic_id, t.c.resource_type.in_(types), t.c.id.in_(ids), t.c.is_current.is_(True)
+    )
+
+
+def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]], columns: tuple) -> Iterator[Any]:
+    """Current versions of (type, id)s: one query per 500 of them."""
+    wanted = set(refs)
+    ordered = list(dict.fromkeys(refs))
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        statement = current_rows_statement(
+            clinic_id, sorted({rtype for rtype, _ in chunk}), [rid for _, rid in chunk], columns
+        )
+        for row in session.execute(statement):
+            if (row.resource_type, row.id) in wanted:
+                yield row
 
 
 def last_updated_of(session: Session, clinic_id: str, refs: list[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
     """The current version's lastUpdated of each (type, id), without reading the bodies."""
     t = fhir_resources
-    rows = _current_rows(session, clinic_id, refs, (t.c.resource_type, t.c.id, t.c.last_updated))
+    rows = _current_rows(session, clinic_id, refs, (t.c.last_updated,))
     return {(row.resource_type, row.id): row.last_updated for row in rows}
 
 

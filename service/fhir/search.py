@@ -189,6 +189,20 @@ def _projection_where(session: Session, clinic_id: str, query: Query) -> list[An
 
 
 def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
+    t = fhir_resources
+    # the total comes with the page (a window count): one query instead of two
+    rows = session.execute(search_statement(session, clinic_id, query)).all()
+    if rows:
+        return rows, rows[0].search_total
+    if query.offset == 0 and query.count > 0:
+        return [], 0
+    # _count=0 or a page past the end: no row to carry the total
+    where = _projection_where(session, clinic_id, query)
+    return [], session.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+
+
+def search_statement(session: Session, clinic_id: str, query: Query) -> Any:
+    """The page of current resources that match, each row with the total (``search_total``)."""
     t, s = fhir_resources, fhir_search_index
     where = _projection_where(session, clinic_id, query)
     order = []
@@ -210,20 +224,13 @@ def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[l
             )
         order.append(col.desc() if desc else col.asc())
     order += [t.c.last_updated.asc(), t.c.id.asc()]
-    # the total comes with the page (a window count): one query instead of two
-    rows = session.execute(
+    return (
         select(t, func.count().over().label("search_total"))
         .where(*where)
         .order_by(*order)
         .limit(query.count)
         .offset(query.offset)
-    ).all()
-    if rows:
-        return rows, rows[0].search_total
-    if query.offset == 0 and query.count > 0:
-        return [], 0
-    # _count=0 or a page past the end: no row to carry the total
-    return [], session.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+    )
 
 
 def included_refs(session: Session, clinic_id: str, query: Query, ids: list[str]) -> list[tuple[str, str]]:

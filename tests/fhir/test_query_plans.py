@@ -1,0 +1,78 @@
+"""SQLite query plans of the projection's hot statements: a lookup by id goes through the primary key, not a scan of
+every current resource of the type (what the old ``(clinic, type, is_current, last_updated)`` index made SQLite do,
+so that writes, ingest and searches slowed down as the clinic grew). PostgreSQL chooses plans from statistics, so
+only SQLite's planner is pinned here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.dialects import sqlite
+
+from service.adapters.database import make_engine
+from service.adapters.fhir_store import fhir_resources
+from service.config import Settings
+from service.entrypoints.cli import prepare_database
+from service.fhir import projection, search
+
+PRIMARY_KEY = "sqlite_autoindex_fhir_resources_1"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    url = f"sqlite:///{tmp_path_factory.mktemp('plans')}/kapfhir.db"
+    prepare_database(Settings(database_url=url))
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def _plan(engine, statement) -> list[str]:  # noqa: ANN001
+    sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        return [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+
+
+def _resource_table_steps(plan: list[str]) -> list[str]:
+    return [step for step in plan if "fhir_resources " in step or step.endswith("fhir_resources")]
+
+
+def test_current_rows_by_id_use_the_primary_key(engine) -> None:  # noqa: ANN001
+    t = fhir_resources
+    statement = projection.current_rows_statement(
+        "c1", ["Encounter", "Observation"], ["a", "b", "c"], (t.c.version_id, t.c.content_hash)
+    )
+    steps = _resource_table_steps(_plan(engine, statement))
+    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+
+
+def test_read_by_id_uses_the_primary_key(engine) -> None:  # noqa: ANN001
+    steps = _resource_table_steps(_plan(engine, projection.read_statement("c1", "Observation", "a")))
+    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+
+
+def test_search_by_patient_starts_from_the_index_and_looks_up_by_primary_key(engine) -> None:  # noqa: ANN001
+    query = search.parse("Observation", [("patient", "Patient/p1")])
+    steps = _resource_table_steps(_plan(engine, search.search_statement(None, "c1", query)))  # type: ignore[arg-type]
+    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+
+
+def test_listing_current_resources_uses_the_partial_index(engine) -> None:  # noqa: ANN001
+    query = search.parse("Observation", [("_sort", "-_lastUpdated")])
+    steps = _resource_table_steps(_plan(engine, search.search_statement(None, "c1", query)))  # type: ignore[arg-type]
+    assert steps and all("ix_fhir_resources_current" in step for step in steps), steps
+
+
+def test_the_migration_leaves_a_partial_index(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/kapfhir.db"
+    prepare_database(Settings(database_url=url))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            sql = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_fhir_resources_current'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert "WHERE is_current IS 1" in sql
