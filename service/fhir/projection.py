@@ -63,16 +63,16 @@ def _hash(body: dict) -> str:
 _REFERENCE = re.compile(rb'"reference":"(urn:uuid:[0-9a-f-]{36})"')
 
 
-def _rewritten(resource: dict, urls: dict[str, str]) -> dict:
+def _rewritten(resource: dict, swaps: dict[bytes, bytes]) -> dict:
     """A fresh copy of the resource with its ``reference`` values rewritten from ``urn:uuid:`` fullUrls to
-    ``Type/id``: one orjson round trip (orjson writes ``"reference":"..."`` compactly), instead of a deep copy
-    plus a walk of every node, which was the larger part of every write."""
+    ``Type/id`` (``swaps``: see ``_reference_swaps``): one orjson round trip (orjson writes ``"reference":"..."``
+    compactly) instead of a deep copy plus a walk of every node, which was the larger part of every write."""
+    return orjson.loads(_REFERENCE.sub(lambda m: swaps.get(m.group(1), m.group(0)), orjson.dumps(resource)))
 
-    def swap(match: re.Match[bytes]) -> bytes:
-        url = match.group(1).decode()
-        return b'"reference":' + orjson.dumps(urls.get(url, url))
 
-    return orjson.loads(_REFERENCE.sub(swap, orjson.dumps(resource)))
+def _reference_swaps(urls: dict[str, str]) -> dict[bytes, bytes]:
+    """fullUrl -> the whole ``"reference":"Type/id"`` to put in its place, encoded once per chart."""
+    return {url.encode(): b'"reference":' + orjson.dumps(target) for url, target in urls.items()}
 
 
 def chart_resources(chart: EpisodeChart) -> list[dict]:
@@ -91,8 +91,9 @@ def chart_resources(chart: EpisodeChart) -> list[dict]:
     prov = provenance.to_provenance(ctx, targets, dt.instant(_latest(chart)))
     items.append((f"urn:uuid:{prov['id']}", prov))
     out = []
+    swaps = _reference_swaps(urls)
     for url, resource in items:
-        body = _rewritten(resource, urls)
+        body = _rewritten(resource, swaps)
         body.pop("id", None)
         out.append({"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body})
     return out
