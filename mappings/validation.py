@@ -159,6 +159,12 @@ ENUM_SUPPLEMENT: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+def preload_models(resource_types: Iterable[str]) -> None:
+    """Imports the R4B model classes (and the datatypes they use) of these resource types ahead of use."""
+    for resource_type in resource_types:
+        _typed_fields(_model(resource_type))
+
+
 @cache
 def _model(resource_type: str) -> type:
     from fhir.resources.R4B import get_fhir_model_class
