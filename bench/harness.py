@@ -36,8 +36,15 @@ ORG_SYSTEM, ORG_VALUE = "http://hl7.org/fhir/sid/us-npi", "1999999984"
 NOW = "2026-01-02T09:00:00-05:00"
 
 
-def start_service(workdir: Path, database_url: str, *, workers: int = 2, threads: int = 4,
-                  extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningService:
+def start_service(
+    workdir: Path,
+    database_url: str,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> RunningService:
     """kapfhir under gunicorn, started with exactly the Dockerfile's CMD."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -63,8 +70,13 @@ def start_trivial(workers: int = 2, threads: int = 4) -> RunningService:
     return run_dockerfile_cmd(REPO_ROOT, env, dockerfile=dockerfile)
 
 
-def mint_token(service: RunningService, scope: str = "system/*.cruds", clinic: str = "demo",
-               client_id: str = "bench", lifetime: int = 3600) -> str:
+def mint_token(
+    service: RunningService,
+    scope: str = "system/*.cruds",
+    clinic: str = "demo",
+    client_id: str = "bench",
+    lifetime: int = 3600,
+) -> str:
     key = ensure_local_signing_key(service.env["KAPFHIR_SIGNING_KEY_FILE"])
     issuer = TokenIssuer(key, issuer=DEV_ISSUER, audience=DEV_AUDIENCE)
     try:
@@ -135,11 +147,21 @@ def consent_to_share(http: Http, patient_id: str) -> None:
 
 
 def write_targets_file(path: Path, base_url: str) -> Path:
-    path.write_text(json.dumps({"targets": {"ehr": {
-        "base_url": base_url, "write_policy": "sandbox",
-        "organization_identifier": f"{ORG_SYSTEM}|{ORG_VALUE}",
-        "connect_timeout": 2, "read_timeout": 30,
-    }}}))
+    path.write_text(
+        json.dumps(
+            {
+                "targets": {
+                    "ehr": {
+                        "base_url": base_url,
+                        "write_policy": "sandbox",
+                        "organization_identifier": f"{ORG_SYSTEM}|{ORG_VALUE}",
+                        "connect_timeout": 2,
+                        "read_timeout": 30,
+                    }
+                }
+            }
+        )
+    )
     return path
 
 
@@ -177,9 +199,7 @@ def worker_rss_kb(service: RunningService) -> dict[int, dict[str, int]]:
         fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
         if int(fields.get("PPid", "0").strip()) != master:
             continue
-        out[int(status.parent.name)] = {
-            k: int(fields.get(k, "0 kB").split()[0]) for k in ("VmHWM", "VmRSS")
-        }
+        out[int(status.parent.name)] = {k: int(fields.get(k, "0 kB").split()[0]) for k in ("VmHWM", "VmRSS")}
     return out
 
 

@@ -44,8 +44,9 @@ def summarize(collapsed: list[Path], top: int = 25) -> str:
     lines = [f"busy samples: {total}", "", "own time:"]
     lines += [f"  {100 * n / max(1, total):5.1f}%  {f}" for f, n in own.most_common(top)]
     lines += ["", "inclusive (project frames):"]
-    project = [(f, n) for f, n in inclusive.most_common() if "/work/main/service" in f or "/mappings/" in f
-               or "service/" in f]
+    project = [
+        (f, n) for f, n in inclusive.most_common() if "/work/main/service" in f or "/mappings/" in f or "service/" in f
+    ]
     lines += [f"  {100 * n / max(1, total):5.1f}%  {f}" for f, n in project[:top]]
     lines += ["", "inclusive (libraries):"]
     libs = [(f, n) for f, n in inclusive.most_common() if "site-packages" in f]
@@ -57,10 +58,27 @@ def spy(pids: list[int], seconds: int, tmp: Path) -> tuple[list[subprocess.Popen
     procs, outs = [], []
     for pid in pids:
         out = tmp / f"{pid}.txt"
-        procs.append(subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration", str(seconds),
-             "--format", "raw", "--output", str(out), "--rate", "200", "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(seconds),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         outs.append(out)
     return procs, outs
 
@@ -82,13 +100,18 @@ def main() -> None:
             episodes = ra.seed_episodes(http, 8)
             auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
             mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
-            found = http.http.get(f"{service.base_url}/fhir/Patient",
-                                  params={"identifier": f"{mrn['system']}|{mrn['value']}"}, headers=auth).json()
+            found = http.http.get(
+                f"{service.base_url}/fhir/Patient",
+                params={"identifier": f"{mrn['system']}|{mrn['value']}"},
+                headers=auth,
+            ).json()
             patient = found["entry"][0]["resource"]["id"]
             plain = ra.write_script(tmp / "plain.lua", "")
-            urls = {"fhir_read": f"{service.base_url}/fhir/Patient/{patient}",
-                    "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
-                    "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}"}
+            urls = {
+                "fhir_read": f"{service.base_url}/fhir/Patient/{patient}",
+                "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
+                "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
+            }
             template = ra.export_template(service, token) if "ingest" in args.kinds else ""
             for kind in args.kinds.split(","):
                 pids = sorted(harness.worker_rss_kb(service))
@@ -100,6 +123,7 @@ def main() -> None:
                     ra.wrk(service.base_url, script, args.seconds, 16)
                 elif kind == "ingest":
                     headers = {**ra.FHIR_JSON, "Authorization": f"Bearer {token}"}
+
                     def drive(headers: dict[str, str] = headers) -> None:
                         for _ in range(6):
                             ra.ingest_round(f"{service.base_url}/fhir", headers, template, 2, 2)

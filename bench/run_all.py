@@ -91,8 +91,7 @@ def prune_references(node: Any, gone: set[str]) -> Any:
     if isinstance(node, dict):
         return {k: prune_references(v, gone) for k, v in node.items()}
     if isinstance(node, list):
-        return [prune_references(v, gone) for v in node
-                if not (isinstance(v, dict) and v.get("reference") in gone)]
+        return [prune_references(v, gone) for v in node if not (isinstance(v, dict) and v.get("reference") in gone)]
     return node
 
 
@@ -185,8 +184,9 @@ def bench_ingest(args: argparse.Namespace, results: dict) -> None:
             pg = harness.postgres() if backend == "postgresql" else None
             server = pg.__enter__() if pg else None
             try:
-                url = server.url.replace("postgresql://", "postgresql+psycopg://") if server else \
-                    f"sqlite:///{tmp}/k.db"
+                url = (
+                    server.url.replace("postgresql://", "postgresql+psycopg://") if server else f"sqlite:///{tmp}/k.db"
+                )
                 service = harness.start_service(Path(tmp), url, extra_env=RATE_ENV)
                 try:
                     token = harness.mint_token(service)
@@ -220,8 +220,14 @@ def bench_ingest(args: argparse.Namespace, results: dict) -> None:
 # ------------------------------------------------------------------------------------------------------------ api
 
 
-def wrk(url: str, script: Path, seconds: float, connections: int, delay_ms: float = 0.0,
-        headers: dict[str, str] | None = None) -> dict[str, float]:
+def wrk(
+    url: str,
+    script: Path,
+    seconds: float,
+    connections: int,
+    delay_ms: float = 0.0,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script)]
     for k, v in (headers or {}).items():
         argv += ["-H", f"{k}: {v}"]
@@ -231,7 +237,7 @@ def wrk(url: str, script: Path, seconds: float, connections: int, delay_ms: floa
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {proc.stdout}\n{proc.stderr}")
-    data = json.loads(line[len("WRKJSON "):])
+    data = json.loads(line[len("WRKJSON ") :])
     data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
     return data
 
@@ -257,18 +263,41 @@ def session_bodies(episodes: list[dict[str, str]], count: int, offset: int) -> l
             return (start + dt.timedelta(minutes=minutes)).isoformat()
 
         body = {
-            "kind": "dosing", "status": "completed", "start": at(0), "end": at(120),
-            "clinician_ids": [ids["prescriber"], ids["therapist"]], "setting": "clinic", "discharge_at": at(105),
-            "doses": [{
-                "medication": "racemic-ketamine", "route": "intravenous", "dose_mg": 35, "weight_kg": 70,
-                "infusion_duration_min": 40, "start": at(15), "end": at(55), "administered_by_id": ids["prescriber"],
-                "controlled_substance": {"lot_number": "LOT-SYN-1", "amount_drawn_mg": 50,
-                                         "amount_administered_mg": 35, "amount_wasted_mg": 15,
-                                         "waste_witness_id": ids["therapist"]},
-            }],
+            "kind": "dosing",
+            "status": "completed",
+            "start": at(0),
+            "end": at(120),
+            "clinician_ids": [ids["prescriber"], ids["therapist"]],
+            "setting": "clinic",
+            "discharge_at": at(105),
+            "doses": [
+                {
+                    "medication": "racemic-ketamine",
+                    "route": "intravenous",
+                    "dose_mg": 35,
+                    "weight_kg": 70,
+                    "infusion_duration_min": 40,
+                    "start": at(15),
+                    "end": at(55),
+                    "administered_by_id": ids["prescriber"],
+                    "controlled_substance": {
+                        "lot_number": "LOT-SYN-1",
+                        "amount_drawn_mg": 50,
+                        "amount_administered_mg": 35,
+                        "amount_wasted_mg": 15,
+                        "waste_witness_id": ids["therapist"],
+                    },
+                }
+            ],
             "monitoring_readings": [
-                {"taken_at": at(5), "timing": "pre-dose", "systolic_mmhg": 126, "diastolic_mmhg": 80,
-                 "heart_rate_per_min": 70, "spo2_percent": 98},
+                {
+                    "taken_at": at(5),
+                    "timing": "pre-dose",
+                    "systolic_mmhg": 126,
+                    "diastolic_mmhg": 80,
+                    "heart_rate_per_min": 70,
+                    "spo2_percent": 98,
+                },
                 {"taken_at": at(90), "timing": "discharge", "systolic_mmhg": 122, "diastolic_mmhg": 78},
             ],
         }
@@ -280,27 +309,47 @@ def seed_episodes(http: harness.Http, count: int) -> list[dict[str, str]]:
     out = []
     for _ in range(count):
         tag = uuid.uuid4().hex[:10]
-        prescriber = http.created("/practitioners", {"name": {"family": "Okafor", "given": ["Nneka"]},
-                                                     "roles": ["prescriber"]})["id"]
-        therapist = http.created("/practitioners", {"name": {"family": "Lindqvist", "given": ["Jon"]},
-                                                    "roles": ["therapist"]})["id"]
-        patient = http.created("/patients", {"mrn": {"system": "https://demo-clinic.example.org/fhir/mrn",
-                                                     "value": f"SYN-{tag}"},
-                                             "name": {"family": "Bench", "given": ["Alex"]},
-                                             "birth_date": "1984-05-17", "gender": "other"})["id"]
-        episode = http.created("/episodes", {
-            "patient_id": patient,
-            "indications": [{"kind": "depression", "icd10cm": "F33.2", "snomed": "36474008",
-                             "treatment_resistant": True}],
-            "care_team": [{"practitioner_id": prescriber, "role": "prescriber"},
-                          {"practitioner_id": therapist, "role": "therapist"}],
-            "period_start": "2026-02-01T09:00:00-05:00"})["id"]
+        prescriber = http.created(
+            "/practitioners", {"name": {"family": "Okafor", "given": ["Nneka"]}, "roles": ["prescriber"]}
+        )["id"]
+        therapist = http.created(
+            "/practitioners", {"name": {"family": "Lindqvist", "given": ["Jon"]}, "roles": ["therapist"]}
+        )["id"]
+        patient = http.created(
+            "/patients",
+            {
+                "mrn": {"system": "https://demo-clinic.example.org/fhir/mrn", "value": f"SYN-{tag}"},
+                "name": {"family": "Bench", "given": ["Alex"]},
+                "birth_date": "1984-05-17",
+                "gender": "other",
+            },
+        )["id"]
+        episode = http.created(
+            "/episodes",
+            {
+                "patient_id": patient,
+                "indications": [
+                    {"kind": "depression", "icd10cm": "F33.2", "snomed": "36474008", "treatment_resistant": True}
+                ],
+                "care_team": [
+                    {"practitioner_id": prescriber, "role": "prescriber"},
+                    {"practitioner_id": therapist, "role": "therapist"},
+                ],
+                "period_start": "2026-02-01T09:00:00-05:00",
+            },
+        )["id"]
         for to_phase, at in (("preparation", "2026-02-03T09:00:00-05:00"), ("dosing", "2026-02-10T08:00:00-05:00")):
             http.created(f"/episodes/{episode}/phase-transitions", {"to_phase": to_phase, "at": at})
-        http.created(f"/episodes/{episode}/consents", {
-            "form_url": "https://demo-clinic.example.org/forms/kap-consent", "form_version": "2026-01",
-            "signed_at": "2026-02-03T10:00:00-05:00", "off_label_use_acknowledged": True,
-            "routes_covered": ["intravenous"]})
+        http.created(
+            f"/episodes/{episode}/consents",
+            {
+                "form_url": "https://demo-clinic.example.org/forms/kap-consent",
+                "form_version": "2026-01",
+                "signed_at": "2026-02-03T10:00:00-05:00",
+                "off_label_use_acknowledged": True,
+                "routes_covered": ["intravenous"],
+            },
+        )
         out.append({"prescriber": prescriber, "therapist": therapist, "patient": patient, "episode": episode})
     return out
 
@@ -346,8 +395,9 @@ def bench_api(args: argparse.Namespace, results: dict) -> None:
             pg = harness.postgres() if backend == "postgresql" else None
             server = pg.__enter__() if pg else None
             try:
-                url = server.url.replace("postgresql://", "postgresql+psycopg://") if server else \
-                    f"sqlite:///{tmp}/k.db"
+                url = (
+                    server.url.replace("postgresql://", "postgresql+psycopg://") if server else f"sqlite:///{tmp}/k.db"
+                )
                 out[backend] = api_on(Path(tmp), url, args, seconds, conns, plain)
             finally:
                 if pg:
@@ -366,12 +416,19 @@ def api_on(tmp: Path, url: str, args: argparse.Namespace, seconds: float, conns:
         analyze(url)
         auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
-        found = http.http.get(f"{service.base_url}/fhir/Patient",
-                              params={"identifier": f"{mrn['system']}|{mrn['value']}"}, headers=auth,
-                              timeout=30).json()
+        found = http.http.get(
+            f"{service.base_url}/fhir/Patient",
+            params={"identifier": f"{mrn['system']}|{mrn['value']}"},
+            headers=auth,
+            timeout=30,
+        ).json()
         fhir_patient = found["entry"][0]["resource"]["id"]
-        obs = http.http.get(f"{service.base_url}/fhir/Observation", params={"patient": f"Patient/{fhir_patient}"},
-                            headers=auth, timeout=30)
+        obs = http.http.get(
+            f"{service.base_url}/fhir/Observation",
+            params={"patient": f"Patient/{fhir_patient}"},
+            headers=auth,
+            timeout=30,
+        )
         assert obs.status_code == 200 and obs.json().get("entry"), obs.text[:300]
         read = http.http.get(f"{service.base_url}/fhir/Patient/{fhir_patient}", headers=auth, timeout=30)
         assert read.status_code == 200, read.text[:300]
@@ -380,8 +437,9 @@ def api_on(tmp: Path, url: str, args: argparse.Namespace, seconds: float, conns:
             "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
             "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{fhir_patient}",
         }
-        out["observations_per_search"] = len([e for e in obs.json()["entry"]
-                                              if e.get("search", {}).get("mode", "match") == "match"])
+        out["observations_per_search"] = len(
+            [e for e in obs.json()["entry"] if e.get("search", {}).get("mode", "match") == "match"]
+        )
         for name, target in targets.items():
             runs = [wrk(target, plain, seconds, conns, headers=auth) for _ in range(args.repeats)]
             out[name] = runs
@@ -456,20 +514,31 @@ def bench_push(args: argparse.Namespace, results: dict) -> None:
                         harness.consent_to_share(http, ids["patient"])
                     before = len(proxy.log)
                     started = time.perf_counter()
-                    done = run_worker(deliverer, worker="bench", stop=threading.Event(),
-                                      max_jobs=episodes_per_round * 3, exit_when_idle=True)
+                    done = run_worker(
+                        deliverer,
+                        worker="bench",
+                        stop=threading.Event(),
+                        max_jobs=episodes_per_round * 3,
+                        exit_when_idle=True,
+                    )
                     elapsed = time.perf_counter() - started
                     delivered = [d for d in done if d.status == "delivered"]
                     requests_made = proxy.log[before:]
-                    out["rounds"].append({
-                        "episodes": len(delivered), "jobs": len(done), "seconds": elapsed,
-                        "episodes_per_s": len(delivered) / elapsed,
-                        "round_trips": len(requests_made),
-                        "round_trips_per_episode": len(requests_made) / max(1, len(delivered)),
-                        "requests": sorted({f"{m} {p.split('?')[0]}" for m, p, _ in requests_made}),
-                    })
-                    log(f"push: {out['rounds'][-1]['episodes_per_s']:.2f} episodes/s, "
-                        f"{out['rounds'][-1]['round_trips_per_episode']:.2f} round trips/episode")
+                    out["rounds"].append(
+                        {
+                            "episodes": len(delivered),
+                            "jobs": len(done),
+                            "seconds": elapsed,
+                            "episodes_per_s": len(delivered) / elapsed,
+                            "round_trips": len(requests_made),
+                            "round_trips_per_episode": len(requests_made) / max(1, len(delivered)),
+                            "requests": sorted({f"{m} {p.split('?')[0]}" for m, p, _ in requests_made}),
+                        }
+                    )
+                    log(
+                        f"push: {out['rounds'][-1]['episodes_per_s']:.2f} episodes/s, "
+                        f"{out['rounds'][-1]['round_trips_per_episode']:.2f} round trips/episode"
+                    )
                 engine.dispose()
             finally:
                 service.stop()
@@ -483,13 +552,17 @@ def bench_push(args: argparse.Namespace, results: dict) -> None:
 
 def bench_mapping(args: argparse.Namespace, results: dict) -> None:
     argv = [sys.executable, str(HERE / "mapping.py"), "--repeats", str(2 if args.quick else 3)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False,
-                          cwd=harness.REPO_ROOT)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, cwd=harness.REPO_ROOT)
     ratios = [float(m) for m in re.findall(r"ratio produce/parse, \$validate layers: median ([0-9.]+)", proc.stdout)]
     fast = [float(m) for m in re.findall(r"ratio produce/parse, fast layers: median ([0-9.]+)", proc.stdout)]
     peaks = re.findall(r"== generated batch.*?\n(.*?)(?:\n==|\Z)", proc.stdout, flags=re.S)
-    results["mapping"] = {"stdout": proc.stdout, "rc": proc.returncode, "ratios": ratios, "fast_ratios": fast,
-                          "batch": peaks[0] if peaks else ""}
+    results["mapping"] = {
+        "stdout": proc.stdout,
+        "rc": proc.returncode,
+        "ratios": ratios,
+        "fast_ratios": fast,
+        "batch": peaks[0] if peaks else "",
+    }
     log(f"mapping: ratios all layers {ratios}, fast {fast}")
 
 
@@ -501,10 +574,12 @@ def machine() -> list[str]:
     model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
     mhz = re.search(r"cpu MHz\s*:\s*(.*)", cpuinfo)
     mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=harness.REPO_ROOT, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                           cwd=harness.REPO_ROOT, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=harness.REPO_ROOT, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=harness.REPO_ROOT, check=False
+    ).stdout.strip()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return [
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -521,88 +596,160 @@ def verdict(ok: bool | None) -> str:
 
 
 def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str, list[tuple[str, str, str]]]:
-    lines = ["# kapfhir benchmark results", "", f"Written by `make bench` (`bench/run_all.py"
-             f"{' --quick' if args.quick else ''} --repeats {args.repeats}`) in {elapsed / 60:.1f} min. "
-             "Figures: median (min-max) over the repeats.", ""]
+    lines = [
+        "# kapfhir benchmark results",
+        "",
+        f"Written by `make bench` (`bench/run_all.py"
+        f"{' --quick' if args.quick else ''} --repeats {args.repeats}`) in {elapsed / 60:.1f} min. "
+        "Figures: median (min-max) over the repeats.",
+        "",
+    ]
     lines += machine()
-    lines.append(f"- Load average (1/5/15 min) before the run: {' '.join(results.get('loadavg_start', []))}, after: "
-                 f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (the benchmark itself keeps ~2 busy; "
-                 "anything else running on the 2 cores skews the figures, compare ratios from the same run)")
+    lines.append(
+        f"- Load average (1/5/15 min) before the run: {' '.join(results.get('loadavg_start', []))}, after: "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (the benchmark itself keeps ~2 busy; "
+        "anything else running on the 2 cores skews the figures, compare ratios from the same run)"
+    )
     goals: list[tuple[str, str, str]] = []
 
     m = results.get("mapping")
     if m:
         worst = max(m["ratios"]) if m["ratios"] else None
-        goals.append(("map+validate+serialize / R4B parse <= 1.0 (all $validate layers, worst episode median)",
-                      f"{worst}", verdict(None if worst is None else worst <= GOALS["mapping_ratio"])))
+        goals.append(
+            (
+                "map+validate+serialize / R4B parse <= 1.0 (all $validate layers, worst episode median)",
+                f"{worst}",
+                verdict(None if worst is None else worst <= GOALS["mapping_ratio"]),
+            )
+        )
         worst_fast = max(m["fast_ratios"]) if m["fast_ratios"] else None
-        goals.append(("same, fast layers (bindings, invariants, profile; structure is the R4B pass itself)",
-                      f"{worst_fast}", verdict(None if worst_fast is None else worst_fast <= 1.0)))
-        batch = re.search(r"== generated batch[^:]*: (\d+) resources.*?\n\s+produce \(\$validate.*?peak\s+([0-9.]+) MB"
-                          r".*?\n.*?peak\s+([0-9.]+) MB.*?\n\s+parse.*?peak\s+([0-9.]+) MB", m["stdout"], flags=re.S)
+        goals.append(
+            (
+                "same, fast layers (bindings, invariants, profile; structure is the R4B pass itself)",
+                f"{worst_fast}",
+                verdict(None if worst_fast is None else worst_fast <= 1.0),
+            )
+        )
+        batch = re.search(
+            r"== generated batch[^:]*: (\d+) resources.*?\n\s+produce \(\$validate.*?peak\s+([0-9.]+) MB"
+            r".*?\n.*?peak\s+([0-9.]+) MB.*?\n\s+parse.*?peak\s+([0-9.]+) MB",
+            m["stdout"],
+            flags=re.S,
+        )
         if batch:
             full, fast_peak, parse_peak = (float(batch.group(i)) for i in (2, 3, 4))
-            goals.append((f"{batch.group(1)}-resource batch in bounded memory: peak (tracemalloc) of produce <= "
-                          "that of the R4B parse of the same bundle, and <= 250 MB",
-                          f"{full:.0f} MB all layers / {fast_peak:.0f} MB fast / parse {parse_peak:.0f} MB",
-                          verdict(full <= parse_peak and full <= GOALS["worker_rss_mb"])))
-        lines += ["", "## Mapping (bench/mapping.py)", "",
-                  "produce = to_transaction_bundle + validate_bundle + orjson.dumps; parse = fhir.resources R4B "
-                  "`Bundle.model_validate_json` of the same bytes; dumps = orjson.dumps alone (the floor). Peak "
-                  "memory by tracemalloc.", "", "```", m["stdout"].strip(), "```"]
+            goals.append(
+                (
+                    f"{batch.group(1)}-resource batch in bounded memory: peak (tracemalloc) of produce <= "
+                    "that of the R4B parse of the same bundle, and <= 250 MB",
+                    f"{full:.0f} MB all layers / {fast_peak:.0f} MB fast / parse {parse_peak:.0f} MB",
+                    verdict(full <= parse_peak and full <= GOALS["worker_rss_mb"]),
+                )
+            )
+        lines += [
+            "",
+            "## Mapping (bench/mapping.py)",
+            "",
+            "produce = to_transaction_bundle + validate_bundle + orjson.dumps; parse = fhir.resources R4B "
+            "`Bundle.model_validate_json` of the same bytes; dumps = orjson.dumps alone (the floor). Peak "
+            "memory by tracemalloc.",
+            "",
+            "```",
+            m["stdout"].strip(),
+            "```",
+        ]
 
     ing = results.get("ingest")
     if ing:
-        lines += ["", "## Ingest: POST /fhir transactions", "",
-                  f"{ing['resources_per_bundle']}-entry transaction Bundles (fixture `{INGEST_FIXTURE}` exported "
-                  "with GET /api/v1/episodes/{id}/fhir, every UUID and the MRN replaced per bundle so nothing "
-                  f"matches a conditional create), {ing['bundles_per_round']} bundles per round from "
-                  f"{ing['clients']} concurrent clients; kapfhir: gunicorn 2 workers x 4 threads, full validation, "
-                  "audit, projection, outbox. sekmet-fhir 0.1.1: its own server (uvicorn), strict inbound "
-                  "validation." + (f" Entries of types POST /fhir refuses to map ({', '.join(sorted(DROPPED))}) "
-                  "were dropped from the exported bundle first." if DROPPED else "") + (
-                  f" For sekmet, ifNoneExist was removed from {', '.join(sorted(SEKMET_UNCONDITIONAL))} (sekmet "
-                  "has no identifier search parameter there; the identifiers are fresh, so the outcome is the same "
-                  "creates)." if SEKMET_UNCONDITIONAL else ""), "",
-                  "| target | resources/s | ratio to sekmet |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Ingest: POST /fhir transactions",
+            "",
+            f"{ing['resources_per_bundle']}-entry transaction Bundles (fixture `{INGEST_FIXTURE}` exported "
+            "with GET /api/v1/episodes/{id}/fhir, every UUID and the MRN replaced per bundle so nothing "
+            f"matches a conditional create), {ing['bundles_per_round']} bundles per round from "
+            f"{ing['clients']} concurrent clients; kapfhir: gunicorn 2 workers x 4 threads, full validation, "
+            "audit, projection, outbox. sekmet-fhir 0.1.1: its own server (uvicorn), strict inbound "
+            "validation."
+            + (
+                f" Entries of types POST /fhir refuses to map ({', '.join(sorted(DROPPED))}) "
+                "were dropped from the exported bundle first."
+                if DROPPED
+                else ""
+            )
+            + (
+                f" For sekmet, ifNoneExist was removed from {', '.join(sorted(SEKMET_UNCONDITIONAL))} (sekmet "
+                "has no identifier search parameter there; the identifiers are fresh, so the outcome is the same "
+                "creates)."
+                if SEKMET_UNCONDITIONAL
+                else ""
+            ),
+            "",
+            "| target | resources/s | ratio to sekmet |",
+            "|---|---|---|",
+        ]
         sek = statistics.median(ing["sekmet"])
         for name in ("sqlite", "postgresql", "sekmet"):
             runs = ing.get(name, [])
-            lines.append(f"| {name if name == 'sekmet' else 'kapfhir, ' + name} | {med(runs)} | "
-                         f"{statistics.median(runs) / sek:.2f} |" if runs else f"| {name} | n/a | |")
-        lines += ["", "Rounds in order (resources/s): " + "; ".join(
-            f"{name}: " + ", ".join(f"{r:.0f}" for r in ing.get(name, [])) for name in ("sqlite", "postgresql",
-                                                                                        "sekmet")) + ". Every "
-                  "round adds episodes to the clinic. PostgreSQL: `ANALYZE` after the warm-up, as autovacuum does "
-                  "within a minute on a running database (without statistics its plans scan every current resource of "
-                  "a type)."]
+            lines.append(
+                f"| {name if name == 'sekmet' else 'kapfhir, ' + name} | {med(runs)} | "
+                f"{statistics.median(runs) / sek:.2f} |"
+                if runs
+                else f"| {name} | n/a | |"
+            )
+        lines += [
+            "",
+            "Rounds in order (resources/s): "
+            + "; ".join(
+                f"{name}: " + ", ".join(f"{r:.0f}" for r in ing.get(name, []))
+                for name in ("sqlite", "postgresql", "sekmet")
+            )
+            + ". Every "
+            "round adds episodes to the clinic. PostgreSQL: `ANALYZE` after the warm-up, as autovacuum does "
+            "within a minute on a running database (without statistics its plans scan every current resource of "
+            "a type).",
+        ]
         for name in ("sqlite", "postgresql"):
             runs = ing.get(name, [])
             value = statistics.median(runs) if runs else None
-            goals.append((f"ingest {name} >= 600 resources/s", f"{value:.0f}" if value else "n/a",
-                          verdict(None if value is None else value >= GOALS["ingest_rps"])))
+            goals.append(
+                (
+                    f"ingest {name} >= 600 resources/s",
+                    f"{value:.0f}" if value else "n/a",
+                    verdict(None if value is None else value >= GOALS["ingest_rps"]),
+                )
+            )
 
     api = results.get("api")
     if api:
         ceiling = statistics.median(r["rps"] for r in api["trivial"])
-        lines += ["", "## API under load (wrk, its own process)", "",
-                  f"wrk -t{api['threads']} -c{api['connections']} -d{api['seconds']}s per run, on loopback, against "
-                  "gunicorn 2 workers x 4 threads (gthread), the Dockerfile's CMD. `half rate`: wrk paced with a "
-                  "per-connection delay to about half the measured maximum; p99 there is the latency at a "
-                  "sustainable load. The trivial route is bench/trivial_app.py under the same gunicorn command "
-                  "and config (the ceiling). PostgreSQL: `ANALYZE` after the set-up (see Ingest).", "",
-                  "| backend | request | req/s | share of ceiling | p50 ms | p99 ms | req/s at half rate | "
-                  "p99 ms at half rate | non-2xx |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## API under load (wrk, its own process)",
+            "",
+            f"wrk -t{api['threads']} -c{api['connections']} -d{api['seconds']}s per run, on loopback, against "
+            "gunicorn 2 workers x 4 threads (gthread), the Dockerfile's CMD. `half rate`: wrk paced with a "
+            "per-connection delay to about half the measured maximum; p99 there is the latency at a "
+            "sustainable load. The trivial route is bench/trivial_app.py under the same gunicorn command "
+            "and config (the ceiling). PostgreSQL: `ANALYZE` after the set-up (see Ingest).",
+            "",
+            "| backend | request | req/s | share of ceiling | p50 ms | p99 ms | req/s at half rate | "
+            "p99 ms at half rate | non-2xx |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         half = api["trivial_half"]
-        lines.append(f"| - | GET /trivial (ceiling) | {med([r['rps'] for r in api['trivial']])} | 1.00 | "
-                     f"{med([r['p50_us'] / 1000 for r in api['trivial']])} | "
-                     f"{med([r['p99_us'] / 1000 for r in api['trivial']])} | {half['rps']:.0f} | "
-                     f"{half['p99_us'] / 1000:.1f} | {sum(r['status_errors'] for r in api['trivial'])} |")
-        labels = {"fhir_read": "GET /fhir/Patient/{id} (read by id)",
-                  "episode_read": "GET /api/v1/episodes/{id}",
-                  "obs_search": "GET /fhir/Observation?patient=",
-                  "session_write": "POST /api/v1/episodes/{id}/sessions"}
+        lines.append(
+            f"| - | GET /trivial (ceiling) | {med([r['rps'] for r in api['trivial']])} | 1.00 | "
+            f"{med([r['p50_us'] / 1000 for r in api['trivial']])} | "
+            f"{med([r['p99_us'] / 1000 for r in api['trivial']])} | {half['rps']:.0f} | "
+            f"{half['p99_us'] / 1000:.1f} | {sum(r['status_errors'] for r in api['trivial'])} |"
+        )
+        labels = {
+            "fhir_read": "GET /fhir/Patient/{id} (read by id)",
+            "episode_read": "GET /api/v1/episodes/{id}",
+            "obs_search": "GET /fhir/Observation?patient=",
+            "session_write": "POST /api/v1/episodes/{id}/sessions",
+        }
         for backend in ("sqlite", "postgresql"):
             b = api.get(backend)
             if not b:
@@ -612,42 +759,71 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
                 rps = statistics.median(r["rps"] for r in runs)
                 h = b[f"{key}_half"]
                 errors = sum(r["status_errors"] + r["socket_errors"] for r in runs) + h["status_errors"]
-                lines.append(f"| {backend} | {label} | {med([r['rps'] for r in runs])} | {rps / ceiling:.2f} | "
-                             f"{med([r['p50_us'] / 1000 for r in runs])} | {med([r['p99_us'] / 1000 for r in runs])}"
-                             f" | {h['rps']:.0f} | {h['p99_us'] / 1000:.1f} | {errors} |")
+                lines.append(
+                    f"| {backend} | {label} | {med([r['rps'] for r in runs])} | {rps / ceiling:.2f} | "
+                    f"{med([r['p50_us'] / 1000 for r in runs])} | {med([r['p99_us'] / 1000 for r in runs])}"
+                    f" | {h['rps']:.0f} | {h['p99_us'] / 1000:.1f} | {errors} |"
+                )
                 share = GOALS["write_share_of_ceiling"] if key == "session_write" else GOALS["read_share_of_ceiling"]
-                goals.append((f"{backend} {label}: >= {share:.0%} of the trivial ceiling", f"{rps / ceiling:.2f}",
-                              verdict(rps / ceiling >= share)))
-                goals.append((f"{backend} {label}: p99 <= 50 ms at half max rate", f"{h['p99_us'] / 1000:.1f} ms",
-                              verdict(h["p99_us"] / 1000 <= GOALS["p99_half_rate_ms"])))
+                goals.append(
+                    (
+                        f"{backend} {label}: >= {share:.0%} of the trivial ceiling",
+                        f"{rps / ceiling:.2f}",
+                        verdict(rps / ceiling >= share),
+                    )
+                )
+                goals.append(
+                    (
+                        f"{backend} {label}: p99 <= 50 ms at half max rate",
+                        f"{h['p99_us'] / 1000:.1f} ms",
+                        verdict(h["p99_us"] / 1000 <= GOALS["p99_half_rate_ms"]),
+                    )
+                )
                 absolute = {"fhir_read": GOALS["fhir_read_rps"], "obs_search": GOALS["obs_search_rps"]}.get(key)
                 if absolute:
-                    goals.append((f"{backend} {label} >= {absolute:,.0f} req/s", f"{rps:,.0f}",
-                                  verdict(rps >= absolute)))
+                    goals.append(
+                        (f"{backend} {label} >= {absolute:,.0f} req/s", f"{rps:,.0f}", verdict(rps >= absolute))
+                    )
                 if errors:
                     goals.append((f"{backend} {label}: no non-2xx / socket errors", str(errors), "FAIL"))
             peak = max((v["VmHWM"] for v in b["rss_kb"].values()), default=0) / 1024
-            lines.append(f"| {backend} | peak RSS (VmHWM) of a gunicorn worker after the load | {peak:.0f} MB | | | |"
-                         f" | | |")
-            goals.append((f"{backend}: peak worker RSS <= 250 MB", f"{peak:.0f} MB",
-                          verdict(peak <= GOALS["worker_rss_mb"])))
-        lines += ["", f"Observation search answers {api['sqlite'].get('observations_per_search', '?')} matches "
-                  "(fixture episode a). Writes: each request a new, distinct, non-overlapping dosing session with a "
-                  "dose and two readings, round-robin over 16 episodes, so episodes grow during the run."]
+            lines.append(
+                f"| {backend} | peak RSS (VmHWM) of a gunicorn worker after the load | {peak:.0f} MB | | | | | | |"
+            )
+            goals.append(
+                (f"{backend}: peak worker RSS <= 250 MB", f"{peak:.0f} MB", verdict(peak <= GOALS["worker_rss_mb"]))
+            )
+        lines += [
+            "",
+            f"Observation search answers {api['sqlite'].get('observations_per_search', '?')} matches "
+            "(fixture episode a). Writes: each request a new, distinct, non-overlapping dosing session with a "
+            "dose and two readings, round-robin over 16 episodes, so episodes grow during the run.",
+        ]
 
     push = results.get("push")
     if push and push["rounds"]:
         rounds = push["rounds"]
-        lines += ["", "## Push to a local sekmet-fhir (outbox worker, in-process Deliverer)", "",
-                  f"{push['episodes_per_round']} fixture episodes per round (fresh MRNs), each with a privacy "
-                  "consent; requests counted by tests/exchange/proxy.FaultProxy in front of sekmet.", "",
-                  "| episodes/s | round trips per episode | requests seen |", "|---|---|---|",
-                  f"| {med([r['episodes_per_s'] for r in rounds])} | "
-                  f"{med([r['round_trips_per_episode'] for r in rounds])} | "
-                  f"{', '.join(sorted({x for r in rounds for x in r['requests']}))} |"]
+        lines += [
+            "",
+            "## Push to a local sekmet-fhir (outbox worker, in-process Deliverer)",
+            "",
+            f"{push['episodes_per_round']} fixture episodes per round (fresh MRNs), each with a privacy "
+            "consent; requests counted by tests/exchange/proxy.FaultProxy in front of sekmet.",
+            "",
+            "| episodes/s | round trips per episode | requests seen |",
+            "|---|---|---|",
+            f"| {med([r['episodes_per_s'] for r in rounds])} | "
+            f"{med([r['round_trips_per_episode'] for r in rounds])} | "
+            f"{', '.join(sorted({x for r in rounds for x in r['requests']}))} |",
+        ]
         trips = statistics.median(r["round_trips_per_episode"] for r in rounds)
-        goals.append(("exactly one round trip per episode (transaction target)", f"{trips:.2f}",
-                      verdict(abs(trips - 1.0) < 1e-9)))
+        goals.append(
+            (
+                "exactly one round trip per episode (transaction target)",
+                f"{trips:.2f}",
+                verdict(abs(trips - 1.0) < 1e-9),
+            )
+        )
 
     lines += ["", "## Goals (issue 7; goals, not tests)", "", "| goal | measured | verdict |", "|---|---|---|"]
     lines += [f"| {g} | {v} | {r} |" for g, v, r in goals]
@@ -671,15 +847,24 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, Any] = {"loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
     steps: dict[str, Callable[[argparse.Namespace, dict], None]] = {
-        "mapping": bench_mapping, "ingest": bench_ingest, "api": bench_api, "push": bench_push}
+        "mapping": bench_mapping,
+        "ingest": bench_ingest,
+        "api": bench_api,
+        "push": bench_push,
+    }
     for name in args.only.split(","):
         log(f"{name} ...")
         steps[name](args, results)
     text, goals = report(results, args, time.perf_counter() - started)
     args.out.write_text(text)
-    (args.out.with_suffix(".json")).write_text(json.dumps(
-        {k: v for k, v in results.items() if k not in ("mapping", "loadavg_start")}
-        | {"mapping_ratios": results.get("mapping", {}).get("ratios")}, indent=1, default=str))
+    (args.out.with_suffix(".json")).write_text(
+        json.dumps(
+            {k: v for k, v in results.items() if k not in ("mapping", "loadavg_start")}
+            | {"mapping_ratios": results.get("mapping", {}).get("ratios")},
+            indent=1,
+            default=str,
+        )
+    )
     print()
     for goal, value, result in goals:
         print(f"{result:4}  {goal}: {value}")

@@ -33,7 +33,12 @@ bp = Blueprint("auth", __name__)
 
 # Routes anyone may call: liveness, readiness, discovery, keys, and the token endpoint (it authenticates clients).
 PUBLIC_ENDPOINTS = {
-    "healthz", "readyz", "auth.smart_configuration", "auth.fhir_smart_configuration", "auth.jwks", "auth.token",
+    "healthz",
+    "readyz",
+    "auth.smart_configuration",
+    "auth.fhir_smart_configuration",
+    "auth.jwks",
+    "auth.token",
     "static",
 }
 

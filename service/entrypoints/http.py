@@ -305,8 +305,9 @@ def read(fn: Callable[[UnitOfWork], Response]) -> Response:
         state().audit_log.append(audit_record(response.status_code))
     except AuditUnavailableError:
         log.error("audit unavailable", extra={"error_class": "AuditUnavailableError"})
-        raise ApiProblem(503, "Service unavailable", "The access could not be audited; retry later.",
-                         headers={"Retry-After": "5"}) from None
+        raise ApiProblem(
+            503, "Service unavailable", "The access could not be audited; retry later.", headers={"Retry-After": "5"}
+        ) from None
     g.audited = True
     return response
 

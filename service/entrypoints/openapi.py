@@ -124,8 +124,10 @@ def _operations() -> dict[str, Operation]:
         "api.record_body_weight": Operation("Record a body weight", s.BodyWeightSchema, s.BodyWeightSchema, 201),
         "api.get_body_weight": Operation("Read a body weight", s.BodyWeightSchema),
         "api.record_privacy_consent": Operation(
-            "Record a privacy consent (permission to share with one organization)", s.PrivacyConsentSchema,
-            s.PrivacyConsentSchema, 201,
+            "Record a privacy consent (permission to share with one organization)",
+            s.PrivacyConsentSchema,
+            s.PrivacyConsentSchema,
+            201,
         ),
         "api.list_privacy_consents": Operation(
             "Privacy consents of a patient", _items(s.PrivacyConsentSchema, "PrivacyConsentList")

@@ -162,8 +162,9 @@ class PrivacyConsentSchema(RecordSchema):
     """Permission to share the patient's records with one organization (FHIR Consent, scope patient-privacy)."""
 
     recipient_name = Text(200, required=True)
-    recipient_identifier = fields.Nested(IdentifierSchema, required=True,
-                                         metadata={"description": "the receiving organization's identifier"})
+    recipient_identifier = fields.Nested(
+        IdentifierSchema, required=True, metadata={"description": "the receiving organization's identifier"}
+    )
     signed_at = Time(required=True)
     valid_from = Time(load_default=None, allow_none=True)
     valid_until = Time(load_default=None, allow_none=True)

@@ -85,8 +85,14 @@ class BearerAuth(NoAuth):
 class _TokenAuth(NoAuth):
     """Shared token caching for the OAuth flows."""
 
-    def __init__(self, *, scope: str, token_url: str | None = None, refresh_margin: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        scope: str,
+        token_url: str | None = None,
+        refresh_margin: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.scope = scope
         self.token_url = token_url
         self.refresh_margin = refresh_margin
@@ -132,8 +138,9 @@ class _TokenAuth(NoAuth):
         token_url = self.resolve_token_url()
         data, headers = self._request_parts(token_url)
         try:
-            resp = self.session.post(token_url, data=data, headers={"Accept": "application/json", **headers},
-                                     timeout=self._timeout)
+            resp = self.session.post(
+                token_url, data=data, headers={"Accept": "application/json", **headers}, timeout=self._timeout
+            )
         except requests.RequestException as exc:
             raise AuthError(f"token endpoint unreachable: {type(exc).__name__}") from exc
         try:
@@ -143,8 +150,11 @@ class _TokenAuth(NoAuth):
         if resp.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
             error = body.get("error") if isinstance(body, dict) else None
             desc = body.get("error_description") if isinstance(body, dict) else None
-            raise AuthError(f"token request refused ({resp.status_code}): {error or ''} {desc or ''}".strip(),
-                            status=resp.status_code, error=error)
+            raise AuthError(
+                f"token request refused ({resp.status_code}): {error or ''} {desc or ''}".strip(),
+                status=resp.status_code,
+                error=error,
+            )
         if str(body.get("token_type", "bearer")).lower() != "bearer":
             raise AuthError(f"unsupported token_type {body.get('token_type')!r}")
         self.token_requests += 1
@@ -168,8 +178,16 @@ class ClientSecretAuth(_TokenAuth):
 
     kind = "client_credentials"
 
-    def __init__(self, *, token_url: str, client_id: str, client_secret: str, scope: str,
-                 method: str = "client_secret_basic", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str,
+        method: str = "client_secret_basic",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(scope=scope, token_url=token_url, **kwargs)
         if method not in ("client_secret_basic", "client_secret_post"):
             raise ValueError(f"unsupported client auth method {method!r}")
@@ -208,8 +226,15 @@ def discover_smart_configuration(session: requests.Session, base_url: str, timeo
     return doc
 
 
-def client_assertion(key: SigningKey, *, client_id: str, token_url: str, lifetime: int = MAX_ASSERTION_LIFETIME,
-                     now: float | None = None, jku: str | None = None) -> str:
+def client_assertion(
+    key: SigningKey,
+    *,
+    client_id: str,
+    token_url: str,
+    lifetime: int = MAX_ASSERTION_LIFETIME,
+    now: float | None = None,
+    jku: str | None = None,
+) -> str:
     """A signed SMART Backend Services client assertion (RS384/ES384)."""
     if key.alg not in SMART_ALGORITHMS:
         raise ValueError(f"SMART Backend Services needs RS384 or ES384, not {key.alg}")
@@ -235,8 +260,18 @@ class SmartBackendAuth(_TokenAuth):
 
     kind = "smart"
 
-    def __init__(self, *, base_url: str, client_id: str, key: SigningKey, scope: str, token_url: str | None = None,
-                 jku: str | None = None, assertion_lifetime: int = 240, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client_id: str,
+        key: SigningKey,
+        scope: str,
+        token_url: str | None = None,
+        jku: str | None = None,
+        assertion_lifetime: int = 240,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(scope=scope, token_url=token_url, **kwargs)
         if key.alg not in SMART_ALGORITHMS:
             raise ValueError(f"SMART Backend Services needs an RS384 or ES384 key, got {key.alg}")
@@ -257,8 +292,14 @@ class SmartBackendAuth(_TokenAuth):
         return self.token_url
 
     def _request_parts(self, token_url: str) -> tuple[dict[str, str], dict[str, str]]:
-        assertion = client_assertion(self.key, client_id=self.client_id, token_url=token_url,
-                                     lifetime=self.assertion_lifetime, now=self._clock(), jku=self.jku)
+        assertion = client_assertion(
+            self.key,
+            client_id=self.client_id,
+            token_url=token_url,
+            lifetime=self.assertion_lifetime,
+            now=self._clock(),
+            jku=self.jku,
+        )
         return {
             "grant_type": "client_credentials",
             "scope": self.scope,

@@ -307,8 +307,9 @@ class FhirClient:
                 if (idempotent or certain_not_processed) and attempt < self.retry.max_attempts:
                     delay = self.retry.backoff(attempt)
                     if slept + delay <= self.retry.max_elapsed:
-                        log.info("%s %s: %s; retry %d in %.2fs", method, _redact(url), type(exc).__name__,
-                                 attempt, delay)
+                        log.info(
+                            "%s %s: %s; retry %d in %.2fs", method, _redact(url), type(exc).__name__, attempt, delay
+                        )
                         self._sleep(delay)
                         slept += delay
                         continue
@@ -338,7 +339,12 @@ class FhirClient:
             if status >= 400 and status not in ok_statuses:
                 outcome = body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
                 raise FhirHttpError(
-                    status, method=method, url=url, outcome=outcome, body=resp.text, headers=resp.headers,
+                    status,
+                    method=method,
+                    url=url,
+                    outcome=outcome,
+                    body=resp.text,
+                    headers=resp.headers,
                     attempts=attempt,
                 )
             return FhirResponse(status, dict(resp.headers), body, url, attempt)
@@ -361,8 +367,9 @@ class FhirClient:
         """A searchset Bundle (first page)."""
         return self.request("GET", resource_type, params=params).body or {}
 
-    def search_all(self, resource_type: str, params: Mapping[str, str] | list[tuple[str, str]], *,
-                   max_pages: int = 20) -> list[dict]:
+    def search_all(
+        self, resource_type: str, params: Mapping[str, str] | list[tuple[str, str]], *, max_pages: int = 20
+    ) -> list[dict]:
         """Resources in search mode ``match`` over at most ``max_pages`` pages."""
         out: list[dict] = []
         bundle = self.search(resource_type, params)
@@ -380,8 +387,9 @@ class FhirClient:
         headers = {"Prefer": "return=representation"}
         if if_none_exist:
             headers["If-None-Exist"] = if_none_exist
-        return self.request("POST", resource["resourceType"], json=resource, headers=headers,
-                            idempotent=bool(if_none_exist))
+        return self.request(
+            "POST", resource["resourceType"], json=resource, headers=headers, idempotent=bool(if_none_exist)
+        )
 
     def update(self, resource: dict, *, if_match: str | None = None) -> FhirResponse:
         headers = {"Prefer": "return=representation"}
@@ -390,8 +398,9 @@ class FhirClient:
         return self.request("PUT", f"{resource['resourceType']}/{resource['id']}", json=resource, headers=headers)
 
     def conditional_update(self, resource: dict, query: str) -> FhirResponse:
-        return self.request("PUT", f"{resource['resourceType']}?{query}", json=resource,
-                            headers={"Prefer": "return=representation"})
+        return self.request(
+            "PUT", f"{resource['resourceType']}?{query}", json=resource, headers={"Prefer": "return=representation"}
+        )
 
     def bundle(self, bundle: dict) -> dict:
         """POST a transaction or batch Bundle to the base; returns the response Bundle."""

@@ -86,8 +86,11 @@ def evaluate_privacy(
     in_force = [c for c in consents if c.in_force(now) and c.names(organization)]
     denial = next((c for c in in_force if c.decision == DENY), None)
     if denial is not None:
-        return PrivacyDecision(False, f"privacy consent {denial.id} denies sharing with "
-                                      f"{organization.system}|{organization.value}", denial.id)
+        return PrivacyDecision(
+            False,
+            f"privacy consent {denial.id} denies sharing with {organization.system}|{organization.value}",
+            denial.id,
+        )
     permits = [c for c in in_force if c.decision == PERMIT]
     if not permits:
         return PrivacyDecision(

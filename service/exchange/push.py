@@ -163,20 +163,44 @@ class _Run:
             self.fail(req, "the server did not reveal the id of the resource", status=status)
             return
         self.ids[req.full_url] = {"reference": f"{req.resource_type}/{ident.id}"}
-        self.report.results.append(ResourceResult(req.key, req.resource_type, outcome, ident.id, ident.version,
-                                                  status, content_hash=req.content_hash))
+        self.report.results.append(
+            ResourceResult(
+                req.key, req.resource_type, outcome, ident.id, ident.version, status, content_hash=req.content_hash
+            )
+        )
 
-    def fail(self, req: PlannedRequest, reason: str, *, status: int | None = None, outcome: dict | None = None,
-             retryable: bool = False) -> None:
+    def fail(
+        self,
+        req: PlannedRequest,
+        reason: str,
+        *,
+        status: int | None = None,
+        outcome: dict | None = None,
+        retryable: bool = False,
+    ) -> None:
         self.failed_urls.add(req.full_url)
-        self.report.results.append(ResourceResult(req.key, req.resource_type, FAILED, status=status, reason=reason,
-                                                  operation_outcome=outcome, content_hash=req.content_hash,
-                                                  retryable=retryable))
+        self.report.results.append(
+            ResourceResult(
+                req.key,
+                req.resource_type,
+                FAILED,
+                status=status,
+                reason=reason,
+                operation_outcome=outcome,
+                content_hash=req.content_hash,
+                retryable=retryable,
+            )
+        )
 
     def fail_error(self, req: PlannedRequest, exc: FhirError) -> None:
         if isinstance(exc, FhirHttpError):
-            self.fail(req, exc.diagnostics or f"HTTP {exc.status}", status=exc.status, outcome=exc.outcome,
-                      retryable=exc.retryable)
+            self.fail(
+                req,
+                exc.diagnostics or f"HTTP {exc.status}",
+                status=exc.status,
+                outcome=exc.outcome,
+                retryable=exc.retryable,
+            )
         elif isinstance(exc, FhirTransportError):
             self.fail(req, str(exc), retryable=True)
         else:
@@ -219,8 +243,17 @@ class _Run:
         for s in self.plan.skipped:
             self.report.results.append(ResourceResult(s.key, s.resource_type, SKIPPED, reason=s.reason, sent=False))
         for u in self.plan.unchanged:
-            self.report.results.append(ResourceResult(u.key, u.resource_type, EXISTING, u.remote.id, u.remote.version,
-                                                      content_hash=u.remote.content_hash, sent=False))
+            self.report.results.append(
+                ResourceResult(
+                    u.key,
+                    u.resource_type,
+                    EXISTING,
+                    u.remote.id,
+                    u.remote.version,
+                    content_hash=u.remote.content_hash,
+                    sent=False,
+                )
+            )
         if self.plan.held or self.plan.mode == NONE:
             return self.report
         if self.plan.mode == TRANSACTION:
@@ -244,8 +277,9 @@ class _Run:
         entries = response.get("entry", []) or []
         if len(entries) != len(reqs):
             for req in reqs:
-                self.fail(req, f"transaction-response has {len(entries)} entries for {len(reqs)} requests",
-                          retryable=True)
+                self.fail(
+                    req, f"transaction-response has {len(entries)} entries for {len(reqs)} requests", retryable=True
+                )
             return
         for req, entry in zip(reqs, entries, strict=True):
             self.entry_result(req, entry)
@@ -290,8 +324,13 @@ class _Run:
             diag = ""
             if isinstance(outcome, dict):
                 diag = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) or [])
-            self.fail(req, diag or f"entry status {status_text!r}", status=status or None, outcome=outcome,
-                      retryable=status in (429,) or status >= 500)
+            self.fail(
+                req,
+                diag or f"entry status {status_text!r}",
+                status=status or None,
+                outcome=outcome,
+                retryable=status in (429,) or status >= 500,
+            )
             return
         ident = identity_of(req.resource_type, body=entry.get("resource"), location=response.get("location"))
         if ident is not None and ident.version is None and response.get("etag"):
@@ -319,20 +358,31 @@ class _Run:
                 return
             if req.method == "POST":
                 resp = self.client.request(
-                    "POST", req.url, json=resource, idempotent=req.guarded,
-                    headers={"Prefer": "return=representation",
-                             **({"If-None-Exist": req.if_none_exist} if req.if_none_exist else {})},
+                    "POST",
+                    req.url,
+                    json=resource,
+                    idempotent=req.guarded,
+                    headers={
+                        "Prefer": "return=representation",
+                        **({"If-None-Exist": req.if_none_exist} if req.if_none_exist else {}),
+                    },
                 )
             else:
                 resp = self.client.request(
-                    "PUT", req.url, json=resource,
+                    "PUT",
+                    req.url,
+                    json=resource,
                     headers={"Prefer": "return=representation", **({"If-Match": req.if_match} if req.if_match else {})},
                 )
         except FhirError as exc:
             self.fail_error(req, exc)
             return
-        self.done(req, self.outcome_of(req, resp.status), identity_of(req.resource_type, headers=resp.headers,
-                                                                        body=resp.body), resp.status)
+        self.done(
+            req,
+            self.outcome_of(req, resp.status),
+            identity_of(req.resource_type, headers=resp.headers, body=resp.body),
+            resp.status,
+        )
 
     def search_first(self, req: PlannedRequest, resource: dict) -> None:
         """No conditional interactions on the server: search by identifier, then create or update by id.
@@ -350,19 +400,36 @@ class _Run:
                 if found:
                     existing = found[0]
                     if req.action == CREATE:
-                        self.done(req, EXISTING, RemoteIdentity(req.resource_type, existing["id"],
-                                                               (existing.get("meta") or {}).get("versionId")), 200)
+                        self.done(
+                            req,
+                            EXISTING,
+                            RemoteIdentity(
+                                req.resource_type, existing["id"], (existing.get("meta") or {}).get("versionId")
+                            ),
+                            200,
+                        )
                         return
                     body = {**resource, "id": existing["id"]}
-                    resp = self.client.request("PUT", f"{req.resource_type}/{existing['id']}", json=body,
-                                               headers={"Prefer": "return=representation"})
-                    self.done(req, UPDATED, identity_of(req.resource_type, headers=resp.headers, body=resp.body),
-                              resp.status)
+                    resp = self.client.request(
+                        "PUT",
+                        f"{req.resource_type}/{existing['id']}",
+                        json=body,
+                        headers={"Prefer": "return=representation"},
+                    )
+                    self.done(
+                        req, UPDATED, identity_of(req.resource_type, headers=resp.headers, body=resp.body), resp.status
+                    )
                     return
-                resp = self.client.request("POST", req.resource_type, json=resource, idempotent=False,
-                                           headers={"Prefer": "return=representation"})
-                self.done(req, CREATED, identity_of(req.resource_type, headers=resp.headers, body=resp.body),
-                          resp.status)
+                resp = self.client.request(
+                    "POST",
+                    req.resource_type,
+                    json=resource,
+                    idempotent=False,
+                    headers={"Prefer": "return=representation"},
+                )
+                self.done(
+                    req, CREATED, identity_of(req.resource_type, headers=resp.headers, body=resp.body), resp.status
+                )
                 return
             except FhirTransportError as exc:
                 last = exc
@@ -449,7 +516,11 @@ class PullResult:
 
 
 _ICD10_KINDS = (
-    ("F32", "depression"), ("F33", "depression"), ("F43.1", "ptsd"), ("F41.1", "anxiety"), ("F42", "ocd"),
+    ("F32", "depression"),
+    ("F33", "depression"),
+    ("F43.1", "ptsd"),
+    ("F41.1", "anxiety"),
+    ("F42", "ocd"),
     ("G89", "chronic-pain"),
     *((f"F{n}", "substance-use") for n in range(10, 20)),
 )
@@ -507,13 +578,11 @@ def pull_patient(
                 codings = (cond.get("code") or {}).get("coding", []) or []
                 icd = next((c.get("code") for c in codings if "icd-10" in str(c.get("system", ""))), None)
                 sct = next((c.get("code") for c in codings if c.get("system") == "http://snomed.info/sct"), None)
-                status = next((c.get("code") for c in (cond.get("clinicalStatus") or {}).get("coding", []) or []),
-                              None)
+                status = next((c.get("code") for c in (cond.get("clinicalStatus") or {}).get("coding", []) or []), None)
                 display = (cond.get("code") or {}).get("text") or next(
-                    (c.get("display") for c in codings if c.get("display")), None)
-                result.conditions.append(
-                    CandidateIndication(cond["id"], display, icd, sct, status, _suggest_kind(icd))
+                    (c.get("display") for c in codings if c.get("display")), None
                 )
+                result.conditions.append(CandidateIndication(cond["id"], display, icd, sct, status, _suggest_kind(icd)))
         return result
     finally:
         if own:
@@ -521,7 +590,20 @@ def pull_patient(
 
 
 __all__ = [
-    "CREATED", "EXISTING", "FAILED", "SKIPPED", "UPDATE", "UPDATED", "UPSERT",
-    "CandidateIndication", "Difference", "PullResult", "PushReport", "ResourceResult",
-    "demographic_differences", "execute_plan", "pull_patient", "push_bundle",
+    "CREATED",
+    "EXISTING",
+    "FAILED",
+    "SKIPPED",
+    "UPDATE",
+    "UPDATED",
+    "UPSERT",
+    "CandidateIndication",
+    "Difference",
+    "PullResult",
+    "PushReport",
+    "ResourceResult",
+    "demographic_differences",
+    "execute_plan",
+    "pull_patient",
+    "push_bundle",
 ]

@@ -254,7 +254,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for key, value in environ.items():
         if not key.startswith(_ENV_PREFIX):
             continue
-        rest = key[len(_ENV_PREFIX):]
+        rest = key[len(_ENV_PREFIX) :]
         for suffix in suffixes:
             if rest.endswith("_" + suffix) and len(rest) > len(suffix) + 1:
                 name = rest[: -len(suffix) - 1]
@@ -279,8 +279,9 @@ def _read_secret_file(path: str) -> str:
         raise TargetConfigError(f"secret file {path} unreadable or empty") from exc
 
 
-def target_from_dict(name: str, raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
-                     secrets_allowed: bool = False) -> Target:
+def target_from_dict(
+    name: str, raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, secrets_allowed: bool = False
+) -> Target:
     """Build a :class:`Target`. ``secrets_allowed`` is True only for values that came from the environment."""
     environ = os.environ if environ is None else environ
     data = dict(raw)
@@ -310,8 +311,9 @@ def target_from_dict(name: str, raw: Mapping[str, Any], *, environ: Mapping[str,
     unknown = set(auth_raw) - known
     if unknown:
         raise TargetConfigError(f"target {name}: unknown auth field(s) {sorted(unknown)}")
-    auth = AuthConfig(**{**{k: v for k, v in auth_raw.items() if k not in _SECRET_KEYS}, "token": token,
-                         "client_secret": secret})
+    auth = AuthConfig(
+        **{**{k: v for k, v in auth_raw.items() if k not in _SECRET_KEYS}, "token": token, "client_secret": secret}
+    )
     if auth.type not in AUTH_TYPES:
         raise TargetConfigError(f"target {name}: auth.type must be one of {AUTH_TYPES}")
     if auth.type == "bearer" and not auth.token:
@@ -389,12 +391,23 @@ def build_auth(target: Target) -> Auth:
         return BearerAuth(cfg.token)
     if cfg.type == "client_credentials":
         assert cfg.client_id and cfg.client_secret and cfg.token_url
-        return ClientSecretAuth(token_url=cfg.token_url, client_id=cfg.client_id, client_secret=cfg.client_secret,
-                                scope=cfg.scope, method=cfg.client_auth_method)
+        return ClientSecretAuth(
+            token_url=cfg.token_url,
+            client_id=cfg.client_id,
+            client_secret=cfg.client_secret,
+            scope=cfg.scope,
+            method=cfg.client_auth_method,
+        )
     assert cfg.client_id and cfg.private_key_path
     key = SigningKey.from_private_key(load_private_key(cfg.private_key_path), cfg.alg)
-    return SmartBackendAuth(base_url=target.base_url, client_id=cfg.client_id, key=key, scope=cfg.scope,
-                            token_url=cfg.token_url, jku=cfg.jku)
+    return SmartBackendAuth(
+        base_url=target.base_url,
+        client_id=cfg.client_id,
+        key=key,
+        scope=cfg.scope,
+        token_url=cfg.token_url,
+        jku=cfg.jku,
+    )
 
 
 def build_client(target: Target, **overrides: Any) -> FhirClient:

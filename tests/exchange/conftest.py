@@ -53,8 +53,7 @@ class Sekmet:
 
     def search(self, resource_type: str, query: str) -> list[dict]:
         key, _, value = query.partition("=")
-        resp = requests.get(f"{self.base_url}/{resource_type}", params={key: value}, headers=self.headers(),
-                            timeout=10)
+        resp = requests.get(f"{self.base_url}/{resource_type}", params={key: value}, headers=self.headers(), timeout=10)
         resp.raise_for_status()
         return [e["resource"] for e in resp.json().get("entry", []) if e.get("search", {}).get("mode") == "match"]
 
@@ -64,8 +63,12 @@ class Sekmet:
         return resp.json()
 
     def create(self, resource: dict) -> dict:
-        resp = requests.post(f"{self.base_url}/{resource['resourceType']}", json=resource, headers={
-            **self.headers(), "Content-Type": "application/fhir+json"}, timeout=10)
+        resp = requests.post(
+            f"{self.base_url}/{resource['resourceType']}",
+            json=resource,
+            headers={**self.headers(), "Content-Type": "application/fhir+json"},
+            timeout=10,
+        )
         resp.raise_for_status()
         return resp.json()
 
@@ -105,7 +108,10 @@ def _start_sekmet(workdir: Path, *, smart: bool) -> Sekmet:
     log = open(workdir / "sekmet.log", "wb")
     proc = subprocess.Popen(
         [SEKMET, "serve", "-c", str(workdir / "settings.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:

@@ -143,8 +143,10 @@ class FaultProxy:
     def _apply(self, h: BaseHTTPRequestHandler, fault: Fault, method: str, path: str) -> None:
         self.log.append((method, path, fault.kind if fault.kind != "status" else fault.status))
         if fault.kind == "status":
-            outcome = {"resourceType": "OperationOutcome",
-                       "issue": [{"severity": "error", "code": "transient", "diagnostics": "injected fault"}]}
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "transient", "diagnostics": "injected fault"}],
+            }
             headers = [("Content-Type", "application/fhir+json")]
             if fault.retry_after is not None:
                 headers.append(("Retry-After", fault.retry_after))

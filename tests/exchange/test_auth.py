@@ -38,15 +38,28 @@ def test_smart_target_from_config_pushes(sekmet_smart: Sekmet) -> None:
     from service.exchange.push import push_bundle
     from tests.exchange.test_push_sekmet import ORG, consent
 
-    target = target_from_dict("smart", {
-        "base_url": sekmet_smart.base_url, "write_policy": "sandbox",
-        "organization_identifier": f"{ORG.system}|{ORG.value}",
-        "auth": {"type": "smart", "client_id": "kap-ec", "scope": "system/*.cruds",
-                 "private_key_path": str(sekmet_smart.workdir / "kap-ec.pem")},  # type: ignore[attr-defined]
-    })
+    target = target_from_dict(
+        "smart",
+        {
+            "base_url": sekmet_smart.base_url,
+            "write_policy": "sandbox",
+            "organization_identifier": f"{ORG.system}|{ORG.value}",
+            "auth": {
+                "type": "smart",
+                "client_id": "kap-ec",
+                "scope": "system/*.cruds",
+                "private_key_path": str(sekmet_smart.workdir / "kap-ec.pem"),
+            },  # type: ignore[attr-defined]
+        },
+    )
     with build_client(target) as client:
-        report = push_bundle(client, target, bundle_of(unique_chart("discontinued-pcl5")), consents=[consent()],
-                             now=datetime(2026, 3, 10, tzinfo=UTC))
+        report = push_bundle(
+            client,
+            target,
+            bundle_of(unique_chart("discontinued-pcl5")),
+            consents=[consent()],
+            now=datetime(2026, 3, 10, tzinfo=UTC),
+        )
     assert report.ok, report.as_dict()
 
 
@@ -58,19 +71,26 @@ def test_assertion_claims() -> None:
     assert header["alg"] == "ES384" and header["kid"] == jwk_thumbprint(key.public_jwk())
     assert claims["iss"] == claims["sub"] == "cid"
     assert 0 < claims["exp"] - time.time() <= 300
-    other = jwt.decode(client_assertion(key, client_id="cid", token_url="https://ehr.example/token"),
-                       options={"verify_signature": False})
+    other = jwt.decode(
+        client_assertion(key, client_id="cid", token_url="https://ehr.example/token"),
+        options={"verify_signature": False},
+    )
     assert other["jti"] != claims["jti"]
     with pytest.raises(ValueError):
         client_assertion(key, client_id="cid", token_url="u", lifetime=301)
     with pytest.raises(ValueError):
-        SmartBackendAuth(base_url="https://x", client_id="c", scope="s",
-                         key=SigningKey.from_private_key(generate_private_key("ES256")))
+        SmartBackendAuth(
+            base_url="https://x",
+            client_id="c",
+            scope="s",
+            key=SigningKey.from_private_key(generate_private_key("ES256")),
+        )
 
 
 def test_a_401_fetches_a_new_token_once(sekmet_smart: Sekmet) -> None:
-    auth = SmartBackendAuth(base_url=sekmet_smart.base_url, client_id="kap-rsa", key=sekmet_smart.keys["kap-rsa"],
-                            scope="system/*.cruds")
+    auth = SmartBackendAuth(
+        base_url=sekmet_smart.base_url, client_id="kap-rsa", key=sekmet_smart.keys["kap-rsa"], scope="system/*.cruds"
+    )
     with FhirClient(sekmet_smart.base_url, auth=auth) as client:
         client.request("GET", "Patient")
         auth._token = "revoked-or-garbage"  # the server no longer accepts the cached token
@@ -92,8 +112,12 @@ def test_static_bearer_and_client_secret(sekmet_smart: Sekmet) -> None:
     with FhirClient(sekmet_smart.base_url, auth=BearerAuth("wrong")) as client, pytest.raises(FhirHttpError) as err:
         client.request("GET", "Patient")
     assert err.value.status == 401
-    secret = ClientSecretAuth(token_url=f"{sekmet_smart.root_url}/auth/token", client_id="kap-secret",
-                              client_secret="s3cret-for-tests", scope="system/*.rs")
+    secret = ClientSecretAuth(
+        token_url=f"{sekmet_smart.root_url}/auth/token",
+        client_id="kap-secret",
+        client_secret="s3cret-for-tests",
+        scope="system/*.rs",
+    )
     with FhirClient(sekmet_smart.base_url, auth=secret) as client:
         assert client.request("GET", "Patient").status == 200
     assert secret.token_requests == 1

@@ -50,9 +50,14 @@ def test_every_episode_lands_exactly_once_through_faults(sekmet: Sekmet, proxy: 
             proxy.add(*FAULTS[:5] if mode == "transaction" else FAULTS)
             report = None
             for _ in range(4):  # the worker would retry a failed job later; bounded here
-                report = push_bundle(client, sandbox_target(base), bundle, now=NOW,
-                                     consents=[consent(substance_use_disclosure=True)],
-                                     links=Links(remote=report.remote) if report else None)
+                report = push_bundle(
+                    client,
+                    sandbox_target(base),
+                    bundle,
+                    now=NOW,
+                    consents=[consent(substance_use_disclosure=True)],
+                    links=Links(remote=report.remote) if report else None,
+                )
                 if report.ok:
                     break
             assert report is not None and report.ok, report.as_dict()
@@ -64,8 +69,11 @@ def test_every_episode_lands_exactly_once_through_faults(sekmet: Sekmet, proxy: 
 
 def test_retry_after_is_honoured_and_attempts_are_bounded(sekmet: Sekmet, proxy: FaultProxy) -> None:
     slept: list[float] = []
-    client = FhirClient(f"{proxy.url}/fhir", retry=RetryPolicy(max_attempts=3, backoff_base=0.01,
-                                                               retry_after_cap=30), sleep=slept.append)
+    client = FhirClient(
+        f"{proxy.url}/fhir",
+        retry=RetryPolicy(max_attempts=3, backoff_base=0.01, retry_after_cap=30),
+        sleep=slept.append,
+    )
     proxy.add(Fault("status", 503, retry_after="7"), Fault("status", 429, retry_after="120"))
     assert client.request("GET", "Patient", params={"_count": "1"}).status == 200
     assert slept == [7.0, 30.0]  # seconds honoured, long values capped

@@ -24,12 +24,20 @@ LINKS = Links(patient_id="ehr-pt-1", practitioner_ids={"th-carl": "ehr-prac-9"})
 
 
 def plan_for(preset: str, chart: str, links: Links = LINKS):
-    target = target_from_dict(preset, {"preset": preset, "organization_identifier": "urn:oid:2.16.840.1.1|org-1",
-                                       **({"auth": {"client_id": "c", "client_secret_env": "X",
-                                                    "private_key_path": "k"}} if preset in ("medplum",) else {}),
-                                       **({"auth": {"client_id": "c", "private_key_path": "k"}}
-                                          if preset == "epic-sandbox" else {})},
-                              environ={"X": "secret"})
+    target = target_from_dict(
+        preset,
+        {
+            "preset": preset,
+            "organization_identifier": "urn:oid:2.16.840.1.1|org-1",
+            **(
+                {"auth": {"client_id": "c", "client_secret_env": "X", "private_key_path": "k"}}
+                if preset in ("medplum",)
+                else {}
+            ),
+            **({"auth": {"client_id": "c", "private_key_path": "k"}} if preset == "epic-sandbox" else {}),
+        },
+        environ={"X": "secret"},
+    )
     caps = parse_capabilities(preset_fixture(preset, "capability-statement"))
     bundle = to_transaction_bundle(CHARTS[chart]())
     return target, bundle, plan_push(bundle, caps, PushPolicy.for_target(target), links)
@@ -54,8 +62,9 @@ def test_every_preset_plans_every_episode_without_silent_drops(preset: str, char
         else:
             assert key in planned, key  # sent or reported, never silently dropped
     for req in plan.requests:
-        assert not any(str(v).startswith("urn:uuid:") and v not in {r.full_url for r in plan.requests}
-                       for v in _refs(req.resource)), req.key
+        assert not any(
+            str(v).startswith("urn:uuid:") and v not in {r.full_url for r in plan.requests} for v in _refs(req.resource)
+        ), req.key
     if target.write_policy == "ehr":
         assert not {r.resource_type for r in plan.requests} & set(ADMINISTRATIVE_TYPES)
 
@@ -100,7 +109,8 @@ def test_epic_gets_the_treatment_consent_as_a_document() -> None:
     assert document["type"]["coding"] == [{"system": "http://loinc.org", "code": "59284-0"}]
     form = next(p["uri"] for p in consents[0]["policy"])
     assert {"contentType": "text/html", "url": form, "title": "Consent form (blank, versioned)"} in [
-        c["attachment"] for c in document["content"]]
+        c["attachment"] for c in document["content"]
+    ]
     assert "Signed: " + consents[0]["dateTime"] in summary_text(document)
     assert document["subject"] == {"reference": "Patient/ehr-pt-1"}
     assert any("consent sent as a DocumentReference" in note for note in plan.notes)

@@ -38,8 +38,13 @@ def sandbox_target(base_url: str) -> Target:
 
 
 def consent(**kw) -> PrivacyConsent:
-    base = {"id": "pc-1", "status": "active", "decision": "permit",
-            "recipients": (OrganizationRef(ORG.system, ORG.value),), "period_start": NOW - timedelta(days=30)}
+    base = {
+        "id": "pc-1",
+        "status": "active",
+        "decision": "permit",
+        "recipients": (OrganizationRef(ORG.system, ORG.value),),
+        "period_start": NOW - timedelta(days=30),
+    }
     return PrivacyConsent(**{**base, **kw})
 
 
@@ -65,8 +70,9 @@ def assert_each_once(server: Sekmet, bundle: dict, report) -> None:
 def test_every_fixture_episode_pushed_and_readable_with_references_intact(sekmet: Sekmet, name: str) -> None:
     bundle = bundle_of(unique_chart(name))
     with FhirClient(sekmet.base_url) as client:
-        report = push_bundle(client, sandbox_target(sekmet.base_url), bundle, consents=[consent(
-            substance_use_disclosure=True)], now=NOW)
+        report = push_bundle(
+            client, sandbox_target(sekmet.base_url), bundle, consents=[consent(substance_use_disclosure=True)], now=NOW
+        )
     assert report.ok, report.as_dict()
     assert report.mode == TRANSACTION
     assert_each_once(sekmet, bundle, report)
@@ -98,9 +104,15 @@ def test_second_push_creates_nothing_and_links_make_it_silent(sekmet: Sekmet) ->
         assert again.ok and again.totals()[CREATED] == 0
         assert_each_once(sekmet, bundle, again)
         recorder = Recorder().attach(client)
-        silent = push_bundle(client, target, bundle, consents=[consent()], now=NOW,
-                             links=Links(patient_id=first.patient_id, remote=first.remote),
-                             capabilities=client.capabilities())
+        silent = push_bundle(
+            client,
+            target,
+            bundle,
+            consents=[consent()],
+            now=NOW,
+            links=Links(patient_id=first.patient_id, remote=first.remote),
+            capabilities=client.capabilities(),
+        )
     assert silent.ok and silent.mode == "none"
     assert recorder.calls == []  # nothing changed: nothing sent
     assert silent.totals()[EXISTING] == len(first.remote)
@@ -117,13 +129,27 @@ def test_an_amended_record_goes_out_as_an_update_with_if_match(sekmet: Sekmet) -
         chart.episode.amend("ae-1", replace(old, severity=SideEffectSeverity.SEVERE), now=T0 + timedelta(hours=4))
         assert isinstance(chart.episode.records["ae-1"], SideEffect)
         dose = chart.episode.records["dose-1"]
-        chart.episode.amend("dose-1", replace(dose, dose_mg=34.0, controlled_substance=replace(
-            dose.controlled_substance, amount_administered_mg=34.0, amount_wasted_mg=16.0)),
-            now=T0 + timedelta(hours=4))
+        chart.episode.amend(
+            "dose-1",
+            replace(
+                dose,
+                dose_mg=34.0,
+                controlled_substance=replace(
+                    dose.controlled_substance, amount_administered_mg=34.0, amount_wasted_mg=16.0
+                ),
+            ),
+            now=T0 + timedelta(hours=4),
+        )
         bundle = to_transaction_bundle(chart)
         recorder = Recorder().attach(client)
-        second = push_bundle(client, target, bundle, consents=[consent()], now=NOW,
-                             links=Links(patient_id=first.patient_id, remote=first.remote))
+        second = push_bundle(
+            client,
+            target,
+            bundle,
+            consents=[consent()],
+            now=NOW,
+            links=Links(patient_id=first.patient_id, remote=first.remote),
+        )
     assert second.ok, second.as_dict()
     updated = {r.resource_type for r in second.results if r.outcome == UPDATED}
     assert "MedicationAdministration" in updated
@@ -148,10 +174,17 @@ def test_if_match_conflict_is_reported_not_overwritten(sekmet: Sekmet) -> None:
         resource["status"] = "cancelled"
         client.update(resource)
         session = chart.episode.records["s-p-assess"]
-        chart.episode.amend("s-p-assess", replace(session, end=session.end + timedelta(minutes=5)),
-                            now=T0 + timedelta(days=6))
-        second = push_bundle(client, target, to_transaction_bundle(chart), consents=[consent()], now=NOW,
-                             links=Links(patient_id=first.patient_id, remote=first.remote))
+        chart.episode.amend(
+            "s-p-assess", replace(session, end=session.end + timedelta(minutes=5)), now=T0 + timedelta(days=6)
+        )
+        second = push_bundle(
+            client,
+            target,
+            to_transaction_bundle(chart),
+            consents=[consent()],
+            now=NOW,
+            links=Links(patient_id=first.patient_id, remote=first.remote),
+        )
     assert not second.ok
     assert {r.status for r in second.failed} == {412}
     assert sekmet.read(f"Encounter/{enc.remote_id}")["status"] == "cancelled"
@@ -159,20 +192,37 @@ def test_if_match_conflict_is_reported_not_overwritten(sekmet: Sekmet) -> None:
 
 def test_pull_patient_by_mrn_reports_differences_and_candidate_indications(sekmet: Sekmet) -> None:
     chart = unique_chart("racemic-iv-trd")
-    ehr_patient = sekmet.create({
-        "resourceType": "Patient",
-        "identifier": [{"system": chart.patient.mrn.system, "value": chart.patient.mrn.value}],
-        "name": [{"family": "Doe-Smith", "given": ["Jane"]}], "gender": "female", "birthDate": "1984-05-17",
-    })
-    sekmet.create({"resourceType": "Condition", "subject": {"reference": f"Patient/{ehr_patient['id']}"},
-                   "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F33.1",
-                                        "display": "Major depressive disorder, recurrent, moderate"}]},
-                   "clinicalStatus": {"coding": [{"system":
-                                                  "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                                  "code": "active"}]}})
+    ehr_patient = sekmet.create(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": chart.patient.mrn.system, "value": chart.patient.mrn.value}],
+            "name": [{"family": "Doe-Smith", "given": ["Jane"]}],
+            "gender": "female",
+            "birthDate": "1984-05-17",
+        }
+    )
+    sekmet.create(
+        {
+            "resourceType": "Condition",
+            "subject": {"reference": f"Patient/{ehr_patient['id']}"},
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                        "code": "F33.1",
+                        "display": "Major depressive disorder, recurrent, moderate",
+                    }
+                ]
+            },
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+            },
+        }
+    )
     target = Target(name="ehr", base_url=sekmet.base_url, write_policy="ehr", organization_identifier=ORG)
-    result = pull_patient(target, chart.patient.mrn.system, chart.patient.mrn.value, local=chart.patient,
-                          conditions=True)
+    result = pull_patient(
+        target, chart.patient.mrn.system, chart.patient.mrn.value, local=chart.patient, conditions=True
+    )
     assert result.found and result.patient_id == ehr_patient["id"]
     assert {d.field for d in result.differences} == {"name.family", "name.given"}
     assert result.conditions[0].icd10cm == "F33.1" and result.conditions[0].suggested_kind == "depression"
@@ -191,12 +241,19 @@ def test_ehr_target_never_gets_a_patient_and_unlinked_gets_nothing(sekmet: Sekme
         held = push_bundle(client, target, bundle, consents=[permit], now=NOW, capabilities=caps)
         assert held.held and "not linked" in held.held
         assert recorder.calls == []
-        ehr_patient = sekmet.create({"resourceType": "Patient", "identifier": [
-            {"system": chart.patient.mrn.system, "value": chart.patient.mrn.value}], "name": [{"family": "Doe"}],
-            "gender": "female", "birthDate": "1984-05-17"})
+        ehr_patient = sekmet.create(
+            {
+                "resourceType": "Patient",
+                "identifier": [{"system": chart.patient.mrn.system, "value": chart.patient.mrn.value}],
+                "name": [{"family": "Doe"}],
+                "gender": "female",
+                "birthDate": "1984-05-17",
+            }
+        )
         link = pull_patient(client, chart.patient.mrn.system, chart.patient.mrn.value)
-        report = push_bundle(client, target, bundle, consents=[permit], now=NOW,
-                             links=Links(patient_id=link.patient_id))
+        report = push_bundle(
+            client, target, bundle, consents=[permit], now=NOW, links=Links(patient_id=link.patient_id)
+        )
     assert report.ok, report.as_dict()
     assert not {r.resource_type for r in report.results} & {"Patient", "Practitioner", "Organization"}
     assert sekmet.count("Patient", f"identifier={chart.patient.mrn.system}|{chart.patient.mrn.value}") == 1
@@ -207,7 +264,9 @@ def test_ehr_target_never_gets_a_patient_and_unlinked_gets_nothing(sekmet: Sekme
     server_enc = sekmet.read(f"Encounter/{enc.remote_id}")
     assert server_enc["subject"]["reference"] == f"Patient/{ehr_patient['id']}"
     assert server_enc["participant"][0]["individual"]["identifier"] == {
-        "system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}
+        "system": "http://hl7.org/fhir/sid/us-npi",
+        "value": "1234567893",
+    }
     assert server_enc["serviceProvider"]["identifier"] == {"system": ORG.system, "value": ORG.value}
 
 
@@ -220,12 +279,18 @@ def test_nothing_pushed_without_privacy_consent_or_part2_permission(sekmet: Sekm
         assert none.held and "privacy consent" in none.held
         part2 = push_bundle(client, target, sud, consents=[consent()], now=NOW)
         assert part2.held and "42 CFR Part 2" in part2.held
-        expired = push_bundle(client, target, sud, now=NOW,
-                              consents=[consent(substance_use_disclosure=True, period_end=NOW - timedelta(days=1))])
+        expired = push_bundle(
+            client,
+            target,
+            sud,
+            now=NOW,
+            consents=[consent(substance_use_disclosure=True, period_end=NOW - timedelta(days=1))],
+        )
         assert expired.held
     assert recorder.calls == []
-    patient_system = next(e["resource"]["identifier"][0]["system"] for e in sud["entry"]
-                          if e["resource"]["resourceType"] == "Patient")
+    patient_system = next(
+        e["resource"]["identifier"][0]["system"] for e in sud["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
     assert sekmet.count("Patient", f"identifier={patient_system}|pt-2") == 0
 
 
@@ -244,8 +309,9 @@ def test_target_without_transaction_support_still_receives_everything(
         assert first.mode == mode
         again = push_bundle(client, sandbox_target(base), bundle, consents=[consent()], now=NOW)
     assert again.ok and again.totals()[CREATED] == 0
-    assert {r.remote_id for r in again.results if r.outcome == EXISTING} <= set(first.remote[k].id for k in
-                                                                                 first.remote)
+    assert {r.remote_id for r in again.results if r.outcome == EXISTING} <= set(
+        first.remote[k].id for k in first.remote
+    )
     assert_each_once(sekmet, bundle, again)
     encounter = next(r for r in first.results if r.resource_type == "Encounter")
     assert sekmet.read(f"Encounter/{encounter.remote_id}")["subject"]["reference"] == f"Patient/{first.patient_id}"
@@ -254,8 +320,22 @@ def test_target_without_transaction_support_still_receives_everything(
 def test_search_first_when_the_server_has_no_conditional_interactions(sekmet: Sekmet, proxy: FaultProxy) -> None:
     every = ["create", "update", "read", "search-type"]
     proxy.capability_transform = only_types(
-        {t: every for t in ("Patient", "Practitioner", "Organization", "Encounter", "Observation", "Condition",
-                            "EpisodeOfCare", "CarePlan", "Procedure", "MedicationRequest", "Consent")},
+        {
+            t: every
+            for t in (
+                "Patient",
+                "Practitioner",
+                "Organization",
+                "Encounter",
+                "Observation",
+                "Condition",
+                "EpisodeOfCare",
+                "CarePlan",
+                "Procedure",
+                "MedicationRequest",
+                "Consent",
+            )
+        },
         conditional=False,
     )
     bundle = bundle_of(unique_chart("discontinued-pcl5"))

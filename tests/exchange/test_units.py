@@ -28,8 +28,9 @@ def test_privacy_gate() -> None:
     assert not evaluate_privacy([], ORG, substance_use=False, now=NOW).allowed
     assert not evaluate_privacy([pc(status="inactive")], ORG, substance_use=False, now=NOW).allowed
     assert not evaluate_privacy([pc(scope="treatment")], ORG, substance_use=False, now=NOW).allowed
-    assert not evaluate_privacy([pc(recipients=(OrganizationRef("x", "y"),))], ORG, substance_use=False,
-                                now=NOW).allowed
+    assert not evaluate_privacy(
+        [pc(recipients=(OrganizationRef("x", "y"),))], ORG, substance_use=False, now=NOW
+    ).allowed
     assert not evaluate_privacy([pc(period_start=NOW + timedelta(days=1))], ORG, substance_use=False, now=NOW).allowed
     held = evaluate_privacy([pc()], ORG, substance_use=True, now=NOW)
     assert not held.allowed and "42 CFR Part 2" in held.reason
@@ -40,16 +41,27 @@ def test_privacy_gate() -> None:
 
 
 def test_privacy_consent_from_fhir() -> None:
-    consent = privacy_consent_from_fhir({
-        "resourceType": "Consent", "id": "x", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "provision": {"type": "permit", "period": {"start": "2026-01-01T00:00:00Z"},
-                      "actor": [{"role": {"text": "recipient"}, "reference": {"identifier": {
-                          "system": ORG.system, "value": ORG.value}}}],
-                      "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                         "code": "ETH"}]},
-    })
+    consent = privacy_consent_from_fhir(
+        {
+            "resourceType": "Consent",
+            "id": "x",
+            "status": "active",
+            "scope": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+            },
+            "provision": {
+                "type": "permit",
+                "period": {"start": "2026-01-01T00:00:00Z"},
+                "actor": [
+                    {
+                        "role": {"text": "recipient"},
+                        "reference": {"identifier": {"system": ORG.system, "value": ORG.value}},
+                    }
+                ],
+                "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}],
+            },
+        }
+    )
     assert consent is not None and consent.substance_use_disclosure and consent.recipients == (ORG,)
     assert evaluate_privacy([consent], ORG, substance_use=True, now=NOW).allowed
 
@@ -61,9 +73,13 @@ def test_targets_from_file_and_env(tmp_path) -> None:
         "    auth: {client_id: abc, private_key_path: /k.pem}\n"
         "  medplum:\n    preset: medplum\n    auth: {client_id: mp, client_secret_env: MP_SECRET}\n"
     )
-    env = {"KAPFHIR_TARGETS_FILE": str(tmp_path / "t.yaml"), "MP_SECRET": "shh", "KAPFHIR_TARGETS": "local",
-           "KAPFHIR_TARGET_LOCAL_BASE_URL": "http://127.0.0.1:9999/fhir",
-           "KAPFHIR_TARGET_EPIC_READ_TIMEOUT": "12"}
+    env = {
+        "KAPFHIR_TARGETS_FILE": str(tmp_path / "t.yaml"),
+        "MP_SECRET": "shh",
+        "KAPFHIR_TARGETS": "local",
+        "KAPFHIR_TARGET_LOCAL_BASE_URL": "http://127.0.0.1:9999/fhir",
+        "KAPFHIR_TARGET_EPIC_READ_TIMEOUT": "12",
+    }
     targets = load_targets(env)
     assert set(targets) == {"epic", "medplum", "local"}
     assert targets["epic"].write_policy == "ehr" and targets["epic"].auth.type == "smart"
@@ -71,13 +87,20 @@ def test_targets_from_file_and_env(tmp_path) -> None:
     assert targets["medplum"].auth.client_secret == "shh"
     assert "shh" not in repr(targets["medplum"]) and "shh" not in str(targets["medplum"].public_view())
     assert targets["local"].base_url == "http://127.0.0.1:9999/fhir" and targets["local"].write_policy == "sandbox"
-    client = build_client(targets["local"], )
+    client = build_client(
+        targets["local"],
+    )
     assert client.session.verify is True and client.timeout == (5.0, 30.0)
     (tmp_path / "bad.yaml").write_text("targets:\n  x:\n    base_url: https://e\n    auth: {type: bearer, token: s}\n")
     with pytest.raises(TargetConfigError, match="must not be written"):
         load_targets({"KAPFHIR_TARGETS_FILE": str(tmp_path / "bad.yaml")})
-    env_bearer = load_targets({"KAPFHIR_TARGET_X_BASE_URL": "https://e.example/fhir", "KAPFHIR_TARGET_X_AUTH": "bearer",
-                               "KAPFHIR_TARGET_X_TOKEN": "tok"})
+    env_bearer = load_targets(
+        {
+            "KAPFHIR_TARGET_X_BASE_URL": "https://e.example/fhir",
+            "KAPFHIR_TARGET_X_AUTH": "bearer",
+            "KAPFHIR_TARGET_X_TOKEN": "tok",
+        }
+    )
     assert env_bearer["x"].auth.token == "tok"
 
 

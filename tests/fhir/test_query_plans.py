@@ -5,9 +5,12 @@ only SQLite's planner is pinned here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.dialects import sqlite
 
 from service.adapters.database import make_engine
@@ -20,7 +23,7 @@ PRIMARY_KEY = "sqlite_autoindex_fhir_resources_1"
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     url = f"sqlite:///{tmp_path_factory.mktemp('plans')}/kapfhir.db"
     prepare_database(Settings(database_url=url))
     engine = make_engine(url)
@@ -28,7 +31,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     engine.dispose()
 
 
-def _plan(engine, statement) -> list[str]:  # noqa: ANN001
+def _plan(engine: Engine, statement: Any) -> list[str]:
     sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         return [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
@@ -38,7 +41,7 @@ def _resource_table_steps(plan: list[str]) -> list[str]:
     return [step for step in plan if "fhir_resources " in step or step.endswith("fhir_resources")]
 
 
-def test_current_rows_by_id_use_the_primary_key(engine) -> None:  # noqa: ANN001
+def test_current_rows_by_id_use_the_primary_key(engine: Engine) -> None:
     t = fhir_resources
     statement = projection.current_rows_statement(
         "c1", ["Encounter", "Observation"], ["a", "b", "c"], (t.c.version_id, t.c.content_hash)
@@ -47,18 +50,18 @@ def test_current_rows_by_id_use_the_primary_key(engine) -> None:  # noqa: ANN001
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
 
 
-def test_read_by_id_uses_the_primary_key(engine) -> None:  # noqa: ANN001
+def test_read_by_id_uses_the_primary_key(engine: Engine) -> None:
     steps = _resource_table_steps(_plan(engine, projection.read_statement("c1", "Observation", "a")))
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
 
 
-def test_search_by_patient_starts_from_the_index_and_looks_up_by_primary_key(engine) -> None:  # noqa: ANN001
+def test_search_by_patient_starts_from_the_index_and_looks_up_by_primary_key(engine: Engine) -> None:
     query = search.parse("Observation", [("patient", "Patient/p1")])
     steps = _resource_table_steps(_plan(engine, search.search_statement(None, "c1", query)))  # type: ignore[arg-type]
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
 
 
-def test_listing_current_resources_uses_the_partial_index(engine) -> None:  # noqa: ANN001
+def test_listing_current_resources_uses_the_partial_index(engine: Engine) -> None:
     query = search.parse("Observation", [("_sort", "-_lastUpdated")])
     steps = _resource_table_steps(_plan(engine, search.search_statement(None, "c1", query)))  # type: ignore[arg-type]
     assert steps and all("ix_fhir_resources_current" in step for step in steps), steps

@@ -41,8 +41,9 @@ def test_the_same_idempotency_key_from_eight_clients_at_once_creates_one_record(
     body = dosing_session_body(ids)
 
     def post(_: int) -> tuple[int, str]:
-        response = Api(app.test_client()).post(f"/episodes/{ids['episode']}/sessions", body,
-                                               headers={"Idempotency-Key": "same-key"})
+        response = Api(app.test_client()).post(
+            f"/episodes/{ids['episode']}/sessions", body, headers={"Idempotency-Key": "same-key"}
+        )
         return response.status_code, response.get_data(as_text=True)
 
     with ThreadPoolExecutor(CLIENTS) as pool:

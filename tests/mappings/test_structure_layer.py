@@ -24,25 +24,57 @@ MALFORMED = [
     ({"resourceType": "Patient", "meta": {"lastUpdated": "2026-01-01"}}, "meta.lastUpdated"),
     ({"resourceType": "Patient", "extension": [{"valueString": "x"}]}, "extension[0].url"),
     ({"resourceType": "Patient", "contained": [{"resourceType": "Patient", "foo": 1}]}, "contained[0].foo"),
-    ({"resourceType": "Patient", "managingOrganization": {"reference": "Organization/1", "foo": 2}},
-     "managingOrganization.foo"),
+    (
+        {"resourceType": "Patient", "managingOrganization": {"reference": "Organization/1", "foo": 2}},
+        "managingOrganization.foo",
+    ),
     ({"resourceType": "Encounter", "status": "finished"}, "class"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "abc"}},
-     "valueQuantity.value"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "effectiveDateTime": "2026-01-01T10:00:00"}, "effectiveDateTime"),
+    (
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "abc"}},
+        "valueQuantity.value",
+    ),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "effectiveDateTime": "2026-01-01T10:00:00",
+        },
+        "effectiveDateTime",
+    ),
     ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "issued": "2026-01-01"}, "issued"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "effectivePeriod": {"start": "2026-04-31T10:00:00Z"}}, "effectivePeriod.start"),
-    ({"resourceType": "MedicationAdministration", "status": "completed", "subject": {"reference": "Patient/p"},
-      "effectiveDateTime": "2026-01-01T10:00:00Z"}, "medication[x]"),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "effectivePeriod": {"start": "2026-04-31T10:00:00Z"},
+        },
+        "effectivePeriod.start",
+    ),
+    (
+        {
+            "resourceType": "MedicationAdministration",
+            "status": "completed",
+            "subject": {"reference": "Patient/p"},
+            "effectiveDateTime": "2026-01-01T10:00:00Z",
+        },
+        "medication[x]",
+    ),
 ]
 
 # Invalid FHIR JSON the R4B models let through (they coerce the string); the structure layer refuses it.
 ONLY_NOW_REFUSED = [
     ({"resourceType": "Patient", "active": "yes"}, "active"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "component": [{"code": {"text": "y"}, "valueInteger": "3"}]}, "component[0].valueInteger"),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "component": [{"code": {"text": "y"}, "valueInteger": "3"}],
+        },
+        "component[0].valueInteger",
+    ),
 ]
 
 
@@ -82,8 +114,11 @@ def test_json_of_the_wrong_type_is_refused(resource: dict, element: str) -> None
 
 
 def test_unknown_and_missing_resource_types_are_reported_not_raised() -> None:
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": {"resourceType": "Nope"}}, {"resource": {"gender": "male"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Nope"}}, {"resource": {"gender": "male"}}],
+    }
     issues = validate_bundle(bundle)
     assert {i.expression for i in issues} >= {"Bundle.entry[0].resource", "Bundle.entry[1].resource"}
     assert all(i.code == "structure" for i in issues)

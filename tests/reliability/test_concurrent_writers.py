@@ -18,8 +18,9 @@ DEADLINE_S = 60
 
 
 def test_eight_http_clients_on_one_episode_lose_nothing_and_duplicate_nothing(tmp_path: Path, service_url: str):
-    service = harness.start_service(tmp_path, service_url, workers=2, threads=4,
-                                    extra_env={"KAPFHIR_RATE_LIMIT": "100000 per minute"})
+    service = harness.start_service(
+        tmp_path, service_url, workers=2, threads=4, extra_env={"KAPFHIR_RATE_LIMIT": "100000 per minute"}
+    )
     try:
         token = harness.mint_token(service)
         (ids,) = seed_episodes(harness.Http(service.base_url, token), 1)
@@ -34,8 +35,9 @@ def test_eight_http_clients_on_one_episode_lose_nothing_and_duplicate_nothing(tm
                 statuses: list[int] = []
                 answer = None
                 for _ in range(MAX_RETRIES):  # a conflict is retried: the write must land eventually
-                    response = http.http.post(f"{service.base_url}{path}", data=body,
-                                              headers={"Content-Type": "application/json"}, timeout=30)
+                    response = http.http.post(
+                        f"{service.base_url}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=30
+                    )
                     statuses.append(response.status_code)
                     if response.status_code not in (409, 412) or time.monotonic() > deadline:
                         answer = response.json() if response.status_code == 201 else None

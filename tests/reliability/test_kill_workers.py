@@ -70,8 +70,9 @@ def test_kill_9_of_workers_loses_no_acknowledged_write_and_leaves_nothing_half_w
                 answer = None
                 for _ in range(MAX_ATTEMPTS):  # lost answers are retried with the same key
                     try:
-                        r = session.post(f"{service.base_url}{path}", data=body,
-                                         headers={"Idempotency-Key": keys[i]}, timeout=20)
+                        r = session.post(
+                            f"{service.base_url}{path}", data=body, headers={"Idempotency-Key": keys[i]}, timeout=20
+                        )
                     except requests.RequestException as exc:
                         seen.append(type(exc).__name__)
                         time.sleep(0.1)
@@ -115,8 +116,9 @@ def test_kill_9_of_workers_loses_no_acknowledged_write_and_leaves_nothing_half_w
             assert answer["id"] in sessions, "an acknowledged session is gone"
             status, stored = http.send("GET", f"/episodes/{ids['episode']}/sessions/{answer['id']}")
             assert status == 200
-            assert {k: stored[k] for k in ("start", "end", "status")} == {k: answer[k] for k in ("start", "end",
-                                                                                                    "status")}
+            assert {k: stored[k] for k in ("start", "end", "status")} == {
+                k: answer[k] for k in ("start", "end", "status")
+            }
         # no duplicate: one session per idempotency key, even where the answer was lost and retried
         assert len(sessions) == len(results), (len(sessions), len(results))
         # nothing half-written: each session with exactly its dose and both readings, no orphans

@@ -46,10 +46,15 @@ def test_two_instances_and_three_workers_push_every_episode_exactly_once(
             services.append(harness.start_service(tmp_path / f"svc{n}", url, workers=2, threads=4, extra_env=env))
         worker_env = {**harness.env_without_kapfhir(), **env, "KAPFHIR_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
         for n in range(3):
-            workers.append(subprocess.Popen(
-                [str(venv_bin(harness.REPO_ROOT) / "kapfhir"), "worker", "--poll", "0.2", "--name", f"w{n}"],
-                cwd=harness.REPO_ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            ))
+            workers.append(
+                subprocess.Popen(
+                    [str(venv_bin(harness.REPO_ROOT) / "kapfhir"), "worker", "--poll", "0.2", "--name", f"w{n}"],
+                    cwd=harness.REPO_ROOT,
+                    env=worker_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         # Episodes recorded through both instances, alternately, while the workers run.
         https = [harness.Http(s.base_url, harness.mint_token(s)) for s in services]
         episodes: list[dict[str, Any]] = []
@@ -98,8 +103,11 @@ def test_two_instances_and_three_workers_push_every_episode_exactly_once(
     assert len(handled) == 3, outputs
     transactions = [entry for entry in proxy.log if entry[0] == "POST" and entry[1].rstrip("/") == "/fhir"]
     # one transaction per episode (jobs handled also count deliveries held until the consent arrived)
-    assert len(transactions) == EPISODES, (len(transactions), handled, Counter(
-        f"{m} {p.split('?')[0]}" for m, p, _ in proxy.log))
+    assert len(transactions) == EPISODES, (
+        len(transactions),
+        handled,
+        Counter(f"{m} {p.split('?')[0]}" for m, p, _ in proxy.log),
+    )
     for e in episodes:
         found = sekmet.search("Patient", f"identifier={e['mrn']['system']}|{e['mrn']['value']}")
         assert len(found) == 1, f"patient of episode {e['ids']['episode']} on the server {len(found)} times"
