@@ -625,7 +625,7 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
         worst_fast = max(m["fast_ratios"]) if m["fast_ratios"] else None
         goals.append(
             (
-                "same, fast layers (bindings, invariants, profile; structure is the R4B pass itself)",
+                "same, fast layers (bindings, invariants, profile; no structural pass)",
                 f"{worst_fast}",
                 verdict(None if worst_fast is None else worst_fast <= 1.0),
             )
