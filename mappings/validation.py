@@ -6,7 +6,7 @@ Layers, in the order ``$validate`` applies them (``LAYERS``):
    lacks, made by the typed walk: real calendar dates in date/dateTime/instant elements and the id syntax. It
    replaced a pass through the fhir.resources R4B models, which cost as much as parsing the bundle, accepted JSON
    of the wrong type (``"active": "yes"``) and checks 4.3.0 rather than the 4.0.1 we serve;
-   tests/mappings/test_validation.py shows it refuses everything that pass refused.
+   tests/mappings/test_structure_layer.py shows it refuses everything that pass refused.
 2. ``bindings``: every ``code`` element with a required binding, against the R4 codes the R4B models ship
    (``enum_values``), plus the required CodeableConcept bindings we fill (table below, R4 value sets, V: S1).
 3. ``invariants``: R4 core invariants that apply to what we emit (``INVARIANTS``, FHIRPath as in the spec), checked

@@ -168,8 +168,9 @@ def _value_condition(c: Criterion, value: Any) -> Any:
 
 def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[Any, list[Any]]:
     """FROM and WHERE of a search. The first indexed criterion drives the query: its matching ids (through the
-    token/date index) are joined to the resources by primary key. As ``id IN (subquery)`` PostgreSQL without
-    statistics (a freshly loaded clinic) planned a nested loop over every current resource of the type."""
+    token/date index) are joined to the resources by primary key (tests/fhir/test_query_plans.py for SQLite).
+    PostgreSQL picks that plan once it has statistics; on a database loaded less than a minute ago, before autovacuum
+    analysed it, it scanned every current resource of the type per match (run ANALYZE after bulk imports)."""
     t, s = fhir_resources, fhir_search_index
     where = [t.c.clinic_id == clinic_id, t.c.resource_type == query.resource_type, t.c.is_current.is_(True)]
     source: Any = t
@@ -194,7 +195,6 @@ def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[An
 
 
 def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
-    t = fhir_resources  # noqa: F841
     # the total comes with the page (a window count): one query instead of two
     rows = session.execute(search_statement(session, clinic_id, query)).all()
     if rows:
