@@ -628,6 +628,7 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
     entries = body["entry"]
     clinic = uow.clinic_id
     put_values: set[str] = set()
+    conditions: list[tuple[str, str, str | None, str]] = []  # (where, type, system, value)
     for i, entry in enumerate(entries):
         req = entry["request"]
         where = f"Bundle.entry[{i}].request"
@@ -635,7 +636,7 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
             rtype, _, condition = req["url"].partition("?")
             if condition:
                 system, value = _condition(where + ".url", condition)
-                _single_match(uow, clinic, rtype, system, value, where + ".url")
+                conditions.append((where + ".url", rtype, system, value))
                 put_values.add(value)
             else:
                 for ident in (
@@ -647,7 +648,21 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
                         put_values.add(ident["value"])
         elif req.get("ifNoneExist"):
             system, value = _condition(where + ".ifNoneExist", req["ifNoneExist"])
-            _single_match(uow, clinic, entry["resource"]["resourceType"], system, value, where + ".ifNoneExist")
+            conditions.append((where + ".ifNoneExist", entry["resource"]["resourceType"], system, value))
+    for where, rtype, _, _ in conditions:
+        if rtype not in TYPES:
+            raise _problem(400, "Invalid condition", where, f"unknown resource type {rtype!r}", "not-supported")
+    # every condition of the bundle in one query (one per condition was a quarter of a transaction)
+    index = projection.identifier_matches(uow.session, clinic, [(rtype, value) for _, rtype, _, value in conditions])
+    for where, rtype, system, value in conditions:
+        if len(_matching_ids(index, rtype, system, value)) > 1:
+            raise _problem(
+                412,
+                "Precondition failed",
+                where,
+                f"more than one {rtype} matches identifier {value!r}",
+                "multiple-matches",
+            )
 
     if not inbound.carries_episode(entries):
         return _apply_inbound(uow, ctx, entries, kind)
@@ -664,8 +679,13 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
     responses = []
     touched = []
     projected = []
+    index = projection.identifier_matches(
+        uow.session,
+        clinic,
+        [(e["resource"]["resourceType"], ident["value"]) for e in entries for ident in _identifiers(e["resource"])],
+    )
     for i, entry in enumerate(entries):
-        found = _projected_for(uow, clinic, entry, result)
+        found = _projected_for(entry, result, index)
         if found is None:
             raise _problem(
                 422,
@@ -751,16 +771,17 @@ def _condition(where: str, text: str) -> tuple[str | None, str]:
         raise _problem(exc.status, "Invalid condition", exc.expression, exc.message, exc.code) from None
 
 
-def _single_match(uow: Any, clinic: str, rtype: str, system: str | None, value: str, where: str) -> None:
-    if rtype not in TYPES:
-        raise _problem(400, "Invalid condition", where, f"unknown resource type {rtype!r}", "not-supported")
-    if len(projection.find_by_identifier(uow.session, clinic, rtype, system, value)) > 1:
-        raise _problem(
-            412, "Precondition failed", where, f"more than one {rtype} matches identifier {value!r}", "multiple-matches"
-        )
+def _identifiers(resource: dict) -> list[dict]:
+    idents = resource.get("identifier")
+    idents = [idents] if isinstance(idents, dict) else (idents or [])
+    return [i for i in idents if isinstance(i, dict) and i.get("value")]
 
 
-def _projected_for(uow: Any, clinic: str, entry: dict, result: dict) -> tuple[str, str, int, bool] | None:
+def _matching_ids(index: dict, rtype: str, system: str | None, value: str) -> list[str]:
+    return sorted({rid for sys, rid in index.get((rtype, value), ()) if system is None or sys == system})
+
+
+def _projected_for(entry: dict, result: dict, index: dict) -> tuple[str, str, int, bool] | None:
     resource = entry["resource"]
     rtype = resource["resourceType"]
     if rtype == "Provenance":
@@ -769,13 +790,9 @@ def _projected_for(uow: Any, clinic: str, entry: dict, result: dict) -> tuple[st
     own = str(entry.get("fullUrl", "")).removeprefix("urn:uuid:")
     if (rtype, own) in result:
         return (rtype, own, *result[(rtype, own)])
-    idents = resource.get("identifier")
-    idents = [idents] if isinstance(idents, dict) else (idents or [])
-    for ident in idents:
-        if not ident.get("value"):
-            continue
-        ids = projection.find_by_identifier(uow.session, clinic, rtype, ident.get("system"), ident["value"])
-        ids = ids or projection.find_by_identifier(uow.session, clinic, rtype, None, ident["value"])
+    for ident in _identifiers(resource):
+        ids = _matching_ids(index, rtype, ident.get("system"), ident["value"])
+        ids = ids or _matching_ids(index, rtype, None, ident["value"])
         for rid in ids:
             if (rtype, rid) in result:
                 return (rtype, rid, *result[(rtype, rid)])

@@ -435,6 +435,28 @@ def find_by_identifier(session: Session, clinic_id: str, rtype: str, system: str
     return sorted({r.id for r in session.execute(query)})
 
 
+def identifier_matches(
+    session: Session, clinic_id: str, wanted: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[str | None, str]]]:
+    """(type, identifier value) -> [(identifier system, id)] of the current resources, for many values at once."""
+    s = fhir_search_index
+    out: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    keys = set(wanted)
+    values = sorted({value for _, value in keys})
+    types = sorted({rtype for rtype, _ in keys})
+    for start in range(0, len(values), 500):
+        query = select(s.c.resource_type, s.c.code, s.c.system, s.c.id).where(
+            s.c.clinic_id == clinic_id,
+            s.c.resource_type.in_(types),
+            s.c.param == "identifier",
+            s.c.code.in_(values[start : start + 500]),
+        )
+        for row in session.execute(query):
+            if (row.resource_type, row.code) in keys:
+                out.setdefault((row.resource_type, row.code), []).append((row.system, row.id))
+    return out
+
+
 def find_by_identifier_prefix(session: Session, clinic_id: str, rtype: str, prefix: str) -> list[str]:
     """Resources whose business identifier value starts with ``prefix`` (a reading's ``<id>.<suffix>``)."""
     s = fhir_search_index

@@ -205,9 +205,13 @@ def validate(resource: Any, *, expected_type: str | None = None, profile: str | 
 def _layers(bundle: dict, layers: list[str], prefix: str, root: str) -> list[Issue]:
     found: list[Issue] = []
     sd_keys = {c["key"] for _, _, c in sd_constraints()}
+    try:
+        by_layer: dict[str, list[Issue]] | None = v.validate_layers(bundle, layers)  # one walk for all layers
+    except Exception:  # noqa: BLE001 - broken content: run the layers one by one, so each reports what it can
+        by_layer = None
     for layer in layers:
         try:
-            got = v.CHECKS[layer](bundle)
+            got = by_layer[layer] if by_layer is not None else v.CHECKS[layer](bundle)
         except Exception as exc:  # noqa: BLE001 - a layer that cannot run on broken content reports, not crashes
             got = [Issue("error", "exception", root, f"the {layer} check could not run: {type(exc).__name__}")]
         if layer == "structure" and any(i.code == "structure" for i in got):
