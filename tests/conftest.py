@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,16 @@ from service.security.settings import SecuritySettings
 from tests.support.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A CI timeout or ``kill`` sends SIGTERM, which would end pytest without tearing fixtures down and leave the
+    gunicorn, PostgreSQL and sekmet processes they started running: end as on Ctrl-C instead, fixtures torn down."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")

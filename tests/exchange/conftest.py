@@ -114,15 +114,19 @@ def _start_sekmet(workdir: Path, *, smart: bool) -> Sekmet:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sekmet exited: {(workdir / 'sekmet.log').read_text()[-2000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{root}/fhir/metadata", timeout=1).status_code == 200:
-                return Sekmet(f"{root}/fhir", root, proc, keys)
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("sekmet did not become ready in time")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sekmet exited: {(workdir / 'sekmet.log').read_text()[-2000:]}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{root}/fhir/metadata", timeout=1).status_code == 200:
+                    return Sekmet(f"{root}/fhir", root, proc, keys)
+            time.sleep(0.1)
+        raise RuntimeError("sekmet did not become ready in time")
+    except BaseException:  # not ready, or interrupted while starting: do not leave it running
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
 
 
 def _stop(server: Sekmet) -> None:

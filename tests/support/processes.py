@@ -265,14 +265,17 @@ def run_dockerfile_cmd(
     service = RunningService(process, port, child_env, repo_root, spec.healthcheck, log_dir)
 
     deadline = time.monotonic() + START_TIMEOUT
-    while not _healthz_ok(f"{service.base_url}/healthz"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            exited = process.poll()
-            service.stop()
-            reason = f"exited with {exited}" if exited is not None else "timed out"
-            raise RuntimeError(
-                f"{shlex.join(spec.cmd)} {reason} before GET /healthz answered 200 "
-                f"on {service.base_url} (within {START_TIMEOUT:.0f}s)\n{service.logs()}"
-            )
-        time.sleep(0.1)
+    try:
+        while not _healthz_ok(f"{service.base_url}/healthz"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                exited = process.poll()
+                reason = f"exited with {exited}" if exited is not None else "timed out"
+                raise RuntimeError(
+                    f"{shlex.join(spec.cmd)} {reason} before GET /healthz answered 200 "
+                    f"on {service.base_url} (within {START_TIMEOUT:.0f}s)\n{service.logs()}"
+                )
+            time.sleep(0.1)
+    except BaseException:  # an interrupt while it starts must not leave it running
+        service.stop()
+        raise
     return service
