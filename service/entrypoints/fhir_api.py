@@ -655,7 +655,7 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
     # every condition of the bundle in one query (one per condition was a quarter of a transaction)
     index = projection.identifier_matches(uow.session, clinic, [(rtype, value) for _, rtype, _, value in conditions])
     for where, rtype, system, value in conditions:
-        if len(_matching_ids(index, rtype, system, value)) > 1:
+        if len(projection.matching_ids(index, rtype, system, value)) > 1:
             raise _problem(
                 412,
                 "Precondition failed",
@@ -777,10 +777,6 @@ def _identifiers(resource: dict) -> list[dict]:
     return [i for i in idents if isinstance(i, dict) and i.get("value")]
 
 
-def _matching_ids(index: dict, rtype: str, system: str | None, value: str) -> list[str]:
-    return sorted({rid for sys, rid in index.get((rtype, value), ()) if system is None or sys == system})
-
-
 def _projected_for(entry: dict, result: dict, index: dict) -> tuple[str, str, int, bool] | None:
     resource = entry["resource"]
     rtype = resource["resourceType"]
@@ -791,8 +787,8 @@ def _projected_for(entry: dict, result: dict, index: dict) -> tuple[str, str, in
     if (rtype, own) in result:
         return (rtype, own, *result[(rtype, own)])
     for ident in _identifiers(resource):
-        ids = _matching_ids(index, rtype, ident.get("system"), ident["value"])
-        ids = ids or _matching_ids(index, rtype, None, ident["value"])
+        ids = projection.matching_ids(index, rtype, ident.get("system"), ident["value"])
+        ids = ids or projection.matching_ids(index, rtype, None, ident["value"])
         for rid in ids:
             if (rtype, rid) in result:
                 return (rtype, rid, *result[(rtype, rid)])

@@ -412,27 +412,21 @@ def history(
 
 
 def current_by_ids(session: Session, clinic_id: str, refs: list[tuple[str, str]]) -> list[Stored]:
+    """The current versions of (type, id)s, ordered by type and id."""
     t = fhir_resources
-    out = []
-    for rtype in sorted({r for r, _ in refs}):
-        ids = [i for r, i in refs if r == rtype]
-        rows = session.execute(
-            select(t).where(
-                t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.is_current.is_(True), t.c.id.in_(ids)
-            )
-        )
-        out += [_stored(r) for r in rows]
-    return out
+    rows = _current_rows(session, clinic_id, refs, (t.c.version_id, t.c.last_updated, t.c.body))
+    return sorted((_stored(r) for r in rows), key=lambda stored: (stored.resource_type, stored.id))
 
 
 def find_by_identifier(session: Session, clinic_id: str, rtype: str, system: str | None, value: str) -> list[str]:
-    s = fhir_search_index
-    query = select(s.c.id).where(
-        s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.param == "identifier", s.c.code == value
-    )
-    if system is not None:
-        query = query.where(s.c.system == system)
-    return sorted({r.id for r in session.execute(query)})
+    return matching_ids(identifier_matches(session, clinic_id, [(rtype, value)]), rtype, system, value)
+
+
+def matching_ids(
+    matches: dict[tuple[str, str], list[tuple[str | None, str]]], rtype: str, system: str | None, value: str
+) -> list[str]:
+    """Ids among ``identifier_matches`` whose identifier is ``system|value`` (any system when ``system`` is None)."""
+    return sorted({rid for sys, rid in matches.get((rtype, value), ()) if system is None or sys == system})
 
 
 def identifier_matches(

@@ -68,17 +68,13 @@ def _descend(value: Any, path: str) -> typing.Iterator[tuple[Any, str]]:
 @cache
 def _reference_fields(model: type) -> dict[str, tuple[tuple[str, ...] | None, type | None]]:
     """Element name -> (allowed reference target types, child model), from the R4B model metadata."""
+    children = v._fields(model)  # element name -> (child model, required codes)
     table = {}
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         targets = extra.get("enum_reference_types")
-        child = None
-        for arg in typing.get_args(info.annotation) or (info.annotation,):
-            for inner in typing.get_args(arg) or (arg,):
-                getter = getattr(inner, "get_model_klass", None)
-                if getter is not None:
-                    child = getter()
-        table[info.alias or name] = (tuple(targets) if targets else None, child)
+        alias = info.alias or name
+        table[alias] = (tuple(targets) if targets else None, children[alias][0])
     return table
 
 
