@@ -97,6 +97,9 @@ class Http:
         r = self.http.request(method, f"{self.base_url}/api/v1{path}", json=body, timeout=60, **kw)
         return r.status_code, r.json() if r.content else None
 
+    def post(self, path: str, body: Any = None) -> requests.Response:
+        return self.http.post(f"{self.base_url}/api/v1{path}", json=body, timeout=60)
+
     def created(self, path: str, body: Any, **kw: Any) -> dict:
         status, data = self.send("POST", path, body, **kw)
         if status != 201:

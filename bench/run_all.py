@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 
 from bench import harness
+from tests.integration import seed
 
 HERE = Path(__file__).resolve().parent
 RATE_ENV = {"KAPFHIR_RATE_LIMIT": "10000000 per minute"}
@@ -306,51 +307,13 @@ def session_bodies(episodes: list[dict[str, str]], count: int, offset: int) -> l
 
 
 def seed_episodes(http: harness.Http, count: int) -> list[dict[str, str]]:
+    """Episodes in the dosing phase with a signed consent (tests/integration/seed.py), each with its own patient and
+    a prescriber without an NPI (NPIs are unique per clinic)."""
+    prescriber = {k: v for k, v in seed.PRESCRIBER.items() if k != "npi"}
     out = []
     for _ in range(count):
-        tag = uuid.uuid4().hex[:10]
-        prescriber = http.created(
-            "/practitioners", {"name": {"family": "Okafor", "given": ["Nneka"]}, "roles": ["prescriber"]}
-        )["id"]
-        therapist = http.created(
-            "/practitioners", {"name": {"family": "Lindqvist", "given": ["Jon"]}, "roles": ["therapist"]}
-        )["id"]
-        patient = http.created(
-            "/patients",
-            {
-                "mrn": {"system": "https://demo-clinic.example.org/fhir/mrn", "value": f"SYN-{tag}"},
-                "name": {"family": "Bench", "given": ["Alex"]},
-                "birth_date": "1984-05-17",
-                "gender": "other",
-            },
-        )["id"]
-        episode = http.created(
-            "/episodes",
-            {
-                "patient_id": patient,
-                "indications": [
-                    {"kind": "depression", "icd10cm": "F33.2", "snomed": "36474008", "treatment_resistant": True}
-                ],
-                "care_team": [
-                    {"practitioner_id": prescriber, "role": "prescriber"},
-                    {"practitioner_id": therapist, "role": "therapist"},
-                ],
-                "period_start": "2026-02-01T09:00:00-05:00",
-            },
-        )["id"]
-        for to_phase, at in (("preparation", "2026-02-03T09:00:00-05:00"), ("dosing", "2026-02-10T08:00:00-05:00")):
-            http.created(f"/episodes/{episode}/phase-transitions", {"to_phase": to_phase, "at": at})
-        http.created(
-            f"/episodes/{episode}/consents",
-            {
-                "form_url": "https://demo-clinic.example.org/forms/kap-consent",
-                "form_version": "2026-01",
-                "signed_at": "2026-02-03T10:00:00-05:00",
-                "off_label_use_acknowledged": True,
-                "routes_covered": ["intravenous"],
-            },
-        )
-        out.append({"prescriber": prescriber, "therapist": therapist, "patient": patient, "episode": episode})
+        patient = {**seed.PATIENT, "mrn": {**seed.PATIENT["mrn"], "value": f"SYN-{uuid.uuid4().hex[:10]}"}}
+        out.append(seed.seed_episode(http, patient=patient, prescriber=prescriber))
     return out
 
 

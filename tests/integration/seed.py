@@ -16,10 +16,13 @@ PATIENT = {
 }
 
 
-def seed_episode(api: Api) -> dict[str, str]:
-    prescriber = api.created("/practitioners", PRESCRIBER)["id"]
+def seed_episode(
+    api: Api, *, patient: dict[str, Any] = PATIENT, prescriber: dict[str, Any] = PRESCRIBER
+) -> dict[str, str]:
+    """An IV-ketamine episode in the dosing phase with a signed consent; ``api`` needs ``created`` and ``post``."""
+    prescriber = api.created("/practitioners", prescriber)["id"]
     therapist = api.created("/practitioners", THERAPIST)["id"]
-    patient = api.created("/patients", PATIENT)["id"]
+    patient = api.created("/patients", patient)["id"]
     episode = api.created(
         "/episodes",
         {
