@@ -50,6 +50,11 @@ _TERMINAL = (Phase.COMPLETED, Phase.DISCONTINUED)
 FLAG_NAMESPACE = uuid.UUID("6f1c7f3e-3a52-5a8e-9d0f-2b7c1e4a9b10")
 
 
+def flag_id(episode_id: str, rule_id: str, record_ids: list[str] | tuple[str, ...]) -> str:
+    """One flag per episode, rule and set of records, whoever evaluates it."""
+    return str(uuid.uuid5(FLAG_NAMESPACE, f"{episode_id}|{rule_id}|{','.join(sorted(record_ids))}"))
+
+
 def allowed_next(phase: Phase) -> list[Phase]:
     following = list(ALLOWED_TRANSITIONS[phase])
     return following + ([Phase.DISCONTINUED] if phase not in _TERMINAL else [])
@@ -230,7 +235,7 @@ class Episode:
             flag = existing.get(key)
             if flag is None:
                 flag = SafetyFlag(
-                    id=str(uuid.uuid5(FLAG_NAMESPACE, f"{self.id}|{key[0]}|{','.join(key[1])}")),
+                    id=flag_id(self.id, key[0], key[1]),
                     rule_id=deviation.rule_id,
                     severity=deviation.severity,
                     explanation=deviation.explanation,

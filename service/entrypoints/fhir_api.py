@@ -3,21 +3,27 @@ and $validate. Resources come from the domain through the mappings (the projecti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import jsonpatch
+import jsonpointer
 import orjson
 from flask import Blueprint, Response, g, has_request_context, request
 
 from mappings.conformance import load_all
+from mappings.context import full_url_of
 from mappings.validation import Issue
+from service.domain.errors import DomainError
 from service.entrypoints.http import ApiProblem, principal, read, write
-from service.fhir import inbound, ingest, projection, registry, search
+from service.fhir import inbound, projection, registry, search
 from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
 from service.security.scopes import Requirement
+from service.service_layer import services
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -546,7 +552,267 @@ def _audited_validate(expected: str | None) -> Response:
     return read(lambda uow: _run_validate(expected))
 
 
-# --- transaction / batch ------------------------------------------------------------------------------------------
+# --- writes: the REST interactions, transactions and batches, all through the use cases ----------------------------
+
+
+def _authorize(interaction: str, rtype: str) -> None:
+    """A FHIR write needs the scope of the domain operation it performs (acknowledging a flag: DetectedIssue.u)."""
+    missing = principal().scopes.missing(Requirement(interaction, (rtype,)))
+    if missing:
+        raise _problem(
+            403,
+            "Forbidden",
+            rtype,
+            f"this write needs scope system/{rtype}.{interaction} (the token does not grant it)",
+            "forbidden",
+        )
+
+
+def _refused(exc: inbound.InboundRefused) -> ApiProblem:
+    return _problem(exc.status, "Unprocessable resource", exc.expression, exc.message, exc.code)
+
+
+def _resource_body(rtype: str, rid: str | None = None) -> dict:
+    """The resource of a create or update, checked against the base specification (errors refuse it)."""
+    body = _body()
+    if not isinstance(body, dict) or body.get("resourceType") != rtype:
+        got = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+        raise _problem(400, "Invalid resource", "resourceType", f"expected a {rtype}, got {got!r}", "structure")
+    if rid is not None and body.get("id") != rid:
+        raise _problem(400, "Invalid resource", f"{rtype}.id", f"the body's id must be {rid!r} (the URL's)", "value")
+    issues = [i for i in fhir_validate.validate(body, expected_type=rtype) if i.severity in ("error", "fatal")]
+    if issues:
+        raise ApiProblem(
+            400 if any(i.code == "structure" for i in issues) else 422,
+            "Invalid resource",
+            "The resource is not valid FHIR R4; nothing was stored.",
+            [{"field": i.expression, "message": i.diagnostics, "code": i.code} for i in issues],
+        )
+    return body
+
+
+def _writable(rtype: str) -> registry.TypeInfo:
+    """The type, if resources of it are written through /fhir; 405 naming the reason where they are derived."""
+    info = TYPES.get(rtype)
+    if info is None and rtype != "metadata":
+        raise _problem(404, "Not found", "type", f"resource type {rtype!r} is not served here", "not-supported")
+    if info is None or info.source != "projection" or rtype in inbound.DERIVED_TYPES:
+        reason = inbound.DERIVED_TYPES.get(rtype) or f"{rtype} is read-only under /fhir"
+        raise ApiProblem(
+            405,
+            "Method not allowed",
+            reason,
+            [{"field": rtype, "message": reason, "code": "not-supported"}],
+            headers={"Allow": "GET, HEAD"},
+        )
+    return info
+
+
+def _written(uow: Any, rtype: str, rid: str, status: int) -> Response:
+    """The answer to a write: Location, ETag and Last-Modified of the stored version; the body as Prefer asks."""
+    uow.run_pending()
+    stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
+    if stored is None:  # the write was taken but maps to nothing served under this type
+        return _prefer_response(None, status, {}, "the write was recorded")
+    resource = stored.resource()
+    headers = _resource_headers(resource)
+    headers["Location"] = f"{_base()}/{rtype}/{rid}/_history/{stored.version_id}"
+    g.audit_entities = [{"type": rtype, "id": rid}]
+    return _prefer_response(resource, status, headers, f"{rtype}/{rid} version {stored.version_id}")
+
+
+def _prefer_response(resource: dict | None, status: int, headers: dict[str, str], what: str) -> Response:
+    prefer = request.headers.get("Prefer", "")
+    wanted = next((p.split("=", 1)[1].strip() for p in prefer.split(";") if p.strip().startswith("return=")), None)
+    if wanted == "minimal":
+        response = Response(b"", status=status)
+        for name, value in headers.items():
+            response.headers[name] = value
+        return response
+    if wanted == "OperationOutcome" or resource is None:
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"Stored: {what}."}],
+        }
+        return fhir_response(outcome, status, headers)
+    return fhir_response(resource, status, headers)
+
+
+def _conditional_matches(uow: Any, rtype: str, criteria: str, expression: str) -> list[str]:
+    """Ids of the current resources a conditional create or update names (any search parameters of the type)."""
+    params = [(k, v) for k, v in parse_qsl(criteria, keep_blank_values=True) if not k.startswith("_")]
+    if not params:
+        raise _problem(400, "Invalid condition", expression, f"no search criteria in {criteria!r}", "invalid")
+    try:
+        q = search.parse(rtype, params)
+    except search.SearchError as exc:
+        raise _problem(400, "Invalid condition", expression, exc.message, "invalid") from None
+    q.count = 2
+    rows, _ = search.search_projection(uow.session, uow.clinic_id, q)
+    return [r.id for r in rows]
+
+
+@_handler("/<rtype>", "create", "c", "create", ("POST",))
+def create(rtype: str) -> Response:
+    _writable(rtype)
+    body = _resource_body(rtype)
+    condition = request.headers.get("If-None-Exist")
+    g.query = {}
+
+    def run(uow: Any, ctx: Any) -> Response:
+        if condition:
+            found = _conditional_matches(uow, rtype, condition, "If-None-Exist")
+            if len(found) > 1:
+                raise _problem(
+                    412, "Precondition failed", "If-None-Exist", f"more than one {rtype} matches", "multiple-matches"
+                )
+            if found:
+                return _written(uow, rtype, found[0], 200)
+        try:
+            done = inbound.RestWrite(uow, ctx, _authorize).create(body, None)
+        except inbound.InboundRefused as exc:
+            raise _refused(exc) from None
+        return _written(uow, done.resource_type, done.id, 201 if done.created else 200)
+
+    return write(run)
+
+
+@_handler("/<rtype>/<rid>", "update", "u", "update", ("PUT",))
+def update(rtype: str, rid: str) -> Response:
+    _writable(rtype)
+    body = _resource_body(rtype, rid)
+    expected = _if_match()
+    g.query = {}
+
+    def run(uow: Any, ctx: Any) -> Response:
+        stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
+        if stored is None:
+            raise _problem(
+                405 if not projection.exists_any_version(uow.session, uow.clinic_id, rtype, rid) else 404,
+                "Method not allowed",
+                f"{rtype}.id",
+                f"no {rtype}/{rid}: kapfhir assigns ids (updateCreate is false); create with POST {rtype}",
+                "not-supported",
+            )
+        if expected is not None and expected != stored.version_id:
+            raise _problem(
+                412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
+            )
+        try:
+            inbound.RestWrite(uow, ctx, _authorize).update(stored, body)
+        except inbound.InboundRefused as exc:
+            raise _refused(exc) from None
+        return _written(uow, rtype, rid, 200)
+
+    return write(run)
+
+
+@_handler("/<rtype>", "conditional_update", "u", "update", ("PUT",))
+def conditional_update(rtype: str) -> Response:
+    _writable(rtype)
+    body = _resource_body(rtype)
+    criteria = request.query_string.decode("utf-8", "replace")
+    g.query = {}
+
+    def run(uow: Any, ctx: Any) -> Response:
+        found = _conditional_matches(uow, rtype, criteria, "url")
+        if len(found) > 1:
+            raise _problem(412, "Precondition failed", "url", f"more than one {rtype} matches", "multiple-matches")
+        writer = inbound.RestWrite(uow, ctx, _authorize)
+        try:
+            if not found:
+                done = writer.create({k: v for k, v in body.items() if k != "id"}, None)
+                return _written(uow, done.resource_type, done.id, 201 if done.created else 200)
+            stored = projection.read(uow.session, uow.clinic_id, rtype, found[0])
+            writer.update(stored, {**body, "id": found[0]})
+        except inbound.InboundRefused as exc:
+            raise _refused(exc) from None
+        return _written(uow, rtype, found[0], 200)
+
+    return write(run)
+
+
+@_handler("/<rtype>/<rid>", "patch", "u", "patch", ("PATCH",))
+def patch(rtype: str, rid: str) -> Response:
+    """JSON Patch (RFC 6902) applied to the current version, then stored like an update."""
+    _writable(rtype)
+    if request.mimetype != "application/json-patch+json":
+        raise ApiProblem(415, "Unsupported media type", "send a JSON Patch as application/json-patch+json")
+    from service.entrypoints.http import json_body
+
+    operations = json_body()
+    expected = _if_match()
+    g.query = {}
+
+    def run(uow: Any, ctx: Any) -> Response:
+        stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
+        if stored is None:
+            raise _not_found(rtype, rid)
+        if expected is not None and expected != stored.version_id:
+            raise _problem(
+                412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
+            )
+        try:
+            patched = jsonpatch.apply_patch(stored.resource(), operations)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, ValueError) as exc:
+            raise _problem(422, "Invalid patch", "patch", f"the patch does not apply: {exc}", "processing") from None
+        issues = [i for i in fhir_validate.validate(patched, expected_type=rtype) if i.severity in ("error", "fatal")]
+        if issues or patched.get("id") != rid or patched.get("resourceType") != rtype:
+            raise ApiProblem(
+                422,
+                "Invalid patch",
+                "The patched resource is not valid; nothing was stored.",
+                [{"field": i.expression, "message": i.diagnostics} for i in issues]
+                or [{"field": "id", "message": "the patch may not change resourceType or id"}],
+            )
+        try:
+            inbound.RestWrite(uow, ctx, _authorize).update(stored, patched)
+        except inbound.InboundRefused as exc:
+            raise _refused(exc) from None
+        return _written(uow, rtype, rid, 200)
+
+    return write(run)
+
+
+@_handler("/<rtype>/<rid>", "delete", "d", "delete", ("DELETE",))
+def delete(rtype: str, rid: str) -> Response:
+    """Marks the record entered-in-error (it stays readable, with its history); 405 where nothing can be deleted."""
+    _writable(rtype)
+    g.query = {}
+
+    def run(uow: Any, ctx: Any) -> Response:
+        stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
+        if stored is None:
+            raise _not_found(rtype, rid)
+        try:
+            inbound.RestWrite(uow, ctx, _authorize).delete(stored)
+        except inbound.InboundRefused as exc:
+            raise _refused(exc) from None
+        uow.run_pending()
+        g.audit_entities = [{"type": rtype, "id": rid}]
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"{rtype}/{rid} is marked entered-in-error; it stays readable with its history.",
+                }
+            ],
+        }
+        return fhir_response(outcome, 200)
+
+    return write(run)
+
+
+def _if_match() -> int | None:
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    m = re.fullmatch(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*', raw)
+    if m is None:
+        raise _problem(400, "Invalid If-Match", "If-Match", f'expected W/"<versionId>", got {raw!r}', "value")
+    return int(m.group(1))
 
 
 def _entry_types(body: Any) -> tuple[str, ...]:
@@ -573,6 +839,15 @@ def transaction() -> Response:
         raise _problem(400, "Invalid bundle", "Bundle.entry", "the Bundle has no entries", "required")
     issues = _check_entries(entries)
     structural = [i for i in issues if i.severity in ("error", "fatal")]
+    refused: dict[int, list[Issue]] = {}
+    if structural and kind == "batch":
+        for issue in structural:  # a batch answers per entry: the faulty entries alone are refused
+            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
+            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
+        if -1 in refused:
+            structural = refused[-1]
+        else:
+            structural = []
     if structural:
         status = 400 if any(i.code == "structure" for i in structural) else 422
         raise ApiProblem(
@@ -584,13 +859,12 @@ def transaction() -> Response:
                 for i in structural
             ],
         )
-    put_types = tuple(dict.fromkeys(e["resource"]["resourceType"] for e in entries if e["request"]["method"] == "PUT"))
-    if put_types:
-        missing = principal().scopes.missing(Requirement("u", put_types))
-        if missing:
-            raise ApiProblem(403, "Forbidden", f"conditional PUT needs update scope on {', '.join(missing)}")
     g.query = {}
-    return write(lambda uow, ctx: _apply(uow, ctx, body, kind))
+    return write(lambda uow, ctx: _apply(uow, ctx, body, kind, refused))
+
+
+bp.add_url_rule("/", endpoint="transaction_slash", view_func=transaction, methods=["POST"])
+HANDLERS["fhir.transaction_slash"] = ("c", "transaction")
 
 
 def _check_entries(entries: list[Any]) -> list[Issue]:
@@ -611,49 +885,52 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
                     f"entries need request.method POST or PUT and a url (got {method!r})",
                 )
             )
-    if issues:
-        return issues
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
             {"fullUrl": e.get("fullUrl") or f"urn:uuid:entry-{i}", "resource": e["resource"]}
             for i, e in enumerate(entries)
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ],
     }
+    if issues:
+        return issues
     return fhir_validate._validate_bundle(bundle, None)
 
 
-def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
+def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Issue]]) -> Response:
     entries = body["entry"]
-    clinic = uow.clinic_id
+    good = [i for i in range(len(entries)) if i not in refused]
     put_values: set[str] = set()
     conditions: list[tuple[str, str, str | None, str]] = []  # (where, type, system, value)
-    for i, entry in enumerate(entries):
+    for i in good:
+        entry = entries[i]
         req = entry["request"]
-        where = f"Bundle.entry[{i}].request"
-        if req["method"] == "PUT":
-            rtype, _, condition = req["url"].partition("?")
-            if condition:
-                system, value = _condition(where + ".url", condition)
-                conditions.append((where + ".url", rtype, system, value))
-                put_values.add(value)
-            else:
-                for ident in (
-                    entry["resource"].get("identifier", [])
-                    if isinstance(entry["resource"].get("identifier"), list)
-                    else []
-                ):
-                    if ident.get("value"):
-                        put_values.add(ident["value"])
-        elif req.get("ifNoneExist"):
-            system, value = _condition(where + ".ifNoneExist", req["ifNoneExist"])
-            conditions.append((where + ".ifNoneExist", entry["resource"]["resourceType"], system, value))
-    for where, rtype, _, _ in conditions:
+        rtype, _, condition = req["url"].partition("?")
+        rtype = rtype.split("/")[0]
         if rtype not in TYPES:
-            raise _problem(400, "Invalid condition", where, f"unknown resource type {rtype!r}", "not-supported")
-    # every condition of the bundle in one query (one per condition was a quarter of a transaction)
-    index = projection.identifier_matches(uow.session, clinic, [(rtype, value) for _, rtype, _, value in conditions])
+            raise _problem(
+                400,
+                "Invalid condition",
+                f"Bundle.entry[{i}].request.url",
+                f"unknown resource type {rtype!r}",
+                "not-supported",
+            )
+        if req["method"] == "PUT":
+            if condition:
+                where = f"Bundle.entry[{i}].request.url"
+                system, value = _condition(where, condition)
+                conditions.append((where, rtype, system, value))
+                put_values.add(value)
+            for ident in _identifiers(entry["resource"]):
+                put_values.add(ident["value"])
+        elif req.get("ifNoneExist"):
+            where = f"Bundle.entry[{i}].request.ifNoneExist"
+            system, value = _condition(where, req["ifNoneExist"])
+            conditions.append((where, entry["resource"]["resourceType"], system, value))
+    # every condition of the bundle in one query
+    index = projection.identifier_matches(uow.session, uow.clinic_id, [(t, v) for _, t, _, v in conditions])
     for where, rtype, system, value in conditions:
         if len(projection.matching_ids(index, rtype, system, value)) > 1:
             raise _problem(
@@ -663,136 +940,172 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
                 f"more than one {rtype} matches identifier {value!r}",
                 "multiple-matches",
             )
+    chosen = [entries[i] for i in good]
+    if chosen and inbound.carries_episode(chosen):
+        return _apply_episode(uow, ctx, body, kind, chosen, good, put_values, refused)
+    return _apply_inbound(uow, ctx, entries, kind, refused)
 
-    if not inbound.carries_episode(entries):
-        return _apply_inbound(uow, ctx, entries, kind)
 
-    def may_update(record_id: str) -> bool:
-        return record_id in put_values or any(v.startswith(record_id + ".") for v in put_values)
+def _apply_episode(
+    uow: Any,
+    ctx: Any,
+    body: dict,
+    kind: str,
+    entries: list[dict],
+    positions: list[int],
+    put_values: set[str],
+    refused: dict[int, list[Issue]],
+) -> Response:
+    """A whole episode (kapfhir's own export, or clinic software's): applied as one, through the use cases."""
+    clinic = uow.clinic_id
+    own_base = uow.repo.get_clinic().identifier_system.rstrip("/")
 
     try:
-        chart = ingest.chart_of(body)
-        ingest.import_chart(uow, ctx, chart, may_update)
-        result = ingest.project(uow, ctx, chart.episode.id)
-    except ingest.IngestError as exc:
-        raise _problem(exc.status, "Unprocessable bundle", exc.expression, exc.message, exc.code) from None
-    responses = []
-    touched = []
-    projected = []
-    index = projection.identifier_matches(
-        uow.session,
-        clinic,
-        [(e["resource"]["resourceType"], ident["value"]) for e in entries for ident in _identifiers(e["resource"])],
-    )
-    for i, entry in enumerate(entries):
-        found = _projected_for(entry, result, index)
-        if found is None:
-            raise _problem(
-                422,
-                "Unprocessable bundle",
-                f"Bundle.entry[{i}].resource",
-                f"the {entry['resource']['resourceType']} does not map into a KAP episode",
-                "not-supported",
-            )
-        projected.append(found)
-    # one query for every entry's lastModified (reading each stored body was a quarter of a transaction)
-    modified = projection.last_updated_of(uow.session, clinic, [(rtype, rid) for rtype, rid, _, _ in projected])
-    for rtype, rid, version, changed in projected:
-        status = "201 Created" if changed and version == 1 else "200 OK"
-        touched.append({"type": rtype, "id": rid})
-        responses.append(
-            {
-                "response": {
-                    "status": status,
-                    "location": f"{rtype}/{rid}/_history/{version}",
-                    "etag": f'W/"{version}"',
-                    "lastModified": projection.instant(modified[(rtype, rid)]),
-                }
-            }
-        )
-    g.audit_entities = touched[:200]
-    return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
+        carried = inbound.carried_episode({**body, "entry": entries}, clinic, own_base)
+        puts = {carried.stored_value("", value, clinic) for value in put_values}
+
+        def may_update(record_id: str) -> bool:
+            return any(v == record_id or v.startswith(record_id + ".") for v in puts)
+
+        inbound.import_chart(uow, ctx, carried.chart, may_update, _authorize)
+        uow.run_pending()
+        if not uow.projected:  # nothing changed: what is stored is the answer
+            uow.projected.update(services.follow_up_change(uow, ctx, carried.chart.episode.id))
+    except inbound.InboundRefused as exc:
+        if kind == "batch":
+            return _batch_answer(len(body["entry"]), {}, {i: exc for i in positions}, refused, uow)
+        raise _refused(exc) from None
+    except DomainError as exc:
+        refusal = inbound._domain_refusal(exc, "Bundle")
+        if kind == "batch":
+            return _batch_answer(len(body["entry"]), {}, {i: refusal for i in positions}, refused, uow)
+        raise _refused(refusal) from None
+    result = uow.projected
+    found: dict[int, inbound.Outcome] = {}
+    for position, entry in zip(positions, entries, strict=True):
+        key = _stored_key(entry, carried, own_base, clinic, result)
+        if key is None:
+            continue  # derived by kapfhir (a flag the rules do not raise here): answered without a location
+        version, changed = result[key]
+        found[position] = inbound.Outcome(key[0], key[1], changed and version == 1)
+    return _batch_answer(len(body["entry"]), found, {}, refused, uow, kind=kind, derived=set(positions) - set(found))
 
 
-def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str) -> Response:
+def _stored_key(
+    entry: dict, carried: inbound.CarriedEpisode, own_base: str, clinic_id: str, result: dict
+) -> tuple[str, str] | None:
+    """The (type, id) an entry of a whole-episode Bundle is stored under: from its business identifier."""
+    resource = entry["resource"]
+    rtype = resource["resourceType"]
+    if rtype == "Provenance":
+        return next((k for k in result if k[0] == "Provenance"), None)
+    for ident in _identifiers(resource):
+        system = str(ident.get("system", ""))
+        if system.startswith(carried.base + "/"):
+            kind = system[len(carried.base) + 1 :]
+            value = carried.stored_value(kind, ident["value"], clinic_id)
+            key = (rtype, full_url_of(own_base, rtype, kind, value).removeprefix("urn:uuid:"))
+            if key in result:
+                return key
+    return None
+
+
+def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str, refused: dict[int, list[Issue]]) -> Response:
     """Resources from an EHR, each mapped into the domain where it attaches (``service.fhir.inbound``)."""
-    clinic = uow.clinic_id
+    writer = inbound.Inbound(uow, ctx, _authorize)
+    chosen = {i: e for i, e in enumerate(entries) if i not in refused}
+    order = list(chosen)
     failures: dict[int, inbound.InboundRefused] = {}
     try:
         if kind == "batch":
-            outcomes, failures = inbound.Inbound(uow, ctx).apply_each(entries)
+            outcomes, failed = writer.apply_each([chosen[i] for i in order])
+            failures = {order[j]: exc for j, exc in failed.items()}
         else:
-            outcomes = inbound.Inbound(uow, ctx).apply(entries)
+            outcomes = writer.apply([chosen[i] for i in order])
+        outcomes = {order[j]: done for j, done in outcomes.items()}
     except inbound.InboundRefused as exc:
-        raise _problem(exc.status, "Unprocessable bundle", exc.expression, exc.message, exc.code) from None
+        raise _refused(exc) from None
+    return _batch_answer(len(entries), outcomes, failures, refused, uow, kind=kind)
+
+
+def _batch_answer(
+    size: int,
+    outcomes: dict[int, inbound.Outcome],
+    failures: dict[int, inbound.InboundRefused],
+    refused: dict[int, list[Issue]],
+    uow: Any,
+    *,
+    kind: str = "batch",
+    derived: set[int] = frozenset(),  # type: ignore[assignment]
+) -> Response:
+    uow.run_pending()
+    clinic = uow.clinic_id
+    modified = projection.current_by_ids(uow.session, clinic, [(o.resource_type, o.id) for o in outcomes.values()])
+    stored = {(s.resource_type, s.id): s for s in modified}
     responses = []
-    for i in range(len(entries)):
-        if i in failures:  # a batch answers per entry: this one was refused, the others stand
-            exc = failures[i]
+    for i in range(size):
+        if i in refused or i in failures:
+            issues = (
+                [
+                    {"severity": x.severity, "code": x.code, "diagnostics": x.diagnostics, "expression": [x.expression]}
+                    for x in refused[i]
+                ]
+                if i in refused
+                else [
+                    {
+                        "severity": "error",
+                        "code": failures[i].code,
+                        "diagnostics": failures[i].message,
+                        "expression": [failures[i].expression],
+                    }
+                ]
+            )
+            status = 400 if i in refused else failures[i].status
+            responses.append(
+                {"response": {"status": str(status), "outcome": {"resourceType": "OperationOutcome", "issue": issues}}}
+            )
+            continue
+        done = outcomes.get(i)
+        if done is None:
+            note = "derived by kapfhir from the records; not stored as sent" if i in derived else "nothing to store"
             responses.append(
                 {
                     "response": {
-                        "status": str(exc.status),
+                        "status": "200 OK",
                         "outcome": {
                             "resourceType": "OperationOutcome",
-                            "issue": [
-                                {
-                                    "severity": "error",
-                                    "code": exc.code,
-                                    "diagnostics": exc.message,
-                                    "expression": [exc.expression],
-                                }
-                            ],
+                            "issue": [{"severity": "information", "code": "informational", "diagnostics": note}],
                         },
                     }
                 }
             )
             continue
-        done = outcomes[i]
-        stored = projection.read(uow.session, clinic, done.resource_type, done.id)
+        found = stored.get((done.resource_type, done.id))
         response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}
-        if stored is not None:
+        if found is not None:
             response |= {
-                "location": f"{done.resource_type}/{done.id}/_history/{stored.version_id}",
-                "etag": f'W/"{stored.version_id}"',
-                "lastModified": projection.instant(stored.last_updated),
+                "location": f"{done.resource_type}/{done.id}/_history/{found.version_id}",
+                "etag": f'W/"{found.version_id}"',
+                "lastModified": projection.instant(found.last_updated),
             }
         else:
             response["location"] = f"{done.resource_type}/{done.id}"
         responses.append({"response": response})
-    g.audit_entities = [{"type": outcomes[i].resource_type, "id": outcomes[i].id} for i in sorted(outcomes)][:200]
+    g.audit_entities = [{"type": o.resource_type, "id": o.id} for _, o in sorted(outcomes.items())][:200]
     return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
 
 
 def _condition(where: str, text: str) -> tuple[str | None, str]:
     try:
-        return ingest.identifier_condition(text, where)
-    except ingest.IngestError as exc:
-        raise _problem(exc.status, "Invalid condition", exc.expression, exc.message, exc.code) from None
+        return inbound.identifier_condition(text, where)
+    except inbound.InboundRefused as exc:
+        raise _refused(exc) from None
 
 
 def _identifiers(resource: dict) -> list[dict]:
     idents = resource.get("identifier")
     idents = [idents] if isinstance(idents, dict) else (idents or [])
     return [i for i in idents if isinstance(i, dict) and i.get("value")]
-
-
-def _projected_for(entry: dict, result: dict, index: dict) -> tuple[str, str, int, bool] | None:
-    resource = entry["resource"]
-    rtype = resource["resourceType"]
-    if rtype == "Provenance":
-        key = next((k for k in result if k[0] == "Provenance"), None)
-        return (key[0], key[1], *result[key]) if key else None
-    own = str(entry.get("fullUrl", "")).removeprefix("urn:uuid:")
-    if (rtype, own) in result:
-        return (rtype, own, *result[(rtype, own)])
-    for ident in _identifiers(resource):
-        ids = projection.matching_ids(index, rtype, ident.get("system"), ident["value"])
-        ids = ids or projection.matching_ids(index, rtype, None, ident["value"])
-        for rid in ids:
-            if (rtype, rid) in result:
-                return (rtype, rid, *result[(rtype, rid)])
-    return None
 
 
 # --- hooks the app calls ------------------------------------------------------------------------------------------
@@ -804,8 +1117,9 @@ def requirement(endpoint: str, view_args: Mapping[str, Any], method: str) -> Req
         return None
     interaction, _ = HANDLERS[endpoint]
     body = request.get_json(silent=True) if has_request_context() else None
-    if endpoint == "fhir.transaction":
-        return Requirement("c", _entry_types(body))
+    if endpoint in ("fhir.transaction", "fhir.transaction_slash"):
+        # Each entry is authorized by the domain operation it turns into (service.fhir.inbound), not up front.
+        return Requirement("c", ())
     if endpoint == "fhir.validate":
         rtype = body.get("resourceType") if isinstance(body, dict) else None
         return Requirement("r", (rtype,) if isinstance(rtype, str) and rtype in TYPES else ("Bundle",))

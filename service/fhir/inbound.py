@@ -35,37 +35,79 @@ import dataclasses
 import hashlib
 import re
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from enum import Enum
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import select
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import MappingContext
+from mappings.bundle import from_bundle
+from mappings.context import ORGANIZATION, PRIMARY, MappingContext, full_url_of
+from mappings.resources import adverse_event as adverse_event_map
 from mappings.resources import condition as condition_map
+from mappings.resources import consent as consent_map
+from mappings.resources import encounter as encounter_map
 from mappings.resources import medication_administration as ma_map
+from mappings.resources import medication_request as medication_request_map
+from mappings.resources import medication_statement as medication_statement_map
 from mappings.resources import observation as obs_map
 from mappings.resources import patient as patient_map
+from mappings.resources import practitioner as practitioner_map
 from mappings.resources import questionnaire_response as qr_map
 from mappings.resources._common import MappingRefusedError, ReverseContext, identifiers
 from service.adapters.fhir_store import fhir_resources
 from service.adapters.serialization import to_data
 from service.domain.chart import EpisodeChart
-from service.domain.episode import Episode
+from service.domain.episode import Episode, flag_id
 from service.domain.errors import Conflict, DomainError, Incoherent, NotFound, StaleVersion
-from service.domain.model import MonitoringReading, Patient
+from service.domain.model import (
+    RECORD_KIND_OF,
+    BodyWeight,
+    ClinicalSession,
+    ConcomitantMedication,
+    Consent,
+    DosingOrder,
+    DosingRecord,
+    Identifier,
+    MonitoringReading,
+    OutcomeMeasure,
+    Patient,
+    SideEffect,
+)
+from service.domain.vocabulary import AdministrativeGender, EpisodeStatus, FlagStatus, Phase
 from service.fhir import projection
 from service.service_layer import services
 
 EXT_EPISODE_OF_CARE = f"{t.FHIR_SD}/workflow-episodeOfCare"
+_PRIMARY_TYPE = {cls: rtype for cls, (rtype, _) in PRIMARY.items()}
 SUPPORTED = ("Patient", "Condition", "Observation", "QuestionnaireResponse", "MedicationAdministration")
 _ORDER = {"Patient": 0, "Condition": 1, "MedicationAdministration": 2, "Observation": 3, "QuestionnaireResponse": 4}
 _REF = re.compile(r"^(?:.*/fhir/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
-_BOOKKEEPING = {"version", "recorded_at", "updated_at", "total", "severity_band", "risk_level"}
+# Bookkeeping, what the domain derives, and notes that are never exported: never a reason to amend a record.
+_BOOKKEEPING = {
+    "version",
+    "recorded_at",
+    "updated_at",
+    "total",
+    "severity_band",
+    "risk_level",
+    "off_label",
+    "psychotherapy_notes",
+}
 _STATUS = ((StaleVersion, 412), (Conflict, 409), (Incoherent, 422), (NotFound, 422), (DomainError, 422))
+
+
+# (SMART interaction, FHIR type) -> None, raising when the caller's scopes do not allow that domain operation.
+Authorize = Callable[[str, str], None]
+
+
+def _anyone(interaction: str, resource_type: str) -> None:
+    return None
 
 
 class InboundRefused(Exception):
@@ -98,11 +140,16 @@ def carries_episode(entries: list[dict]) -> bool:
     return {"Organization", "EpisodeOfCare", "CarePlan"} <= types
 
 
-def record_id(resource_type: str, resource: dict) -> str:
-    """A deterministic record id: the type and the first identifier, else the content."""
+def record_id(clinic_id: str, resource_type: str, resource: dict) -> str:
+    """A deterministic record id: the clinic, the type and the first identifier, else the content. The clinic is
+    part of it so that two clinics sending the same identifier get two records and identical answers."""
     found = [i for i in identifiers(resource) if i.get("value")]
     key = f"{found[0].get('system', '')}|{found[0]['value']}" if found else _content_key(resource)
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kapfhir-inbound|{resource_type}|{key}"))
+    return scoped_id(clinic_id, f"{resource_type}|{key}")
+
+
+def scoped_id(clinic_id: str, key: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kapfhir-inbound|{clinic_id}|{key}"))
 
 
 def _content_key(resource: dict) -> str:
@@ -113,8 +160,9 @@ def _content_key(resource: dict) -> str:
 class Inbound:
     """One transaction of inbound resources, applied in the caller's unit of work."""
 
-    def __init__(self, uow: Any, ctx: services.Context) -> None:
+    def __init__(self, uow: Any, ctx: services.Context, authorize: Authorize | None = None) -> None:
         self.uow, self.ctx = uow, ctx
+        self.authorize: Authorize = authorize or _anyone
         self.session, self.clinic = uow.session, uow.clinic_id
         self.base = uow.repo.get_clinic().identifier_system.rstrip("/")
         self.urls: dict[str, str] = {}  # fullUrl of an entry already applied -> "Type/id" it maps to
@@ -184,7 +232,7 @@ class Inbound:
         """A copy whose references to our resources the reverse mapping can read: each one indexed by the URL it
         uses (identifier references rewritten to ``Type/id``)."""
         body = copy.deepcopy(resource)
-        body["id"] = record_id(resource["resourceType"], resource)
+        body["id"] = record_id(self.clinic, resource["resourceType"], resource)
         rctx = ReverseContext(base=self.base)
         for element, path in _references(body, where):
             text = element.get("reference")
@@ -308,13 +356,10 @@ class Inbound:
         if current is None:
             incoming = dataclasses.replace(
                 incoming,
-                id=str(
-                    uuid.uuid5(
-                        uuid.NAMESPACE_URL, f"kapfhir-inbound|Patient|{incoming.mrn.system}|{incoming.mrn.value}"
-                    )
-                ),
+                id=scoped_id(self.clinic, f"Patient|{incoming.mrn.system}|{incoming.mrn.value}"),
                 version=1,
             )
+            self.authorize("c", "Patient")
             services.register_patient(self.uow, self.ctx, incoming)
             return Outcome("Patient", self._project_patient(incoming.id), True)
         if request["method"] == "POST" and not request.get("ifNoneExist"):
@@ -325,6 +370,7 @@ class Inbound:
                 "duplicate",
             )
         if request["method"] == "PUT" and _differs(incoming, current, {"id"}):
+            self.authorize("u", "Patient")
             amended = dataclasses.replace(incoming, id=current.id)
             services.amend_patient(self.uow, self.ctx, amended, reason="FHIR transaction", expected_version=None)
         return Outcome("Patient", self._project_patient(current.id), False)
@@ -358,6 +404,7 @@ class Inbound:
             else:
                 index = len(indications)
                 indications.append(indication)
+            self.authorize("u" if same else "c", "Condition")
             services.amend_episode(
                 self.uow,
                 self.ctx,
@@ -378,11 +425,12 @@ class Inbound:
             who = self.target(body.get("subject"), ("Patient",), f"{where}.subject")
             patient_id = self.local(who)
             weight = obs_map.from_body_weight(rctx, body)
-            weight = dataclasses.replace(weight, id=record_id("Observation", resource), version=1)
+            weight = dataclasses.replace(weight, id=record_id(self.clinic, "Observation", resource), version=1)
             try:
                 self.uow.repo.get_patient_record(patient_id, weight.id)
                 created = False
             except NotFound:
+                self.authorize("c", "Observation")
                 services.record_patient_record(self.uow, self.ctx, patient_id, weight)
                 created = True
             found = self._projected("Observation", weight.id)
@@ -424,7 +472,7 @@ class Inbound:
             )
         patient_ref = body["subject"].get("reference")
         reading = MonitoringReading(
-            id=record_id("Observation", resource),
+            id=record_id(self.clinic, "Observation", resource),
             entered_in_error=body.get("status") == "entered-in-error",
             session_id=session_id,
             taken_at=dt.parse_datetime(body["effectiveDateTime"]),
@@ -444,7 +492,7 @@ class Inbound:
         mine = [s for _, s in scores.get(entry.get("fullUrl", ""), [])]
         measure = qr_map.from_questionnaire_response(rctx, body, [])
         measure = dataclasses.replace(
-            measure, id=record_id("QuestionnaireResponse", resource), version=1, session_id=session_id
+            measure, id=record_id(self.clinic, "QuestionnaireResponse", resource), version=1, session_id=session_id
         )
         measure.total = measure.severity_band = measure.risk_level = None
         submitted = next((int(s["valueQuantity"]["value"]) for s in mine if "valueQuantity" in s), None)
@@ -460,7 +508,7 @@ class Inbound:
             raise InboundRefused(422, f"{where}.context", "a dose belongs to a session: name one of our Encounters")
         dose = ma_map.from_medication_administration(rctx, body)
         dose = dataclasses.replace(
-            dose, id=record_id("MedicationAdministration", resource), version=1, session_id=session_id
+            dose, id=record_id(self.clinic, "MedicationAdministration", resource), version=1, session_id=session_id
         )
         dose.recorded_at = dose.updated_at = None
         created = self._add(episode, dose)
@@ -472,6 +520,7 @@ class Inbound:
         """Adds the record through the domain unless the same record (its deterministic id) is there already."""
         if record.id in episode.records:
             return False
+        self.authorize("c", _PRIMARY_TYPE[type(record)])
         services.add_records(self.uow, self.ctx, episode.id, [("", record)], submitted_total=submitted_total)
         return True
 
@@ -541,11 +590,563 @@ def project_patient_alone(session: Any, clinic_id: str, clinic: Any, patient: Pa
     """The Patient of a patient without an episode, mapped by the same mapping as in an episode's projection."""
     stub = Episode(id="", patient_id=patient.id, indications=[], period_start=patient.recorded_at or now)
     ctx = MappingContext(EpisodeChart(clinic=clinic, patient=patient, episode=stub))
-    mapped = patient_map.to_patient(ctx, patient)
-    url = ctx.full_url("Patient", mapped.kind, mapped.value)
+    _store_alone(session, clinic_id, ctx, patient_map.to_patient(ctx, patient), now)
+
+
+def project_practitioner_alone(session: Any, clinic_id: str, clinic: Any, practitioner: Any, now: datetime) -> None:
+    """The Practitioner as an episode's projection maps it, stored before any episode names them; an episode's
+    projection later stores the same resource (with that episode's labels)."""
+    if projection.read(
+        session, clinic_id, "Practitioner", _practitioner_fhir_id(clinic.identifier_system.rstrip("/"), practitioner.id)
+    ):
+        return
+    stub_patient = Patient(
+        id="",
+        mrn=Identifier(system="", value=""),
+        name=practitioner.name,
+        birth_date=date(1900, 1, 1),
+        gender=AdministrativeGender.UNKNOWN,
+    )
+    stub = Episode(id="", patient_id="", indications=[], period_start=practitioner.recorded_at or now)
+    ctx = MappingContext(EpisodeChart(clinic=clinic, patient=stub_patient, episode=stub, practitioners=[practitioner]))
+    _store_alone(session, clinic_id, ctx, practitioner_map.to_practitioner(ctx, practitioner), now, patient=False)
+
+
+def _store_alone(
+    session: Any, clinic_id: str, ctx: MappingContext, mapped: Any, now: datetime, patient: bool = True
+) -> None:
+    url = ctx.full_url(mapped.resource["resourceType"], mapped.kind, mapped.value)
     body = copy.deepcopy(mapped.resource)
     body.pop("id", None)
     resource = {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
     projection.store_resources(
-        session, clinic_id, [resource], episode_id=None, patient_ref=f"Patient/{resource['id']}", now=now
+        session,
+        clinic_id,
+        [resource],
+        episode_id=None,
+        patient_ref=f"Patient/{resource['id']}" if patient else None,
+        now=now,
     )
+
+
+# --- a whole episode (a Bundle kapfhir or clinic software produced) -------------------------------------------------
+
+# Records are added in this order so that what a record refers to (its session, order, dose) is there first.
+_RECORD_ORDER = (
+    Consent,
+    DosingOrder,
+    ClinicalSession,
+    DosingRecord,
+    MonitoringReading,
+    SideEffect,
+    OutcomeMeasure,
+    ConcomitantMedication,
+    BodyWeight,
+)
+_TERMINAL_PHASES = (Phase.COMPLETED, Phase.DISCONTINUED)
+
+
+def identifier_condition(text: str, expression: str) -> tuple[str | None, str]:
+    """``identifier=system|value`` (the only condition kapfhir resolves) -> (system, value)."""
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier" or not pairs[0][1]:
+        raise InboundRefused(
+            400, expression, f"unsupported condition {text!r}: use identifier=system|value", "not-supported"
+        )
+    system, _, value = pairs[0][1].rpartition("|")
+    return (system or None), value
+
+
+@dataclasses.dataclass(frozen=True)
+class CarriedEpisode:
+    """The episode a Bundle carries, the identifier base of the Bundle, and the ids it got here (old -> new)."""
+
+    chart: EpisodeChart
+    base: str
+    renames: dict[str, str]
+
+    def stored_value(self, kind: str, value: str, clinic_id: str) -> str:
+        """The business identifier value a resource of the Bundle has here."""
+        if kind == ORGANIZATION:
+            return clinic_id
+        if value in self.renames:
+            return self.renames[value]
+        head, dot, tail = value.partition(".")
+        return self.renames.get(head, head) + dot + tail
+
+
+def carried_episode(bundle: dict, clinic_id: str, own_base: str) -> CarriedEpisode:
+    """The episode a Bundle carries. Ids of another clinic's export are renamed into this clinic's own (the same
+    Bundle always gets the same ids), so no id is shared between clinics."""
+    try:
+        chart = from_bundle(bundle)
+    except MappingRefusedError as exc:
+        raise InboundRefused(422, exc.expression, exc.reason) from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, StopIteration) as exc:
+        raise InboundRefused(
+            422, "Bundle", f"the Bundle does not map into a KAP episode ({type(exc).__name__})"
+        ) from None
+    base = chart.clinic.identifier_system.rstrip("/")
+    renames: dict[str, str] = {}
+    if base != own_base.rstrip("/"):
+        ids = [chart.patient.id, chart.episode.id, *chart.episode.records, *(p.id for p in chart.practitioners)]
+        ids += [w.id for w in chart.body_weights]
+        renames = {old: scoped_id(clinic_id, f"{base}|{old}") for old in ids}
+        old_flags = [f.id for f in chart.episode.flags]
+        chart = _renamed(chart, renames)
+        for old, flag in zip(old_flags, chart.episode.flags, strict=True):
+            renames[old] = flag_id(chart.episode.id, flag.rule_id, flag.record_ids)
+    return CarriedEpisode(chart, base, renames)
+
+
+def _renamed(value: Any, ids: dict[str, str]) -> Any:
+    """``value`` with every string that is one of ``ids`` replaced, in dataclasses, lists and dicts alike."""
+    if isinstance(value, str) and not isinstance(value, Enum):
+        return ids.get(value, value)
+    if isinstance(value, list):
+        return [_renamed(v, ids) for v in value]
+    if isinstance(value, dict):
+        return {_renamed(k, ids): _renamed(v, ids) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _renamed(getattr(value, f.name), ids) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def import_chart(
+    uow: Any, ctx: services.Context, chart: EpisodeChart, may_update: Callable[[str], bool], authorize: Authorize
+) -> str:
+    """Applies a whole episode through the use cases, as the domain API would have recorded it: practitioners,
+    patient, body weights, the episode, its records, phase transitions and flag acknowledgements. What is there
+    already is left as it is unless the sender may update it (a PUT entry); every operation needs the scope of its
+    meaning. Returns the episode id."""
+    repo = uow.repo
+    for practitioner in chart.practitioners:
+        if repo.missing_practitioners({practitioner.id}):
+            authorize("c", "Practitioner")
+            services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
+    patient_id = _import_patient(uow, ctx, chart.patient, may_update, authorize)
+    known_weights = {w.id for w in repo.body_weights(patient_id)}
+    for weight in chart.body_weights:
+        if weight.id not in known_weights:
+            authorize("c", "Observation")
+            services.record_patient_record(uow, ctx, patient_id, _fresh(weight))
+    incoming = chart.episode
+    try:
+        existing: Episode | None = repo.get_episode(incoming.id)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.patient_id != patient_id:
+        raise InboundRefused(
+            422, "Bundle.entry.resource.ofType(EpisodeOfCare).patient", "the episode has another patient"
+        )
+    created = existing is None
+    if existing is None:
+        authorize("c", "EpisodeOfCare")
+        existing = services.open_episode(
+            uow,
+            ctx,
+            patient_id=patient_id,
+            indications=incoming.indications,
+            care_team=incoming.care_team,
+            period_start=incoming.period_start,
+            status=EpisodeStatus.ACTIVE if incoming.status is not EpisodeStatus.PLANNED else incoming.status,
+            episode_id=incoming.id,
+        )
+    elif _header(incoming) != _header(existing) and may_update(incoming.id):
+        authorize("u", "EpisodeOfCare")
+        services.amend_episode(
+            uow,
+            ctx,
+            incoming.id,
+            indications=incoming.indications,
+            care_team=incoming.care_team,
+            status=existing.status,
+            reason="FHIR transaction",
+            expected_version=None,
+        )
+    transitions = incoming.phase_history[len(existing.phase_history) :]
+    _transition(uow, ctx, incoming.id, [t for t in transitions if t.to_phase not in _TERMINAL_PHASES], authorize)
+    _import_records(uow, ctx, incoming, may_update, authorize)
+    _transition(uow, ctx, incoming.id, [t for t in transitions if t.to_phase in _TERMINAL_PHASES], authorize)
+    current = repo.get_episode(incoming.id)
+    if incoming.status is not current.status and not transitions and (created or may_update(incoming.id)):
+        authorize("u", "EpisodeOfCare")
+        services.amend_episode(
+            uow,
+            ctx,
+            incoming.id,
+            indications=current.indications,
+            care_team=current.care_team,
+            status=incoming.status,
+            reason="FHIR transaction",
+            expected_version=None,
+        )
+    _acknowledge(uow, ctx, incoming, authorize)
+    return incoming.id
+
+
+def _import_patient(
+    uow: Any, ctx: services.Context, patient: Patient, may_update: Callable[[str], bool], authorize: Authorize
+) -> str:
+    try:
+        current: Patient | None = uow.repo.get_patient(patient.id)
+    except NotFound:
+        current = uow.repo.find_patient_by_mrn(patient.mrn.system, patient.mrn.value)
+    if current is None:
+        authorize("c", "Patient")
+        services.register_patient(uow, ctx, dataclasses.replace(patient, version=1))
+        return patient.id
+    if _differs(patient, current, {"id"}) and may_update(patient.id):
+        authorize("u", "Patient")
+        services.amend_patient(
+            uow, ctx, dataclasses.replace(patient, id=current.id), reason="FHIR transaction", expected_version=None
+        )
+    return current.id
+
+
+def _import_records(
+    uow: Any, ctx: services.Context, incoming: Episode, may_update: Callable[[str], bool], authorize: Authorize
+) -> None:
+    existing = uow.repo.get_episode(incoming.id)
+    rank = {cls: i for i, cls in enumerate(_RECORD_ORDER)}
+    ordered = sorted(incoming.records.values(), key=lambda r: rank.get(type(r), len(rank)))
+    new = [r for r in ordered if r.id not in existing.records]
+    for record in new:
+        authorize("c", _PRIMARY_TYPE[type(record)])
+    if new:
+        totals = {r.id: r.total for r in new if isinstance(r, OutcomeMeasure)}
+        services.add_records(
+            uow,
+            ctx,
+            incoming.id,
+            [(f"{RECORD_KIND_OF[type(r)]}[{r.id}].", _fresh(r, entered_in_error=False)) for r in new],
+            submitted_totals=totals,
+        )
+    for record in ordered:
+        current = existing.records.get(record.id)
+        rtype = _PRIMARY_TYPE[type(record)]
+        if current is not None and not current.entered_in_error and _differs(record, current, {"entered_in_error"}):
+            if not may_update(record.id):
+                continue
+            authorize("u", rtype)
+            if isinstance(record, ClinicalSession) and record.psychotherapy_notes is None:
+                record = dataclasses.replace(record, psychotherapy_notes=current.psychotherapy_notes)  # not exported
+            services.amend_record(
+                uow,
+                ctx,
+                incoming.id,
+                _fresh(record, entered_in_error=False),
+                reason="FHIR transaction",
+                expected_version=None,
+                submitted_total=record.total if isinstance(record, OutcomeMeasure) else None,
+            )
+        if record.entered_in_error and (current is None or not current.entered_in_error):
+            if current is not None and not may_update(record.id):
+                continue
+            authorize("u", rtype)
+            services.mark_entered_in_error(
+                uow, ctx, incoming.id, type(record), record.id, reason="FHIR transaction", expected_version=None
+            )
+
+
+def _transition(uow: Any, ctx: services.Context, episode_id: str, transitions: list, authorize: Authorize) -> None:
+    for transition in transitions:
+        authorize("u", "EpisodeOfCare")
+        services.transition_phase(
+            uow,
+            ctx,
+            episode_id,
+            to_phase=transition.to_phase,
+            at=transition.at,
+            reason=transition.reason,
+            expected_version=None,
+        )
+
+
+def _acknowledge(uow: Any, ctx: services.Context, incoming: Episode, authorize: Authorize) -> None:
+    """Acknowledgements the sender recorded, for flags the domain raised here too (matched by rule and records)."""
+    current = {f.key: f for f in uow.repo.get_episode(incoming.id).flags}
+    for flag in incoming.flags:
+        mine = current.get(flag.key)
+        if flag.acknowledgement is None or mine is None or mine.acknowledgement is not None:
+            continue
+        if mine.status is not FlagStatus.OPEN:
+            continue
+        authorize("u", "DetectedIssue")
+        services.acknowledge_flag(
+            uow,
+            ctx,
+            incoming.id,
+            mine.id,
+            by=flag.acknowledgement.by,
+            comment=flag.acknowledgement.comment,
+            at=flag.acknowledgement.at,
+        )
+
+
+def _fresh(record: Any, **changes: Any) -> Any:
+    """A copy of an imported record as the use cases take a new one: the domain sets versions and derived values."""
+    return dataclasses.replace(record, version=1, recorded_at=None, updated_at=None, **changes)
+
+
+def _header(episode: Episode) -> tuple:
+    return (to_data(episode)["indications"], to_data(episode)["care_team"])
+
+
+# --- single resources: create, update, delete (the REST interactions of one resource) -------------------------------
+
+# Kind of our business identifier -> reverse mapping of the record it holds.
+_READERS: dict[str, Callable[[ReverseContext, dict], Any]] = {
+    "consent": consent_map.from_consent,
+    "dosing-order": medication_request_map.from_medication_request,
+    "session": encounter_map.from_encounter,
+    "dose": ma_map.from_medication_administration,
+    "side-effect": adverse_event_map.from_adverse_event,
+    "concomitant-medication": medication_statement_map.from_medication_statement,
+    "body-weight": obs_map.from_body_weight,
+}
+_KIND_OF_TYPE = {rtype: kind for rtype, kind in PRIMARY.values() if kind in _READERS and rtype != "Observation"}
+# Where a new record names its episode (an Encounter or EpisodeOfCare reference, else the workflow extension).
+_EPISODE_ELEMENT = {
+    "Encounter": "episodeOfCare",
+    "MedicationRequest": "encounter",
+    "AdverseEvent": "encounter",
+    "MedicationStatement": "context",
+    "Consent": "encounter",  # R4 Consent has none: the workflow-episodeOfCare extension is used
+}
+# What is derived from the records and never written as such: the reason a write answers 405.
+DERIVED_TYPES = {
+    "CarePlan": "the CarePlan is derived from the episode's phases and sessions: change those",
+    "Procedure": "the psychotherapy Procedure is derived from its session (Encounter): change the Encounter",
+    "Flag": "the suicide-risk Flag is raised by the safety rules from the scale answers",
+    "Organization": "the Organization is the clinic itself, registered with `kapfhir clinics add`",
+    "Provenance": "Provenance is written by kapfhir for every change",
+    "AuditEvent": "AuditEvents are written by kapfhir for every request",
+}
+
+
+class RestWrite(Inbound):
+    """One resource written through the REST interactions, as domain commands (the use cases)."""
+
+    def create(self, resource: dict, if_none_exist: str | None) -> Outcome:
+        rtype = resource["resourceType"]
+        request = {"method": "POST", "url": rtype, **({"ifNoneExist": if_none_exist} if if_none_exist else {})}
+        where = rtype
+        try:
+            if rtype in ("Patient", "Condition", "Observation", "QuestionnaireResponse", "MedicationAdministration"):
+                self.urls = {}
+                entry = {"resource": resource, "request": request}
+                outcome = self._apply([entry], per_entry=False)[0].get(0)
+                if outcome is None:  # a score Observation alone: it comes with its QuestionnaireResponse
+                    raise InboundRefused(422, f"{rtype}.derivedFrom", "kapfhir computes scores from the items")
+                return outcome
+            if rtype == "Practitioner":
+                return self._practitioner(resource)
+            if rtype in _KIND_OF_TYPE:
+                return self._new_record(resource, rtype, where)
+        except MappingRefusedError as exc:
+            raise InboundRefused(422, exc.expression, exc.reason) from None
+        except DomainError as exc:
+            raise _domain_refusal(exc, where) from None
+        raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
+
+    def _practitioner(self, resource: dict) -> Outcome:
+        incoming = practitioner_map.from_practitioner(ReverseContext(base=self.base), resource)
+        incoming = dataclasses.replace(incoming, id=record_id(self.clinic, "Practitioner", resource), version=1)
+        if not self.uow.repo.missing_practitioners({incoming.id}):
+            return Outcome("Practitioner", self._projected("Practitioner", incoming.id) or incoming.id, False)
+        self.authorize("c", "Practitioner")
+        services.register_practitioner(self.uow, self.ctx, incoming)
+        return Outcome("Practitioner", _practitioner_fhir_id(self.base, incoming.id), True)
+
+    def _new_record(self, resource: dict, rtype: str, where: str) -> Outcome:
+        body, rctx = self._localised(resource, where)
+        element = _EPISODE_ELEMENT[rtype]
+        if isinstance(body.get(element), list):
+            body = {**body, element: body[element][0] if body[element] else None}
+        episode, session_id = self._episode_via(body, element, where)
+        if body.get("subject") or body.get("patient"):
+            self._same_patient(body, "subject" if body.get("subject") else "patient", where, episode.patient_id)
+        record = _READERS[_KIND_OF_TYPE[rtype]](rctx, body)
+        changes: dict[str, Any] = {"id": body["id"], "version": 1, "recorded_at": None, "updated_at": None}
+        if hasattr(record, "session_id") and session_id is not None and getattr(record, "session_id", None) is None:
+            changes["session_id"] = session_id
+        record = dataclasses.replace(record, **changes)
+        created = self._add(episode, record)
+        return Outcome(rtype, self._projected(rtype, record.id) or record.id, created, record.id)
+
+    # --- update and delete of a stored resource -------------------------------------------------------------------
+
+    def update(self, stored: Any, resource: dict) -> Outcome:
+        """``stored``: the current version (``projection.Stored``) of the resource the update names."""
+        rtype = stored.resource_type
+        found = _Target(rtype, stored.id, stored.body, self._episode_of(stored))
+        kind, value = self._kind(found)
+        where = rtype
+        try:
+            if rtype == "Patient":
+                incoming = patient_map.from_patient(ReverseContext(base=self.base), resource)
+                current = self.uow.repo.get_patient(value)
+                if _differs(incoming, current, {"id"}):
+                    self.authorize("u", "Patient")
+                    services.amend_patient(
+                        self.uow,
+                        self.ctx,
+                        dataclasses.replace(incoming, id=current.id),
+                        reason="FHIR update",
+                        expected_version=None,
+                    )
+                return Outcome(rtype, stored.id, False)
+            if rtype == "DetectedIssue":
+                return self._acknowledge(found, value, resource)
+            if found.episode_id is None and kind != "body-weight":
+                raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
+            if kind == "monitoring-reading":
+                return self._update_reading(found, value, resource, where)
+            if kind in _READERS and kind != "body-weight":
+                return self._update_record(found, kind, value, resource, where)
+        except MappingRefusedError as exc:
+            raise InboundRefused(422, exc.expression, exc.reason) from None
+        except DomainError as exc:
+            raise _domain_refusal(exc, where) from None
+        raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
+
+    def _update_record(self, found: _Target, kind: str, record_id_: str, resource: dict, where: str) -> Outcome:
+        episode = self.uow.repo.get_episode(found.episode_id)
+        current = episode.records.get(record_id_)
+        if current is None:
+            raise InboundRefused(405, where, _not_written(found.resource_type), "not-supported")
+        body, rctx = self._localised({**resource, "identifier": found.body.get("identifier")}, where)
+        rctx.index(f"{found.resource_type}/{found.id}", found.body)
+        incoming = _READERS[kind](rctx, body)
+        incoming = dataclasses.replace(incoming, id=current.id)
+        if getattr(incoming, "session_id", "") is None and getattr(current, "session_id", None) is not None:
+            incoming = dataclasses.replace(incoming, session_id=current.session_id)
+        if isinstance(incoming, ClinicalSession) and incoming.psychotherapy_notes is None:
+            incoming = dataclasses.replace(incoming, psychotherapy_notes=current.psychotherapy_notes)
+        return self._amend(found, episode, current, incoming)
+
+    def _update_reading(self, found: _Target, value: str, resource: dict, where: str) -> Outcome:
+        episode = self.uow.repo.get_episode(found.episode_id)
+        reading_id = value.rsplit(".", 1)[0]
+        current = episode.records.get(reading_id)
+        if not isinstance(current, MonitoringReading):
+            raise InboundRefused(405, where, _not_written("Observation"), "not-supported")
+        values = obs_map.reading_values(resource)
+        if not values:
+            raise InboundRefused(422, f"{where}.value", "the reading has no value kapfhir reads", "required")
+        incoming = dataclasses.replace(
+            current,
+            entered_in_error=resource.get("status") == "entered-in-error",
+            **values,
+        )
+        if "effectiveDateTime" in resource:
+            incoming = dataclasses.replace(incoming, taken_at=dt.parse_datetime(resource["effectiveDateTime"]))
+        return self._amend(found, episode, current, incoming)
+
+    def _amend(self, found: _Target, episode: Episode, current: Any, incoming: Any) -> Outcome:
+        if current.entered_in_error:
+            raise InboundRefused(
+                409, found.resource_type, "the record is entered-in-error and can no longer be changed", "conflict"
+            )
+        if incoming.entered_in_error:
+            self.authorize("u", found.resource_type)
+            services.mark_entered_in_error(
+                self.uow, self.ctx, episode.id, type(current), current.id, reason="FHIR update", expected_version=None
+            )
+        elif _differs(incoming, current, {"entered_in_error"}):
+            self.authorize("u", found.resource_type)
+            services.amend_record(
+                self.uow,
+                self.ctx,
+                episode.id,
+                dataclasses.replace(incoming, version=current.version, recorded_at=None, updated_at=None),
+                reason="FHIR update",
+                expected_version=None,
+            )
+        return Outcome(found.resource_type, found.id, False, current.id)
+
+    def _acknowledge(self, found: _Target, flag_id_: str, resource: dict) -> Outcome:
+        """A DetectedIssue with a mitigation acknowledges the flag (as POST .../acknowledgement does)."""
+        mitigations = resource.get("mitigation") or []
+        if resource.get("status") != "final" or not mitigations:
+            raise InboundRefused(
+                422,
+                "DetectedIssue.mitigation",
+                "a flag is acknowledged with status final and a mitigation whose author is a practitioner of this "
+                "clinic; nothing else of a DetectedIssue is written",
+                "business-rule",
+            )
+        episode = self.uow.repo.get_episode(found.episode_id)
+        flag = next((f for f in episode.flags if f.id == flag_id_), None)
+        if flag is None or flag.acknowledgement is not None:
+            return Outcome("DetectedIssue", found.id, False)
+        author = mitigations[-1].get("author")
+        if not isinstance(author, dict):
+            raise InboundRefused(422, "DetectedIssue.mitigation.author", "who acknowledges is required", "required")
+        who = self.target(author, ("Practitioner",), "DetectedIssue.mitigation.author")
+        self.authorize("u", "DetectedIssue")
+        note = mitigations[-1].get("action", {}).get("text")
+        services.acknowledge_flag(self.uow, self.ctx, episode.id, flag.id, by=self.local(who), comment=note)
+        return Outcome("DetectedIssue", found.id, False)
+
+    def delete(self, stored: Any) -> Outcome:
+        """DELETE marks the record entered-in-error: it stays readable, out of the rules, with its history."""
+        rtype = stored.resource_type
+        found = _Target(rtype, stored.id, stored.body, self._episode_of(stored))
+        kind, value = self._kind(found)
+        if found.episode_id is None or (kind not in _READERS and kind != "monitoring-reading"):
+            reason = DERIVED_TYPES.get(rtype) or (
+                f"a {rtype} is not deleted: kapfhir keeps what was recorded "
+                "(patients, practitioners and episodes are corrected with an update)"
+            )
+            raise InboundRefused(405, rtype, reason, "not-supported")
+        episode = self.uow.repo.get_episode(found.episode_id)
+        record_id_ = value.rsplit(".", 1)[0] if kind == "monitoring-reading" else value
+        current = episode.records.get(record_id_)
+        if current is None:
+            raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
+        if current.entered_in_error:
+            return Outcome(rtype, found.id, False, current.id)
+        self.authorize("d", rtype)
+        services.mark_entered_in_error(
+            self.uow, self.ctx, episode.id, type(current), current.id, reason="FHIR delete", expected_version=None
+        )
+        return Outcome(rtype, found.id, False, current.id)
+
+    def _kind(self, found: _Target) -> tuple[str, str]:
+        for ident in identifiers(found.body):
+            system = ident.get("system", "")
+            if system.startswith(self.base + "/") and ident.get("value"):
+                return system[len(self.base) + 1 :], ident["value"]
+        raise InboundRefused(405, found.resource_type, _not_written(found.resource_type), "not-supported")
+
+    def _episode_of(self, stored: Any) -> str | None:
+        r = fhir_resources
+        return self.session.execute(
+            select(r.c.episode_id).where(
+                r.c.clinic_id == self.clinic,
+                r.c.resource_type == stored.resource_type,
+                r.c.id == stored.id,
+                r.c.is_current.is_(True),
+            )
+        ).scalar_one_or_none()
+
+
+def _not_written(rtype: str) -> str:
+    return DERIVED_TYPES.get(rtype) or (
+        f"this {rtype} is not written through /fhir: it is derived by kapfhir or not part of a KAP episode"
+    )
+
+
+def _domain_refusal(exc: DomainError, where: str) -> InboundRefused:
+    status = next(s for cls, s in _STATUS if isinstance(exc, cls))
+    errors = exc.field_errors
+    expression = f"{where}.{errors[0].field}" if len(errors) == 1 else where
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc)
+    return InboundRefused(status, expression, f"{exc} {detail}".strip(), "business-rule")
+
+
+def _practitioner_fhir_id(base: str, practitioner_id: str) -> str:
+    return full_url_of(base, "Practitioner", "practitioner", practitioner_id).removeprefix("urn:uuid:")

@@ -117,6 +117,15 @@ def _check_practitioners(uow: UnitOfWork, obj: Any) -> None:
 
 def register_practitioner(uow: UnitOfWork, ctx: Context, practitioner: Practitioner) -> Practitioner:
     uow.repo.add_practitioner(practitioner, actor=ctx.actor, now=ctx.now)
+    from service.fhir.inbound import project_practitioner_alone  # local: inbound itself calls these use cases
+
+    # A practitioner is served under /fhir from registration on, not only once an episode names them.
+    uow.before_commit(
+        f"practitioner:{practitioner.id}",
+        lambda: project_practitioner_alone(
+            uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_practitioner(practitioner.id), ctx.now
+        ),
+    )
     return practitioner
 
 
@@ -204,7 +213,7 @@ def follow_up_change(uow: UnitOfWork, ctx: Context, episode_id: str) -> dict[tup
 
 def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:
     """The follow-up of a change, once per unit of work, just before it commits."""
-    uow.before_commit(f"episode:{episode_id}", lambda: follow_up_change(uow, ctx, episode_id))
+    uow.before_commit(f"episode:{episode_id}", lambda: uow.projected.update(follow_up_change(uow, ctx, episode_id)))
 
 
 # --- episodes -------------------------------------------------------------------------------------------------
@@ -219,13 +228,15 @@ def open_episode(
     care_team: list[CareTeamMember],
     period_start: datetime,
     status: EpisodeStatus,
+    episode_id: str | None = None,
 ) -> Episode:
+    """``episode_id``: the id an imported episode already has (a FHIR ingest); new episodes get a fresh one."""
     try:
         uow.repo.get_patient(patient_id)
     except NotFound as exc:
         raise Incoherent.at("patient_id", f"no patient {patient_id}") from exc
     episode = Episode(
-        id=new_id(),
+        id=episode_id or new_id(),
         patient_id=patient_id,
         indications=indications,
         care_team=care_team,
@@ -336,15 +347,18 @@ def add_records(
     records: list[tuple[str, Record]],
     *,
     submitted_total: int | None = None,
+    submitted_totals: dict[str, int | None] | None = None,
 ) -> tuple[list[Record], Episode]:
     """Adds records (e.g. a session with its doses and readings) and evaluates the rules once, over all.
-    Each record comes with the path of its place in the request ("" or "doses[0]."), which refusals name."""
+    Each record comes with the path of its place in the request ("" or "doses[0]."), which refusals name.
+    ``submitted_totals``: the total a sender gave for each outcome measure (by record id), checked against its items."""
     episode = uow.repo.get_episode(episode_id, for_update=True)
     before = episode.version
     stored = []
     for path, record in records:
+        total = (submitted_totals or {}).get(record.id, submitted_total)
         try:
-            _prepare(uow, ctx, episode, record, submitted_total)
+            _prepare(uow, ctx, episode, record, total)
             stored.append(episode.add(record, now=ctx.now))
         except DomainError as exc:
             exc.field_errors = [FieldError(path + e.field, e.message) for e in exc.field_errors]
@@ -428,13 +442,23 @@ def record_history(uow: UnitOfWork, episode_id: str, cls: type[Record], record_i
 
 
 def acknowledge_flag(
-    uow: UnitOfWork, ctx: Context, episode_id: str, flag_id: str, *, by: str, comment: str | None
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    flag_id: str,
+    *,
+    by: str,
+    comment: str | None,
+    at: datetime | None = None,
 ) -> SafetyFlag:
+    """``at``: when the clinician acknowledged (an imported acknowledgement keeps its time); now by default."""
     episode = uow.repo.get_episode(episode_id, for_update=True)
     if uow.repo.missing_practitioners({by}):
         raise Incoherent.at("by", f"no practitioner {by}")
+    when = at or ctx.now
+    check_not_future("at", when, ctx.now, ctx.future_tolerance_min)
     before = episode.version
-    flag = episode.acknowledge_flag(flag_id, by=by, at=ctx.now, comment=comment)
+    flag = episode.acknowledge_flag(flag_id, by=by, at=when, comment=comment)
     uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
     _episode_changed(uow, ctx, episode.id)
     return flag

@@ -23,6 +23,8 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self._stack = ExitStack()
         self._before_commit: dict[str, Callable[[], None]] = {}
+        # (FHIR type, id) -> (version, changed) of what the follow-up work projected, for answers that name versions
+        self.projected: dict[tuple[str, str], tuple[int, bool]] = {}
         self.session = self._session_factory()
         engine = self.session.get_bind()
         if self.write and engine.dialect.name == "sqlite":

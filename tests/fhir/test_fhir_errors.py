@@ -52,10 +52,10 @@ def patient(system: str, value: str) -> dict:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("PUT", "/fhir/Patient/x"),
-        ("DELETE", "/fhir/Patient/x"),
-        ("PATCH", "/fhir/Patient/x"),
-        ("POST", "/fhir/Patient"),
+        ("PUT", "/fhir/Provenance/x"),
+        ("DELETE", "/fhir/AuditEvent/x"),
+        ("PATCH", "/fhir/Organization/x"),
+        ("POST", "/fhir/CarePlan"),
         ("DELETE", "/fhir/Patient"),
         ("PUT", "/fhir/metadata"),
     ],
