@@ -126,6 +126,14 @@ class Repository:
             raise NotFound(f"No practitioner {practitioner_id}.")
         return from_data(Practitioner, row.data)
 
+    def find_practitioner_by_npi(self, npi: str) -> Practitioner | None:
+        row = self.session.execute(
+            select(orm.practitioners.c.id).where(
+                orm.practitioners.c.clinic_id == self.clinic_id, orm.practitioners.c.npi == npi
+            )
+        ).first()
+        return self.get_practitioner(row.id) if row is not None else None
+
     def list_practitioners(self, *, limit: int = 1000, offset: int = 0) -> Page:
         t = orm.practitioners
         where = t.c.clinic_id == self.clinic_id

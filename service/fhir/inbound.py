@@ -721,11 +721,21 @@ def import_chart(
     already is left as it is unless the sender may update it (a PUT entry); every operation needs the scope of its
     meaning. Returns the episode id."""
     repo = uow.repo
+    known: dict[str, str] = {}  # ids of the Bundle -> the ids the same people have here (NPI, MRN)
     for practitioner in chart.practitioners:
-        if repo.missing_practitioners({practitioner.id}):
-            authorize("c", "Practitioner")
-            services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
+        if not repo.missing_practitioners({practitioner.id}):
+            continue
+        same = repo.find_practitioner_by_npi(practitioner.npi) if practitioner.npi else None
+        if same is not None:
+            known[practitioner.id] = same.id
+            continue
+        authorize("c", "Practitioner")
+        services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
     patient_id = _import_patient(uow, ctx, chart.patient, may_update, authorize)
+    if patient_id != chart.patient.id:
+        known[chart.patient.id] = patient_id
+    if known:
+        chart = _renamed(chart, known)
     known_weights = {w.id for w in repo.body_weights(patient_id)}
     for weight in chart.body_weights:
         if weight.id not in known_weights:
@@ -905,6 +915,7 @@ _READERS: dict[str, Callable[[ReverseContext, dict], Any]] = {
     "side-effect": adverse_event_map.from_adverse_event,
     "concomitant-medication": medication_statement_map.from_medication_statement,
     "body-weight": obs_map.from_body_weight,
+    "outcome-measure": lambda rctx, resource: qr_map.from_questionnaire_response(rctx, resource, []),
 }
 _KIND_OF_TYPE = {rtype: kind for rtype, kind in PRIMARY.values() if kind in _READERS and rtype != "Observation"}
 # Where a new record names its episode (an Encounter or EpisodeOfCare reference, else the workflow extension).
@@ -952,8 +963,9 @@ class RestWrite(Inbound):
         raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
 
     def _practitioner(self, resource: dict) -> Outcome:
-        incoming = practitioner_map.from_practitioner(ReverseContext(base=self.base), resource)
-        incoming = dataclasses.replace(incoming, id=record_id(self.clinic, "Practitioner", resource), version=1)
+        new_id = record_id(self.clinic, "Practitioner", resource)
+        incoming = practitioner_map.from_practitioner(ReverseContext(base=self.base), {**resource, "id": new_id})
+        incoming = dataclasses.replace(incoming, id=new_id, version=1)
         if not self.uow.repo.missing_practitioners({incoming.id}):
             return Outcome("Practitioner", self._projected("Practitioner", incoming.id) or incoming.id, False)
         self.authorize("c", "Practitioner")
