@@ -202,13 +202,23 @@ def refused_client_id(req: PlannedRequest, status: int) -> bool:
     )
 
 
+def _condition(req: PlannedRequest) -> str | None:
+    """The search condition of a conditional create (If-None-Exist) or conditional update (``PUT Type?query``)."""
+    if req.if_none_exist:
+        return req.if_none_exist
+    if req.method == "PUT" and "?" in req.url and not req.search_first:
+        return req.url.split("?", 1)[1]
+    return None
+
+
 def refused_condition(req: PlannedRequest, status: int, outcome: Mapping[str, Any] | None, *, whole: bool) -> bool:
-    """A conditional create refused for its search parameter (the server does not support it for the type)."""
-    if not req.if_none_exist or status not in _REFUSAL_STATUSES:
+    """A conditional create or update refused for its search parameter (the server does not support it)."""
+    condition = _condition(req)
+    if not condition or status not in _REFUSAL_STATUSES:
         return False
     text = _outcome_text(outcome)
     lower = text.lower()
-    name = req.if_none_exist.split("=", 1)[0]
+    name = condition.split("=", 1)[0]
     about_condition = "if-none-exist" in lower or "ifnoneexist" in lower or "conditional" in lower
     about_parameter = name in text and ("search" in lower or "param" in lower)
     if whole and req.resource_type not in text:
@@ -330,13 +340,13 @@ class _Run:
         elif refused_client_id(req, status):
             return self._as_create(req)
         if refused_condition(req, status, outcome, whole=whole):
-            req.if_none_exist, req.guarded = None, False
+            req.method, req.url, req.if_none_exist, req.guarded = "POST", req.resource_type, None, False
             self.report.adaptations.append(
                 Adaptation(
                     PLAIN_CREATE,
                     req.resource_type,
-                    f"created without a condition (the target refused '{req.identifier_query.split('=', 1)[0]}' "
-                    "in If-None-Exist); the server's id is remembered"
+                    f"created without a condition (the target refused the search parameter "
+                    f"'{req.identifier_query.split('=', 1)[0]}'); the server's id is remembered"
                     if req.identifier_query
                     else "created without a condition (the target refused the condition)",
                 )
