@@ -28,12 +28,23 @@ from service.exchange.planner import (
     PLAIN_CREATE,
     PROFILE_REMOVED,
     Links,
+    PlannedRequest,
     PushPolicy,
+    adapt_profiles,
     parse_capabilities,
     plan_push,
     r4_defines_search_parameter,
+    search_fits,
 )
-from service.exchange.push import CREATED, EXISTING, UPDATED, push_bundle
+from service.exchange.push import (
+    CREATED,
+    EXISTING,
+    UPDATED,
+    push_bundle,
+    refused_claims,
+    refused_client_id,
+    refused_condition,
+)
 from service.exchange.targets import load_targets, target_from_dict
 from tests.exchange.conftest import Sekmet, unique_chart
 from tests.exchange.proxy import FaultProxy, without_interactions
@@ -295,3 +306,90 @@ def test_drop_profiles_is_a_target_setting(tmp_path) -> None:
     }
     loaded = load_targets(env)["medplum"]
     assert loaded.drop_profiles == (t.VITALSIGNS_BP, t.VITALSIGNS_HEART_RATE)
+
+
+# ----------------------------------------------------------------------------------------- pure decisions
+
+
+def _request(**kw) -> PlannedRequest:
+    base = {
+        "key": "Observation?identifier=urn:x|1",
+        "resource_type": "Observation",
+        "full_url": "urn:uuid:1",
+        "resource": {"resourceType": "Observation", "meta": {"profile": [t.VITALSIGNS_BP, t.US_CORE_BP]}},
+        "action": "create",
+        "method": "POST",
+        "url": "Observation",
+        "identifier_query": "identifier=urn:x|1",
+        "if_none_exist": "identifier=urn:x|1",
+    }
+    return PlannedRequest(**{**base, **kw})
+
+
+def _oo(diagnostics: str, expression: str | None = None) -> dict:
+    issue = {"severity": "error", "code": "processing", "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def test_which_refusals_are_about_a_profile_claim() -> None:
+    req = _request()
+    assert refused_claims(req, 400, _oo(f"does not conform to {t.VITALSIGNS_BP}"), whole=False) == [t.VITALSIGNS_BP]
+    # a refusal at meta.profile without naming one: every claim of that one resource
+    assert refused_claims(req, 422, _oo("invalid", "Observation.meta.profile"), whole=False) == [
+        t.VITALSIGNS_BP,
+        t.US_CORE_BP,
+    ]
+    # a whole transaction: only claims it names
+    assert refused_claims(req, 400, _oo("invalid", "Observation.meta.profile"), whole=True) == []
+    assert refused_claims(req, 400, _oo("Observation.status: missing"), whole=False) == []
+    assert refused_claims(req, 409, _oo(f"conflict {t.VITALSIGNS_BP}"), whole=False) == []  # not a content refusal
+    assert refused_claims(req, 500, _oo(f"{t.VITALSIGNS_BP}"), whole=False) == []  # retried, not adapted
+
+
+def test_which_refusals_are_about_a_condition_or_a_client_id() -> None:
+    req = _request()
+    assert refused_condition(req, 400, _oo("Unknown search parameter 'identifier' for Observation"), whole=False)
+    assert not refused_condition(req, 400, _oo("Observation.status: missing"), whole=False)
+    assert not refused_condition(req, 412, _oo("criteria matched 2 resources"), whole=False)  # a real conflict
+    assert not refused_condition(req, 400, _oo("Unknown search parameter 'identifier' for Flag"), whole=True)
+    update = _request(method="PUT", url="Observation?identifier=urn:x|1", if_none_exist=None)
+    assert refused_condition(update, 400, _oo("Unknown search parameter 'identifier'"), whole=False)
+    put_new = _request(method="PUT", url="Provenance/abc", if_none_exist=None, resource_type="Provenance")
+    assert refused_client_id(put_new, 404) and refused_client_id(put_new, 405)
+    assert not refused_client_id(put_new, 412) and not refused_client_id(put_new, 500)
+    known = _request(method="PUT", url="Provenance/abc", if_none_exist=None, known_id="abc")
+    assert not refused_client_id(known, 404)  # the server's own id: a 404 is a real failure
+
+
+def test_supported_profiles_and_search_parameters_come_from_the_capability_statement() -> None:
+    caps = parse_capabilities(
+        {
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {
+                            "type": "Observation",
+                            "interaction": [{"code": "create"}],
+                            "supportedProfile": [f"{t.US_CORE_BP}|6.1.0"],
+                            "searchParam": [{"name": "code", "type": "token"}],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+    obs = caps.type("Observation")
+    assert obs is not None and obs.supported_profiles == frozenset({t.US_CORE_BP})
+    resource = {"resourceType": "Observation", "meta": {"profile": [t.VITALSIGNS_BP, f"{t.US_CORE_BP}|6.1.0"]}}
+    removed = adapt_profiles(resource, obs, frozenset())
+    assert [claim for claim, _why in removed] == [t.VITALSIGNS_BP]
+    assert resource["meta"]["profile"] == [f"{t.US_CORE_BP}|6.1.0"]
+    # the server lists its search parameters and identifier is not among them: no conditional create on it
+    assert not search_fits("Observation", "identifier=urn:x|1", obs)
+    assert search_fits("Observation", "code=http://loinc.org|85354-9", obs)
+    only_bp = {"resourceType": "Observation", "meta": {"profile": [t.VITALSIGNS_BP]}}
+    adapt_profiles(only_bp, obs, frozenset())
+    assert "meta" not in only_bp  # no empty meta left behind
