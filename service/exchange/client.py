@@ -12,8 +12,9 @@
 * Authentication is delegated to an :class:`service.exchange.auth.Auth`; on a 401 the client asks it to renew
   once (``auth.renew()``) and repeats the request once.
 
-Every request the push layer sends is idempotent (conditional create, conditional update, update by id,
-transactions made of those), so retrying after an ambiguous failure (timeout, reset) cannot duplicate data.
+Almost every request the push layer sends is idempotent (conditional create, conditional update, update by id,
+transactions made of those), so retrying after an ambiguous failure (timeout, reset) cannot duplicate data. The
+exception, a plain create where no condition fits (and a Bundle holding one), is sent with ``idempotent=False``.
 Pass ``idempotent=False`` for anything else: such a request is then retried only when the server
 certainly did not process it (connection refused / connect timeout, 429, 503).
 """

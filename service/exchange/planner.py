@@ -19,6 +19,13 @@
   ``PUT Type/id`` with ``If-Match`` when the server versions that type - or not at all when its content hash
   is unchanged. A server without conditional create/update gets ``search_first`` requests (the executor
   searches by identifier, then creates or updates by id).
+* **What a strict server takes** (``plan.adaptations``, reported). Conditions use only search parameters R4 4.0.1
+  defines for the type (and the server lists, when it lists any); where none fits (AdverseEvent has no
+  ``identifier`` parameter in R4) the resource is created plainly and its server id remembered (``Links.remote``).
+  A client-assigned id (the Provenance) is a ``PUT`` only where the server declares ``updateCreate``, else a
+  create. Profile claims the target does not list in ``supportedProfile`` (when it lists any for the type) or that
+  ``policy.drop_profiles`` names are left out. (:mod:`service.exchange.push` adapts to refusals that only the
+  server's answer reveals.)
 * **Session summary fallback.** When the target accepts DocumentReference but skips KAP clinical types, each
   session gets a DocumentReference (US Core clinical note, LOINC 11506-3 progress note) whose text lists the
   session's doses, vitals, scores, side effects and safety flags. Psychotherapy notes are never in the Bundle,

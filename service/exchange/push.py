@@ -10,6 +10,12 @@ Real-server differences handled: a matching conditional create answered ``200`` 
 then taken from the body, else found by searching the identifier); ids in ``Location`` with or without
 ``_history``; versions from ``ETag`` or ``meta.versionId``; ``/metadata`` as ``application/json``.
 
+Refusals adapted to (seen on Medplum 5.1; each reported in ``PushReport.adaptations``): a resource refused for a
+profile claim is sent again without it; a ``PUT`` to a client-assigned id answered 404/405/400/422 is sent as a
+create; a conditional create or update refused for its search parameter is sent as a plain create. What was
+refused is kept on the client (``FhirClient.learned``), so later pushes through it avoid the refusal up front.
+Adaptation rounds are bounded (``MAX_ADAPTATION_ROUNDS``).
+
 ``push_bundle(...)`` is the whole job for a worker: privacy gate, CapabilityStatement, plan, execute.
 ``pull_patient(...)`` finds a Patient by MRN and reports demographic differences (never overwrites).
 """
