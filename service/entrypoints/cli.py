@@ -331,6 +331,7 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
     if not keys:
         raise click.ClickException("no episode to push")
     totals: dict[str, dict[str, int]] = {}
+    adapted: dict[tuple[str, str], int] = {}  # (type, what was adapted) -> resources
     failed = held = 0
     with click.progressbar(keys, label=f"pushing to {target_name}") as bar:
         for clinic_id, eid in bar:
@@ -342,10 +343,16 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
                 for outcome, n in counts.items():
                     totals.setdefault(resource_type, {}).setdefault(outcome, 0)
                     totals[resource_type][outcome] += n
+            for item in delivery.report.adapted() if delivery.report else ():
+                adapted[(item["type"], item["detail"])] = adapted.get((item["type"], item["detail"]), 0) + item["count"]
     outcomes = (CREATED, EXISTING, UPDATED, SKIPPED, FAILED)
     click.echo(f"{'resource type':<26}" + "".join(f"{o.replace('-', ' '):<15}" for o in outcomes))
     for resource_type in sorted(totals):
         click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<15}" for o in outcomes))
+    if adapted:  # what was sent differently so that this target takes it
+        click.echo(f"adapted for {target_name}:")
+        for (resource_type, detail), n in adapted.items():
+            click.echo(f"  {resource_type} x{n}: {detail}")
     click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
     if failed:
         raise SystemExit(1)

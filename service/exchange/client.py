@@ -12,8 +12,9 @@
 * Authentication is delegated to an :class:`service.exchange.auth.Auth`; on a 401 the client asks it to renew
   once (``auth.renew()``) and repeats the request once.
 
-Every request the push layer sends is idempotent (conditional create, conditional update, update by id,
-transactions made of those), so retrying after an ambiguous failure (timeout, reset) cannot duplicate data.
+Almost every request the push layer sends is idempotent (conditional create, conditional update, update by id,
+transactions made of those), so retrying after an ambiguous failure (timeout, reset) cannot duplicate data. The
+exception, a plain create where no condition fits (and a Bundle holding one), is sent with ``idempotent=False``.
 Pass ``idempotent=False`` for anything else: such a request is then retried only when the server
 certainly did not process it (connection refused / connect timeout, 429, 503).
 """
@@ -220,6 +221,15 @@ def identity_of(
 # ------------------------------------------------------------------------------------------------ client
 
 
+@dataclass
+class Learned:
+    """What the target refused during this process, so later pushes through this client avoid it up front:
+    profile claims (canonical URLs) and types whose client-assigned ids (PUT to a new id) were refused."""
+
+    refused_profiles: set[str] = field(default_factory=set)
+    no_client_ids: set[str] = field(default_factory=set)
+
+
 class FhirClient:
     """HTTP access to one FHIR server. Thread-safe for use by one worker thread at a time per instance."""
 
@@ -251,6 +261,7 @@ class FhirClient:
         if auth is not None and hasattr(auth, "bind"):
             auth.bind(self.session, self.timeout)
         self._capabilities: dict | None = None
+        self.learned = Learned()
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
@@ -402,9 +413,10 @@ class FhirClient:
             "PUT", f"{resource['resourceType']}?{query}", json=resource, headers={"Prefer": "return=representation"}
         )
 
-    def bundle(self, bundle: dict) -> dict:
-        """POST a transaction or batch Bundle to the base; returns the response Bundle."""
-        resp = self.request("POST", "", json=bundle, headers={"Prefer": "return=representation"})
+    def bundle(self, bundle: dict, *, idempotent: bool = True) -> dict:
+        """POST a transaction or batch Bundle to the base; returns the response Bundle. ``idempotent=False``
+        when an entry is a create the server cannot de-duplicate (then no retry after an ambiguous failure)."""
+        resp = self.request("POST", "", json=bundle, headers={"Prefer": "return=representation"}, idempotent=idempotent)
         if not isinstance(resp.body, dict) or resp.body.get("resourceType") != "Bundle":
             raise FhirError(f"{bundle.get('type')} answered without a Bundle (status {resp.status})")
         return resp.body

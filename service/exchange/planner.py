@@ -19,6 +19,13 @@
   ``PUT Type/id`` with ``If-Match`` when the server versions that type - or not at all when its content hash
   is unchanged. A server without conditional create/update gets ``search_first`` requests (the executor
   searches by identifier, then creates or updates by id).
+* **What a strict server takes** (``plan.adaptations``, reported). Conditions use only search parameters R4 4.0.1
+  defines for the type (and the server lists, when it lists any); where none fits (AdverseEvent has no
+  ``identifier`` parameter in R4) the resource is created plainly and its server id remembered (``Links.remote``).
+  A client-assigned id (the Provenance) is a ``PUT`` only where the server declares ``updateCreate``, else a
+  create. Profile claims the target does not list in ``supportedProfile`` (when it lists any for the type) or that
+  ``policy.drop_profiles`` names are left out. (:mod:`service.exchange.push` adapts to refusals that only the
+  server's answer reveals.)
 * **Session summary fallback.** When the target accepts DocumentReference but skips KAP clinical types, each
   session gets a DocumentReference (US Core clinical note, LOINC 11506-3 progress note) whose text lists the
   session's doses, vitals, scores, side effects and safety flags. Psychotherapy notes are never in the Bundle,
@@ -68,6 +75,8 @@ class TypeCapability:
     conditional_update: bool = False
     versioning: str = "no-version"  # no-version | versioned | versioned-update
     update_create: bool = True  # may the client choose the id (PUT to a new id)?
+    search_params: frozenset[str] = frozenset()  # searchParam names the server lists (often none listed)
+    supported_profiles: frozenset[str] = frozenset()  # supportedProfile (+ profile); empty: not declared
 
     @property
     def create(self) -> bool:
@@ -114,6 +123,10 @@ def parse_capabilities(statement: Mapping[str, Any]) -> Capabilities:
             conditional_update=bool(res.get("conditionalUpdate", False)),
             versioning=res.get("versioning", "no-version"),
             update_create=res.get("updateCreate", True) is not False,
+            search_params=frozenset(p.get("name") for p in res.get("searchParam", []) or [] if p.get("name")),
+            supported_profiles=frozenset(
+                _canonical(p) for p in [*(res.get("supportedProfile") or []), res.get("profile")] if p
+            ),
         )
     return Capabilities(
         fhir_version=statement.get("fhirVersion"),
@@ -154,16 +167,21 @@ class PushPolicy:
     organization_identifier: tuple[str, str] | None = None  # (system, value)
     read_only: bool = False
     summary_fallback: bool = True
+    # profile claims never sent to this target (its setting, plus claims it refused earlier in this process)
+    drop_profiles: frozenset[str] = frozenset()
+    # types whose client-assigned ids (PUT to a new id) the target refused earlier: sent as creates instead
+    no_client_ids: frozenset[str] = frozenset()
 
     @classmethod
     def for_target(cls, target: Any, **overrides: Any) -> PushPolicy:
         org = target.organization_identifier
-        return cls(
-            write_policy=target.write_policy,
-            organization_identifier=(org.system, org.value) if org else None,
-            read_only=target.read_only,
-            **overrides,
-        )
+        fields: dict[str, Any] = {
+            "write_policy": target.write_policy,
+            "organization_identifier": (org.system, org.value) if org else None,
+            "read_only": target.read_only,
+            "drop_profiles": frozenset(_canonical(p) for p in getattr(target, "drop_profiles", ()) or ()),
+        }
+        return cls(**{**fields, **overrides})
 
 
 # ------------------------------------------------------------------------------------------------- plan
@@ -199,6 +217,28 @@ class PlannedRequest:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """One way a resource was sent differently so that the target takes it (reported, never silent)."""
+
+    kind: str  # PLAIN_CREATE | CREATE_NOT_PUT | PROFILE_REMOVED
+    resource_type: str
+    detail: str
+
+
+PLAIN_CREATE = "create-without-condition"  # no R4 search parameter fits: created, the server's id remembered
+CREATE_NOT_PUT = "create-instead-of-put"  # the target does not take client-assigned ids: POST, id remembered
+PROFILE_REMOVED = "profile-claim-removed"  # a claim the target does not support (or refused) is left out
+
+
+def adaptation_counts(adaptations: list[Adaptation]) -> list[dict[str, Any]]:
+    """Adaptations grouped (kind, type, detail) with how many resources each concerned, in first-seen order."""
+    counts: dict[Adaptation, int] = {}
+    for a in adaptations:
+        counts[a] = counts.get(a, 0) + 1
+    return [{"kind": a.kind, "type": a.resource_type, "detail": a.detail, "count": n} for a, n in counts.items()]
+
+
+@dataclass(frozen=True)
 class Skipped:
     key: str
     resource_type: str
@@ -222,6 +262,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     patient_key: str | None = None  # entry key of the Patient when the plan creates it (sandbox)
     references: dict[str, dict] = field(default_factory=dict)  # fullUrl -> reference replacing it (static)
+    adaptations: list[Adaptation] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -252,7 +293,13 @@ class Plan:
         for u in self.unchanged:
             by_type.setdefault(u.resource_type, {}).setdefault("unchanged", 0)
             by_type[u.resource_type]["unchanged"] += 1
-        return {"mode": self.mode, "held": self.held, "types": by_type, "notes": list(self.notes)}
+        return {
+            "mode": self.mode,
+            "held": self.held,
+            "types": by_type,
+            "notes": list(self.notes),
+            "adapted": adaptation_counts(self.adaptations),
+        }
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -298,6 +345,69 @@ def _parse_identifier(query: str | None) -> tuple[str, str] | None:
         return None
     system, sep, value = query[len("identifier=") :].rpartition("|")
     return (system, value) if sep else None
+
+
+def _canonical(url: str) -> str:
+    """A canonical URL without its ``|version``."""
+    return url.split("|", 1)[0]
+
+
+# R4 search parameters of types the shared table (service/fhir/r4_search_parameters.json) does not cover but the
+# exchange sends. DocumentReference ``identifier`` (DocumentReference.masterIdentifier | .identifier):
+# http://hl7.org/fhir/R4/documentreference.html#search (SearchParameter DocumentReference-identifier).
+_R4_SEARCH_SUPPLEMENT: dict[str, frozenset[str]] = {"DocumentReference": frozenset({"identifier"})}
+
+
+def r4_defines_search_parameter(resource_type: str, code: str) -> bool:
+    """Does FHIR R4 4.0.1 define search parameter ``code`` for ``resource_type``? (e.g. not AdverseEvent
+    ``identifier``: R4's AdverseEvent has no identifier search parameter, so a conditional create on it is refused
+    by strict servers.)"""
+    if code in _R4_SEARCH_SUPPLEMENT.get(resource_type, ()):
+        return True
+    from service.fhir.registry import r4_definition  # the shared R4 table (read once, cached)
+
+    return r4_definition(resource_type, code) is not None
+
+
+def search_fits(resource_type: str, query: str | None, cap: TypeCapability | None) -> bool:
+    """May ``query`` (``name=value``) be used for a conditional interaction or search on this target? Only when
+    R4 defines the parameter for the type and the server, if it lists its search parameters, lists it."""
+    if not query or cap is None:
+        return False
+    name = query.split("=", 1)[0].split(":", 1)[0]
+    if not r4_defines_search_parameter(resource_type, name):
+        return False
+    return not cap.search_params or name in cap.search_params
+
+
+def adapt_profiles(
+    resource: dict, cap: TypeCapability | None, drop: frozenset[str] | set[str]
+) -> list[tuple[str, str]]:
+    """Remove profile claims the target does not list as supported (when it lists any) or that are in ``drop``
+    (in place). Returns (claim, why) for each removed claim."""
+    meta = resource.get("meta")
+    claims = (meta or {}).get("profile") or []
+    if not claims:
+        return []
+    supported = cap.supported_profiles if cap is not None else frozenset()
+    removed: list[tuple[str, str]] = []
+    kept: list[str] = []
+    for claim in claims:
+        if _canonical(claim) in drop:
+            removed.append((claim, "refused by the target or excluded by its setting"))
+        elif supported and _canonical(claim) not in supported:
+            removed.append((claim, "not in the target's supportedProfile"))
+        else:
+            kept.append(claim)
+    if removed:
+        assert meta is not None
+        if kept:
+            meta["profile"] = kept
+        else:
+            meta.pop("profile", None)
+            if not meta:
+                resource.pop("meta", None)
+    return removed
 
 
 def logical_reference(resource_type: str, system: str, value: str, display: str | None = None) -> dict:
@@ -497,30 +607,51 @@ def plan_push(
             content_hash=digest,
             generated=bool(entry.get("_generated")),
         )
+        fits = search_fits(rtype, query, cap)
         if action == UPDATE:
             assert known is not None
             resource["id"] = known.id
             req.method, req.url, req.known_id = "PUT", f"{rtype}/{known.id}", known.id
             if cap.versioned and known.version:
                 req.if_match = f'W/"{known.version}"'
-        elif action == UPSERT:
+        elif action == UPSERT and fits:
             if cap.conditional_update:
                 req.method, req.url = "PUT", entry["request"]["url"]
-            elif cap.search and query:
+            elif cap.search:
                 req.method, req.url, req.search_first = "PUT", entry["request"]["url"], True
             else:
                 req.guarded = False
                 plan.notes.append(f"{rtype}: no conditional update or search; created without a duplicate guard")
-        elif entry["request"]["method"] == "PUT":  # update by client-assigned id (Provenance)
-            req.method, req.url = "PUT", entry["request"]["url"]
-            resource.setdefault("id", entry["request"]["url"].split("/", 1)[1])
+        elif entry["request"]["method"] == "PUT" and "?" not in entry["request"]["url"]:  # client-assigned id
+            if cap.update and cap.update_create and rtype not in policy.no_client_ids:
+                req.method, req.url = "PUT", entry["request"]["url"]
+                resource.setdefault("id", entry["request"]["url"].split("/", 1)[1])
+            else:  # the server chooses the id; it is remembered (Links.remote) for later updates
+                resource.pop("id", None)
+                req.guarded = False
+                plan.adaptations.append(
+                    Adaptation(CREATE_NOT_PUT, rtype, "sent as a create: the target does not take client-assigned ids")
+                )
+        elif not fits:  # no R4 search parameter fits: a plain create; the server's id is remembered
+            req.guarded = False
+            name = (query or "").split("=", 1)[0] or "?"
+            why = (
+                f"R4 defines no '{name}' search parameter for {rtype}"
+                if query and not r4_defines_search_parameter(rtype, name)
+                else f"the target lists no '{name}' search parameter for {rtype}"
+            )
+            plan.adaptations.append(
+                Adaptation(PLAIN_CREATE, rtype, f"created without a condition ({why}); the server's id is remembered")
+            )
         elif cap.conditional_create:
             req.if_none_exist = query
-        elif cap.search and query:
+        elif cap.search:
             req.search_first = True
         else:
             req.guarded = False
             plan.notes.append(f"{rtype}: no conditional create or search; created without a duplicate guard")
+        for claim, why in adapt_profiles(resource, cap, policy.drop_profiles):
+            plan.adaptations.append(Adaptation(PROFILE_REMOVED, rtype, f"profile claim {claim} left out ({why})"))
         if rtype == "Patient":
             plan.patient_key = key
         requests.append(req)
@@ -547,12 +678,10 @@ def _refusal(
     url = entry["request"]["url"]
     if known:
         return None if cap.update else f"the target does not allow updating {rtype}; the change is not sent"
-    if method == "PUT" and "?" not in url:  # client-assigned id
-        if not cap.update:
-            return f"the target does not allow update on {rtype}"
-        if not cap.update_create:
-            return f"the target does not accept client-assigned ids for {rtype} (updateCreate false)"
-        return None
+    if method == "PUT" and "?" not in url:  # client-assigned id: PUT where the server takes it, else a create
+        if (cap.update and cap.update_create) or cap.create:
+            return None
+        return f"the target allows neither create nor update with a client-assigned id of {rtype}"
     if method == "PUT":
         if cap.conditional_update or (cap.search and cap.update) or cap.create:
             return None

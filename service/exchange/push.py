@@ -10,6 +10,12 @@ Real-server differences handled: a matching conditional create answered ``200`` 
 then taken from the body, else found by searching the identifier); ids in ``Location`` with or without
 ``_history``; versions from ``ETag`` or ``meta.versionId``; ``/metadata`` as ``application/json``.
 
+Refusals adapted to (seen on Medplum 5.1; each reported in ``PushReport.adaptations``): a resource refused for a
+profile claim is sent again without it; a ``PUT`` to a client-assigned id answered 404/405/400/422 is sent as a
+create; a conditional create or update refused for its search parameter is sent as a plain create. What was
+refused is kept on the client (``FhirClient.learned``), so later pushes through it avoid the refusal up front.
+Adaptation rounds are bounded (``MAX_ADAPTATION_ROUNDS``).
+
 ``push_bundle(...)`` is the whole job for a worker: privacy gate, CapabilityStatement, plan, execute.
 ``pull_patient(...)`` finds a Patient by MRN and reports demographic differences (never overwrites).
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,15 +39,20 @@ from service.exchange.client import (
 from service.exchange.planner import (
     BATCH,
     CREATE,
+    CREATE_NOT_PUT,
     NONE,
+    PLAIN_CREATE,
+    PROFILE_REMOVED,
     TRANSACTION,
     UPDATE,
     UPSERT,
+    Adaptation,
     Links,
     Plan,
     PlannedRequest,
     PushPolicy,
     RemoteRecord,
+    adaptation_counts,
     parse_capabilities,
     plan_push,
     rewrite_references,
@@ -81,6 +92,11 @@ class PushReport:
     held: str | None = None
     notes: list[str] = field(default_factory=list)
     patient_key: str | None = None
+    adaptations: list[Adaptation] = field(default_factory=list)  # what was sent differently for this target
+
+    def adapted(self) -> list[dict[str, Any]]:
+        """The adaptations grouped: ``[{kind, type, detail, count}]`` (what the CLI and the sync job show)."""
+        return adaptation_counts(self.adaptations)
 
     @property
     def ok(self) -> bool:
@@ -137,10 +153,83 @@ class PushReport:
             "totals": self.totals(),
             "by_type": self.counts(),
             "notes": self.notes,
+            "adapted": self.adapted(),
             "failures": [
                 {"key": r.key, "type": r.resource_type, "status": r.status, "reason": r.reason} for r in self.failed
             ],
         }
+
+
+# ------------------------------------------------------------------------------------- refusals we adapt to
+
+MAX_ADAPTATION_ROUNDS = 3  # each round changes at least one request; bounded all the same
+_REFUSAL_STATUSES = (400, 422)  # how servers refuse content (profile, unsupported search parameter)
+_NO_CLIENT_ID_STATUSES = (400, 404, 405, 422)  # a PUT to a new id without updateCreate (Medplum: 404)
+
+
+def _outcome_text(outcome: Mapping[str, Any] | None) -> str:
+    """Everything an OperationOutcome says (diagnostics, details, expression, location), for matching."""
+    if not isinstance(outcome, Mapping):
+        return ""
+    parts: list[str] = []
+    for issue in outcome.get("issue", []) or []:
+        parts.append(str(issue.get("diagnostics", "")))
+        parts.append(str((issue.get("details") or {}).get("text", "")))
+        parts.extend(str(x) for x in [*(issue.get("expression") or []), *(issue.get("location") or [])])
+    return " ".join(parts)
+
+
+def _claims(resource: Mapping[str, Any]) -> list[str]:
+    return list(((resource.get("meta") or {}).get("profile")) or [])
+
+
+def refused_claims(req: PlannedRequest, status: int, outcome: Mapping[str, Any] | None, *, whole: bool) -> list[str]:
+    """The profile claims of ``req`` a refusal is about: those the OperationOutcome names, or (a single request
+    or entry refused at ``meta.profile``) all of them. ``whole``: the refusal is of a whole transaction, so only
+    claims it names count."""
+    claims = _claims(req.resource)
+    if status not in _REFUSAL_STATUSES or not claims:
+        return []
+    text = _outcome_text(outcome)
+    named = [c for c in claims if c.split("|", 1)[0] in text]
+    if named or whole:
+        return named
+    return claims if "meta.profile" in text or "profile" in text.lower() else []
+
+
+def refused_client_id(req: PlannedRequest, status: int) -> bool:
+    """A PUT to a client-assigned new id (not a known server id) that the server would not take."""
+    return (
+        req.method == "PUT"
+        and req.known_id is None
+        and "?" not in req.url
+        and not req.search_first
+        and status in _NO_CLIENT_ID_STATUSES
+    )
+
+
+def _condition(req: PlannedRequest) -> str | None:
+    """The search condition of a conditional create (If-None-Exist) or conditional update (``PUT Type?query``)."""
+    if req.if_none_exist:
+        return req.if_none_exist
+    if req.method == "PUT" and "?" in req.url and not req.search_first:
+        return req.url.split("?", 1)[1]
+    return None
+
+
+def refused_condition(req: PlannedRequest, status: int, outcome: Mapping[str, Any] | None, *, whole: bool) -> bool:
+    """A conditional create or update refused for its search parameter (the server does not support it)."""
+    condition = _condition(req)
+    if not condition or status not in _REFUSAL_STATUSES:
+        return False
+    text = _outcome_text(outcome)
+    lower = text.lower()
+    name = condition.split("=", 1)[0]
+    about_condition = "if-none-exist" in lower or "ifnoneexist" in lower or "conditional" in lower
+    about_parameter = name in text and ("search" in lower or "param" in lower)
+    if whole and req.resource_type not in text:
+        return False
+    return about_condition or about_parameter
 
 
 # ----------------------------------------------------------------------------------------------- execution
@@ -150,9 +239,17 @@ class _Run:
     def __init__(self, client: FhirClient, plan: Plan) -> None:
         self.client = client
         self.plan = plan
-        self.report = PushReport(plan.mode, held=plan.held, notes=list(plan.notes), patient_key=plan.patient_key)
+        self.report = PushReport(
+            plan.mode,
+            held=plan.held,
+            notes=list(plan.notes),
+            patient_key=plan.patient_key,
+            adaptations=list(plan.adaptations),
+        )
         self.ids: dict[str, dict] = {}  # fullUrl -> {"reference": "Type/id"} for sent requests
         self.failed_urls: set[str] = set()
+        self.learned = getattr(client, "learned", None)
+        self.resend: list[PlannedRequest] = []  # refused, adapted, to be sent again (batch and transaction)
 
     # --- bookkeeping --------------------------------------------------------------------------------------
 
@@ -221,6 +318,63 @@ class _Run:
         res = found[0]
         return RemoteIdentity(req.resource_type, res["id"], (res.get("meta") or {}).get("versionId"))
 
+    def adapt(self, req: PlannedRequest, status: int, outcome: Mapping[str, Any] | None, *, whole: bool) -> bool:
+        """Change ``req`` so that the target takes it, when the refusal is one kapfhir adapts to (a profile claim,
+        a client-assigned id, an unsupported conditional-create parameter). Returns whether it changed."""
+        claims = refused_claims(req, status, outcome, whole=whole)
+        if claims:
+            kept = [c for c in _claims(req.resource) if c not in claims]
+            meta = req.resource.setdefault("meta", {})
+            if kept:
+                meta["profile"] = kept
+            else:
+                meta.pop("profile", None)
+            for claim in claims:
+                if self.learned is not None:
+                    self.learned.refused_profiles.add(claim.split("|", 1)[0])
+                self.report.adaptations.append(
+                    Adaptation(
+                        PROFILE_REMOVED,
+                        req.resource_type,
+                        f"profile claim {claim} left out (the target refused the resource for it; sent again)",
+                    )
+                )
+            return True
+        if whole:
+            if status in (404, 405) and refused_client_id(req, status):
+                return self._as_create(req)
+        elif refused_client_id(req, status):
+            return self._as_create(req)
+        if refused_condition(req, status, outcome, whole=whole):
+            req.method, req.url, req.if_none_exist, req.guarded = "POST", req.resource_type, None, False
+            self.report.adaptations.append(
+                Adaptation(
+                    PLAIN_CREATE,
+                    req.resource_type,
+                    f"created without a condition (the target refused the search parameter "
+                    f"'{req.identifier_query.split('=', 1)[0]}'); the server's id is remembered"
+                    if req.identifier_query
+                    else "created without a condition (the target refused the condition)",
+                )
+            )
+            return True
+        return False
+
+    def _as_create(self, req: PlannedRequest) -> bool:
+        req.method, req.url, req.guarded, req.if_match = "POST", req.resource_type, False, None
+        req.resource.pop("id", None)
+        if self.learned is not None:
+            self.learned.no_client_ids.add(req.resource_type)
+        self.report.adaptations.append(
+            Adaptation(
+                CREATE_NOT_PUT,
+                req.resource_type,
+                "sent as a create: the target refused the client-assigned id (no updateCreate); the server's id "
+                "is remembered",
+            )
+        )
+        return True
+
     def search(self, req: PlannedRequest) -> list[dict]:
         key, _, value = (req.identifier_query or "").partition("=")
         return self.client.search_all(req.resource_type, [(key, value)], max_pages=1)
@@ -267,52 +421,68 @@ class _Run:
         return self.report
 
     def transaction(self) -> None:
-        reqs = self.plan.requests
-        try:
-            response = self.client.bundle(self.plan.to_bundle(TRANSACTION))
-        except FhirError as exc:
-            for req in reqs:
-                self.fail_error(req, exc)
-            return
-        entries = response.get("entry", []) or []
-        if len(entries) != len(reqs):
-            for req in reqs:
-                self.fail(
-                    req, f"transaction-response has {len(entries)} entries for {len(reqs)} requests", retryable=True
-                )
-            return
-        for req, entry in zip(reqs, entries, strict=True):
-            self.entry_result(req, entry)
+        self.send_bundle(TRANSACTION, list(self.plan.requests), prepared=False)
 
     def batch(self, wave: list[PlannedRequest]) -> None:
-        ready: list[PlannedRequest] = []
-        bodies = []
-        for req in wave:
-            resource = self.prepare(req)
-            if resource is None:
-                self.fail(req, "not sent: a resource it references failed", retryable=True)
-                continue
-            ready.append(req)
-            entry = req.bundle_entry()
-            entry["resource"] = resource
-            bodies.append(entry)
-        if not ready:
-            return
-        try:
-            response = self.client.bundle({"resourceType": "Bundle", "type": "batch", "entry": bodies})
-        except FhirError as exc:
-            for req in ready:
-                self.fail_error(req, exc)
-            return
-        entries = response.get("entry", []) or []
-        if len(entries) != len(ready):
-            for req in ready:
-                self.fail(req, "batch-response entry count mismatch", retryable=True)
-            return
-        for req, entry in zip(ready, entries, strict=True):
-            self.entry_result(req, entry)
+        self.send_bundle(BATCH, wave, prepared=True)
 
-    def entry_result(self, req: PlannedRequest, entry: Mapping[str, Any]) -> None:
+    def send_bundle(self, kind: str, reqs: list[PlannedRequest], *, prepared: bool) -> None:
+        """Send ``reqs`` as one Bundle of ``kind``; requests refused for a reason kapfhir adapts to are changed
+        and sent again (a refused transaction whole, refused entries on their own), at most
+        ``MAX_ADAPTATION_ROUNDS`` times. ``prepared``: rewrite references to ids assigned by earlier Bundles."""
+        for round_ in range(MAX_ADAPTATION_ROUNDS + 1):
+            last = round_ == MAX_ADAPTATION_ROUNDS
+            ready: list[PlannedRequest] = []
+            bodies = []
+            for req in reqs:
+                resource = self.prepare(req) if prepared else req.resource
+                if resource is None:
+                    self.fail(req, "not sent: a resource it references failed", retryable=True)
+                    continue
+                ready.append(req)
+                entry = req.bundle_entry()
+                entry["resource"] = resource
+                bodies.append(entry)
+            if not ready:
+                return
+            try:
+                response = self.client.bundle(
+                    {"resourceType": "Bundle", "type": kind, "entry": bodies},
+                    idempotent=all(r.guarded for r in ready),
+                )
+            except FhirHttpError as exc:
+                if (
+                    kind == TRANSACTION
+                    and not last
+                    and not exc.retryable
+                    and any([self.adapt(r, exc.status, exc.outcome, whole=True) for r in ready])
+                ):
+                    reqs = ready
+                    continue
+                for req in ready:
+                    self.fail_error(req, exc)
+                return
+            except FhirError as exc:
+                for req in ready:
+                    self.fail_error(req, exc)
+                return
+            entries = response.get("entry", []) or []
+            if len(entries) != len(ready):
+                for req in ready:
+                    self.fail(
+                        req, f"{kind}-response has {len(entries)} entries for {len(ready)} requests", retryable=True
+                    )
+                return
+            self.resend = []
+            for req, entry in zip(ready, entries, strict=True):
+                self.entry_result(req, entry, adaptable=not last)
+            if not self.resend:
+                return
+            # entries refused one by one (a batch, or a server running transactions as batches): again, alone,
+            # with references to what the first round created
+            reqs, prepared = self.resend, True
+
+    def entry_result(self, req: PlannedRequest, entry: Mapping[str, Any], *, adaptable: bool = False) -> None:
         response = entry.get("response") or {}
         status_text = str(response.get("status", ""))
         try:
@@ -321,6 +491,9 @@ class _Run:
             status = 0
         if status >= 400 or status == 0:
             outcome = response.get("outcome")
+            if adaptable and status and self.adapt(req, status, outcome, whole=False):
+                self.resend.append(req)
+                return
             diag = ""
             if isinstance(outcome, dict):
                 diag = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) or [])
@@ -348,40 +521,50 @@ class _Run:
         return UPDATED
 
     def single(self, req: PlannedRequest) -> None:
-        resource = self.prepare(req)
-        if resource is None:
-            self.fail(req, "not sent: a resource it references failed", retryable=True)
-            return
-        try:
+        for round_ in range(MAX_ADAPTATION_ROUNDS + 1):
+            resource = self.prepare(req)
+            if resource is None:
+                self.fail(req, "not sent: a resource it references failed", retryable=True)
+                return
             if req.search_first:
                 self.search_first(req, resource)
                 return
-            if req.method == "POST":
-                resp = self.client.request(
-                    "POST",
-                    req.url,
-                    json=resource,
-                    idempotent=req.guarded,
-                    headers={
-                        "Prefer": "return=representation",
-                        **({"If-None-Exist": req.if_none_exist} if req.if_none_exist else {}),
-                    },
-                )
-            else:
-                resp = self.client.request(
-                    "PUT",
-                    req.url,
-                    json=resource,
-                    headers={"Prefer": "return=representation", **({"If-Match": req.if_match} if req.if_match else {})},
-                )
-        except FhirError as exc:
-            self.fail_error(req, exc)
+            try:
+                resp = self.send_one(req, resource)
+            except FhirHttpError as exc:
+                last = round_ == MAX_ADAPTATION_ROUNDS
+                if not last and not exc.retryable and self.adapt(req, exc.status, exc.outcome, whole=False):
+                    continue
+                self.fail_error(req, exc)
+                return
+            except FhirError as exc:
+                self.fail_error(req, exc)
+                return
+            self.done(
+                req,
+                self.outcome_of(req, resp.status),
+                identity_of(req.resource_type, headers=resp.headers, body=resp.body),
+                resp.status,
+            )
             return
-        self.done(
-            req,
-            self.outcome_of(req, resp.status),
-            identity_of(req.resource_type, headers=resp.headers, body=resp.body),
-            resp.status,
+
+    def send_one(self, req: PlannedRequest, resource: dict) -> Any:
+        if req.method == "POST":
+            return self.client.request(
+                "POST",
+                req.url,
+                json=resource,
+                idempotent=req.guarded,
+                headers={
+                    "Prefer": "return=representation",
+                    **({"If-None-Exist": req.if_none_exist} if req.if_none_exist else {}),
+                },
+            )
+        return self.client.request(
+            "PUT",
+            req.url,
+            json=resource,
+            headers={"Prefer": "return=representation", **({"If-Match": req.if_match} if req.if_match else {})},
         )
 
     def search_first(self, req: PlannedRequest, resource: dict) -> None:
@@ -438,6 +621,10 @@ class _Run:
                 if exc.retryable:
                     last = exc
                     continue
+                if self.adapt(req, exc.status, exc.outcome, whole=False):  # a refused profile claim: without it
+                    last = exc
+                    resource = self.prepare(req) or resource
+                    continue
                 self.fail_error(req, exc)
                 return
         assert last is not None
@@ -478,7 +665,15 @@ def push_bundle(
     if not decision.allowed:
         return PushReport(NONE, held=decision.reason)
     statement = capabilities if capabilities is not None else client.capabilities()
-    plan = plan_push(bundle, parse_capabilities(statement), policy or PushPolicy.for_target(target), links)
+    policy = policy or PushPolicy.for_target(target)
+    learned = getattr(client, "learned", None)
+    if learned is not None:  # what this target refused earlier in this process is adapted up front
+        policy = replace(
+            policy,
+            drop_profiles=policy.drop_profiles | frozenset(learned.refused_profiles),
+            no_client_ids=policy.no_client_ids | frozenset(learned.no_client_ids),
+        )
+    plan = plan_push(bundle, parse_capabilities(statement), policy, links)
     return execute_plan(client, plan)
 
 

@@ -118,6 +118,8 @@ class Target:
     preset: str | None = None
     description: str = ""
     live_checked: bool = False  # presets: False = written from vendor documentation, not checked live
+    # profile claims never sent to this target (e.g. the base vital-signs "bp" profile a strict server refuses)
+    drop_profiles: tuple[str, ...] = ()
 
     @property
     def creates_administrative(self) -> bool:
@@ -137,6 +139,7 @@ class Target:
             "read_only": self.read_only,
             "synthetic_only": self.synthetic_only,
             "live_checked": self.live_checked,
+            "drop_profiles": list(self.drop_profiles),
             "description": self.description,
         }
 
@@ -228,6 +231,7 @@ _ENV_FIELDS = {
     "CLIENT_AUTH_METHOD": ("auth.client_auth_method", str),
     "TOKEN": ("auth.token", str),
     "CLIENT_SECRET": ("auth.client_secret", str),
+    "DROP_PROFILES": ("drop_profiles", str),  # comma-separated canonical URLs
 }
 _SECRET_KEYS = ("token", "client_secret")
 _ENV_PREFIX = "KAPFHIR_TARGET_"
@@ -335,6 +339,10 @@ def target_from_dict(
     fields = {k: v for k, v in data.items() if k in allowed}
     fields["organization_identifier"] = OrganizationIdentifier.parse(data.get("organization_identifier"))
     fields["base_url"] = str(base_url).rstrip("/")
+    drop = data.get("drop_profiles") or ()
+    fields["drop_profiles"] = tuple(
+        p.strip() for p in (drop.split(",") if isinstance(drop, str) else drop) if p.strip()
+    )
     return Target(name=name, auth=auth, **fields)
 
 

@@ -5,6 +5,12 @@ It forwards requests to an upstream FHIR server and, per matching request, can: 
 upstream processed the request), hang past the client's read timeout, delay (slow response), rewrite the
 CapabilityStatement (drop transaction/batch, serve it as ``application/json``), and strip ``Location`` from
 ``200`` answers (a server that answers a matching conditional create without it).
+
+It can also refuse content the way a stricter server does (seen on Medplum 5.1), where sekmet would accept it:
+``refuse_profiles`` (a resource claiming one of these profiles gets 400, as Medplum refuses the base ``bp``
+profile) and ``no_update_create`` (a PUT to an id the server does not hold gets 404, a server with
+``updateCreate`` false). Single requests, transactions (refused whole, naming the entry) and batches (the
+entry refused, the others forwarded) alike; every refusal is logged in ``refusals``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ class FaultProxy:
         self.metadata_content_type: str | None = None
         self.strip_location_on_200 = False
         self.log: list[tuple[str, str, int | str]] = []
+        self.refuse_profiles: set[str] = set()
+        self.no_update_create = False
+        self.refusals: list[tuple[str, str, int]] = []  # (method, url, status) of every content refusal
         self._lock = threading.Lock()
         proxy = self
 
@@ -101,6 +110,9 @@ class FaultProxy:
         if fault is not None and not fault.after_forward:
             self._apply(h, fault, method, path)
             return
+        if body and method in ("POST", "PUT") and (self.refuse_profiles or self.no_update_create):
+            if self._strict(h, method, path, body):
+                return
         status, headers, payload = self._forward(method, path, h.headers, body)
         if fault is not None:
             self._apply(h, fault, method, path)
@@ -117,6 +129,77 @@ class FaultProxy:
             headers = [(k, v) for k, v in headers if k.lower() != "location"]
         self.log.append((method, path, status))
         self._send(h, status, headers, payload)
+
+    # --- a stricter server's refusals ------------------------------------------------------------------
+
+    def _refusal(self, method: str, url: str, resource: dict) -> tuple[int, dict] | None:
+        """(status, OperationOutcome) when the stricter server refuses this write, else None."""
+        rtype = resource.get("resourceType", "?")
+        for claim in (resource.get("meta") or {}).get("profile") or []:
+            if claim in self.refuse_profiles:
+                return 400, _outcome(
+                    "processing",
+                    f"{rtype} does not conform to profile {claim}: slicing cannot be evaluated",
+                    f"{rtype}.meta.profile",
+                )
+        parts = url.split("?")[0].strip("/").split("/")
+        if self.no_update_create and method == "PUT" and "?" not in url and len(parts) >= 2:
+            status, _, _ = self._forward("GET", f"/fhir/{parts[-2]}/{parts[-1]}", {}, None)
+            if status == 404:
+                return 404, _outcome("not-found", f"{parts[-2]}/{parts[-1]} not found", None)
+        return None
+
+    def _strict(self, h: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> bool:
+        """Answers a refused write itself (True), or lets it through (False; a batch may be forwarded in part)."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return False
+        json_type = [("Content-Type", "application/fhir+json")]
+        if doc.get("resourceType") != "Bundle" or doc.get("type") not in ("transaction", "batch"):
+            refusal = self._refusal(method, path, doc)
+            if refusal is None:
+                return False
+            self.refusals.append((method, path, refusal[0]))
+            self.log.append((method, path, refusal[0]))
+            self._send(h, refusal[0], json_type, json.dumps(refusal[1]).encode())
+            return True
+        entries = doc.get("entry", []) or []
+        refused: dict[int, tuple[int, dict]] = {}
+        for i, entry in enumerate(entries):
+            req = entry.get("request") or {}
+            refusal = self._refusal(req.get("method", ""), "/fhir/" + req.get("url", ""), entry.get("resource") or {})
+            if refusal is not None:
+                refused[i] = refusal
+                self.refusals.append((req.get("method", ""), req.get("url", ""), refusal[0]))
+        if not refused:
+            return False
+        if doc["type"] == "transaction":  # all or nothing: the first refusal answers for the whole Bundle
+            i, (status, outcome) = next(iter(refused.items()))
+            for issue in outcome["issue"]:
+                issue["expression"] = [
+                    f"Bundle.entry[{i}].resource" + e[e.index(".") :] for e in issue.get("expression", [])
+                ]
+                issue["diagnostics"] = f"Bundle.entry[{i}]: {issue['diagnostics']}"
+            self.log.append((method, path, status))
+            self._send(h, status, json_type, json.dumps(outcome).encode())
+            return True
+        kept = [e for i, e in enumerate(entries) if i not in refused]
+        answers: list[dict] = []
+        if kept:
+            fwd = json.dumps({**doc, "entry": kept}).encode()
+            status, _, payload = self._forward(method, path, {"Content-Type": "application/fhir+json"}, fwd)
+            answers = json.loads(payload).get("entry", []) if status == 200 else []
+        it = iter(answers)
+        out = [
+            {"response": {"status": f"{refused[i][0]}", "outcome": refused[i][1]}} if i in refused else next(it, {})
+            for i in range(len(entries))
+        ]
+        self.log.append((method, path, 200))
+        self._send(
+            h, 200, json_type, json.dumps({"resourceType": "Bundle", "type": "batch-response", "entry": out}).encode()
+        )
+        return True
 
     def _forward(self, method: str, path: str, headers, body: bytes | None):
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)
@@ -159,6 +242,13 @@ class FaultProxy:
         elif fault.kind == "hang":
             time.sleep(fault.seconds)
             h.close_connection = True
+
+
+def _outcome(code: str, diagnostics: str, expression: str | None) -> dict:
+    issue: dict = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def without_interactions(*codes: str) -> Callable[[dict], dict]:

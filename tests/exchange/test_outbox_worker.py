@@ -365,3 +365,46 @@ def test_an_episode_ingested_through_fhir_is_queued_for_every_target(tmp_path: P
     assert posted.status_code == 200, posted.get_json()
     (episode,) = api.get("/episodes").get_json()["items"]
     assert _sync(api, episode["id"])["status"] == "queued"
+
+
+def test_push_to_a_stricter_server_reports_what_was_adapted_and_remembers_the_ids(tmp_path: Path, sekmet: Sekmet):
+    """A server that refuses the base bp profile and client-assigned ids (as Medplum 5.1 did): the CLI push lands
+    everything, prints what it adapted, and the next push finds every resource by the id it remembered."""
+    from mappings import terminology as t
+
+    proxy = FaultProxy(sekmet.root_url)
+    proxy.refuse_profiles = {t.VITALSIGNS_BP}
+    proxy.no_update_create = True
+    try:
+        app = _app(tmp_path, proxy.url + "/fhir")
+        api = Api(app.test_client())
+        ids = _seed(api)
+        api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))  # blood-pressure panels
+        _consent_to_share(api, ids["patient"])
+        settings = app.extensions["kapfhir"].settings
+        from service.entrypoints import cli as cli_module
+
+        original = cli_module.Settings.from_env
+        cli_module.Settings.from_env = classmethod(lambda cls: settings)  # type: ignore[method-assign]
+        try:
+            pushed = CliRunner().invoke(cli, ["push", "--target", "ehr", "--episode", ids["episode"]])
+            refusals = len(proxy.refusals)
+            again = CliRunner().invoke(cli, ["push", "--target", "ehr", "--episode", ids["episode"]])
+        finally:
+            cli_module.Settings.from_env = original  # type: ignore[method-assign]
+        assert pushed.exit_code == 0, pushed.output
+        assert "episodes: 1, held: 0, failed: 0" in pushed.output
+        assert refusals >= 2, (proxy.refusals, pushed.output)  # refused: the claim, the client-assigned id
+        assert "adapted for ehr:" in pushed.output
+        assert f"profile claim {t.VITALSIGNS_BP} left out" in pushed.output
+        assert "Provenance x1: sent as a create" in pushed.output
+        # the second push: nothing refused, nothing created, the Provenance known by the id the server gave it
+        assert again.exit_code == 0, again.output
+        assert len(proxy.refusals) == refusals
+        assert "adapted for" not in again.output
+        resources = _sync(api, ids["episode"])["resources"]
+        provenance = [r for r in resources if r["resource_type"] == "Provenance"]
+        assert len(provenance) == 1 and provenance[0]["remote_id"]
+        assert sekmet.read(f"Provenance/{provenance[0]['remote_id']}")["resourceType"] == "Provenance"
+    finally:
+        proxy.close()
