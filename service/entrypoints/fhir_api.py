@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -69,7 +70,10 @@ _ISSUE_CODE = {
 
 
 def fhir_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    response = Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype=FHIR_JSON)
+    option = orjson.OPT_NON_STR_KEYS
+    if has_request_context() and request.args.get("_pretty") == "true":
+        option |= orjson.OPT_INDENT_2
+    response = Response(orjson.dumps(body, option=option), status=status, mimetype=FHIR_JSON)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -259,10 +263,22 @@ def capability_statement() -> dict:
         profiles = _profiles_of(name)
         if profiles:
             entry["supportedProfile"] = profiles
-        entry["interaction"] = [{"code": code} for code in registry.READ_INTERACTIONS if code in type_interactions]
+        codes = [code for code in registry.READ_INTERACTIONS if code in type_interactions]
+        codes += ["create"] if name in inbound.CREATE_TYPES else []
+        codes += ["update", "patch"] if name in inbound.UPDATE_TYPES else []
+        codes += ["delete"] if name in inbound.DELETE_TYPES else []
+        entry["interaction"] = [{"code": code} for code in codes]
+        if name in inbound.DERIVED_TYPES:
+            entry["documentation"] = inbound.DERIVED_TYPES[name]
         entry["versioning"] = "versioned"
         entry["readHistory"] = True
         entry["updateCreate"] = False
+        if name in inbound.CREATE_TYPES:
+            entry["conditionalCreate"] = True
+        if name in inbound.UPDATE_TYPES:
+            entry["conditionalUpdate"] = True
+        entry["conditionalRead"] = "not-supported"
+        entry["conditionalDelete"] = "not-supported"
         includes = registry.includes(name)
         if includes:
             entry["searchInclude"] = includes
@@ -358,8 +374,79 @@ def _stored_or_404(uow: Any, rtype: str, rid: str, version: int | None = None) -
 @_handler("/<rtype>/<rid>", "read", "r", "read")
 def read_resource(rtype: str, rid: str) -> Response:
     _type_or_404(rtype)
+    shape = _result_shape([(k, v) for k, v in request.args.items(multi=True)], search_=False)
     g.audit_entities = [{"type": rtype, "id": rid}]
-    return _read(lambda uow: _resource_response(_stored_or_404(uow, rtype, rid)))
+
+    def run(uow: Any) -> Response:
+        resource = _stored_or_404(uow, rtype, rid)
+        headers = _resource_headers(resource)
+        if _not_modified(headers):
+            response = Response(b"", status=304)
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
+        return fhir_response(shape.apply(resource), 200, headers)
+
+    return _read(run)
+
+
+def _not_modified(headers: Mapping[str, str]) -> bool:
+    """If-None-Match names the current version (W/"n", "n" or *)."""
+    wanted = request.headers.get("If-None-Match")
+    if not wanted or "ETag" not in headers:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    return "*" in tags or headers["ETag"].removeprefix("W/") in tags
+
+
+# Result parameters of read and search (FHIR R4 search §3.1.1.5): what to send of each resource.
+_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+_MANDATORY = {"resourceType", "id", "meta"}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    summary: str | None = None  # count | data | false
+    elements: tuple[str, ...] = ()
+    total: str | None = None  # none | estimate | accurate
+
+    def apply(self, resource: dict) -> dict:
+        if self.elements:
+            out = {k: v for k, v in resource.items() if k in _MANDATORY or k in self.elements}
+        elif self.summary == "data":
+            out = {k: v for k, v in resource.items() if k != "text"}
+        else:
+            return resource
+        meta = dict(out.get("meta", {}))
+        meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+        out["meta"] = meta
+        return out
+
+
+def _result_shape(params: list[tuple[str, str]], *, search_: bool) -> _Shape:
+    summary, elements, total = None, (), None
+    for key, value in params:
+        if key == "_summary":
+            allowed = ("count", "data", "false") if search_ else ("data", "false")
+            if value not in allowed:
+                raise _problem(
+                    400,
+                    "Invalid parameter",
+                    "_summary",
+                    f"_summary={value!r} is not supported: use {', '.join(allowed)}",
+                )
+            summary = None if value == "false" else value
+        elif key == "_elements":
+            elements = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif key == "_total" and search_:
+            if value not in ("none", "estimate", "accurate"):
+                raise _problem(400, "Invalid parameter", "_total", "_total is none, estimate or accurate")
+            total = value
+        elif key in ("_pretty", "_format"):
+            continue
+        elif not search_:
+            raise _problem(400, "Invalid parameter", key, f"a read takes only _format, _pretty, _summary, _elements")
+    return _Shape(summary, elements, total)
 
 
 @_handler("/<rtype>/<rid>/_history/<vid>", "vread", "r", "vread")
@@ -371,17 +458,26 @@ def vread(rtype: str, rid: str, vid: str) -> Response:
     return _read(lambda uow: _resource_response(_stored_or_404(uow, rtype, rid, int(vid))))
 
 
-def _paging() -> tuple[int, int]:
-    args = [(k, v) for k, v in request.args.items(multi=True) if k != "_format"]
-    count, offset = search.DEFAULT_COUNT, 0
+def _paging() -> tuple[int, int, datetime | None]:
+    args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_format", "_pretty")]
+    count, offset, since = search.DEFAULT_COUNT, 0, None
     for key, value in args:
-        if key == "_count" and value.isdigit():
+        if key == "_count" and value.isascii() and value.isdigit() and len(value) < 10:
             count = min(int(value), search.MAX_COUNT)
-        elif key == "_offset" and value.isdigit():
+        elif key == "_offset" and value.isascii() and value.isdigit() and len(value) < 10:
             offset = int(value)
+        elif key == "_since":
+            try:
+                since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                since = None
+            if since is None or since.tzinfo is None:
+                raise _problem(400, "Invalid search", "_since", f"_since is an instant with a time zone, got {value!r}")
         else:
-            raise _problem(400, "Invalid search", key, f"history takes only _count and _offset (got {key}={value!r})")
-    return count, offset
+            raise _problem(
+                400, "Invalid search", key, f"history takes only _count, _offset and _since (got {key}={value!r})"
+            )
+    return count, offset, since
 
 
 def _bundle(kind: str, entries: list[dict], total: int, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
@@ -425,7 +521,7 @@ def _history_entry(resource: dict) -> dict:
 
 def _history(rtype: str, rid: str | None) -> Response:
     info = _type_or_404(rtype)
-    count, offset = _paging()
+    count, offset, since = _paging()
     params = [(k, v) for k, v in request.args.items(multi=True)]
 
     def run(uow: Any) -> Response:
@@ -433,7 +529,7 @@ def _history(rtype: str, rid: str | None) -> Response:
         if info.source == "projection":
             if rid is not None and not projection.exists_any_version(uow.session, clinic, rtype, rid):
                 raise _not_found(rtype, rid)
-            items, total = projection.history(uow.session, clinic, rtype, rid, limit=count, offset=offset)
+            items, total = projection.history(uow.session, clinic, rtype, rid, limit=count, offset=offset, since=since)
             resources = [s.resource() for s in items]
         else:
             q = search.Query(rtype, count=count, offset=offset)
@@ -469,14 +565,33 @@ def _search_other(uow: Any, info: registry.TypeInfo, q: search.Query) -> tuple[l
     return [audit_event(r) for r in rows], total
 
 
+_SHAPE_PARAMS = ("_summary", "_elements", "_total", "_pretty", "_totalMethod")
+
+
 @_handler("/<rtype>", "search_type", "s", "search-type")
 def search_type(rtype: str) -> Response:
+    return _search(rtype, [(k, v) for k, v in request.args.items(multi=True)])
+
+
+@_handler("/<rtype>/_search", "search_post", "s", "search-type", ("POST",))
+def search_post(rtype: str) -> Response:
+    """Search with the parameters in an application/x-www-form-urlencoded body (and the query string)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise ApiProblem(415, "Unsupported media type", "POST _search takes application/x-www-form-urlencoded")
+    form = [(k, v) for k, v in request.form.items(multi=True)]
+    return _search(rtype, [*request.args.items(multi=True), *form])
+
+
+def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
     info = _type_or_404(rtype)
-    params = [(k, v) for k, v in request.args.items(multi=True)]
+    shape = _result_shape([(k, v) for k, v in params if k in _SHAPE_PARAMS], search_=True)
+    criteria = [(k, v) for k, v in params if k not in _SHAPE_PARAMS]
     try:
-        q = search.parse(rtype, params)
+        q = search.parse(rtype, criteria)
     except search.SearchError as exc:
         raise _problem(exc.status, "Invalid search", exc.expression, exc.message, "invalid") from None
+    if shape.summary == "count":
+        q.count = 0
 
     def run(uow: Any) -> Response:
         clinic = principal().clinic_id
@@ -490,14 +605,27 @@ def search_type(rtype: str) -> Response:
         else:
             resources, total = _search_other(uow, info, q)
         entries = [
-            {"fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            {
+                "fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}",
+                "resource": shape.apply(r),
+                "search": {"mode": "match"},
+            }
             for r in resources
         ] + [
-            {"fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "include"}}
+            {
+                "fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}",
+                "resource": shape.apply(r),
+                "search": {"mode": "include"},
+            }
             for r in included
         ]
         g.audit_entities = [{"type": r["resourceType"], "id": r["id"]} for r in [*resources, *included][:100]]
-        return fhir_response(_bundle("searchset", entries, total, q.count, q.offset, params))
+        bundle = _bundle("searchset", entries, total, q.count, q.offset, params)
+        if shape.total == "none":
+            bundle.pop("total", None)
+        if not entries:
+            bundle.pop("entry", None)
+        return fhir_response(bundle)
 
     return _read(run)
 
@@ -591,19 +719,35 @@ def _resource_body(rtype: str, rid: str | None = None) -> dict:
     return body
 
 
-def _writable(rtype: str) -> registry.TypeInfo:
-    """The type, if resources of it are written through /fhir; 405 naming the reason where they are derived."""
+_SUPPORTED = {"create": inbound.CREATE_TYPES, "update": inbound.UPDATE_TYPES, "delete": inbound.DELETE_TYPES}
+_METHOD_OF = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+
+
+def _allowed_methods(rtype: str, instance: bool) -> str:
+    if instance:
+        methods = ["GET", "HEAD"]
+        methods += ["PUT", "PATCH"] if rtype in inbound.UPDATE_TYPES else []
+        methods += ["DELETE"] if rtype in inbound.DELETE_TYPES else []
+    else:
+        methods = ["GET", "HEAD"] + (["POST"] if rtype in inbound.CREATE_TYPES else [])
+        methods += ["PUT"] if rtype in inbound.UPDATE_TYPES else []
+    return ", ".join(methods)
+
+
+def _writable(rtype: str, interaction: str) -> registry.TypeInfo:
+    """The type, if ``interaction`` (create, update, delete) is supported for it; else 405 naming the reason."""
     info = TYPES.get(rtype)
     if info is None and rtype != "metadata":
         raise _problem(404, "Not found", "type", f"resource type {rtype!r} is not served here", "not-supported")
-    if info is None or info.source != "projection" or rtype in inbound.DERIVED_TYPES:
+    if info is None or rtype not in _SUPPORTED[interaction]:
         reason = inbound.DERIVED_TYPES.get(rtype) or f"{rtype} is read-only under /fhir"
+        instance = interaction != "create"
         raise ApiProblem(
             405,
             "Method not allowed",
-            reason,
-            [{"field": rtype, "message": reason, "code": "not-supported"}],
-            headers={"Allow": "GET, HEAD"},
+            f"{_METHOD_OF[interaction]} is not supported here: {reason}",
+            [{"field": rtype, "message": f"{interaction} is not supported: {reason}", "code": "not-supported"}],
+            headers={"Allow": _allowed_methods(rtype, instance)},
         )
     return info
 
@@ -654,7 +798,7 @@ def _conditional_matches(uow: Any, rtype: str, criteria: str, expression: str) -
 
 @_handler("/<rtype>", "create", "c", "create", ("POST",))
 def create(rtype: str) -> Response:
-    _writable(rtype)
+    _writable(rtype, "create")
     body = _resource_body(rtype)
     condition = request.headers.get("If-None-Exist")
     g.query = {}
@@ -679,7 +823,7 @@ def create(rtype: str) -> Response:
 
 @_handler("/<rtype>/<rid>", "update", "u", "update", ("PUT",))
 def update(rtype: str, rid: str) -> Response:
-    _writable(rtype)
+    _writable(rtype, "update")
     body = _resource_body(rtype, rid)
     expected = _if_match()
     g.query = {}
@@ -709,7 +853,7 @@ def update(rtype: str, rid: str) -> Response:
 
 @_handler("/<rtype>", "conditional_update", "u", "update", ("PUT",))
 def conditional_update(rtype: str) -> Response:
-    _writable(rtype)
+    _writable(rtype, "update")
     body = _resource_body(rtype)
     criteria = request.query_string.decode("utf-8", "replace")
     g.query = {}
@@ -735,7 +879,7 @@ def conditional_update(rtype: str) -> Response:
 @_handler("/<rtype>/<rid>", "patch", "u", "patch", ("PATCH",))
 def patch(rtype: str, rid: str) -> Response:
     """JSON Patch (RFC 6902) applied to the current version, then stored like an update."""
-    _writable(rtype)
+    _writable(rtype, "update")
     if request.mimetype != "application/json-patch+json":
         raise ApiProblem(415, "Unsupported media type", "send a JSON Patch as application/json-patch+json")
     from service.entrypoints.http import json_body
@@ -777,7 +921,7 @@ def patch(rtype: str, rid: str) -> Response:
 @_handler("/<rtype>/<rid>", "delete", "d", "delete", ("DELETE",))
 def delete(rtype: str, rid: str) -> Response:
     """Marks the record entered-in-error (it stays readable, with its history); 405 where nothing can be deleted."""
-    _writable(rtype)
+    _writable(rtype, "delete")
     g.query = {}
 
     def run(uow: Any, ctx: Any) -> Response:

@@ -926,6 +926,13 @@ _EPISODE_ELEMENT = {
     "MedicationStatement": "context",
     "Consent": "encounter",  # R4 Consent has none: the workflow-episodeOfCare extension is used
 }
+# The REST interactions each type supports, as far as it maps to the domain (the CapabilityStatement says the same).
+CREATE_TYPES = frozenset(
+    {"Patient", "Practitioner", "Condition", "Observation", "QuestionnaireResponse", "MedicationAdministration"}
+    | set(_KIND_OF_TYPE)
+)
+UPDATE_TYPES = frozenset({"Patient", "DetectedIssue", "Observation"} | set(_KIND_OF_TYPE))
+DELETE_TYPES = frozenset({"Observation"} | set(_KIND_OF_TYPE))
 # What is derived from the records and never written as such: the reason a write answers 405.
 DERIVED_TYPES = {
     "CarePlan": "the CarePlan is derived from the episode's phases and sessions: change those",
@@ -934,6 +941,13 @@ DERIVED_TYPES = {
     "Organization": "the Organization is the clinic itself, registered with `kapfhir clinics add`",
     "Provenance": "Provenance is written by kapfhir for every change",
     "AuditEvent": "AuditEvents are written by kapfhir for every request",
+    "EpisodeOfCare": "an episode is opened with POST /api/v1/episodes or a whole-episode Bundle, and changes "
+    "through its records and phase transitions",
+    "DetectedIssue": "safety flags are raised by the rules; a flag is acknowledged with an update (status final and "
+    "a mitigation by a practitioner)",
+    "Condition": "an indication is added with create; it is changed through the episode",
+    "Practitioner": "practitioners are registered with create and kept as they are",
+    "Patient": "patients are kept: correct them with an update",
 }
 
 

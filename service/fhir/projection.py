@@ -394,12 +394,21 @@ def exists_any_version(session: Session, clinic_id: str, rtype: str, rid: str) -
 
 
 def history(
-    session: Session, clinic_id: str, rtype: str, rid: str | None, *, limit: int, offset: int
+    session: Session,
+    clinic_id: str,
+    rtype: str,
+    rid: str | None,
+    *,
+    limit: int,
+    offset: int,
+    since: datetime | None = None,
 ) -> tuple[list[Stored], int]:
     t = fhir_resources
     where = [t.c.clinic_id == clinic_id, t.c.resource_type == rtype]
     if rid is not None:
         where.append(t.c.id == rid)
+    if since is not None:
+        where.append(t.c.last_updated >= since)
     total = session.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
     rows = session.execute(
         select(t)

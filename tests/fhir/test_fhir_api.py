@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service.fhir import registry
+from service.fhir import inbound, registry
 from service.fhir.validate import sd_constraints
 from tests.fhir.fhir_support import (
     BACKENDS,
@@ -68,7 +68,13 @@ def test_metadata_is_public_and_generated_from_the_registry(fhir: Any) -> None:
     assert set(served) == set(registry.TYPES)
     for name, res in served.items():
         assert {p["name"] for p in res["searchParam"]} == set(registry.TYPES[name].params)
-        assert [i["code"] for i in res["interaction"]] == list(registry.READ_INTERACTIONS)
+        codes = [i["code"] for i in res["interaction"]]
+        assert codes[: len(registry.READ_INTERACTIONS)] == list(registry.READ_INTERACTIONS)
+        assert ("create" in codes) == (name in inbound.CREATE_TYPES) and res["updateCreate"] is False
+        assert ("update" in codes) == ("patch" in codes) == (name in inbound.UPDATE_TYPES)
+        assert ("delete" in codes) == (name in inbound.DELETE_TYPES)
+    for derived in ("Provenance", "AuditEvent", "CarePlan", "Organization"):
+        assert [i["code"] for i in served[derived]["interaction"]] == list(registry.READ_INTERACTIONS)
     assert any("kap-medicationadministration" in p for p in served["MedicationAdministration"]["supportedProfile"])
 
 
@@ -182,7 +188,7 @@ def test_an_amendment_gives_a_new_version_and_the_old_one_stays_readable(fhir: A
         ("GET", "/fhir/Patient/unknown-id", {}, 404),
         ("PUT", "/fhir/Provenance/x", {"json": {}}, 405),
         ("DELETE", "/fhir/Flag/x", {}, 405),
-        ("DELETE", "/fhir/Patient/unknown-id", {}, 404),
+        ("DELETE", "/fhir/Observation/unknown-id", {}, 404),
         ("GET", "/fhir/Patient?_format=xml", {}, 406),
         ("GET", "/fhir/Patient", {"headers": {"Accept": "application/xml"}}, 406),
         ("POST", "/fhir", {"data": "a=b", "content_type": "application/x-www-form-urlencoded"}, 415),

@@ -231,7 +231,10 @@ def _with_own_full_urls(bundle: dict) -> dict:
 def test_every_export_posts_back_with_client_chosen_full_urls_and_changes_nothing(client: Any, app: Flask) -> None:
     for name, ids in sorted(app.config["EPISODE_IDS"].items()):
         bundle = client.get(f"/api/v1/episodes/{ids['episode']}/fhir").get_json()
-        assert any(e["resource"]["resourceType"] == "AdverseEvent" for e in bundle["entry"]) or name != "b-ptsd-im-ketamine"
+        assert (
+            any(e["resource"]["resourceType"] == "AdverseEvent" for e in bundle["entry"])
+            or name != "b-ptsd-im-ketamine"
+        )
         before = client.get(f"/api/v1/episodes/{ids['episode']}").get_json()["version"]
         for kind in ("transaction", "batch"):
             sent = _with_own_full_urls({**bundle, "type": kind})
@@ -251,7 +254,8 @@ def test_a_whole_episode_whose_phq9_total_disagrees_is_refused_as_on_the_domain_
     score = next(
         e["resource"]
         for e in sent["entry"]
-        if e["resource"]["resourceType"] == "Observation" and "valueQuantity" in e["resource"]
+        if e["resource"]["resourceType"] == "Observation"
+        and "valueQuantity" in e["resource"]
         and e["resource"].get("derivedFrom")
     )
     true_total = score["valueQuantity"]["value"]
@@ -292,7 +296,9 @@ def test_a_rule_added_to_the_domain_applies_to_every_write_path(client: Any, app
     assert r.status_code == 200, r.get_data(as_text=True)
     body = {k: gad[k] for k in ("instrument", "administered_at", "items")}
     # through /api/v1
-    other = client.post(f"/api/v1/episodes/{ids['episode']}/outcome-measures", json={**body, "administered_at": gad["administered_at"]})
+    other = client.post(
+        f"/api/v1/episodes/{ids['episode']}/outcome-measures", json={**body, "administered_at": gad["administered_at"]}
+    )
     assert other.status_code == 201, other.get_data(as_text=True)
     flags = client.get(f"/api/v1/episodes/{ids['episode']}/safety-flags").get_json()["items"]
     raised = {tuple(f["record_ids"]) for f in flags if f["rule_id"] == "test-only-rule"}
@@ -308,7 +314,11 @@ def _strip(answer: Any) -> tuple[int, Any]:
 
     def shape(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: shape(v) for k, v in value.items() if k not in ("id", "lastUpdated", "versionId", "location", "lastModified", "etag")}
+            return {
+                k: shape(v)
+                for k, v in value.items()
+                if k not in ("id", "lastUpdated", "versionId", "location", "lastModified", "etag")
+            }
         if isinstance(value, list):
             return [shape(v) for v in value]
         return "x" if isinstance(value, str) else value
@@ -325,7 +335,9 @@ def _create_as(client: Any, way: str, mrn: str, headers: dict | None = None) -> 
         return client.post("/fhir/Patient", json=body, headers={"If-None-Exist": condition, **(headers or {})})
     entry = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body}
     entry["request"] = {"method": "POST", "url": "Patient", "ifNoneExist": condition}
-    return client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]}, headers=headers or {})
+    return client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]}, headers=headers or {}
+    )
 
 
 @pytest.mark.parametrize("way", ["plain", "conditional", "transaction"])
@@ -338,7 +350,9 @@ def test_the_same_mrn_in_two_clinics_gives_each_its_own_patient(client: Any, app
 
     a_held = _create_as(client, way, held)
     a_unused = _create_as(client, way, unused)
-    assert a_held.status_code in (200, 201) and a_held.status_code == a_unused.status_code, a_held.get_data(as_text=True)
+    assert a_held.status_code in (200, 201) and a_held.status_code == a_unused.status_code, a_held.get_data(
+        as_text=True
+    )
     assert _strip(a_held) == _strip(a_unused)
 
     mine = entries(client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|{held}"}).get_json())
@@ -347,3 +361,63 @@ def test_the_same_mrn_in_two_clinics_gives_each_its_own_patient(client: Any, app
     )
     assert len(mine) == 1 and theirs == b_before and len(theirs) == 1
     assert mine[0]["id"] != theirs[0]["id"]
+
+
+# --- the read-side parameters FHIR clients send -------------------------------------------------------------------
+
+
+def test_summary_count_total_elements_pretty_and_post_search(client: Any) -> None:
+    full = client.get("/fhir/Observation", query_string={"_count": 5}).get_json()
+    count = client.get("/fhir/Observation", query_string={"_summary": "count"}).get_json()
+    assert count["total"] == full["total"] > 5 and "entry" not in count
+    assert "total" not in client.get("/fhir/Observation", query_string={"_total": "none"}).get_json()
+    subset = client.get("/fhir/Observation", query_string={"_elements": "status,code", "_count": 2}).get_json()
+    for entry in subset["entry"]:
+        assert set(entry["resource"]) <= {"resourceType", "id", "meta", "status", "code"}
+        assert {"code": "SUBSETTED"}.items() <= entry["resource"]["meta"]["tag"][-1].items()
+    pretty = client.get("/fhir/Patient", query_string={"_count": 1, "_pretty": "true"}).get_data(as_text=True)
+    assert "\n  " in pretty
+    patient_id = full["entry"][0]["resource"]["subject"]["reference"]
+    posted = client.post(
+        "/fhir/Observation/_search",
+        data={"subject": patient_id, "_count": "3"},
+        content_type="application/x-www-form-urlencoded",
+    )
+    got = client.get("/fhir/Observation", query_string={"subject": patient_id, "_count": 3})
+    assert posted.status_code == 200
+    assert posted.get_json()["total"] == got.get_json()["total"] > 0
+
+
+def test_if_none_match_answers_304_and_history_since(client: Any) -> None:
+    created = client.post("/fhir/Patient", json=patient("W-304"))
+    rid, etag = created.get_json()["id"], created.headers["ETag"]
+    assert client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": 'W/"99"'}).status_code == 200
+    stamp = created.get_json()["meta"]["lastUpdated"]
+    later = client.put(f"/fhir/Patient/{rid}", json={**created.get_json(), "gender": "other"}).get_json()
+    since = client.get(f"/fhir/Patient/{rid}/_history", query_string={"_since": later["meta"]["lastUpdated"]})
+    assert [e["resource"]["meta"]["versionId"] for e in since.get_json()["entry"]] == ["2"]
+    every = client.get(f"/fhir/Patient/{rid}/_history", query_string={"_since": stamp}).get_json()
+    assert every["total"] == 2
+    assert client.get(f"/fhir/Patient/{rid}/_history", query_string={"_since": "yesterday"}).status_code == 400
+
+
+def test_a_batch_refuses_its_bad_entry_alone(client: Any) -> None:
+    good, bad = patient("W-B1"), {**patient("W-B2"), "birthDate": "1980-13-45"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": good, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": bad, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    first, second = r.get_json()["entry"]
+    assert first["response"]["status"].startswith("201")
+    assert second["response"]["status"].startswith("4")
+    assert second["response"]["outcome"]["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    assert client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|W-B1"}).get_json()["total"] == 1
+    as_transaction = client.post("/fhir", json={**bundle, "type": "transaction"})
+    assert as_transaction.status_code in (400, 422)
