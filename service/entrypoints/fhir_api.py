@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -445,7 +445,7 @@ def _result_shape(params: list[tuple[str, str]], *, search_: bool) -> _Shape:
         elif key in ("_pretty", "_format"):
             continue
         elif not search_:
-            raise _problem(400, "Invalid parameter", key, f"a read takes only _format, _pretty, _summary, _elements")
+            raise _problem(400, "Invalid parameter", key, "a read takes only _format, _pretty, _summary, _elements")
     return _Shape(summary, elements, total)
 
 
@@ -800,7 +800,9 @@ def _conditional_matches(uow: Any, rtype: str, criteria: str, expression: str) -
 def create(rtype: str) -> Response:
     _writable(rtype, "create")
     body = _resource_body(rtype)
-    condition = request.headers.get("If-None-Exist")
+    # If-None-Exist, or search parameters in the query string (what fhirpy's get_or_create sends)
+    criteria = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_format", "_pretty")]
+    condition = request.headers.get("If-None-Exist") or (urlencode(criteria) if criteria else None)
     g.query = {}
 
     def run(uow: Any, ctx: Any) -> Response:
@@ -878,13 +880,19 @@ def conditional_update(rtype: str) -> Response:
 
 @_handler("/<rtype>/<rid>", "patch", "u", "patch", ("PATCH",))
 def patch(rtype: str, rid: str) -> Response:
-    """JSON Patch (RFC 6902) applied to the current version, then stored like an update."""
+    """JSON Patch (RFC 6902, application/json-patch+json) or a JSON merge patch (RFC 7386: a partial resource as
+    JSON, what fhirpy sends) applied to the current version, then stored like an update."""
     _writable(rtype, "update")
-    if request.mimetype != "application/json-patch+json":
-        raise ApiProblem(415, "Unsupported media type", "send a JSON Patch as application/json-patch+json")
     from service.entrypoints.http import json_body
 
+    mimetype = request.mimetype or ""
+    if mimetype not in ("application/json-patch+json", "application/merge-patch+json", *_JSON_TYPES):
+        raise ApiProblem(415, "Unsupported media type", "send application/json-patch+json or a merge patch as JSON")
     operations = json_body()
+    if mimetype == "application/json-patch+json" and not isinstance(operations, list):
+        raise _problem(400, "Invalid patch", "patch", "a JSON Patch is an array of operations", "structure")
+    if mimetype != "application/json-patch+json" and not isinstance(operations, dict):
+        raise _problem(400, "Invalid patch", "patch", "a merge patch is a JSON object", "structure")
     expected = _if_match()
     g.query = {}
 
@@ -896,18 +904,23 @@ def patch(rtype: str, rid: str) -> Response:
             raise _problem(
                 412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
             )
+        current = stored.resource()
         try:
-            patched = jsonpatch.apply_patch(stored.resource(), operations)
+            if isinstance(operations, list):
+                patched = jsonpatch.apply_patch(current, operations)
+            else:
+                patched = _merge_patch(current, operations)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, ValueError) as exc:
             raise _problem(422, "Invalid patch", "patch", f"the patch does not apply: {exc}", "processing") from None
+        if not isinstance(patched, dict) or patched.get("id") != rid or patched.get("resourceType") != rtype:
+            raise _problem(422, "Invalid patch", "patch", "a patch may not change resourceType or id", "processing")
         issues = [i for i in fhir_validate.validate(patched, expected_type=rtype) if i.severity in ("error", "fatal")]
-        if issues or patched.get("id") != rid or patched.get("resourceType") != rtype:
+        if issues:
             raise ApiProblem(
                 422,
                 "Invalid patch",
                 "The patched resource is not valid; nothing was stored.",
-                [{"field": i.expression, "message": i.diagnostics} for i in issues]
-                or [{"field": "id", "message": "the patch may not change resourceType or id"}],
+                [{"field": i.expression, "message": i.diagnostics} for i in issues],
             )
         try:
             inbound.RestWrite(uow, ctx, _authorize).update(stored, patched)
@@ -916,6 +929,22 @@ def patch(rtype: str, rid: str) -> Response:
         return _written(uow, rtype, rid, 200)
 
     return write(run)
+
+
+_JSON_TYPES = ("application/json", "application/fhir+json", "application/json+fhir")
+
+
+def _merge_patch(target: Any, patch_: Any) -> Any:
+    """RFC 7386 section 2, as written there: null removes a member, objects merge, anything else replaces."""
+    if not isinstance(patch_, dict):
+        return patch_
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch_.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
 
 
 @_handler("/<rtype>/<rid>", "delete", "d", "delete", ("DELETE",))
