@@ -1329,6 +1329,13 @@ _SUMMARIES = {
     "fhir.vread": "FHIR vread",
     "fhir.history_instance": "FHIR history of a resource",
     "fhir.history_type": "FHIR history of a type",
+    "fhir.transaction_slash": "FHIR transaction or batch Bundle into the domain (the base URL with a trailing slash)",
+    "fhir.create": "FHIR create (If-None-Exist: conditional create), through the domain's use cases",
+    "fhir.update": "FHIR update (If-Match: 412 when stale), through the domain's use cases",
+    "fhir.conditional_update": "FHIR conditional update (search criteria in the query string)",
+    "fhir.patch": "FHIR patch: JSON Patch or JSON merge patch, applied as an update",
+    "fhir.delete": "FHIR delete: marks the record entered-in-error (it stays readable)",
+    "fhir.search_post": "FHIR search with the parameters in a form-encoded body",
 }
 
 
@@ -1340,8 +1347,18 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     response_schema = _resource_schema()
     if endpoint == "fhir.metadata":
         response_schema = _resource_schema("CapabilityStatement")
-    elif endpoint == "fhir.transaction":
+    elif endpoint in ("fhir.transaction", "fhir.transaction_slash"):
         body_schema = _resource_schema("Bundle")
+        response_schema = _resource_schema("Bundle")
+    elif endpoint in ("fhir.create", "fhir.update", "fhir.conditional_update"):
+        body_schema = _resource_schema()
+        if endpoint == "fhir.create":
+            success = "201"
+    elif endpoint == "fhir.patch":
+        body_schema = {"oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "object"}]}
+    elif endpoint == "fhir.delete":
+        response_schema = _resource_schema("OperationOutcome")
+    elif endpoint == "fhir.search_post":
         response_schema = _resource_schema("Bundle")
     elif endpoint in ("fhir.validate", "fhir.validate_type"):
         body_schema = _resource_schema()
@@ -1362,10 +1379,25 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
             success: {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}},
         },
     }
+    if endpoint in ("fhir.create", "fhir.conditional_update"):
+        operation["responses"]["200"] = {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}}
+    if endpoint == "fhir.create":
+        operation["responses"]["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
+    if endpoint == "fhir.update" or endpoint == "fhir.patch":
+        parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
+    if endpoint == "fhir.create":
+        parameters.append({"name": "If-None-Exist", "in": "header", "required": False, "schema": {"type": "string"}})
+    if endpoint == "fhir.read":
+        operation["responses"]["304"] = {"description": "Not modified (If-None-Match)"}
     if body_schema is not None:
+        content = {FHIR_JSON: {"schema": body_schema}, "application/json": {"schema": body_schema}}
+        if endpoint == "fhir.patch":
+            content = {"application/json-patch+json": {"schema": body_schema["oneOf"][0]}, "application/json": {"schema": body_schema["oneOf"][1]}}
+        operation["requestBody"] = {"required": True, "content": content}
+    if endpoint == "fhir.search_post":
         operation["requestBody"] = {
-            "required": True,
-            "content": {FHIR_JSON: {"schema": body_schema}, "application/json": {"schema": body_schema}},
+            "required": False,
+            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
         }
     if endpoint in PUBLIC_ENDPOINTS:
         operation["security"] = []
