@@ -285,9 +285,11 @@ def evaluate(
     *,
     pcl5_cut_point: int = PCL5_DEFAULT_CUT_POINT,
     any_indication: bool = False,
+    patients_episodes: Sequence[Episode] | None = None,
 ) -> MeasureResult:
     """The measure over a cohort. ``any_indication`` drops the indication criterion (the per-indication breakdown
-    of the outcomes summary asks how, say, PHQ-9 moves in episodes for PTSD)."""
+    of the outcomes summary asks how, say, PHQ-9 moves in episodes for PTSD). Exclusions look at every episode of
+    the patient: ``patients_episodes`` when the cohort is a part of them."""
     rules = criteria(definition.instrument, pcl5_cut_point)
     low, high = definition.window_days
     outcomes = []
@@ -314,7 +316,7 @@ def evaluate(
                 indications=kinds,
                 index=index,
                 follow_up=follow_up,
-                exclusion=exclusion_reason(episode, episodes),
+                exclusion=exclusion_reason(episode, patients_episodes or episodes),
                 met={g: met[g] for g in definition.groups},
             )
         )
