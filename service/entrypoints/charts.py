@@ -85,7 +85,15 @@ def scale_trend(episode: Episode, instrument: Instrument, pcl5_cut_point: int) -
     top = _SCALE_MAX[instrument]
     for (low, high, name), colour in zip(_bands(instrument, pcl5_cut_point), _BAND_COLOURS, strict=False):
         ax.axhspan(low - 0.5, high - 0.5, color=colour, zorder=0)
-        ax.text(1.005, (low + high - 1) / 2 / top, name, transform=ax.transAxes, fontsize=7, va="center", color="#555")
+        ax.text(
+            1.005,
+            ((low + high - 1) / 2 + 0.5) / (top + 1),
+            name,
+            transform=ax.transAxes,
+            fontsize=7,
+            va="center",
+            color="#555",
+        )
     when = [s.administered_at for s in scores]
     ax.plot(when, [s.total for s in scores], color="#1a237e", marker="o", linewidth=1.8, zorder=3, label="total")
     ax.axhline(rules.remission_below - 0.5, color="#2e7d32", linestyle="--", linewidth=1.2, label="remission below")

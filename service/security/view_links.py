@@ -62,7 +62,7 @@ def signing_secret(signing_key_file: str | None) -> bytes:
 def issue(
     secret: bytes, grant_page: str, *, clinic_id: str, client_id: str, now: datetime, **extra: str
 ) -> tuple[str, datetime]:
-    expires = now + LIFETIME
+    expires = datetime.fromtimestamp(int((now + LIFETIME).timestamp()), UTC)  # what the exp claim says
     claims = {
         "aud": AUDIENCE,
         "sub": grant_page,
