@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, url_for
@@ -759,12 +758,13 @@ def create_episode_view_link(episode_id: str) -> Response:
     from service.entrypoints import views
     from service.entrypoints.http import principal
 
-    def run(uow: UnitOfWork) -> Response:
+    # Through write(): its audit commits with the answer, and an Idempotency-Key replays the same link.
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
         uow.repo.get_episode(episode_id)  # 404 for an unknown episode or another clinic's
-        link = views.episode_link(episode_id, principal(), datetime.now(UTC))
+        link = views.episode_link(episode_id, principal(), ctx.now)
         return json_response(dumper(os_.ViewLinkSchema).dump(link))
 
-    return read(run)
+    return write(run)
 
 
 @bp.post("/outcomes/view-link")
@@ -775,8 +775,8 @@ def create_outcomes_view_link() -> Response:
 
     args = query_args()
 
-    def run(uow: UnitOfWork) -> Response:
-        link = views.outcomes_link(args["from_"], args["to"], principal(), datetime.now(UTC))
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        link = views.outcomes_link(args["from_"], args["to"], principal(), ctx.now)
         return json_response(dumper(os_.ViewLinkSchema).dump(link))
 
-    return read(run)
+    return write(run)
