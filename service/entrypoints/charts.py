@@ -214,19 +214,22 @@ def dosing_timeline(episode: Episode, now: datetime) -> str | None:
     return _svg(fig, "doses")
 
 
-def monthly_rates(months: Sequence[tuple[str, float | None, float | None]], title: str) -> str | None:
-    """Response and remission rates by month of the index score (one measure)."""
+def monthly_rates(months: Sequence[tuple[str, float | None, float | None, int]], title: str) -> str | None:
+    """Response and remission rates by month of the index score (one measure), with each month's denominator."""
     if not months:
         return None
     fig, ax = _figure(2.4)
-    labels = [label for label, _, _ in months]
+    labels = [label for label, _, _, _ in months]
     positions = list(range(len(labels)))
     for k, (name, colour) in enumerate((("response", "#6a1b9a"), ("remission", "#2e7d32"))):
         values = [(row[1 + k] if row[1 + k] is not None else 0) * 100 for row in months]
         ax.bar([p + (k - 0.5) * 0.38 for p in positions], values, width=0.38, color=colour, label=name)
+    for position, (_, _, _, denominator) in zip(positions, months, strict=True):
+        ax.text(position, 102, f"n={denominator}", ha="center", fontsize=7, color="#444")
     ax.set_xticks(positions, labels, fontsize=7, rotation=45 if len(labels) > 8 else 0)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 112)
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
     ax.set_ylabel("% of denominator")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9, pad=12)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig, f"monthly-{title}")

@@ -217,11 +217,13 @@ def outcomes_view() -> Response:
         for month in summary.by_month:
             result = month.results[n]
             if result.outcomes:
+                remission = result.population(m.Group.REMISSION)
                 rows.append(
                     (
                         month.month.strftime("%Y-%m"),
                         result.population(m.Group.RESPONSE).score,
-                        result.population(m.Group.REMISSION).score,
+                        remission.score,
+                        remission.denominator - remission.denominator_exclusion,
                     )
                 )
         svg = charts.monthly_rates(rows, definition.title)
