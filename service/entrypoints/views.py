@@ -20,7 +20,6 @@ from service.domain import measures as m
 from service.domain.errors import NotFound
 from service.domain.model import OutcomeMeasure
 from service.domain.vocabulary import Instrument
-from service.entrypoints import charts
 from service.entrypoints.http import ApiProblem, state
 from service.security import view_links
 from service.security.tokens import Principal
@@ -127,6 +126,8 @@ class ScaleSummary:
 
 
 def _scale_summaries(episode: Any, cut_point: int) -> list[ScaleSummary]:
+    from service.entrypoints import charts
+
     out = []
     for instrument in outcomes.SCALES:
         scores = sorted(
@@ -154,6 +155,8 @@ def _scale_summaries(episode: Any, cut_point: int) -> list[ScaleSummary]:
 
 @bp.get("/episodes/<episode_id>/view")
 def episode_view(episode_id: str) -> Response:
+    from service.entrypoints import charts  # matplotlib loads with the first page, not in every worker at start
+
     entities = [{"type": "EpisodeOfCare", "id": episode_id}]
     try:
         grant = view_links.verify(_secret(), request.args.get("token"), f"episode:{episode_id}")
@@ -200,6 +203,8 @@ def _pct(value: float | None) -> str:
 
 @bp.get("/outcomes/view")
 def outcomes_view() -> Response:
+    from service.entrypoints import charts
+
     try:
         grant = view_links.verify(_secret(), request.args.get("token"), "outcomes")
     except view_links.InvalidViewLinkError as exc:

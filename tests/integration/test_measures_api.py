@@ -257,3 +257,21 @@ def test_another_clinics_link_is_refused_and_audited_in_that_clinic(app, loaded)
     assert sorted((e["status"], e["client_id"]) for e in b_audit) == [(200, "b-client"), (403, "b-client")]
     # Nothing of it lands in A's trail: the refusal was audited under the clinic the link names.
     assert [e for e in _audit(api, "/episodes/<episode_id>/view") if e["client_id"] == "b-client"] == []
+
+
+def test_episode_page_marks_suicide_risk_positives_and_open_flags(loaded):
+    api, ids = loaded
+    # Added after c-esketamine-rems's last score (2026-09-04) and outside its measure windows: no figure changes.
+    episode = ids["c-esketamine-rems"]["episode"]
+    phq9 = {"instrument": "phq-9", "administered_at": "2026-09-10T09:00:00-06:00", "items": [1, 1, 1, 1, 0, 0, 0, 0, 1]}
+    cssrs = {
+        "instrument": "c-ssrs-screener",
+        "administered_at": "2026-09-10T09:05:00-06:00",
+        "items": [1, 1, 0, 0, 0, 0],
+    }
+    api.created(f"/episodes/{episode}/outcome-measures", phq9)
+    api.created(f"/episodes/{episode}/outcome-measures", cssrs)
+    html = _open(api, api.post(f"/episodes/{episode}/view-link").get_json()["url"]).get_data(as_text=True)
+    assert "item 9 positive" in html  # the legend entry exists only when a positive is plotted
+    assert "C-SSRS positive" in html and "C-SSRS screener positive on" in html and "2026-09-10" in html
+    assert "suicide-risk-positive" in html  # the open safety flag
