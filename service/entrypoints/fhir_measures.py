@@ -23,7 +23,7 @@ from service.service_layer import outcomes
 bp = Blueprint("measures", __name__, url_prefix="/Measure")
 
 _LAST_UPDATED = f"{MEASURE_DATE}T00:00:00Z"
-_SEARCH_PARAMS = {"_id", "url", "status", "name", "_format"}
+_SEARCH_PARAMS = {"_id", "url", "status", "name", "_format", "_count"}  # six Measures: one page
 _EVALUATE_PARAMS = {"periodStart", "periodEnd", "subject", "reportType", "measure", "_format"}
 
 
