@@ -34,7 +34,7 @@ _PHASE_COLOURS = {
 }
 _ROUTE_MARKERS = {"intravenous": "o", "intramuscular": "s", "intranasal": "^", "sublingual": "D", "oral": "P"}
 _SCALE_MAX = {Instrument.PHQ9: 27, Instrument.GAD7: 21, Instrument.PCL5: 80}
-_SCALE_NAME = {Instrument.PHQ9: "PHQ-9", Instrument.GAD7: "GAD-7", Instrument.PCL5: "PCL-5"}
+SCALE_NAMES = {Instrument.PHQ9: "PHQ-9", Instrument.GAD7: "GAD-7", Instrument.PCL5: "PCL-5"}
 
 
 def _svg(fig: Figure, salt: str) -> str:
@@ -122,7 +122,7 @@ def scale_trend(episode: Episode, instrument: Instrument, pcl5_cut_point: int) -
             s.administered_at, color="#c62828", linestyle="-.", linewidth=1, label="C-SSRS positive" if n == 0 else None
         )
     ax.set_ylim(-0.5, top + 0.5)
-    ax.set_ylabel(f"{_SCALE_NAME[instrument]} total")
+    ax.set_ylabel(f"{SCALE_NAMES[instrument]} total")
     _dates(ax)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=7, frameon=False)
     return _svg(fig, f"trend-{instrument}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validates_schema
@@ -124,7 +124,3 @@ def outcomes_body(summary: OutcomesSummary) -> dict[str, Any]:
             for i in summary.by_indication
         ],
     }
-
-
-def iso(value: date) -> str:
-    return value.isoformat()

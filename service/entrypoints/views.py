@@ -141,7 +141,7 @@ def _scale_summaries(episode: Any, cut_point: int) -> list[ScaleSummary]:
         latest = scores[-1].total
         out.append(
             ScaleSummary(
-                name=charts._SCALE_NAME[instrument],
+                name=charts.SCALE_NAMES[instrument],
                 first=scores[0].total,
                 latest=latest,
                 count=len(scores),
@@ -175,7 +175,7 @@ def episode_view(episode_id: str) -> Response:
             )
     episode = chart.episode
     trends = [
-        (charts._SCALE_NAME[i], svg)
+        (charts.SCALE_NAMES[i], svg)
         for i in outcomes.SCALES
         if (svg := charts.scale_trend(episode, i, cut_point)) is not None
     ]
