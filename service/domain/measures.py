@@ -46,9 +46,11 @@ from service.domain.model import ClinicalSession, OutcomeMeasure
 from service.domain.scales import PCL5_DEFAULT_CUT_POINT
 from service.domain.vocabulary import EpisodeStatus, IndicationKind, Instrument, SessionKind, SessionStatus
 
-# CMS159 denominator exclusions kapfhir can see, as ICD-10-CM code prefixes (ICD-10-CM 2026 tabular list:
-# F20-F29 "Schizophrenia, schizotypal, delusional, and other non-mood psychotic disorders", F31 "Bipolar disorder",
-# F60.3 "Borderline personality disorder", F84 "Pervasive developmental disorders").
+# CMS159 denominator exclusions kapfhir can see, as ICD-10-CM code prefixes: F20-F29 "Schizophrenia, schizotypal,
+# delusional, and other non-mood psychotic disorders", F31 "Bipolar disorder", F60.3 "Borderline personality
+# disorder" (inclusion term: emotionally unstable personality disorder; V3: emedcodes.com/ICD10/F603, with its
+# block F60-F69), F84 "Pervasive developmental disorders". Checked in third-party ICD-10-CM listings (docs/pages
+# search, November 2026), not against the VSAC value sets CMS159 uses.
 EXCLUDING_ICD10CM_PREFIXES: dict[str, str] = {
     "F20": "psychotic disorder",
     "F21": "psychotic disorder",
