@@ -392,7 +392,7 @@ ANSWERS: dict[Instrument, list[dict]] = {
 # R4 4.0.1 code systems of Measure and MeasureReport, read in the HL7 Quality Measure IG (cqm 2.0.0) and Da Vinci
 # DEQM examples (MeasureReport-summ-measurereport01/02): measure-scoring "proportion", measure-population
 # "initial-population" | "denominator" | "denominator-exclusion" | "numerator", measure-improvement-notation
-# "increase"; measure-type "outcome" (R4 Measure.type, MeasureType value set).
+# "increase"; measure-type "outcome" (THO CodeSystem measure-type 3.0.1, build.fhir.org/ig/HL7/UTG; R4 Measure.type).
 MEASURE = f"{KAPFHIR_BASE}/Measure"  # canonical base of the Measures kapfhir publishes
 MEASURE_SCORING = "http://terminology.hl7.org/CodeSystem/measure-scoring"
 MEASURE_TYPE = "http://terminology.hl7.org/CodeSystem/measure-type"
