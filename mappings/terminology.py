@@ -387,3 +387,23 @@ ANSWERS: dict[Instrument, list[dict]] = {
     Instrument.GAD7: GAD7_ANSWERS,
     Instrument.PCL5: PCL5_ANSWERS,
 }
+
+# --- quality measures (Measure, MeasureReport) -------------------------------------------------------------------
+# R4 4.0.1 code systems of Measure and MeasureReport, read in the HL7 Quality Measure IG (cqm 2.0.0) and Da Vinci
+# DEQM examples (MeasureReport-summ-measurereport01/02): measure-scoring "proportion", measure-population
+# "initial-population" | "denominator" | "denominator-exclusion" | "numerator", measure-improvement-notation
+# "increase"; measure-type "outcome" (THO CodeSystem measure-type 3.0.1, build.fhir.org/ig/HL7/UTG; R4 Measure.type).
+MEASURE = f"{KAPFHIR_BASE}/Measure"  # canonical base of the Measures kapfhir publishes
+MEASURE_SCORING = "http://terminology.hl7.org/CodeSystem/measure-scoring"
+MEASURE_TYPE = "http://terminology.hl7.org/CodeSystem/measure-type"
+MEASURE_POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
+MEASURE_IMPROVEMENT = "http://terminology.hl7.org/CodeSystem/measure-improvement-notation"
+MEASURE_SCORING_PROPORTION = coding(MEASURE_SCORING, "proportion", "Proportion")
+MEASURE_TYPE_OUTCOME = coding(MEASURE_TYPE, "outcome", "Outcome")
+MEASURE_IMPROVEMENT_INCREASE = coding(MEASURE_IMPROVEMENT, "increase", "Increased score indicates improvement")
+MEASURE_POPULATIONS = {
+    "initial-population": coding(MEASURE_POPULATION, "initial-population", "Initial Population"),
+    "denominator": coding(MEASURE_POPULATION, "denominator", "Denominator"),
+    "denominator-exclusion": coding(MEASURE_POPULATION, "denominator-exclusion", "Denominator Exclusion"),
+    "numerator": coding(MEASURE_POPULATION, "numerator", "Numerator"),
+}

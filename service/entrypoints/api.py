@@ -731,3 +731,52 @@ for _path in COLLECTIONS:
         methods=["GET"],
         defaults={"collection": _path},
     )
+
+
+# --- measurement-based care: outcome figures and view links --------------------------------------------------------
+
+
+@bp.get("/outcomes")
+def outcomes() -> Response:
+    from service.entrypoints import outcome_schemas as os_
+    from service.service_layer import outcomes as uc
+
+    args = query_args()
+
+    def run(uow: UnitOfWork) -> Response:
+        summary = uc.outcomes_summary(
+            uow, args["from_"], args["to"], pcl5_cut_point=state().settings.safety.pcl5_cut_point
+        )
+        return json_response(dumper(os_.OutcomesSchema).dump(os_.outcomes_body(summary)))
+
+    return read(run)
+
+
+@bp.post("/episodes/<episode_id>/view-link")
+def create_episode_view_link(episode_id: str) -> Response:
+    from service.entrypoints import outcome_schemas as os_
+    from service.entrypoints import views
+    from service.entrypoints.http import principal
+
+    # Through write(): its audit commits with the answer, and an Idempotency-Key replays the same link.
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        uow.repo.get_episode(episode_id)  # 404 for an unknown episode or another clinic's
+        link = views.episode_link(episode_id, principal(), ctx.now)
+        return json_response(dumper(os_.ViewLinkSchema).dump(link))
+
+    return write(run)
+
+
+@bp.post("/outcomes/view-link")
+def create_outcomes_view_link() -> Response:
+    from service.entrypoints import outcome_schemas as os_
+    from service.entrypoints import views
+    from service.entrypoints.http import principal
+
+    args = query_args()
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        link = views.outcomes_link(args["from_"], args["to"], principal(), ctx.now)
+        return json_response(dumper(os_.ViewLinkSchema).dump(link))
+
+    return write(run)

@@ -40,6 +40,9 @@ PUBLIC_ENDPOINTS = {
     "auth.jwks",
     "auth.token",
     "static",
+    # Opened by a short-lived signed link instead of a bearer token; they audit every opening and refusal.
+    "views.episode_view",
+    "views.outcomes_view",
 }
 
 # The FHIR resource types a whole episode maps to: reading it needs read on each.
@@ -90,6 +93,14 @@ ROUTE_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api.episode_sync_status": ("r", ("EpisodeOfCare",)),
     "api.retry_episode_sync": ("u", ("EpisodeOfCare",)),
     "api.export_episode_fhir": ("r", (*EPISODE_TYPES, "Patient", "Practitioner", "Organization", "Flag", "Provenance")),
+    # Measurement-based care: the measures are public definitions; their figures derive from the scores.
+    "fhir.measures.search": ("s", ("Measure",)),
+    "fhir.measures.read": ("r", ("Measure",)),
+    "fhir.measures.evaluate": ("r", ("MeasureReport", "Observation")),
+    "api.outcomes": ("r", ("MeasureReport", "Observation")),
+    "api.create_outcomes_view_link": ("r", ("MeasureReport", "Observation")),
+    # The link shows what reading the whole episode shows.
+    "api.create_episode_view_link": ("r", (*EPISODE_TYPES, "Patient")),
 }
 EXPORT_ENDPOINTS = {"api.export_episode_fhir"}
 RECORD_ROUTE_INTERACTION = {

@@ -225,6 +225,7 @@ def load(schema: Schema) -> dict[str, Any]:
 def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -> type[Schema]:
     """The query parameters a route accepts; any other is refused (422). The OpenAPI document uses this too."""
     from service.entrypoints import schemas as s
+    from service.entrypoints.outcome_schemas import OutcomesQuerySchema
 
     if endpoint == "api.list_records" and (defaults or {}).get("collection") == "sessions":
         return s.SessionQuerySchema
@@ -235,6 +236,8 @@ def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -
         "api.list_safety_flags": s.FlagQuerySchema,
         "api.export_episode_fhir": s.FhirExportQuerySchema,
         "auth.list_audit_events": s.AuditQuerySchema,
+        "api.outcomes": OutcomesQuerySchema,
+        "api.create_outcomes_view_link": OutcomesQuerySchema,
     }.get(endpoint or "", s.NoQuerySchema)
 
 

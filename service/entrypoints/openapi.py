@@ -29,6 +29,9 @@ class Operation:
     request: type[Schema] | Schema | None = None
     status: int = 200
     many: bool = False
+    # A public page: the media type it answers in, and the refusals it documents (a signed link can be refused).
+    media: str = "application/json"
+    public_errors: tuple[int, ...] = ()
 
 
 WRITE_ERRORS = (400, 404, 409, 412, 413, 415, 422)
@@ -165,8 +168,32 @@ def _operations() -> dict[str, Operation]:
             "Audit trail of this clinic (needs system/AuditEvent.rs)",
             _paged(s.AuditEventSchema, "AuditEventPage"),
         ),
+        **_outcome_operations(),
     }
     return ops
+
+
+def _outcome_operations() -> dict[str, Operation]:
+    from service.entrypoints import outcome_schemas as o
+
+    return {
+        "api.outcomes": Operation(
+            "Outcome measures of the clinic: response, remission, per indication, time to first response",
+            o.OutcomesSchema,
+        ),
+        "api.create_episode_view_link": Operation("A 5-minute signed link to the episode page", o.ViewLinkSchema),
+        "api.create_outcomes_view_link": Operation("A 5-minute signed link to the outcomes page", o.ViewLinkSchema),
+        "views.episode_view": Operation(
+            "The episode in pictures (HTML; opened by a signed link, no bearer token)",
+            media="text/html",
+            public_errors=(403,),
+        ),
+        "views.outcomes_view": Operation(
+            "The clinic's outcomes (HTML; opened by a signed link, no bearer token)",
+            media="text/html",
+            public_errors=(403,),
+        ),
+    }
 
 
 def _record_operation(endpoint: str, collection: api.Collection) -> Operation:
@@ -304,12 +331,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 }
             elif op.response is not None:
                 success["content"] = {"application/json": {"schema": op.response}}
+            elif op.media != "application/json":
+                success["content"] = {op.media: {"schema": {"type": "string"}}}
             operation["responses"][str(op.status)] = success
             errors: tuple[int, ...] = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
             if rule.endpoint == "readyz":
                 errors = (503,)
             elif public:
-                errors = ()
+                errors = op.public_errors
             else:
                 errors = (401, 403, *errors, 429)
             if rule.endpoint == "auth.token":
