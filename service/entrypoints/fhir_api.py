@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 import jsonpatch
 import jsonpointer
 import orjson
-from flask import Blueprint, Response, g, has_request_context, request
+from flask import Blueprint, Response, current_app, g, has_request_context, request
 
 from mappings.conformance import load_all
 from mappings.context import full_url_of
@@ -295,6 +295,25 @@ def capability_statement() -> dict:
                 {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
             ]
         resources.append(entry)
+    if "fhir.measures.read" in current_app.view_functions:  # service.entrypoints.fhir_measures
+        resources.append(
+            {
+                "type": "Measure",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "_id", "type": "token"},
+                    {"name": "url", "type": "uri"},
+                    {"name": "status", "type": "token"},
+                    {"name": "name", "type": "string"},
+                ],
+                "operation": [
+                    {
+                        "name": "evaluate-measure",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
+                    }
+                ],
+            }
+        )
     system = [{"code": cap} for _, (_, cap) in sorted(HANDLERS.items()) if cap in ("transaction", "batch")]
     if "fhir.transaction" in HANDLERS:
         system = [{"code": "transaction"}, {"code": "batch"}]
