@@ -110,6 +110,17 @@ def _anyone(interaction: str, resource_type: str) -> None:
     return None
 
 
+# What a reverse mapping raises on valid FHIR that lacks what a KAP record needs (a session without a period...).
+UNMAPPABLE = (KeyError, ValueError, TypeError, AttributeError, IndexError, StopIteration)
+
+
+def unmappable(exc: Exception, where: str) -> InboundRefused:
+    missing = f" (missing {exc.args[0]!r})" if isinstance(exc, KeyError) and exc.args else ""
+    return InboundRefused(
+        422, where, f"the {where.split('.')[-1]} does not map into a KAP record{missing}", "business-rule"
+    )
+
+
 class InboundRefused(Exception):
     def __init__(self, status: int, expression: str, message: str, code: str = "business-rule") -> None:
         super().__init__(message)
@@ -343,6 +354,8 @@ class Inbound:
             status = next(s for cls, s in _STATUS if isinstance(exc, cls))
             detail = "; ".join(f"{e.field}: {e.message}" for e in exc.field_errors) or str(exc)
             raise InboundRefused(status, where, f"{exc} {detail}".strip(), "business-rule") from None
+        except UNMAPPABLE as exc:
+            raise unmappable(exc, where) from None
         out[i] = result
         if entry.get("fullUrl"):
             self.urls[entry["fullUrl"]] = f"{result.resource_type}/{result.id}"
@@ -974,6 +987,8 @@ class RestWrite(Inbound):
             raise InboundRefused(422, exc.expression, exc.reason) from None
         except DomainError as exc:
             raise _domain_refusal(exc, where) from None
+        except UNMAPPABLE as exc:
+            raise unmappable(exc, where) from None
         raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
 
     def _practitioner(self, resource: dict) -> Outcome:
@@ -1036,6 +1051,8 @@ class RestWrite(Inbound):
             raise InboundRefused(422, exc.expression, exc.reason) from None
         except DomainError as exc:
             raise _domain_refusal(exc, where) from None
+        except UNMAPPABLE as exc:
+            raise unmappable(exc, where) from None
         raise InboundRefused(405, rtype, _not_written(rtype), "not-supported")
 
     def _update_record(self, found: _Target, kind: str, record_id_: str, resource: dict, where: str) -> Outcome:

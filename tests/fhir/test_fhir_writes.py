@@ -421,3 +421,61 @@ def test_a_batch_refuses_its_bad_entry_alone(client: Any) -> None:
     assert client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|W-B1"}).get_json()["total"] == 1
     as_transaction = client.post("/fhir", json={**bundle, "type": "transaction"})
     assert as_transaction.status_code in (400, 422)
+
+
+# --- valid FHIR that does not make a KAP record: refused with an OperationOutcome, never a 5xx ----------------------
+
+MINIMAL = {
+    "Patient": {"resourceType": "Patient"},
+    "Practitioner": {"resourceType": "Practitioner"},
+    "Condition": {"resourceType": "Condition", "subject": {"reference": "Patient/nope"}},
+    "Observation": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+    "QuestionnaireResponse": {"resourceType": "QuestionnaireResponse", "status": "completed"},
+    "MedicationAdministration": {
+        "resourceType": "MedicationAdministration",
+        "status": "completed",
+        "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/nope"},
+        "effectiveDateTime": "2026-03-01T10:00:00Z",
+    },
+    "Encounter": {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}},
+    "Consent": {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"text": "x"},
+        "category": [{"text": "x"}],
+    },
+    "MedicationRequest": {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/nope"},
+    },
+    "AdverseEvent": {"resourceType": "AdverseEvent", "actuality": "actual", "subject": {"reference": "Patient/nope"}},
+    "MedicationStatement": {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/nope"},
+    },
+}
+
+
+@pytest.mark.parametrize("rtype", sorted(MINIMAL))
+def test_minimal_valid_resources_are_refused_cleanly(client: Any, rtype: str) -> None:
+    r = client.post(f"/fhir/{rtype}", json=MINIMAL[rtype])
+    assert r.status_code < 500, r.get_data(as_text=True)
+    if r.status_code >= 400:
+        assert r.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("rtype", sorted(t for t in MINIMAL if t != "Practitioner"))
+def test_minimal_updates_of_stored_resources_are_refused_cleanly(client: Any, rtype: str) -> None:
+    stored = entries(client.get(f"/fhir/{rtype}", query_string={"_count": 1}).get_json())
+    if not stored:
+        pytest.fail(f"the fixtures hold no {rtype}")
+    body = {**MINIMAL[rtype], "id": stored[0]["id"]}
+    r = client.put(f"/fhir/{rtype}/{stored[0]['id']}", json=body)
+    assert r.status_code < 500, r.get_data(as_text=True)
+    assert r.status_code in (200, 400, 405, 409, 412, 422), r.get_data(as_text=True)
