@@ -1204,7 +1204,7 @@ def _stored_key(
 
 def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str, refused: dict[int, list[Issue]]) -> Response:
     """Resources from an EHR, each mapped into the domain where it attaches (``service.fhir.inbound``)."""
-    writer = inbound.Inbound(uow, ctx, _authorize)
+    writer = inbound.RestWrite(uow, ctx, _authorize)
     chosen = {i: e for i, e in enumerate(entries) if i not in refused}
     order = list(chosen)
     failures: dict[int, inbound.InboundRefused] = {}

@@ -87,6 +87,7 @@ EXT_EPISODE_OF_CARE = f"{t.FHIR_SD}/workflow-episodeOfCare"
 _PRIMARY_TYPE = {cls: rtype for cls, (rtype, _) in PRIMARY.items()}
 SUPPORTED = ("Patient", "Condition", "Observation", "QuestionnaireResponse", "MedicationAdministration")
 _ORDER = {"Patient": 0, "Condition": 1, "MedicationAdministration": 2, "Observation": 3, "QuestionnaireResponse": 4}
+_INSTANCE_URL = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _REF = re.compile(r"^(?:.*/fhir/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
 # Bookkeeping, what the domain derives, and notes that are never exported: never a reason to amend a record.
 _BOOKKEEPING = {
@@ -329,8 +330,11 @@ class Inbound:
         resource = entry["resource"]
         rtype = resource["resourceType"]
         where = f"Bundle.entry[{i}].resource"
+        by_id = _INSTANCE_URL.fullmatch(entry["request"]["url"])
         try:
-            if rtype == "Patient":
+            if entry["request"]["method"] == "PUT" and by_id and by_id.group(1) == rtype:
+                result = self._update_by_id(rtype, by_id.group(2), resource, where)
+            elif rtype == "Patient":
                 result = self.patient(resource, entry["request"], where)
             elif rtype == "Condition":
                 result = self.condition(resource, entry["request"]["method"], where)
@@ -340,6 +344,10 @@ class Inbound:
                 result = self.questionnaire_response(resource, entry, scores, where)
             elif rtype == "MedicationAdministration":
                 result = self.administration(resource, where)
+            elif rtype == "Practitioner":
+                result = self._practitioner(resource)
+            elif rtype in _KIND_OF_TYPE:
+                result = self._new_record(resource, rtype, where)
             else:
                 raise InboundRefused(
                     422,
@@ -362,6 +370,18 @@ class Inbound:
         for j, score in scores.get(entry.get("fullUrl", ""), []):
             found = self._projected("Observation", _score_value(result, score))
             out[j] = Outcome("Observation", found or result.id, result.created)
+
+    def _update_by_id(self, rtype: str, rid: str, resource: dict, where: str) -> Outcome:
+        """A transaction or batch entry ``PUT Type/id`` of a resource kapfhir serves: an update."""
+        self.uow.run_pending()
+        stored = projection.read(self.session, self.clinic, rtype, rid)
+        if stored is None:
+            raise InboundRefused(
+                404, f"{where}.id", f"no {rtype}/{rid}: kapfhir assigns ids (create with POST)", "not-found"
+            )
+        if resource.get("id") not in (None, rid):
+            raise InboundRefused(400, f"{where}.id", f"the resource's id must be {rid!r} (the entry's url)", "value")
+        return self.update(stored, {**resource, "id": rid})
 
     def patient(self, resource: dict, request: dict, where: str) -> Outcome:
         incoming = patient_map.from_patient(ReverseContext(base=self.base), resource)

@@ -479,3 +479,33 @@ def test_minimal_updates_of_stored_resources_are_refused_cleanly(client: Any, rt
     r = client.put(f"/fhir/{rtype}/{stored[0]['id']}", json=body)
     assert r.status_code < 500, r.get_data(as_text=True)
     assert r.status_code in (200, 400, 405, 409, 412, 422), r.get_data(as_text=True)
+
+
+def test_a_transaction_updates_by_id_and_creates_any_writable_type(client: Any, app: Flask) -> None:
+    episode_id, dose = _dose(client, app, "a-trd-iv-ketamine")
+    record_id = dose["identifier"][0]["value"]
+    before = client.get(f"/api/v1/episodes/{episode_id}/doses/{record_id}").get_json()["version"]
+    changed = copy.deepcopy(dose)
+    changed["note"] = [{"text": "infusion pump checked"}]
+    practitioner = {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": "https://ehr.example.org/staff", "value": "TX-1"}],
+        "name": [{"family": "Transact", "given": ["Lee"]}],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": changed, "request": {"method": "PUT", "url": f"MedicationAdministration/{dose['id']}"}},
+            {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": practitioner, "request": {"method": "POST", "url": "Practitioner"}},
+        ],
+    }
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    first, second = r.get_json()["entry"]
+    assert first["response"]["location"].startswith(f"MedicationAdministration/{dose['id']}/_history/")
+    assert second["response"]["status"].startswith("201")
+    after = client.get(f"/api/v1/episodes/{episode_id}/doses/{record_id}").get_json()
+    assert after["version"] == before + 1
+    unknown = {**bundle, "entry": [{"resource": changed, "request": {"method": "PUT", "url": "MedicationAdministration/nope"}}]}
+    assert client.post("/fhir", json=unknown).status_code == 404
