@@ -1411,7 +1411,10 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     if body_schema is not None:
         content = {FHIR_JSON: {"schema": body_schema}, "application/json": {"schema": body_schema}}
         if endpoint == "fhir.patch":
-            content = {"application/json-patch+json": {"schema": body_schema["oneOf"][0]}, "application/json": {"schema": body_schema["oneOf"][1]}}
+            content = {
+                "application/json-patch+json": {"schema": body_schema["oneOf"][0]},
+                "application/json": {"schema": body_schema["oneOf"][1]},
+            }
         operation["requestBody"] = {"required": True, "content": content}
     if endpoint == "fhir.search_post":
         operation["requestBody"] = {

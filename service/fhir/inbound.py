@@ -58,6 +58,7 @@ from mappings.resources import medication_statement as medication_statement_map
 from mappings.resources import observation as obs_map
 from mappings.resources import patient as patient_map
 from mappings.resources import practitioner as practitioner_map
+from mappings.resources import provenance
 from mappings.resources import questionnaire_response as qr_map
 from mappings.resources._common import MappingRefusedError, ReverseContext, identifiers
 from service.adapters.fhir_store import fhir_resources
@@ -652,14 +653,20 @@ def _store_alone(
     body = copy.deepcopy(mapped.resource)
     body.pop("id", None)
     resource = {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
-    projection.store_resources(
-        session,
-        clinic_id,
-        [resource],
-        episode_id=None,
-        patient_ref=f"Patient/{resource['id']}" if patient else None,
-        now=now,
+    patient_ref = f"Patient/{resource['id']}" if patient else None
+    result = projection.store_resources(
+        session, clinic_id, [resource], episode_id=None, patient_ref=patient_ref, now=now
     )
+    version, changed = result[(resource["resourceType"], resource["id"])]
+    if changed:  # the Provenance of this write, as for an episode's
+        target = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
+        prov = provenance.to_provenance(ctx, [(target, version)], dt.instant(now))
+        prov["target"] = [{"reference": target}]
+        prov["agent"][0]["who"] = {
+            "reference": f"Organization/{ctx.full_url('Organization', ORGANIZATION, ctx.chart.clinic.id).removeprefix('urn:uuid:')}"
+        }
+        prov["agent"][1]["onBehalfOf"] = prov["agent"][0]["who"]
+        projection.store_resources(session, clinic_id, [prov], episode_id=None, patient_ref=patient_ref, now=now)
 
 
 # --- a whole episode (a Bundle kapfhir or clinic software produced) -------------------------------------------------

@@ -1,10 +1,11 @@
 """The FHIR projection: resources mapped from the domain by ``mappings.bundle.map_chart`` (one source of truth),
 kept with every version.
 
-``refresh_projection(session, clinic_id, chart, now)`` maps a chart and stores a new version of each resource
-whose JSON changed (an unchanged resource keeps its version). The domain API's write paths should call it in
-their unit of work after saving an episode; until they do, ``sync_clinic`` notices stale episodes (their
-fingerprint: episode, patient, body weights and practitioners) at the next /fhir request and refreshes them.
+Every write's unit of work calls ``refresh_projection(session, clinic_id, chart, now)`` before it commits (the
+use cases schedule it): the chart is mapped and a new version is stored of each resource whose JSON changed (an
+unchanged resource keeps its version), plus one Provenance of that write whose targets are exactly the versions
+it stored. ``catch_up`` projects, once at start-up, episodes stored without a projection (``sync_clinic`` finds
+them by their fingerprint: episode, patient, body weights and practitioners).
 
 Logical ids are the uuid5 of the mapping's fullUrls (``urn:uuid:<id>``), so the same record always has the same
 id; references between projected resources are rewritten from ``urn:uuid:`` to ``Type/id``.
@@ -75,28 +76,32 @@ def _reference_swaps(urls: dict[str, str]) -> dict[bytes, bytes]:
     return {url.encode(): b'"reference":' + orjson.dumps(target) for url, target in urls.items()}
 
 
-def chart_resources(chart: EpisodeChart) -> list[dict]:
-    """Every resource of the chart as the FHIR API serves it: ``id`` set, references as ``Type/id``, and the
-    Provenance of the chart's current content."""
+def chart_resources(chart: EpisodeChart) -> tuple[list[dict], Any]:
+    """Every resource of the chart as the FHIR API serves it: ``id`` set, references as ``Type/id``; and the
+    function that makes the Provenance of a write from what it changed."""
     ctx, mapped = map_chart(chart)
     urls: dict[str, str] = {}
     items: list[tuple[str, dict]] = []
-    targets = []
     for m in mapped:
         rtype = m.resource["resourceType"]
         url = ctx.full_url(rtype, m.kind, m.value)
         urls[url] = f"{rtype}/{url.removeprefix('urn:uuid:')}"
         items.append((url, m.resource))
-        targets.append((url, m.version))
-    prov = provenance.to_provenance(ctx, targets, dt.instant(_latest(chart)))
-    items.append((f"urn:uuid:{prov['id']}", prov))
-    out = []
     swaps = _reference_swaps(urls)
-    for url, resource in items:
+
+    def served(url: str, resource: dict) -> dict:
         body = _rewritten(resource, swaps)
         body.pop("id", None)
-        out.append({"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body})
-    return out
+        return {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
+
+    def provenance_of(changed: list[tuple[str, str, int]], recorded: datetime) -> dict:
+        """One Provenance per write: its targets are the versions this write stored (``Type/id/_history/n``)."""
+        targets = [(f"urn:uuid:{rid}|{rtype}", version) for rtype, rid, version in changed]
+        prov = provenance.to_provenance(ctx, targets, dt.instant(recorded))
+        prov["target"] = [{"reference": f"{rtype}/{rid}/_history/{version}"} for rtype, rid, version in changed]
+        return served(f"urn:uuid:{prov['id']}", prov)
+
+    return [served(url, resource) for url, resource in items], provenance_of
 
 
 def _merge_security(new: dict, old: dict) -> None:
@@ -238,11 +243,18 @@ def refresh_projection(
 ) -> dict[tuple[str, str], tuple[int, bool]]:
     """Maps the chart and stores new versions of what changed, in the caller's transaction. Call it after an
     episode (or its patient, body weights, practitioners) was saved."""
-    resources = chart_resources(chart)
+    resources, provenance_of = chart_resources(chart)
     patient = next(r for r in resources if r["resourceType"] == "Patient")
+    patient_ref = f"Patient/{patient['id']}"
     result = store_resources(
-        session, clinic_id, resources, episode_id=chart.episode.id, patient_ref=f"Patient/{patient['id']}", now=now
+        session, clinic_id, resources, episode_id=chart.episode.id, patient_ref=patient_ref, now=now
     )
+    changed = sorted((rtype, rid, version) for (rtype, rid), (version, stored) in result.items() if stored)
+    if changed:
+        prov = provenance_of(changed, max(now, _latest(chart)))
+        result |= store_resources(
+            session, clinic_id, [prov], episode_id=chart.episode.id, patient_ref=patient_ref, now=now
+        )
     fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
     if fingerprint is not None:
         st = fhir_projection_state

@@ -486,7 +486,7 @@ def test_a_transaction_updates_by_id_and_creates_any_writable_type(client: Any, 
     record_id = dose["identifier"][0]["value"]
     before = client.get(f"/api/v1/episodes/{episode_id}/doses/{record_id}").get_json()["version"]
     changed = copy.deepcopy(dose)
-    changed["note"] = [{"text": "infusion pump checked"}]
+    changed["contained"][0].setdefault("batch", {})["lotNumber"] = "SYN-LOT-TX"
     practitioner = {
         "resourceType": "Practitioner",
         "identifier": [{"system": "https://ehr.example.org/staff", "value": "TX-1"}],
@@ -497,7 +497,11 @@ def test_a_transaction_updates_by_id_and_creates_any_writable_type(client: Any, 
         "type": "transaction",
         "entry": [
             {"resource": changed, "request": {"method": "PUT", "url": f"MedicationAdministration/{dose['id']}"}},
-            {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": practitioner, "request": {"method": "POST", "url": "Practitioner"}},
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": practitioner,
+                "request": {"method": "POST", "url": "Practitioner"},
+            },
         ],
     }
     r = client.post("/fhir", json=bundle)
@@ -507,5 +511,39 @@ def test_a_transaction_updates_by_id_and_creates_any_writable_type(client: Any, 
     assert second["response"]["status"].startswith("201")
     after = client.get(f"/api/v1/episodes/{episode_id}/doses/{record_id}").get_json()
     assert after["version"] == before + 1
-    unknown = {**bundle, "entry": [{"resource": changed, "request": {"method": "PUT", "url": "MedicationAdministration/nope"}}]}
+    unknown = {
+        **bundle,
+        "entry": [{"resource": changed, "request": {"method": "PUT", "url": "MedicationAdministration/nope"}}],
+    }
     assert client.post("/fhir", json=unknown).status_code == 404
+
+
+def test_each_write_leaves_one_provenance_naming_what_it_changed(client: Any, app: Flask) -> None:
+    created = client.post("/fhir/Patient", json=patient("W-PROV")).get_json()
+    latest = {"_count": 20, "_sort": "-_lastUpdated"}
+    before = {e["resource"]["id"] for e in client.get("/fhir/Provenance", query_string=latest).get_json()["entry"]}
+    updated = client.put(f"/fhir/Patient/{created['id']}", json={**created, "gender": "male"}).get_json()
+    after = client.get("/fhir/Provenance", query_string=latest).get_json()["entry"]
+    new = [e["resource"] for e in after if e["resource"]["id"] not in before]
+    assert len(new) == 1
+    assert new[0]["target"] == [{"reference": f"Patient/{created['id']}/_history/{updated['meta']['versionId']}"}]
+
+
+def test_a_record_write_leaves_one_provenance_with_exactly_the_versions_it_stored(client: Any, app: Flask) -> None:
+    _, dose = _dose(client, app, "b-ptsd-im-ketamine")
+    latest = {"_count": 20, "_sort": "-_lastUpdated"}
+    seen = {e["resource"]["id"] for e in client.get("/fhir/Provenance", query_string=latest).get_json()["entry"]}
+    changed = copy.deepcopy(dose)
+    changed["contained"][0].setdefault("batch", {})["lotNumber"] = "SYN-LOT-PROV"
+    updated = client.put(f"/fhir/MedicationAdministration/{dose['id']}", json=changed).get_json()
+    new = [
+        e["resource"]
+        for e in client.get("/fhir/Provenance", query_string=latest).get_json()["entry"]
+        if e["resource"]["id"] not in seen
+    ]
+    assert len(new) == 1
+    targets = [t["reference"] for t in new[0]["target"]]
+    assert f"MedicationAdministration/{dose['id']}/_history/{updated['meta']['versionId']}" in targets
+    for target in targets:  # each target is a version that exists, and the current one
+        rtype, rid, _, version = target.split("/")
+        assert client.get(f"/fhir/{rtype}/{rid}").get_json()["meta"]["versionId"] == version
