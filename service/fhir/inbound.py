@@ -662,9 +662,8 @@ def _store_alone(
         target = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
         prov = provenance.to_provenance(ctx, [(target, version)], dt.instant(now))
         prov["target"] = [{"reference": target}]
-        prov["agent"][0]["who"] = {
-            "reference": f"Organization/{ctx.full_url('Organization', ORGANIZATION, ctx.chart.clinic.id).removeprefix('urn:uuid:')}"
-        }
+        organization = ctx.full_url("Organization", ORGANIZATION, ctx.chart.clinic.id).removeprefix("urn:uuid:")
+        prov["agent"][0]["who"] = {"reference": f"Organization/{organization}"}
         prov["agent"][1]["onBehalfOf"] = prov["agent"][0]["who"]
         projection.store_resources(session, clinic_id, [prov], episode_id=None, patient_ref=patient_ref, now=now)
 
