@@ -11,7 +11,6 @@ from sqlalchemy import and_, func, insert, select
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
-from service.adapters.database import upsert_insert
 
 
 @dataclass(frozen=True)
@@ -63,21 +62,9 @@ def _values(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def append(session: Session, record: AuditRecord) -> None:
-    session.execute(insert(orm.audit_events).values(**_values(record)))
-
-
-def add_occurrences(session: Session, record: AuditRecord, occurrences: int) -> None:
-    """One row for many alike refusals: the row ``record.id`` is created with ``occurrences``, or has them added."""
-    values = _values(record)
-    values["occurrences"] = occurrences
-    statement = upsert_insert(session)(orm.audit_events).values(**values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[orm.audit_events.c.id],
-            set_={"occurrences": orm.audit_events.c.occurrences + statement.excluded.occurrences},
-        )
-    )
+def append(session: Session, record: AuditRecord, *, occurrences: int = 1) -> None:
+    """Appends ``record``; ``occurrences`` > 1 when the row stands for that many alike refusals."""
+    session.execute(insert(orm.audit_events).values(**_values(record), occurrences=occurrences))
 
 
 def list_for_clinic(

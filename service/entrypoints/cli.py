@@ -502,7 +502,7 @@ def serve(bind: str | None) -> None:
         "gunicorn",
         "--config",
         str(REPO_ROOT / "gunicorn.conf.py"),
-        "service.entrypoints.wsgi:app",
+        "service.entrypoints.asgi:app",
     ]
     os.execv(args[0], args)  # noqa: S606 - replaces this process with gunicorn, fixed arguments
 

@@ -240,6 +240,10 @@ def json_body() -> Any:
             415, "Unsupported media type", f"Send the body as application/json (got '{mimetype or 'no content type'}')."
         )
     raw = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is read up to the limit and cut there (werkzeug): one that reaches it is too large.
+        raise ApiProblem(413, "Content too large", f"The body is larger than {limit} bytes.")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -7,7 +7,9 @@ reader behind every writer (SQLite has one writer at a time). Batching turns N w
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import logging
 import os
 import queue
 import threading
@@ -21,6 +23,7 @@ from service.adapters import audit
 from service.service_layer.unit_of_work import UnitOfWork
 
 MAX_BATCH = 500
+log = logging.getLogger("kapfhir.audit")
 
 
 class AuditUnavailableError(RuntimeError):
@@ -91,59 +94,56 @@ class GroupCommitAuditLog:
 
 class RefusalAggregator:
     """Refusals of callers the service cannot hold to a budget of their own (no valid token, or over a rate limit)
-    are recorded as one audit row per (address, status, route, minute) with the number of requests it stands
-    for. The first refusal of a row is written before it is answered; later ones are counted in memory and added
-    by a background thread about once a second, so a flood costs neither a row nor a write per request."""
+    are recorded per (address, status, method, route) and minute: the first one as its own row, before it is
+    answered; the others of that minute as one row carrying their number (``occurrences``), appended by a
+    background thread once the minute is over (the trail is append-only: rows are never updated). So a flood adds
+    at most two rows a minute per address, route and status in each worker, and costs no write per request."""
 
     WINDOW_SECONDS = 60
     FLUSH_SECONDS = 1.0
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
     def __init__(self, session_factory: sessionmaker) -> None:
         self._session_factory = session_factory
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[audit.AuditRecord, int]] = {}
-        self._seen: dict[str, int] = {}  # row id -> its window, for rows already written
+        self._counted: dict[tuple[str, int], tuple[audit.AuditRecord, int]] = {}  # (key, window) -> (last, n)
         self._pid: int | None = None
 
     def record(self, record: audit.AuditRecord, *, now: float | None = None) -> None:
-        """Raises :class:`AuditUnavailableError` when the first refusal of a row cannot be written."""
+        """Raises :class:`AuditUnavailableError` when the first refusal of its minute cannot be written."""
         window = int((time.time() if now is None else now) // self.WINDOW_SECONDS)
-        key = "|".join(
-            (record.network_address or "?", str(record.status), record.route, record.method, record.clinic_id or "")
-        )
-        row_id = str(uuid.uuid5(_AGGREGATE_NAMESPACE, f"{key}|{window}"))
-        aggregated = dataclasses.replace(record, id=row_id)
+        method = record.method if record.method in self.METHODS else "OTHER"
+        record = dataclasses.replace(record, method=method)
+        key = "|".join((record.network_address or "?", str(record.status), method, record.route))
         self._ensure_flusher()
         with self._lock:
-            first = row_id not in self._seen
-            if not first:
-                previous = self._pending.get(row_id)
-                self._pending[row_id] = (aggregated, (previous[1] if previous else 0) + 1)
+            counted = self._counted.get((key, window))
+            if counted is not None:
+                self._counted[(key, window)] = (record, counted[1] + 1)
                 return
-            if len(self._seen) > 10_000:
-                self._seen = {k: w for k, w in self._seen.items() if w >= window - 1}
-            self._seen[row_id] = window
+            self._counted[(key, window)] = (record, 0)
         try:
-            self._write(aggregated, 1)
+            self._write(record, 1)
         except Exception as exc:
-            with self._lock:
-                self._seen.pop(row_id, None)
             raise AuditUnavailableError("refusal audit failed") from exc
 
-    def flush(self) -> None:
+    def flush(self, *, everything: bool = False) -> None:
+        """Appends the counted refusals of every minute that is over (of every minute, with ``everything``)."""
+        current = int(time.time() // self.WINDOW_SECONDS)
         with self._lock:
-            pending, self._pending = self._pending, {}
-        for record, count in pending.values():
+            done = [k for k in self._counted if everything or k[1] < current]
+            finished = [self._counted.pop(k) for k in done]
+        for record, count in finished:
+            if count == 0:
+                continue
             try:
-                self._write(record, count)
-            except Exception:  # noqa: BLE001 - retried at the next flush
-                with self._lock:
-                    previous = self._pending.get(record.id)
-                    self._pending[record.id] = (record, count + (previous[1] if previous else 0))
+                self._write(dataclasses.replace(record, id=str(uuid.uuid4())), count)
+            except Exception as exc:  # noqa: BLE001 - the class only: counts are lost, the reason is logged
+                log.error("refusal audit failed", extra={"error_class": type(exc).__name__, "occurrences": count})
 
     def _write(self, record: audit.AuditRecord, count: int) -> None:
         with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
-            audit.add_occurrences(uow.session, record, count)
+            audit.append(uow.session, record, occurrences=count)
             uow.commit()
 
     def _ensure_flusher(self) -> None:
@@ -151,14 +151,12 @@ class RefusalAggregator:
             return
         with self._lock:
             if self._pid != os.getpid():
-                self._pending, self._seen = {}, {}
+                self._counted = {}
                 threading.Thread(target=self._flush_forever, name="audit-refusals", daemon=True).start()
+                atexit.register(self.flush, everything=True)
                 self._pid = os.getpid()
 
     def _flush_forever(self) -> None:
         while True:
             time.sleep(self.FLUSH_SECONDS)
             self.flush()
-
-
-_AGGREGATE_NAMESPACE = uuid.UUID("6f1d3c2a-8b7e-4c55-9a0e-1c2b3d4e5f60")
