@@ -382,12 +382,16 @@ def _paging() -> tuple[int, int]:
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "_format"]
     count, offset = search.DEFAULT_COUNT, 0
     for key, value in args:
-        if key == "_count" and limits.ascii_int(value) is not None:
-            count = min(search.parse_count(value), search.MAX_COUNT)
-        elif key == "_offset" and limits.ascii_int(value) is not None:
-            offset = search.parse_offset(value)
-        else:
-            raise _problem(400, "Invalid search", key, f"history takes only _count and _offset (got {key}={value!r})")
+        try:
+            if key == "_count":
+                count = search.parse_count(value)
+                continue
+            if key == "_offset":
+                offset = search.parse_offset(value)
+                continue
+        except search.SearchError as exc:
+            raise _problem(400, "Invalid search", key, exc.message, "invalid") from None
+        raise _problem(400, "Invalid search", key, f"history takes only _count and _offset (got {key}={value!r})")
     return count, offset
 
 
