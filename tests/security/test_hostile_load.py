@@ -79,22 +79,31 @@ def test_clinic_a_sending_bad_request_ids_and_tokens_never_fails_clinic_b_reads(
         assert not any(status >= 500 for status in a_statuses), a_statuses
 
 
-def test_200_connections_trickling_headers_leave_healthz_and_reads_under_a_second(request: pytest.FixtureRequest):
+def test_200_connections_trickling_headers_and_50_trickling_bodies_leave_healthz_and_reads_under_a_second(
+    request: pytest.FixtureRequest,
+):
     with started_service(request, "sqlite") as (service, _):
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {token(service)}"
         assert http.get(f"{service.base_url}/api/v1/patients", timeout=10).status_code == 200
         slow: list[socket.socket] = []
         try:
-            for _ in range(200):
+            for i in range(250):
                 sock = socket.create_connection(("127.0.0.1", service.port), timeout=5, source_address=("127.0.0.4", 0))
-                sock.sendall(b"GET /api/v1/patients HTTP/1.1\r\nHost: slow\r\n")
+                if i < 200:  # headers one line at a time
+                    sock.sendall(b"GET /api/v1/patients HTTP/1.1\r\nHost: slow\r\n")
+                else:  # complete headers, then a body a few bytes at a time
+                    sock.sendall(
+                        b"POST /fhir HTTP/1.1\r\nHost: slow\r\nContent-Type: application/fhir+json\r\n"
+                        b"Authorization: Bearer " + http.headers["Authorization"][7:].encode() + b"\r\n"
+                        b"Content-Length: 100000\r\n\r\n{"
+                    )
                 slow.append(sock)
             timings = []
             for second in range(4):  # bounded: four rounds, one header line per slow connection each
-                for sock in slow:
+                for i, sock in enumerate(slow):
                     try:
-                        sock.sendall(f"X-Slow-{second}: still-sending\r\n".encode())
+                        sock.sendall(f"X-Slow-{second}: still-sending\r\n".encode() if i < 200 else b'"a": 1,')
                     except OSError:
                         pass
                 for path, session in (("/healthz", requests), ("/api/v1/patients", http)):
