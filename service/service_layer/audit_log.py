@@ -114,7 +114,9 @@ class RefusalAggregator:
         window = int((time.time() if now is None else now) // self.WINDOW_SECONDS)
         method = record.method if record.method in self.METHODS else "OTHER"
         record = dataclasses.replace(record, method=method)
-        key = "|".join((record.network_address or "?", str(record.status), method, record.route))
+        # a known client's 429s are its own; anonymous refusals are the address's
+        who = (record.clinic_id or "", record.client_id or "")
+        key = "|".join((record.network_address or "?", str(record.status), method, record.route, *who))
         self._ensure_flusher()
         with self._lock:
             counted = self._counted.get((key, window))
