@@ -27,7 +27,7 @@ REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}")
 
 # Search and paging: offsets and counts end in a 64-bit integer column or LIMIT/OFFSET.
 MAX_OFFSET = 1_000_000
-MAX_SEARCH_VALUE = 500  # one search value (a token, a string prefix, a reference)
+MAX_SEARCH_VALUE = 1000  # one search value: a token system|value (500 + 1 + 100) fits
 
 _ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 

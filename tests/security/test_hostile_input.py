@@ -351,3 +351,9 @@ def test_a_second_clinic_registered_later_is_accepted(hostile):
         timeout=10,
     )
     assert response.status_code == 200, response.text
+
+
+def test_a_search_value_over_1000_characters_answers_400_and_a_full_identifier_fits(hostile, http):
+    _assert_refused(http.get(_url(hostile, "/fhir/Patient?name=" + "a" * 1001), timeout=10), 400)
+    longest = "https://x.org/" + "s" * 486 + "|" + "9" * 100  # the longest system and value stored
+    assert http.get(_url(hostile, f"/fhir/Patient?identifier={longest}"), timeout=10).status_code == 200
