@@ -357,3 +357,17 @@ def test_a_search_value_over_1000_characters_answers_400_and_a_full_identifier_f
     _assert_refused(http.get(_url(hostile, "/fhir/Patient?name=" + "a" * 1001), timeout=10), 400)
     longest = "https://x.org/" + "s" * 486 + "|" + "9" * 100  # the longest system and value stored
     assert http.get(_url(hostile, f"/fhir/Patient?identifier={longest}"), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("client_id", ["a\x00b", "c" * 5000, "\udc80"])
+def test_the_token_endpoint_refuses_unstorable_client_ids_with_4xx(hostile, client_id):
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "x"}
+    body = "&".join(f"{k}={requests.utils.quote(v, errors='surrogatepass')}" for k, v in form.items())
+    response = requests.post(
+        _url(hostile, "/oauth2/token"),
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert requests.get(_url(hostile, "/healthz"), timeout=5).status_code == 200
