@@ -613,3 +613,5 @@ class AuditEventSchema(Schema):
     route = fields.String()
     status = fields.Integer()
     entity = fields.List(fields.Nested(AuditEntitySchema))
+    # how many alike requests the row stands for: 429s are recorded once a minute with their number
+    occurrences = fields.Integer()
