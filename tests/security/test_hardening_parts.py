@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -172,3 +173,26 @@ def test_kapfhir_token_refuses_a_clinic_that_is_not_registered(tmp_path: Path):
     assert refused.exit_code != 0 and "no clinic nowhere" in refused.output
     issued = CliRunner().invoke(cli, ["token", "--clinic", "demo"], env=env)
     assert issued.exit_code == 0 and issued.output.count(".") == 2
+
+
+def test_a_500_is_audited_and_logged_by_error_class_only(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from tests.conftest import bearer, make_app, token_for
+
+    app = make_app(f"sqlite:///{tmp_path}/kapfhir.db")
+    kapfhir_logger = logging.getLogger("kapfhir")  # does not propagate (service/entrypoints/logs.py)
+    kapfhir_logger.addHandler(caplog.handler)
+
+    def boom() -> None:  # a fault: a view that fails with patient data in its message
+        raise RuntimeError("SYNTHETIC-PATIENT-CANARY")
+
+    app.add_url_rule("/api/v1/boom", "boom", boom)
+    try:
+        response = app.test_client().get("/api/v1/boom", headers={**bearer(token_for(app)), "X-Request-ID": "boom-1"})
+    finally:
+        kapfhir_logger.removeHandler(caplog.handler)
+    assert response.status_code == 500 and "CANARY" not in response.get_data(as_text=True)
+    with app.extensions["kapfhir.engine"].connect() as connection:
+        rows = connection.execute(select(orm.audit_events).where(orm.audit_events.c.request_id == "boom-1")).all()
+    assert [(r.status, r.outcome, r.clinic_id) for r in rows] == [(500, "8", "demo")]
+    assert any(getattr(r, "error_class", None) == "RuntimeError" for r in caplog.records)
+    assert not any("CANARY" in str(vars(r)) for r in caplog.records)
