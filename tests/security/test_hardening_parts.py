@@ -23,7 +23,7 @@ from service.entrypoints.cli import prepare_database
 from service.security.keys import SigningKey, StaticJWKS, generate_private_key
 from service.security.rate_limit import RateLimiter, client_key
 from service.security.tokens import AuthenticationError, TokenValidator
-from service.service_layer.audit_log import AuditUnavailableError, GroupCommitAuditLog, RefusalAggregator
+from service.service_layer.audit_log import GroupCommitAuditLog, RefusalAggregator, _Pending
 
 ISSUER, AUDIENCE = "https://kapfhir.test", "https://kapfhir.test/fhir"
 
@@ -62,22 +62,15 @@ def _count(session_factory) -> int:
 def test_one_bad_record_in_a_group_commit_fails_only_its_own_read(session_factory):
     log = GroupCommitAuditLog(session_factory)
     # a fault: an entity the JSON column cannot hold (over-long values are cut at the edge and in the adapter)
-    bad = _record(entity=[{"type": "Patient", "id": object()}])
-    good = [_record(request_id=f"good-{i}") for i in range(20)]
-    failures: list[str] = []
-
-    def append(record: audit.AuditRecord) -> None:
-        try:
-            log.append(record)
-        except AuditUnavailableError:
-            failures.append(record.request_id or "")
-
-    threads = [threading.Thread(target=append, args=(r,)) for r in [bad, *good]]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert failures == [bad.request_id]
+    bad = _Pending(_record(request_id="bad", entity=[{"type": "Patient", "id": object()}]))
+    good = [_Pending(_record(request_id=f"good-{i}")) for i in range(20)]
+    # all queued before the flusher starts: they are committed as one batch
+    for pending in [good[0], bad, *good[1:]]:
+        log._queue.put(pending)
+    threading.Thread(target=log._flush_forever, daemon=True).start()
+    assert all(p.done.wait(30) for p in [bad, *good])
+    assert bad.error is not None
+    assert [p.error for p in good] == [None] * 20
     assert _count(session_factory) == 20
 
 
