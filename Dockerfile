@@ -21,4 +21,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('KAPFHIR_BIND', '').rpartition(':')[2] or '8000'; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
 
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "service.entrypoints.wsgi:app"]
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "service.entrypoints.asgi:app"]

@@ -4,9 +4,20 @@ import os
 
 bind = os.environ.get("KAPFHIR_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("KAPFHIR_WORKERS", "2"))
-threads = int(os.environ.get("KAPFHIR_THREADS", "4"))
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's asyncio worker: a connection that trickles its headers waits in the event loop and holds no thread
+# (under gthread, ten such clients stopped /healthz for 40 s). Complete requests run the Flask app in a pool of
+# KAPFHIR_THREADS threads per worker (service/entrypoints/asgi.py).
+worker_class = "service.entrypoints.gunicorn_worker.ProblemJsonAsgiWorker"
+worker_connections = int(os.environ.get("KAPFHIR_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("KAPFHIR_TIMEOUT", "30"))
+asgi_lifespan = "off"  # the Flask app has no ASGI lifespan
+
+# What one request may send (README, Security): the request line (method, URL, version) up to 8190 bytes,
+# gunicorn's maximum; up to 100 header fields of up to 20 kB each, room for a 16 kB bearer token. Refusals are
+# problem+json (414, 431: service/entrypoints/gunicorn_worker.py); bodies are limited by KAPFHIR_MAX_BODY_BYTES (413).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 20480
 
 # The app writes its own structured request lines; gunicorn's would duplicate them.
 accesslog = None

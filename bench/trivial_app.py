@@ -5,16 +5,21 @@ No database, no token check, no JSON schema: what Flask + gunicorn cost on their
 
 from __future__ import annotations
 
+import os
+
+from a2wsgi import WSGIMiddleware
 from flask import Flask, jsonify
 
-app = Flask(__name__)
+flask_app = Flask(__name__)
+# served like kapfhir (service/entrypoints/asgi.py): gunicorn's asyncio worker, the app in a thread pool
+app = WSGIMiddleware(flask_app, workers=int(os.environ.get("KAPFHIR_THREADS", "4")))
 
 
-@app.get("/healthz")
+@flask_app.get("/healthz")
 def healthz():
     return jsonify(status="ok")
 
 
-@app.get("/trivial")
+@flask_app.get("/trivial")
 def trivial():
     return jsonify(hello="world")

@@ -43,7 +43,10 @@ class Settings:
     log_level: str = "INFO"
     # Public base URL of this service: the audience of client assertions is {base_url}/oauth2/token.
     base_url: str = "http://127.0.0.1:8000"
-    rate_limit: str = "1200 per minute"
+    rate_limit: str = "1200 per minute"  # per client: (clinic, client id), all routes, all workers
+    rate_limit_per_address: str = "3000 per minute"  # per source address, checked before authentication
+    # Where the counts live: "database" (shared by every worker on it) or a limits storage URI (redis://host:6379)
+    rate_limit_storage: str = "database"
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # EHR targets (KAPFHIR_TARGETS_FILE / KAPFHIR_TARGETS, see service/exchange/targets.py); every change to an
@@ -65,6 +68,8 @@ class Settings:
             log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
             base_url=os.environ.get("KAPFHIR_BASE_URL") or cls.base_url,
             rate_limit=os.environ.get("KAPFHIR_RATE_LIMIT") or cls.rate_limit,
+            rate_limit_per_address=os.environ.get("KAPFHIR_RATE_LIMIT_PER_ADDRESS") or cls.rate_limit_per_address,
+            rate_limit_storage=os.environ.get("KAPFHIR_RATE_LIMIT_STORAGE") or cls.rate_limit_storage,
             safety=safety_policy_from_env(),
             security=SecuritySettings.from_env(),
             targets=load_targets(),

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from service.config import Settings
 from service.entrypoints.app import create_app
-from service.entrypoints.cli import prepare_database
+from service.entrypoints.cli import ensure_clinic, prepare_database
 from service.security.settings import SecuritySettings
 from tests.support.postgres import PostgresServer
 
@@ -63,7 +63,10 @@ def make_app(database_url: str, *, signing_key_file: str | None = None, **overri
 def token_for(
     app: Flask, *, clinic: str = "demo", scope: str = "system/*.cruds", client_id: str = "test-client"
 ) -> str:
-    """A bearer token from the app's embedded issuer."""
+    """A bearer token from the app's embedded issuer, for a clinic registered on the app (tokens of clinics the
+    service does not hold are refused)."""
+    if clinic != app.extensions["kapfhir"].settings.default_clinic_id:
+        ensure_clinic(app.extensions["kapfhir"].settings, clinic, clinic, f"https://{clinic}.example.org/fhir/id")
     issuer = app.extensions["kapfhir.security"].issuer
     return issuer.issue(client_id=client_id, clinic_id=clinic, scope=scope).access_token
 

@@ -31,25 +31,40 @@ class AuditRecord:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def append(session: Session, record: AuditRecord) -> None:
-    session.execute(
-        insert(orm.audit_events).values(
-            id=record.id,
-            clinic_id=record.clinic_id,
-            recorded=record.recorded,
-            type=record.type,
-            subtype=record.subtype,
-            action=record.action,
-            outcome=record.outcome,
-            client_id=record.client_id,
-            network_address=record.network_address,
-            request_id=record.request_id,
-            method=record.method,
-            route=record.route,
-            status=record.status,
-            entity=record.entity,
-        )
-    )
+# Column widths (orm.audit_events): values are bounded at the edge; this keeps a value that slipped through from
+# failing the row (PostgreSQL refuses an over-long value where SQLite stores it).
+_WIDTHS = {"client_id": 200, "network_address": 64, "request_id": 100, "method": 10, "route": 300, "clinic_id": 64}
+
+
+def _bounded(value: str | None, column: str) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return value[: _WIDTHS[column]]
+
+
+def _values(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "clinic_id": _bounded(record.clinic_id, "clinic_id"),
+        "recorded": record.recorded,
+        "type": record.type,
+        "subtype": record.subtype,
+        "action": record.action,
+        "outcome": record.outcome,
+        "client_id": _bounded(record.client_id, "client_id"),
+        "network_address": _bounded(record.network_address, "network_address"),
+        "request_id": _bounded(record.request_id, "request_id"),
+        "method": _bounded(record.method, "method"),
+        "route": _bounded(record.route, "route"),
+        "status": record.status,
+        "entity": record.entity,
+    }
+
+
+def append(session: Session, record: AuditRecord, *, occurrences: int = 1) -> None:
+    """Appends ``record``; ``occurrences`` > 1 when the row stands for that many alike refusals."""
+    session.execute(insert(orm.audit_events).values(**_values(record), occurrences=occurrences))
 
 
 def list_for_clinic(

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -213,7 +214,19 @@ audit_events = Table(
     Column("route", String(300), nullable=False),
     Column("status", Integer, nullable=False),
     Column("entity", JSON, nullable=False),  # [{"type": "Patient", "id": "..."}]
+    # How many requests the row stands for: anonymous refusals and 429s are aggregated per address and minute.
+    Column("occurrences", Integer, nullable=False, server_default="1"),
     Index("ix_audit_events_clinic_recorded", "clinic_id", "recorded"),
+)
+
+# Fixed-window request counters shared by every worker (service/security/rate_limit.py).
+rate_limit_counters = Table(
+    "rate_limit_counters",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("hits", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_rate_limit_counters_expires_at", "expires_at"),
 )
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from flask import Flask, Response, g, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from sqlalchemy import text
 
 from service.adapters.database import make_engine, make_session_factory
@@ -19,11 +16,19 @@ from service.entrypoints import (
     auth,
     fhir_api,
     fhir_measures,  # noqa: F401 - nests /fhir/Measure in the /fhir blueprint
+    rate_limits,
     views,
 )
-from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
+from service.entrypoints.http import (
+    AppState,
+    json_response,
+    problem_response,
+    refuse_unstorable_input,
+    register_error_handlers,
+    request_id,
+)
 from service.entrypoints.logs import configure_logging
-from service.service_layer.audit_log import GroupCommitAuditLog
+from service.service_layer.audit_log import GroupCommitAuditLog, RefusalAggregator
 
 log = logging.getLogger("kapfhir.request")
 
@@ -36,7 +41,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     app.extensions["kapfhir"] = AppState(
-        settings=settings, session_factory=session_factory, audit_log=GroupCommitAuditLog(session_factory)
+        settings=settings,
+        session_factory=session_factory,
+        audit_log=GroupCommitAuditLog(session_factory),
+        refusals=RefusalAggregator(session_factory),
     )
     app.extensions["kapfhir.engine"] = engine
     register_error_handlers(app)
@@ -66,8 +74,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def _start() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        g.request_id = request_id()
         g.started = time.perf_counter()
+
+    limiter = rate_limits.RequestLimits.from_settings(settings, engine)
+    app.before_request(limiter.check_address)  # before authentication: floods never reach the token check
+    app.before_request(refuse_unstorable_input)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -96,18 +108,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         return response
 
     auth.init_app(app, auth.build_runtime(settings.security, engine, settings.base_url))
-    _rate_limit(app, settings.rate_limit)
+    app.before_request(limiter.check_client)  # after authentication: keyed on (clinic, client)
     return app
-
-
-def _rate_limit(app: Flask, limit: str) -> None:
-    """Per client (per address before authentication), in each process's memory: a guard against runaway
-    clients, not a quota. Registered after authentication so the client id is known."""
-    limiter = Limiter(
-        key_func=lambda: (g.principal.client_id if g.get("principal") else None) or get_remote_address(),
-        default_limits=[limit],
-        storage_uri="memory://",
-        headers_enabled=True,
-        default_limits_exempt_when=lambda: request.endpoint in ("healthz", "readyz"),
-    )
-    limiter.init_app(app)

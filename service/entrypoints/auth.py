@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
-from service.adapters import audit
+from service.adapters import audit, orm
 from service.adapters.security_store import SqlClientStore, SqlReplayStore
 from service.security.client_auth import TokenEndpoint
 from service.security.flask_integration import bearer_token
@@ -26,6 +30,7 @@ from service.security.tokens import (
     build_local_issuer,
     build_token_validator,
 )
+from service.service_layer.unit_of_work import UnitOfWork
 
 log = logging.getLogger("kapfhir.auth")
 
@@ -121,6 +126,33 @@ AUDIT_SUBTYPE = {
 }
 
 
+class RegisteredClinics:
+    """Whether a clinic is registered, from the clinics table, remembered for a short while per process."""
+
+    TTL_SECONDS = 30.0
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._known: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def is_registered(self, clinic_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            found = self._known.get(clinic_id)
+        if found is not None and now - found[1] < self.TTL_SECONDS:
+            return found[0]
+        with self._engine.connect() as connection:
+            registered = (
+                connection.execute(select(orm.clinics.c.id).where(orm.clinics.c.id == clinic_id)).first() is not None
+            )
+        with self._lock:
+            if len(self._known) > 1000:
+                self._known.clear()
+            self._known[clinic_id] = (registered, now)
+        return registered
+
+
 @dataclass
 class SecurityRuntime:
     settings: SecuritySettings
@@ -128,9 +160,10 @@ class SecurityRuntime:
     issuer: TokenIssuer | None
     token_endpoint: TokenEndpoint | None
     base_url: str
+    clinics: RegisteredClinics
 
 
-def build_runtime(settings: SecuritySettings, engine: object, base_url: str) -> SecurityRuntime:
+def build_runtime(settings: SecuritySettings, engine: Engine, base_url: str) -> SecurityRuntime:
     settings.validate_for_production()
     issuer = build_local_issuer(settings) if settings.signing_key_file else None
     local_key: SigningKey | None = issuer.signing_key if issuer else None
@@ -146,7 +179,7 @@ def build_runtime(settings: SecuritySettings, engine: object, base_url: str) -> 
         if issuer
         else None
     )
-    return SecurityRuntime(settings, validator, issuer, endpoint, base_url)
+    return SecurityRuntime(settings, validator, issuer, endpoint, base_url, RegisteredClinics(engine))
 
 
 def runtime() -> SecurityRuntime:
@@ -196,6 +229,10 @@ def authenticate() -> Response | None:
     except KeySourceUnavailableError:
         log.error("token keys unavailable", extra={"error_class": "KeySourceUnavailableError"})
         return _problem(503, "Service unavailable", "The keys to check tokens cannot be fetched; retry later.")
+    if not runtime().clinics.is_registered(principal.clinic_id):
+        # A signed token for a clinic this service does not hold: refused here, not by every write that follows.
+        error = AuthenticationError("invalid_token", "token clinic is not registered")
+        return _problem(401, "Unauthorized", error.description, error.www_authenticate())
     g.principal = principal
     rule = request.url_rule
     requirement = requirement_of(request.endpoint, rule.defaults if rule else None)
@@ -279,16 +316,31 @@ def created_id_of(response: Response) -> str | None:
 
 
 def audit_refusal(response: Response) -> Response:
-    """after_request: 401, 403 and 404 are audited in their own transaction (the request itself wrote nothing)."""
-    if response.status_code in (401, 403, 404) and request.endpoint not in PUBLIC_ENDPOINTS and not g.get("audited"):
-        from service.entrypoints.http import state
+    """after_request: every answer of a protected route that its view did not audit (a refusal, a 400, a 500) is
+    audited in its own transaction (the request itself wrote nothing). Refusals of callers without a valid token,
+    and 429s anywhere, are aggregated (RefusalAggregator): anonymous callers cannot grow the trail without limit.
+    An audit that fails is logged without its content and the request answers 503, alone."""
+    from service.entrypoints import fhir_api
+    from service.entrypoints.http import problem_response, state
 
-        session = state().session_factory()
-        try:
-            audit.append(session, audit_record(response.status_code))
-            session.commit()
-        finally:
-            session.close()
+    status = response.status_code
+    public = request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in fhir_api.PUBLIC_ENDPOINTS
+    if g.get("audited") or (public and status != 429) or request.method == "OPTIONS":
+        return response
+    g.audited = True
+    try:
+        record = audit_record(status)
+        if status == 429 or g.get("principal") is None:
+            state().refusals.record(record)
+        else:
+            with UnitOfWork(state().session_factory, record.clinic_id or "", write=True) as uow:
+                audit.append(uow.session, record)
+                uow.commit()
+    except Exception as exc:  # noqa: BLE001 - the class only: the exception's text can hold request values
+        log.error("audit unavailable", extra={"error_class": type(exc).__name__})
+        return problem_response(
+            503, "Service unavailable", "The request could not be audited; retry later.", headers={"Retry-After": "5"}
+        )
     return response
 
 

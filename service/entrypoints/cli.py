@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.adapters import orm
 from service.adapters.database import make_engine, make_session_factory
@@ -179,10 +179,20 @@ def token(clinic_id: str | None, scope: str, client_id: str, lifetime: int) -> N
     from service.security.tokens import build_local_issuer
 
     settings = Settings.from_env()
+    clinic_id = clinic_id or settings.default_clinic_id
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            registered = connection.execute(select(orm.clinics.c.id).where(orm.clinics.c.id == clinic_id)).first()
+    except SQLAlchemyError:
+        registered = None  # no database yet: only the default clinic exists once it is prepared
+    finally:
+        engine.dispose()
+    if registered is None and clinic_id != settings.default_clinic_id:
+        # the service refuses tokens of clinics it does not hold (401): do not mint one that cannot work
+        raise click.UsageError(f"no clinic {clinic_id}: add it with 'kapfhir clinics add'")
     issuer = build_local_issuer(settings.security)
-    issued = issuer.issue(
-        client_id=client_id, clinic_id=clinic_id or settings.default_clinic_id, scope=scope, lifetime=lifetime
-    )
+    issued = issuer.issue(client_id=client_id, clinic_id=clinic_id, scope=scope, lifetime=lifetime)
     click.echo(issued.access_token)
 
 
@@ -499,7 +509,7 @@ def serve(bind: str | None) -> None:
         "gunicorn",
         "--config",
         str(REPO_ROOT / "gunicorn.conf.py"),
-        "service.entrypoints.wsgi:app",
+        "service.entrypoints.asgi:app",
     ]
     os.execv(args[0], args)  # noqa: S606 - replaces this process with gunicorn, fixed arguments
 

@@ -18,8 +18,9 @@ from flask import Blueprint, Response, current_app, g, has_request_context, requ
 from mappings.conformance import load_all
 from mappings.context import full_url_of
 from mappings.validation import Issue
+from service.domain import limits
 from service.domain.errors import DomainError
-from service.entrypoints.http import ApiProblem, principal, read, write
+from service.entrypoints.http import ApiProblem, json_body_for_permissions, principal, read, state, write
 from service.fhir import inbound, projection, registry, search
 from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
@@ -128,11 +129,22 @@ def _body() -> Any:
         )
     from service.entrypoints.http import json_body
 
-    return json_body()
+    body = json_body()
+    # identifiers and names held to the limits /api/v1 applies (one set of limits, service/domain/limits.py)
+    too_long = limits.fhir_length_errors(body, body.get("resourceType", "Bundle") if isinstance(body, dict) else "")
+    if too_long:
+        raise ApiProblem(
+            422,
+            "Invalid content",
+            "A value is longer than this service stores; nothing was stored.",
+            [{"field": e.field, "message": e.message, "code": "too-long"} for e in too_long],
+        )
+    return body
 
 
 def _base() -> str:
-    return request.url_root.rstrip("/") + "/fhir"
+    # From configuration, never from the Host header: links must not point where a caller says.
+    return state().settings.base_url.rstrip("/") + "/fhir"
 
 
 def _type_or_404(rtype: str) -> registry.TypeInfo:
@@ -471,36 +483,42 @@ def _result_shape(params: list[tuple[str, str]], *, search_: bool) -> _Shape:
 @_handler("/<rtype>/<rid>/_history/<vid>", "vread", "r", "vread")
 def vread(rtype: str, rid: str, vid: str) -> Response:
     _type_or_404(rtype)
-    if not vid.isdigit():
+    version = limits.ascii_int(vid)
+    if version is None:
         raise _problem(404, "Not found", "vid", f"no version {vid!r} of {rtype}/{rid}")
     g.audit_entities = [{"type": rtype, "id": rid}]
-    return _read(lambda uow: _resource_response(_stored_or_404(uow, rtype, rid, int(vid))))
+    return _read(lambda uow: _resource_response(_stored_or_404(uow, rtype, rid, version)))
 
 
 def _paging() -> tuple[int, int, datetime | None]:
     args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_format", "_pretty")]
     count, offset, since = search.DEFAULT_COUNT, 0, None
     for key, value in args:
-        if key == "_count" and value.isascii() and value.isdigit() and len(value) < 10:
-            count = min(int(value), search.MAX_COUNT)
-        elif key == "_offset" and value.isascii() and value.isdigit() and len(value) < 10:
-            offset = int(value)
-        elif key == "_since":
+        try:
+            if key == "_count":
+                count = search.parse_count(value)
+                continue
+            if key == "_offset":
+                offset = search.parse_offset(value)
+                continue
+        except search.SearchError as exc:
+            raise _problem(400, "Invalid search", key, exc.message, "invalid") from None
+        if key == "_since":
             try:
                 since = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 since = None
             if since is None or since.tzinfo is None:
                 raise _problem(400, "Invalid search", "_since", f"_since is an instant with a time zone, got {value!r}")
-        else:
-            raise _problem(
-                400, "Invalid search", key, f"history takes only _count, _offset and _since (got {key}={value!r})"
-            )
+            continue
+        raise _problem(
+            400, "Invalid search", key, f"history takes only _count, _offset and _since (got {key}={value!r})"
+        )
     return count, offset, since
 
 
 def _bundle(kind: str, entries: list[dict], total: int, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
-    path = request.base_url
+    path = _base() + request.path.removeprefix("/fhir")
     own = [(k, v) for k, v in params if k not in ("_offset",)]
     links = [{"relation": "self", "url": path + ("?" + urlencode(params) if params else "")}]
     if offset + count < total and count > 0:
@@ -1308,7 +1326,7 @@ def requirement(endpoint: str, view_args: Mapping[str, Any], method: str) -> Req
     if endpoint not in HANDLERS:
         return None
     interaction, _ = HANDLERS[endpoint]
-    body = request.get_json(silent=True) if has_request_context() else None
+    body = json_body_for_permissions() if has_request_context() and request.method == "POST" else None
     if endpoint in ("fhir.transaction", "fhir.transaction_slash"):
         # Each entry is authorized by the domain operation it turns into (service.fhir.inbound), not up front.
         return Requirement("c", ())

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,15 +16,16 @@ from typing import Any
 import orjson
 from flask import Response, current_app, g, request
 from marshmallow import Schema, ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from service.adapters import audit
 from service.config import Settings
+from service.domain import limits
 from service.domain.errors import Conflict, DomainError, Incoherent, NotFound, StaleVersion, TransitionRefused
 from service.security.tokens import Principal
-from service.service_layer.audit_log import AuditUnavailableError, GroupCommitAuditLog
+from service.service_layer.audit_log import AuditUnavailableError, GroupCommitAuditLog, RefusalAggregator
 from service.service_layer.services import Context
 from service.service_layer.unit_of_work import UnitOfWork
 
@@ -39,6 +41,7 @@ class AppState:
     settings: Settings
     session_factory: sessionmaker
     audit_log: GroupCommitAuditLog
+    refusals: RefusalAggregator
 
 
 def state() -> AppState:
@@ -174,6 +177,13 @@ def register_error_handlers(app: Any) -> None:
             503, "Service unavailable", "The database is not reachable; retry later.", headers={"Retry-After": "5"}
         )
 
+    @app.errorhandler(DataError)
+    def _unstorable(exc: DataError) -> Response:
+        # A value the database refused (too long, out of range): the caller's input, never logged (it can be
+        # patient data). Limits at the edge (service/domain/limits.py) should have refused it first.
+        log.warning("value refused by the database", extra={"error_class": type(exc.orig).__name__})
+        return problem_response(400, "Invalid value", "A value in the request cannot be stored; nothing was stored.")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         # The class name only: an exception message can carry patient data.
@@ -198,13 +208,42 @@ def _depth(value: Any, limit: int) -> bool:
     return False
 
 
+def request_id() -> str:
+    """The caller's X-Request-ID if it is a short run of visible ASCII, else a fresh one: the id is echoed in a
+    header, logged and stored in the audit trail (service/domain/limits.py)."""
+    given = request.headers.get("X-Request-ID")
+    return given if given is not None and limits.REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+
+
+def refuse_unstorable_input() -> None:
+    """before_request, ahead of authentication: a path or query value that no database could store or compare
+    (NUL, a lone surrogate) is a 400, not a failed query."""
+    errors = []
+    reason = limits.bad_character(request.path)
+    if reason:
+        errors.append({"field": "(path)", "message": reason})
+    for key, value in request.args.items(multi=True):
+        reason = limits.bad_character(key) or limits.bad_character(value)
+        if reason:
+            errors.append({"field": key if not limits.bad_character(key) else "(query)", "message": reason})
+    if errors:
+        raise ApiProblem(400, "Invalid characters", "The request holds characters that cannot be stored.", errors[:20])
+
+
 def json_body() -> Any:
+    """The request body parsed as JSON, once per request: checked for depth and storable characters."""
+    if "json_body" in g:
+        return g.json_body
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiProblem(
             415, "Unsupported media type", f"Send the body as application/json (got '{mimetype or 'no content type'}')."
         )
     raw = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is read up to the limit and cut there (werkzeug): one that reaches it is too large.
+        raise ApiProblem(413, "Content too large", f"The body is larger than {limit} bytes.")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -212,7 +251,25 @@ def json_body() -> Any:
         raise ApiProblem(400, "Malformed JSON", f"The body is not valid JSON{where}.") from None
     if _depth(body, state().settings.max_json_depth):
         raise ApiProblem(400, "Malformed JSON", f"The body nests deeper than {state().settings.max_json_depth} levels.")
+    bad = limits.json_character_errors(body)
+    if bad:
+        raise ApiProblem(
+            400,
+            "Invalid characters",
+            "The body holds strings that cannot be stored.",
+            [{"field": e.field, "message": e.message} for e in bad],
+        )
+    g.json_body = body
     return body
+
+
+def json_body_for_permissions() -> Any:
+    """The body, for a hook that decides what a request needs before its view runs (the scope check): None when
+    it is not JSON; a body too deep or malformed is refused here, before anything else parses it."""
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        return None
+    return json_body()
 
 
 def load(schema: Schema) -> dict[str, Any]:
@@ -257,9 +314,10 @@ def if_match_version() -> int | None:
     match = ETAG.fullmatch(header.strip())
     if match is None:
         raise ApiProblem(400, "Malformed If-Match", f'If-Match {header!r} is not an entity tag such as W/"3".')
-    if not match.group(1).isdigit():
+    version = limits.ascii_int(match.group(1))
+    if version is None:
         raise ApiProblem(412, "Precondition failed", f"If-Match {header!r} is not an ETag this service issued.")
-    return int(match.group(1))
+    return version
 
 
 def etag(version: int) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
+from service.domain.limits import MAX_IDENTIFIER_SYSTEM, MAX_IDENTIFIER_VALUE, MAX_NAME_PART
 from service.domain.vocabulary import (
     AdministrativeGender,
     ConcomitantMedicationClass,
@@ -97,13 +98,15 @@ class StrictSchema(Schema):
 
 
 class HumanNameSchema(StrictSchema):
-    family = Text(100, required=True)
-    given = fields.List(Text(100), load_default=list)
+    family = Text(MAX_NAME_PART, required=True)
+    given = fields.List(Text(MAX_NAME_PART), load_default=list)
 
 
 class IdentifierSchema(StrictSchema):
-    system = fields.String(required=True, validate=[validate.Length(max=500), validate.Regexp(URI, error="not a URI")])
-    value = Text(100, required=True)
+    system = fields.String(
+        required=True, validate=[validate.Length(max=MAX_IDENTIFIER_SYSTEM), validate.Regexp(URI, error="not a URI")]
+    )
+    value = Text(MAX_IDENTIFIER_VALUE, required=True)
 
 
 class RecordSchema(StrictSchema):
@@ -610,3 +613,5 @@ class AuditEventSchema(Schema):
     route = fields.String()
     status = fields.Integer()
     entity = fields.List(fields.Nested(AuditEntitySchema))
+    # how many alike requests the row stands for: 429s are recorded once a minute with their number
+    occurrences = fields.Integer()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.adapters import orm
 from service.adapters.fhir_store import fhir_resources, fhir_search_index
+from service.domain.limits import MAX_OFFSET, MAX_SEARCH_VALUE, ascii_int
 from service.fhir.registry import TYPES, Param
 from service.fhir.values import BadValue, date_range, index_rows
 
@@ -58,14 +59,10 @@ def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
         if name == "_format":
             continue
         if name == "_count":
-            if not raw.isdigit():
-                raise SearchError("_count", f"_count must be a non-negative integer, got {raw!r}")
-            query.count = min(int(raw), MAX_COUNT)
+            query.count = parse_count(raw)
             continue
         if name == "_offset":
-            if not raw.isdigit():
-                raise SearchError("_offset", f"_offset must be a non-negative integer, got {raw!r}")
-            query.offset = int(raw)
+            query.offset = parse_offset(raw)
             continue
         if name == "_sort":
             for key in raw.split(","):
@@ -110,7 +107,23 @@ def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
     return query
 
 
+def parse_count(raw: str) -> int:
+    value = ascii_int(raw)
+    if value is None:
+        raise SearchError("_count", f"_count must be a non-negative integer written in ASCII digits, got {raw[:40]!r}")
+    return min(value, MAX_COUNT)
+
+
+def parse_offset(raw: str) -> int:
+    value = ascii_int(raw)
+    if value is None or value > MAX_OFFSET:
+        raise SearchError("_offset", f"_offset must be an integer from 0 to {MAX_OFFSET}, got {raw[:40]!r}")
+    return value
+
+
 def _parse_value(param: Param, text: str, name: str) -> Any:
+    if len(text) > MAX_SEARCH_VALUE:
+        raise SearchError(name, f"a search value has at most {MAX_SEARCH_VALUE} characters")
     if param.type == "date":
         m = _PREFIX.match(text)
         prefix = m.group(1) if m else "eq"
@@ -156,13 +169,12 @@ def _value_condition(c: Criterion, value: Any) -> Any:
     if kind == "reference":
         if "/" in value:
             return s.c.code == value
-        return or_(s.c.code.like(f"%/{value}"), s.c.code == value)
+        # autoescape: %, _ and the escape character in a value are matched as themselves
+        return or_(s.c.code.endswith("/" + value, autoescape=True), s.c.code == value)
     if kind == "date":
         return _date_condition(s.c.start, s.c.end, *value)
     if kind == "string":
-        return (
-            s.c.code == value if c.modifier == "exact" else s.c.code.like(value.replace("%", r"\%") + "%", escape="\\")
-        )
+        return s.c.code == value if c.modifier == "exact" else s.c.code.startswith(value, autoescape=True)
     return s.c.code == value
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from calendar import monthrange
+from calendar import isleap, monthrange
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,20 +28,32 @@ def date_range(text: str) -> tuple[datetime, datetime]:
             base = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=tz)
             if fraction:
                 base = base.replace(microsecond=int((fraction[1:] + "000000")[:6]))
-                return base.astimezone(UTC), base.astimezone(UTC)
+                return _utc(base), _utc(base)
             step = timedelta(seconds=1) if second is not None else timedelta(minutes=1)
-            return base.astimezone(UTC), (base + step - timedelta(microseconds=1)).astimezone(UTC)
+            return _utc(base), _utc(base, step - timedelta(microseconds=1))
         if day is not None:
             start = datetime(int(year), int(month), int(day), tzinfo=UTC)
-            return start, start + timedelta(days=1) - timedelta(microseconds=1)
+            return start, _utc(start, timedelta(days=1) - timedelta(microseconds=1))
         if month is not None:
             start = datetime(int(year), int(month), 1, tzinfo=UTC)
-            end = start + timedelta(days=monthrange(int(year), int(month))[1])
-            return start, end - timedelta(microseconds=1)
+            return start, _utc(start, timedelta(days=monthrange(int(year), int(month))[1], microseconds=-1))
         start = datetime(int(year), 1, 1, tzinfo=UTC)
-        return start, datetime(int(year) + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+        return start, _utc(start, timedelta(days=366 if isleap(int(year)) else 365, microseconds=-1))
     except ValueError as exc:
         raise BadValue(f"{text!r} is not a valid date: {exc}") from None
+
+
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(when: datetime, plus: timedelta = timedelta(0)) -> datetime:
+    """``when + plus`` in UTC, held to the instants Python can hold: 9999-12-31 ends at datetime.max, and
+    0001-01-01T00:00:00+14:00 (before year 1 in UTC) starts at datetime.min, instead of overflowing."""
+    try:
+        return (when + plus).astimezone(UTC)
+    except OverflowError:
+        return _LAST if when.year > 1 else _FIRST
 
 
 def _elements(value: Any, path: list[str]) -> list[Any]:

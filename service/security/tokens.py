@@ -9,6 +9,7 @@ www_authenticate` builds the RFC 6750 header. Descriptions are fixed phrases: th
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 import jwt
 
+from service.domain.limits import MAX_CLIENT_ID, MAX_CLINIC_ID, bad_character
 from service.security.keys import (
     ASYMMETRIC_ALGORITHMS,
     CompositeJWKS,
@@ -296,6 +298,12 @@ class TokenValidator:
                 if isinstance(exc, cls):
                     raise self._fail(text) from None
             raise self._fail("token invalid") from None
+        for name in ("exp", "nbf", "iat"):  # PyJWT reads "123" as 123; RFC 7519 NumericDate is a JSON number
+            value = claims.get(name)
+            if name in claims and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise self._fail(f"token {name} is not a number")
         return self._principal(claims)
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
@@ -304,9 +312,13 @@ class TokenValidator:
             clinic = str(clinic)
         if not isinstance(clinic, str) or not clinic.strip():
             raise self._fail("token lacks clinic claim")
+        if len(clinic) > MAX_CLINIC_ID or bad_character(clinic):
+            raise self._fail(f"token clinic claim is not an id (at most {MAX_CLINIC_ID} characters)")
         client_id = next((claims[c] for c in CLIENT_ID_CLAIMS if isinstance(claims.get(c), str) and claims[c]), None)
         if client_id is None:
             raise self._fail("token lacks client id")
+        if len(client_id) > MAX_CLIENT_ID or bad_character(client_id):
+            raise self._fail(f"token client id is not an id (at most {MAX_CLIENT_ID} characters)")
         scope = claims.get("scope", claims.get("scp"))
         if scope is not None and not isinstance(scope, (str, list)):
             raise self._fail("token scope malformed")
@@ -317,7 +329,7 @@ class TokenValidator:
             clinic_id=clinic,
             scopes=ScopeSet.parse(scope),
             token_id=jti if isinstance(jti, str) else None,
-            expires_at=int(exp) if isinstance(exp, (int, float)) else None,
+            expires_at=int(exp),
         )
 
 

@@ -7,9 +7,14 @@ reader behind every writer (SQLite has one writer at a time). Batching turns N w
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import logging
 import os
 import queue
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import sessionmaker
@@ -18,6 +23,7 @@ from service.adapters import audit
 from service.service_layer.unit_of_work import UnitOfWork
 
 MAX_BATCH = 500
+log = logging.getLogger("kapfhir.audit")
 
 
 class AuditUnavailableError(RuntimeError):
@@ -68,14 +74,91 @@ class GroupCommitAuditLog:
                     batch.append(pending_queue.get_nowait())
                 except queue.Empty:
                     break
-            error: BaseException | None = None
             try:
-                with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
-                    for pending in batch:
-                        audit.append(uow.session, pending.record)
-                    uow.commit()
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting reader, which answers 503
-                error = exc
+                self._commit(batch)
+            except Exception:  # noqa: BLE001 - one bad record must not fail the reads of other clients
+                for pending in batch:
+                    try:
+                        self._commit([pending])
+                    except Exception as exc:  # noqa: BLE001 - handed to its own reader, which answers 503
+                        pending.error = exc
             for pending in batch:
-                pending.error = error
                 pending.done.set()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
+            for pending in batch:
+                audit.append(uow.session, pending.record)
+            uow.commit()
+
+
+class RefusalAggregator:
+    """Refusals of callers the service cannot hold to a budget of their own (no valid token, or over a rate limit)
+    are recorded per (address, status, method, route) and minute: the first one as its own row, before it is
+    answered; the others of that minute as one row carrying their number (``occurrences``), appended by a
+    background thread once the minute is over (the trail is append-only: rows are never updated). So a flood adds
+    at most two rows a minute per address, route and status in each worker, and costs no write per request."""
+
+    WINDOW_SECONDS = 60
+    FLUSH_SECONDS = 1.0
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+    def __init__(self, session_factory: sessionmaker) -> None:
+        self._session_factory = session_factory
+        self._lock = threading.Lock()
+        self._counted: dict[tuple[str, int], tuple[audit.AuditRecord, int]] = {}  # (key, window) -> (last, n)
+        self._pid: int | None = None
+
+    def record(self, record: audit.AuditRecord, *, now: float | None = None) -> None:
+        """Raises :class:`AuditUnavailableError` when the first refusal of its minute cannot be written."""
+        window = int((time.time() if now is None else now) // self.WINDOW_SECONDS)
+        method = record.method if record.method in self.METHODS else "OTHER"
+        record = dataclasses.replace(record, method=method)
+        # a known client's 429s are its own; anonymous refusals are the address's
+        who = (record.clinic_id or "", record.client_id or "")
+        key = "|".join((record.network_address or "?", str(record.status), method, record.route, *who))
+        self._ensure_flusher()
+        with self._lock:
+            counted = self._counted.get((key, window))
+            if counted is not None:
+                self._counted[(key, window)] = (record, counted[1] + 1)
+                return
+            self._counted[(key, window)] = (record, 0)
+        try:
+            self._write(record, 1)
+        except Exception as exc:
+            raise AuditUnavailableError("refusal audit failed") from exc
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Appends the counted refusals of every minute that is over (of every minute, with ``everything``)."""
+        current = int(time.time() // self.WINDOW_SECONDS)
+        with self._lock:
+            done = [k for k in self._counted if everything or k[1] < current]
+            finished = [self._counted.pop(k) for k in done]
+        for record, count in finished:
+            if count == 0:
+                continue
+            try:
+                self._write(dataclasses.replace(record, id=str(uuid.uuid4())), count)
+            except Exception as exc:  # noqa: BLE001 - the class only: counts are lost, the reason is logged
+                log.error("refusal audit failed", extra={"error_class": type(exc).__name__, "occurrences": count})
+
+    def _write(self, record: audit.AuditRecord, count: int) -> None:
+        with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
+            audit.append(uow.session, record, occurrences=count)
+            uow.commit()
+
+    def _ensure_flusher(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._counted = {}
+                threading.Thread(target=self._flush_forever, name="audit-refusals", daemon=True).start()
+                atexit.register(self.flush, everything=True)
+                self._pid = os.getpid()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            self.flush()

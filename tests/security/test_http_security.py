@@ -291,14 +291,16 @@ def test_every_kind_of_access_is_audited_refusals_included(app: Flask):
     assert all((r.route.startswith("/api/v1/") and "<" in r.route) or r.route.endswith("s") for r in rows)
 
 
-def test_a_failed_write_leaves_neither_data_nor_audit(app: Flask):
+def test_a_failed_write_leaves_no_data_and_only_the_audit_of_its_refusal(app: Flask):
     api = Api(app.test_client())
     ids = seed_episode(api)
     before = len(_audit_rows(app))
     body = dosing_session_body(ids)
     body["doses"][0]["supervised_by_id"] = "nobody"
     assert api.post(f"/episodes/{ids['episode']}/sessions", body).status_code == 422
-    assert len(_audit_rows(app)) == before
+    rows = _audit_rows(app)
+    assert len(rows) == before + 1  # every answer is audited, refusals too (issue 14)
+    assert (rows[-1].status, rows[-1].outcome, rows[-1].action) == (422, "4", "C")
     assert api.get(f"/episodes/{ids['episode']}/sessions").get_json()["items"] == []
 
 

@@ -25,7 +25,7 @@ def test_cmd_from_real_dockerfile() -> None:
         "gunicorn",
         "--config",
         "gunicorn.conf.py",
-        "service.entrypoints.wsgi:app",
+        "service.entrypoints.asgi:app",
     ]
 
 
@@ -129,8 +129,10 @@ def test_gunicorn_config_reads_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("KAPFHIR_TIMEOUT", "12")
     config = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
     assert config["bind"] == "127.0.0.1:9999"
-    assert (config["workers"], config["threads"], config["timeout"]) == (3, 1, 12)
-    assert config["worker_class"] == "sync"
+    assert (config["workers"], config["timeout"]) == (3, 12)
+    # asyncio worker (slow clients hold no thread); KAPFHIR_THREADS sizes the app's pool in service/entrypoints/asgi.py
+    assert config["worker_class"] == "service.entrypoints.gunicorn_worker.ProblemJsonAsgiWorker"
+    assert config["limit_request_field_size"] >= len("Authorization: Bearer ") + 16_384  # README: 16 kB tokens
     assert config["accesslog"] is None
     assert config["errorlog"] == "-"
 
@@ -143,5 +145,5 @@ def test_gunicorn_config_reads_environment(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.delenv(name)
     config = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
     assert config["bind"] == "127.0.0.1:8000"
-    assert (config["workers"], config["threads"], config["timeout"]) == (2, 4, 30)
-    assert config["worker_class"] == "gthread"
+    assert (config["workers"], config["timeout"]) == (2, 30)
+    assert config["worker_class"] == "service.entrypoints.gunicorn_worker.ProblemJsonAsgiWorker"
