@@ -14,7 +14,7 @@ from sqlalchemy import text
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
-from service.entrypoints import api, auth, fhir_api
+from service.entrypoints import api, auth, fhir_api, pages
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
 from service.service_layer.audit_log import GroupCommitAuditLog
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(fhir_api.bp)
+    app.register_blueprint(pages.bp)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -68,7 +69,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        # HTML pages (service/entrypoints/pages.py) set their own, to load their scripts and styles.
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         response.headers["X-Frame-Options"] = "DENY"
         # Route template, never the concrete path: ids in paths are patient data.
         rule = request.url_rule.rule if request.url_rule else "(unmatched)"

@@ -501,12 +501,11 @@ def serve(bind: str | None) -> None:
 @click.option("--write", is_flag=True, help="rewrite openapi.yaml instead of printing it")
 def openapi_command(write: bool) -> None:
     """The OpenAPI document of the running code (openapi.yaml is this, written out)."""
-    import yaml
-
     from service.entrypoints.app import create_app
     from service.entrypoints.openapi import build_spec
+    from service.entrypoints.pages import openapi_text
 
-    text = yaml.safe_dump(build_spec(create_app(Settings(database_url="sqlite://"))), sort_keys=False, width=120)
+    text = openapi_text(build_spec(create_app(Settings(database_url="sqlite://"))))
     if write:
         (REPO_ROOT / "openapi.yaml").write_text(text)
         click.echo("openapi.yaml written")
