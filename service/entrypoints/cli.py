@@ -78,6 +78,30 @@ def db_upgrade() -> None:
 
 
 @main.group()
+def config() -> None:
+    """Settings (environment variables, see README "Configuration")."""
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print the effective settings (secrets masked) and warn about contradictions between them."""
+    from service.entrypoints.config_report import report
+
+    try:
+        settings = Settings.from_env()
+    except Exception as exc:  # any settings error is reported as such, not as a traceback
+        raise click.ClickException(f"the settings cannot be read: {exc}") from exc
+    lines, warnings = report(settings)
+    width = max(len(line.name) for line in lines)
+    for line in lines:
+        click.echo(f"{line.name:<{width}}  {line.value}  ({line.source})")
+    if settings.targets:
+        click.echo("note: the server (it queues sync jobs), the worker and the CLI each need these target variables.")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.group()
 def clinics() -> None:
     """Clinics (tenants)."""
 
