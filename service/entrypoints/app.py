@@ -14,7 +14,7 @@ from sqlalchemy import text
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
-from service.entrypoints import api, auth, fhir_api, pages
+from service.entrypoints import api, auth, fhir_api, metrics, pages
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
 from service.service_layer.audit_log import GroupCommitAuditLog
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["kapfhir.engine"] = engine
     register_error_handlers(app)
+    metrics.init_app(app)  # before authentication: refused requests are counted and timed too
     app.register_blueprint(api.bp)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(pages.bp)

@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, g, has_request_contex
 
 from service.adapters import audit
 from service.adapters.security_store import SqlClientStore, SqlReplayStore
-from service.entrypoints import pages
+from service.entrypoints import metrics, pages
 from service.security.client_auth import TokenEndpoint
 from service.security.flask_integration import bearer_token
 from service.security.keys import KeySourceUnavailableError, SigningKey
@@ -42,6 +42,7 @@ PUBLIC_ENDPOINTS = {
     "auth.token",
     "static",
     *pages.PUBLIC_ENDPOINTS,  # the home page, the API docs and the OpenAPI document
+    *metrics.PUBLIC_ENDPOINTS,  # no token, but only from KAPFHIR_METRICS_ALLOW networks
 }
 
 # The FHIR resource types a whole episode maps to: reading it needs read on each.

@@ -172,6 +172,9 @@ def _operations() -> dict[str, Operation]:
         "pages.home_css": Operation("The home page's style sheet", TEXT, media="text/css"),
         "pages.openapi_yaml": Operation("This OpenAPI document (YAML)", ANY_OBJECT, media="application/yaml"),
         "pages.openapi_json": Operation("This OpenAPI document (JSON)", ANY_OBJECT),
+        "metrics.metrics": Operation(
+            "Prometheus metrics (from KAPFHIR_METRICS_ALLOW networks only; 404 elsewhere)", TEXT, media="text/plain"
+        ),
         "auth.list_audit_events": Operation(
             "Audit trail of this clinic (needs system/AuditEvent.rs)",
             _paged(s.AuditEventSchema, "AuditEventPage"),
@@ -319,6 +322,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
             errors: tuple[int, ...] = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
             if rule.endpoint == "readyz":
                 errors = (503,)
+            elif rule.endpoint == "metrics.metrics":
+                errors = (404,)  # to addresses outside KAPFHIR_METRICS_ALLOW
             elif public:
                 errors = ()
             else:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import sessionmaker
 
+from service import observability
 from service.adapters import audit
 from service.service_layer.unit_of_work import UnitOfWork
 
@@ -69,11 +71,14 @@ class GroupCommitAuditLog:
                 except queue.Empty:
                     break
             error: BaseException | None = None
+            started = time.perf_counter()
             try:
                 with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
                     for pending in batch:
                         audit.append(uow.session, pending.record)
                     uow.commit()
+                observability.AUDIT_BATCH_SECONDS.observe(time.perf_counter() - started)
+                observability.AUDIT_BATCH_RECORDS.observe(len(batch))
             except Exception as exc:  # noqa: BLE001 - handed to every waiting reader, which answers 503
                 error = exc
             for pending in batch:
