@@ -201,5 +201,13 @@ def test_the_stack_records_on_one_instance_reads_on_the_other_and_the_worker_del
             assert stack["worker"].poll() is None, (stack["dir"] / "worker.log").read_text()
             time.sleep(0.5)
     assert len(found) == 1, (stack["dir"] / "worker.log").read_text()
-    status = http.get(f"{two.base_url}/api/v1/episodes/{episode.json()['id']}/sync", timeout=10).json()
-    assert [item["status"] for item in status["items"]] == ["delivered"], status
+    statuses: list[str] = []
+    while time.monotonic() < deadline and statuses != ["delivered"]:  # the job's own commit follows the push
+        status = http.get(f"{two.base_url}/api/v1/episodes/{episode.json()['id']}/sync", timeout=10).json()
+        statuses = [item["status"] for item in status["items"]]
+        time.sleep(0.2)
+    assert statuses == ["delivered"], (stack["dir"] / "worker.log").read_text()
+    # /metrics on PostgreSQL, from either instance: the delivered job, no lag, the database up
+    scraped = requests.get(f"{one.base_url}/metrics", timeout=10).text
+    assert 'kapfhir_sync_jobs{status="delivered"} 1.0' in scraped
+    assert "kapfhir_fhir_projection_lag_episodes 0.0" in scraped and "kapfhir_database_up 1.0" in scraped
