@@ -89,3 +89,48 @@ def test_worker_once_reports_delivered_and_held_jobs(tmp_path: Path, sekmet: Sek
     again = run_cli(app, "worker", "--once")
     assert "1 delivered, 0 held, 0 failed" in again.output, again.output
     assert "held:" not in again.output
+
+
+def test_pull_patient_prints_differences_and_candidate_indications_readably(tmp_path: Path, sekmet: Sekmet, run_cli):
+    app = _app(tmp_path, sekmet.base_url, policy="ehr")
+    api = Api(app.test_client())
+    ids = _seed(api)
+    local = api.get(f"/patients/{ids['patient']}").get_json()
+    remote = sekmet.create(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": local["mrn"]["system"], "value": local["mrn"]["value"]}],
+            "name": [{"family": f"{local['name']['family']}-Remote", "given": local["name"]["given"]}],
+            "birthDate": local["birth_date"],
+            "gender": local["gender"],
+        }
+    )
+    condition = sekmet.create(
+        {
+            "resourceType": "Condition",
+            "subject": {"reference": f"Patient/{remote['id']}"},
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+            },
+            # ICD-10-CM F33.2 and SNOMED CT 36474008, as in the README walk-through
+            "code": {
+                "coding": [
+                    {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F33.2"},
+                    {"system": "http://snomed.info/sct", "code": "36474008"},
+                ],
+                "text": "Major depressive disorder, recurrent severe without psychotic features",
+            },
+        }
+    )
+    pulled = run_cli(app, "pull-patient", "--target", "ehr", "--mrn", local["mrn"]["value"], "--conditions")
+    assert pulled.exit_code == 0, pulled.output
+    assert f"found Patient/{remote['id']} on ehr" in pulled.output
+    assert f"differs: name.family: here '{local['name']['family']}', on ehr '{local['name']['family']}-Remote'" in (
+        pulled.output
+    )
+    assert (
+        f"candidate indication: Condition/{condition['id']} Major depressive disorder, recurrent severe without "
+        "psychotic features [ICD-10-CM F33.2, SNOMED CT 36474008] clinical status active" in pulled.output
+    )
+    assert "CandidateIndication(" not in pulled.output and "Difference(" not in pulled.output
+    assert f"linked local patient {ids['patient']} to Patient/{remote['id']}" in pulled.output
