@@ -14,7 +14,7 @@ from sqlalchemy import text
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
-from service.entrypoints import api, auth, fhir_api, metrics, pages
+from service.entrypoints import api, auth, fhir_api, metrics, pages, tracing
 from service.entrypoints.http import AppState, json_response, problem_response, register_error_handlers
 from service.entrypoints.logs import configure_logging
 from service.service_layer.audit_log import GroupCommitAuditLog
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     auth.init_app(app, auth.build_runtime(settings.security, engine, settings.base_url))
     _rate_limit(app, settings.rate_limit)
+    tracing.init_app(app)  # off unless OTEL_* variables ask for it
     return app
 
 
