@@ -10,7 +10,10 @@ RUN groupadd --system kapfhir \
 
 WORKDIR /app
 COPY . .
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && mkdir -p /app/var && chown kapfhir:kapfhir /app/var
+# var/ (SQLite file, signing key) belongs to the service user, so a named volume mounted there (compose.yaml,
+# `docker run -v kapfhir-var:/app/var`) starts out writable by it.
 
 USER kapfhir
 

@@ -32,6 +32,21 @@ if os.path.isdir("/dev/shm"):  # noqa: S108 - gunicorn heartbeat files, not data
 control_socket_disable = True
 
 
+# Prometheus multiprocess mode (service/observability.py): each worker writes its samples under this directory and
+# a scrape of /metrics adds them up. Set here, in the master, before any worker imports prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kapfhir-metrics-")
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges are dropped; its counters stay in the totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def on_starting(server):
     """Migrate once, in the master, before any worker serves (set KAPFHIR_MIGRATE_ON_START=0 to skip)."""
     if os.environ.get("KAPFHIR_MIGRATE_ON_START", "1") != "0":

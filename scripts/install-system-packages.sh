@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs: PostgreSQL server binaries
-# (tests start a throwaway cluster), runuser (initdb refuses to run as root) and headless Chromium (the HTML pages
-# are opened in a real browser by tests/views).
+# (tests start a throwaway cluster), runuser (initdb refuses to run as root) and chromium (the page tests drive it
+# headless through Playwright), curl and jq (the README walk-through is run as written).
 # Idempotent and silent when everything is already there.
 set -euo pipefail
 
@@ -26,6 +26,8 @@ packages=()
 have_initdb || packages+=(postgresql)
 have_command runuser || packages+=(util-linux)
 have_command chromium || packages+=(chromium)
+have_command curl || packages+=(curl)  # the README walk-through test runs its curl and jq lines
+have_command jq || packages+=(jq)
 if [[ "$(id -u)" -eq 0 ]] && ! have_command useradd; then
     packages+=(passwd)
 fi
@@ -53,6 +55,10 @@ export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
+if ! have_command chromium; then
+    echo "install-system-packages: chromium installed but not found on PATH" >&2
+    exit 1
+fi
 if ! have_initdb; then
     echo "install-system-packages: postgresql installed but initdb/pg_ctl still not found" >&2
     exit 1

@@ -20,6 +20,25 @@ def _float(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+DEFAULT_BIND = "127.0.0.1:8000"
+
+
+def base_url_from_bind(bind: str | None) -> str:
+    """The URL a client on this machine reaches gunicorn at, from its bind address (``KAPFHIR_BIND``).
+
+    A wildcard address (``0.0.0.0``, ``::``) is reached at 127.0.0.1; from elsewhere, or behind a proxy, set
+    ``KAPFHIR_BASE_URL`` to the public URL (``kapfhir config show`` warns). Unix sockets keep the default port.
+    """
+    bind = (bind or DEFAULT_BIND).strip().split()[0]
+    if bind.startswith(("unix:", "fd://")) or ":" not in bind:
+        return f"http://{DEFAULT_BIND}"
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::", "*"):  # noqa: S104 - names the wildcard, binds nothing
+        host = "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
 def safety_policy_from_env() -> SafetyPolicy:
     return SafetyPolicy(
         max_mg_per_kg={
@@ -41,7 +60,8 @@ class Settings:
     default_clinic_name: str = "Demo KAP Clinic"
     default_identifier_system: str = "https://demo-clinic.example.org/fhir/id"
     log_level: str = "INFO"
-    # Public base URL of this service: the audience of client assertions is {base_url}/oauth2/token.
+    # Public base URL of this service: the audience of client assertions is {base_url}/oauth2/token. From the
+    # environment: KAPFHIR_BASE_URL, else derived from KAPFHIR_BIND (base_url_from_bind).
     base_url: str = "http://127.0.0.1:8000"
     rate_limit: str = "1200 per minute"  # per client: (clinic, client id), all routes, all workers
     rate_limit_per_address: str = "3000 per minute"  # per source address, checked before authentication
@@ -66,7 +86,9 @@ class Settings:
             default_identifier_system=os.environ.get("KAPFHIR_DEFAULT_IDENTIFIER_SYSTEM")
             or cls.default_identifier_system,
             log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or cls.log_level,
-            base_url=os.environ.get("KAPFHIR_BASE_URL") or cls.base_url,
+            base_url=(os.environ.get("KAPFHIR_BASE_URL") or base_url_from_bind(os.environ.get("KAPFHIR_BIND"))).rstrip(
+                "/"
+            ),
             rate_limit=os.environ.get("KAPFHIR_RATE_LIMIT") or cls.rate_limit,
             rate_limit_per_address=os.environ.get("KAPFHIR_RATE_LIMIT_PER_ADDRESS") or cls.rate_limit_per_address,
             rate_limit_storage=os.environ.get("KAPFHIR_RATE_LIMIT_STORAGE") or cls.rate_limit_storage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
@@ -33,6 +33,23 @@ class SqlClientStore:
             name=row.name,
             enabled=row.enabled,
         )
+
+    def all(self) -> list[ClientRegistration]:
+        with self.engine.connect() as connection:
+            ids = connection.execute(select(orm.oauth_clients.c.client_id).order_by(orm.oauth_clients.c.client_id))
+            client_ids = list(ids.scalars())
+        return [r for r in (self.get(client_id) for client_id in client_ids) if r is not None]
+
+    def set_enabled(self, client_id: str, enabled: bool) -> bool:
+        """False when there is no such client."""
+        with self.engine.begin() as connection:
+            t = orm.oauth_clients
+            return connection.execute(update(t).where(t.c.client_id == client_id).values(enabled=enabled)).rowcount > 0
+
+    def set_secret_hash(self, client_id: str, secret_hash: str) -> None:
+        with self.engine.begin() as connection:
+            t = orm.oauth_clients
+            connection.execute(update(t).where(t.c.client_id == client_id).values(secret_hash=secret_hash))
 
     def add(self, registration: ClientRegistration) -> None:
         with self.engine.begin() as connection:

@@ -16,7 +16,10 @@ from service.entrypoints import (
     auth,
     fhir_api,
     fhir_measures,  # noqa: F401 - nests /fhir/Measure in the /fhir blueprint
+    metrics,
+    pages,
     rate_limits,
+    tracing,
     views,
 )
 from service.entrypoints.http import (
@@ -48,9 +51,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["kapfhir.engine"] = engine
     register_error_handlers(app)
+    metrics.init_app(app)  # before authentication: refused requests are counted and timed too
     app.register_blueprint(api.bp)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(pages.bp)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -87,7 +92,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
-        # A page that needs more (the HTML views: inline styles) sets its own policy.
+        # HTML pages (pages.py, views.py) set their own policy, to load their scripts and styles.
         response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         response.headers["X-Frame-Options"] = "DENY"
         # Route template, never the concrete path: ids in paths are patient data.
@@ -109,4 +114,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     auth.init_app(app, auth.build_runtime(settings.security, engine, settings.base_url))
     app.before_request(limiter.check_client)  # after authentication: keyed on (clinic, client)
+    tracing.init_app(app)  # off unless OTEL_* variables ask for it
     return app

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from service.adapters import audit, orm
 from service.adapters.security_store import SqlClientStore, SqlReplayStore
+from service.entrypoints import metrics, pages
 from service.security.client_auth import TokenEndpoint
 from service.security.flask_integration import bearer_token
 from service.security.keys import KeySourceUnavailableError, SigningKey
@@ -48,6 +49,8 @@ PUBLIC_ENDPOINTS = {
     # Opened by a short-lived signed link instead of a bearer token; they audit every opening and refusal.
     "views.episode_view",
     "views.outcomes_view",
+    *pages.PUBLIC_ENDPOINTS,  # the home page, the API docs and the OpenAPI document
+    *metrics.PUBLIC_ENDPOINTS,  # no token, but only from KAPFHIR_METRICS_ALLOW networks
 }
 
 # The FHIR resource types a whole episode maps to: reading it needs read on each.

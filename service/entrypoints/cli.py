@@ -17,6 +17,8 @@ from service.adapters import orm
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import upgrade
 from service.config import Settings
+from service.entrypoints.cli_output import echo_problems, on_terminal, progress
+from service.entrypoints.config_report import mask_url
 from service.fhir.projection import catch_up
 from service.fixture_loader import FixtureError, fixture_paths, load_fixture, replay
 
@@ -61,8 +63,28 @@ def prepare_database(settings: Settings | None = None) -> None:
 
 
 @click.group()
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="show the service's own log lines (JSON) on stderr")
+def main(verbose: bool) -> None:
     """kapfhir: records ketamine-assisted psychotherapy episodes and exchanges them as FHIR R4."""
+    from service.entrypoints.logs import configure_logging
+
+    # Quiet by default: warnings only, unless asked (-v) or KAPFHIR_LOG_LEVEL says otherwise. `serve` hands the
+    # environment, not this, to gunicorn.
+    configure_logging("INFO" if verbose else os.environ.get("KAPFHIR_LOG_LEVEL") or "WARNING")
+    _cli_state["verbose"] = verbose
+
+
+_cli_state: dict[str, bool] = {"verbose": False}
+
+
+def _cli_settings() -> Settings:
+    """Settings for a CLI command: the service's own settings, its log level as the CLI decided."""
+    from dataclasses import replace
+
+    settings = Settings.from_env()
+    if _cli_state["verbose"]:
+        return replace(settings, log_level="INFO")
+    return replace(settings, log_level=os.environ.get("KAPFHIR_LOG_LEVEL") or "WARNING")
 
 
 @main.group()
@@ -78,27 +100,73 @@ def db_upgrade() -> None:
 
 
 @main.group()
+def config() -> None:
+    """Settings (environment variables, see README "Configuration")."""
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print the effective settings (secrets masked) and warn about contradictions between them."""
+    from service.entrypoints.config_report import report
+
+    try:
+        settings = Settings.from_env()
+    except Exception as exc:  # any settings error is reported as such, not as a traceback
+        raise click.ClickException(f"the settings cannot be read: {exc}") from exc
+    lines, warnings = report(settings)
+    width = max(len(line.name) for line in lines)
+    for line in lines:
+        click.echo(f"{line.name:<{width}}  {line.value}  ({line.source})")
+    if settings.targets:
+        click.echo("note: the server (it queues sync jobs), the worker and the CLI each need these target variables.")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.group()
 def clinics() -> None:
     """Clinics (tenants)."""
 
 
 @clinics.command("add")
-@click.option("--id", "clinic_id", required=True)
-@click.option("--name", required=True)
-@click.option("--identifier-system", required=True, help="base URI of the clinic's business identifiers")
+@click.option("--id", "clinic_id", required=True, help="short id, e.g. 'northside' (tokens name it)")
+@click.option("--name", required=True, help="display name")
+@click.option(
+    "--identifier-system", required=True, help="base URI of the clinic's business identifiers (MRNs), http(s) or urn"
+)
 def clinics_add(clinic_id: str, name: str, identifier_system: str) -> None:
-    created = ensure_clinic(Settings.from_env(), clinic_id, name, identifier_system)
+    """Register a clinic (a tenant): its data is reachable only with tokens naming it."""
+    if not identifier_system.startswith(("http://", "https://", "urn:")):
+        raise click.UsageError(f"--identifier-system must be a URI (http(s):// or urn:), got {identifier_system!r}")
+    settings = Settings.from_env()
+    prepare_database(settings)
+    created = ensure_clinic(settings, clinic_id, name, identifier_system)
     click.echo(f"clinic {clinic_id} {'registered' if created else 'already registered'}")
 
 
 @clinics.command("list")
 def clinics_list() -> None:
+    """The registered clinics: id, name, identifier system."""
     settings = Settings.from_env()
+    prepare_database(settings)
     engine = make_engine(settings.database_url)
-    with engine.connect() as connection:
-        for row in connection.execute(select(orm.clinics).order_by(orm.clinics.c.id)):
-            click.echo(f"{row.id}\t{row.name}\t{row.identifier_system}")
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(orm.clinics).order_by(orm.clinics.c.id)).all()
+    finally:
+        engine.dispose()
+    click.echo(f"{'id':<16}{'name':<32}identifier system")
+    for row in rows:
+        click.echo(f"{row.id:<16}{row.name:<32}{row.identifier_system}")
+
+
+def _known_clinics(settings: Settings) -> list[str]:
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(select(orm.clinics.c.id).order_by(orm.clinics.c.id)).scalars())
+    finally:
+        engine.dispose()
 
 
 @main.group()
@@ -169,6 +237,89 @@ def clients_add(
         click.echo(f"client secret (shown once): {secret}")
 
 
+def _check_token_scope(other: Any, scope: str) -> None:
+    """A token for this service carries resource scopes only, each naming an R4 resource type (or *)."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
+    from service.security.scopes import InvalidScopeError, parse_scope
+
+    if other:
+        raise InvalidScopeError(f"not a SMART resource scope: {' '.join(other)}")
+    for item in scope.split():
+        parsed = parse_scope(item)
+        if parsed is None or parsed.resource_type == "*":
+            continue
+        try:
+            known = issubclass(get_fhir_model_class(parsed.resource_type), Resource)
+        except ValueError:
+            known = False
+        if not known:
+            raise InvalidScopeError(f"{parsed.resource_type} is not a FHIR R4 resource type")
+
+
+@clients.command("list")
+def clients_list() -> None:
+    """Registered clients: id, clinic, how they authenticate, allowed scopes, enabled or revoked."""
+    from service.adapters.security_store import SqlClientStore
+
+    settings = Settings.from_env()
+    prepare_database(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        registrations = SqlClientStore(engine).all()
+    finally:
+        engine.dispose()
+    click.echo(f"{'client id':<24}{'clinic':<12}{'auth':<16}{'status':<9}allowed scopes")
+    for r in registrations:
+        auth = "jwks" if r.jwks else ("jwks-url" if r.jwks_url else "secret")
+        click.echo(
+            f"{r.client_id:<24}{r.clinic_id:<12}{auth:<16}{'enabled' if r.enabled else 'revoked':<9}{r.allowed_scopes}"
+        )
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Refuse every new token request of a client (tokens already issued expire within their lifetime)."""
+    from service.adapters.security_store import SqlClientStore
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        if not SqlClientStore(engine).set_enabled(client_id, False):
+            raise click.ClickException(f"no client {client_id}: see 'kapfhir clients list'")
+    finally:
+        engine.dispose()
+    click.echo(f"client {client_id} revoked: it gets no new token (tokens already issued expire by themselves)")
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+def clients_rotate_secret(client_id: str) -> None:
+    """Give a secret-authenticated client a new secret (printed once); the old one stops working at once."""
+    from service.adapters.security_store import SqlClientStore
+    from service.security.client_auth import generate_client_secret, hash_client_secret
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        store = SqlClientStore(engine)
+        registration = store.get(client_id)
+        if registration is None:
+            raise click.ClickException(f"no client {client_id}: see 'kapfhir clients list'")
+        if registration.asymmetric:
+            raise click.ClickException(
+                f"client {client_id} authenticates with a key (private_key_jwt), not a secret: it rotates its own "
+                "keys in its JWKS"
+            )
+        secret = generate_client_secret()
+        store.set_secret_hash(client_id, hash_client_secret(secret))
+    finally:
+        engine.dispose()
+    click.echo(f"client {client_id}: new secret (shown once): {secret}")
+
+
 @main.command()
 @click.option("--clinic", "clinic_id", default=None, help="clinic id (default KAPFHIR_DEFAULT_CLINIC)")
 @click.option("--scope", default="system/*.cruds", show_default=True)
@@ -176,23 +327,27 @@ def clients_add(
 @click.option("--lifetime", default=300, show_default=True, type=click.IntRange(1, 3600), help="seconds")
 def token(clinic_id: str | None, scope: str, client_id: str, lifetime: int) -> None:
     """Print a short-lived access token signed by the embedded issuer (for local use and tests)."""
+    from service.security.scopes import InvalidScopeError, ScopeSet
     from service.security.tokens import build_local_issuer
 
-    settings = Settings.from_env()
-    clinic_id = clinic_id or settings.default_clinic_id
-    engine = make_engine(settings.database_url)
     try:
-        with engine.connect() as connection:
-            registered = connection.execute(select(orm.clinics.c.id).where(orm.clinics.c.id == clinic_id)).first()
-    except SQLAlchemyError:
-        registered = None  # no database yet: only the default clinic exists once it is prepared
-    finally:
-        engine.dispose()
-    if registered is None and clinic_id != settings.default_clinic_id:
-        # the service refuses tokens of clinics it does not hold (401): do not mint one that cannot work
-        raise click.UsageError(f"no clinic {clinic_id}: add it with 'kapfhir clinics add'")
+        _check_token_scope(ScopeSet.parse(scope, strict=True).other, scope)
+    except InvalidScopeError as exc:
+        raise click.UsageError(f"--scope {scope!r}: {exc} (e.g. 'system/*.rs system/Observation.c')") from exc
+    settings = Settings.from_env()
+    clinic = clinic_id or settings.default_clinic_id
+    try:
+        known = _known_clinics(settings)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            f"the database ({mask_url(settings.database_url)}) is not set up: run 'kapfhir db upgrade' first"
+        ) from exc
+    if clinic not in known:
+        raise click.UsageError(
+            f"no clinic {clinic!r}; registered: {', '.join(known) or 'none'} (add one with 'kapfhir clinics add')"
+        )
     issuer = build_local_issuer(settings.security)
-    issued = issuer.issue(client_id=client_id, clinic_id=clinic_id, scope=scope, lifetime=lifetime)
+    issued = issuer.issue(client_id=client_id, clinic_id=clinic, scope=scope, lifetime=lifetime)
     click.echo(issued.access_token)
 
 
@@ -324,7 +479,7 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
 
     if bool(episode_id) == push_all:
         raise click.UsageError("give --episode ID or --all")
-    settings = Settings.from_env()
+    settings = _cli_settings()
     _target(settings, target_name)
     deliverer = _deliverer(settings)
     with deliverer.session_factory() as session:
@@ -343,10 +498,12 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
     totals: dict[str, dict[str, int]] = {}
     adapted: dict[tuple[str, str], int] = {}  # (type, what was adapted) -> resources
     failed = held = 0
-    with click.progressbar(keys, label=f"pushing to {target_name}") as bar:
+    deliveries = []
+    with progress(keys, label=f"pushing to {target_name}") as bar:
         for clinic_id, eid in bar:
             job = _queue_one(deliverer, clinic_id, eid, target_name)
             delivery = deliverer.deliver(job)
+            deliveries.append(delivery)
             held += delivery.status == outbox.HELD
             failed += delivery.status in (outbox.DEAD, outbox.QUEUED)
             for resource_type, counts in (delivery.report.counts() if delivery.report else {}).items():
@@ -356,13 +513,15 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
             for item in delivery.report.adapted() if delivery.report else ():
                 adapted[(item["type"], item["detail"])] = adapted.get((item["type"], item["detail"]), 0) + item["count"]
     outcomes = (CREATED, EXISTING, UPDATED, SKIPPED, FAILED)
-    click.echo(f"{'resource type':<26}" + "".join(f"{o.replace('-', ' '):<15}" for o in outcomes))
+    if totals:  # nothing was sent when every episode was held
+        click.echo(f"{'resource type':<26}" + "".join(f"{o.replace('-', ' '):<15}" for o in outcomes))
     for resource_type in sorted(totals):
         click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<15}" for o in outcomes))
     if adapted:  # what was sent differently so that this target takes it
         click.echo(f"adapted for {target_name}:")
         for (resource_type, detail), n in adapted.items():
             click.echo(f"  {resource_type} x{n}: {detail}")
+    echo_problems(deliveries)
     click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
     if failed:
         raise SystemExit(1)
@@ -405,7 +564,7 @@ def pull_patient_command(
     from service.exchange.push import pull_patient
     from service.service_layer.unit_of_work import UnitOfWork
 
-    settings = Settings.from_env()
+    settings = _cli_settings()
     t = _target(settings, target_name)
     deliverer = _deliverer(settings)
     clinic = clinic_id or settings.default_clinic_id
@@ -422,15 +581,38 @@ def pull_patient_command(
             local = uow.repo.get_patient(rows[0])
     system = mrn_system or (local.mrn.system if local else None)
     if system is None:
-        raise click.UsageError("no local patient with this MRN: give --system")
-    result = pull_patient(t, system, mrn, local=local, conditions=conditions)
+        raise click.UsageError(
+            f"clinic {clinic} has no patient with MRN {mrn}, so there is nothing to link and no MRN system to search "
+            f"{target_name} with. Register the patient first (POST /api/v1/patients), or give --system to only look "
+            "the MRN up on the target."
+        )
+    from service.exchange.client import FhirError
+
+    try:
+        result = pull_patient(t, system, mrn, local=local, conditions=conditions)
+    except FhirError as exc:
+        raise click.ClickException(f"{target_name} ({t.base_url}) could not be searched: {exc}") from exc
     if not result.found:
-        raise click.ClickException(f"not found on {target_name}: {result.reason}")
+        raise click.ClickException(f"MRN {system}|{mrn} on {target_name}: {result.reason}")
     click.echo(f"found Patient/{result.patient_id} on {target_name}")
+    if local is not None and not result.differences:
+        click.echo("  demographics: same as the local patient")
     for difference in result.differences:
-        click.echo(f"  differs: {difference}")
-    for candidate in result.conditions:
-        click.echo(f"  candidate indication: {candidate}")
+        click.echo(
+            f"  differs: {difference.field}: here {difference.local!r}, on {target_name} {difference.remote!r} "
+            "(not changed anywhere)"
+        )
+    if conditions and not result.conditions:
+        click.echo(f"  no Conditions for this patient on {target_name}")
+    for c in result.conditions:
+        codes = ", ".join(
+            x for x in (f"ICD-10-CM {c.icd10cm}" if c.icd10cm else "", f"SNOMED CT {c.snomed}" if c.snomed else "") if x
+        )
+        click.echo(
+            f"  candidate indication: Condition/{c.condition_id} {c.display or '(no text)'}"
+            f" [{codes or 'no ICD-10-CM or SNOMED CT code'}] clinical status {c.clinical_status or 'unknown'}"
+            + (f"; would be a {c.suggested_kind} indication" if c.suggested_kind else "")
+        )
     if local is not None:
         with UnitOfWork(deliverer.session_factory, clinic, write=True) as uow:
             outbox.link_patient(uow.session, clinic, local.id, target_name, result.patient_id, datetime.now(UTC))
@@ -450,16 +632,37 @@ def worker(poll: float, once: bool, worker_name: str | None) -> None:
     import socket
     import threading
 
+    from service.adapters import outbox
     from service.service_layer.sync import run_worker
 
-    settings = Settings.from_env()
+    settings = _cli_settings()
     prepare_database(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
-    done = run_worker(_deliverer(settings), worker=name, stop=stop, poll_seconds=poll, exit_when_idle=once)
-    click.echo(f"worker {name}: {len(done)} job(s) handled")
+
+    def report(delivery: Any) -> None:
+        if on_terminal():  # a running count on a terminal; a long-running worker prints only problems
+            click.echo(f"\rworker {name}: {len(done_so_far) + 1} job(s) handled", nl=False, err=True)
+        done_so_far.append(delivery)
+        if not once:
+            echo_problems([delivery])
+
+    done_so_far: list[Any] = []
+    done = run_worker(
+        _deliverer(settings), worker=name, stop=stop, poll_seconds=poll, exit_when_idle=once, on_delivery=report
+    )
+    if on_terminal() and done:
+        click.echo("", err=True)
+    if once:
+        echo_problems(done)
+    counts = {status: sum(d.status == status for d in done) for status in (outbox.DELIVERED, outbox.HELD)}
+    failed = len(done) - sum(counts.values())
+    click.echo(
+        f"worker {name}: {len(done)} job(s) handled: {counts[outbox.DELIVERED]} delivered, "
+        f"{counts[outbox.HELD]} held, {failed} failed"
+    )
 
 
 @main.command("load-fixtures")
@@ -469,7 +672,7 @@ def load_fixtures(directory: Path, if_empty: bool) -> None:
     """Record the synthetic fixture episodes through the API, into the default clinic."""
     from service.entrypoints.app import create_app
 
-    settings = Settings.from_env()
+    settings = _cli_settings()
     prepare_database(settings)
     if if_empty:
         engine = make_engine(settings.database_url)
@@ -489,12 +692,26 @@ def load_fixtures(directory: Path, if_empty: bool) -> None:
         response = client.open(f"/api/v1{path}", method=method, json=body, headers=headers)
         return response.status_code, response.get_json(silent=True)
 
-    for path in fixture_paths(directory):
-        try:
-            replay(load_fixture(path), send)
-        except FixtureError as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"loaded {path.name}")
+    paths = fixture_paths(directory)
+    requests_sent = 0
+
+    def counted(method: str, path: str, body: Any) -> tuple[int, Any]:
+        nonlocal requests_sent
+        requests_sent += 1
+        return send(method, path, body)
+
+    with progress(paths, label=f"loading {len(paths)} fixture episode(s)") as bar:
+        for path in bar:
+            try:
+                replay(load_fixture(path), counted)
+            except FixtureError as exc:
+                raise click.ClickException(f"{path.name}: {exc}") from exc
+            if not on_terminal():
+                click.echo(f"loaded {path.name}")
+    click.echo(
+        f"loaded {len(paths)} fixture episode(s) into clinic {settings.default_clinic_id}"
+        f" ({requests_sent} API requests)"
+    )
 
 
 @main.command()
@@ -518,12 +735,11 @@ def serve(bind: str | None) -> None:
 @click.option("--write", is_flag=True, help="rewrite openapi.yaml instead of printing it")
 def openapi_command(write: bool) -> None:
     """The OpenAPI document of the running code (openapi.yaml is this, written out)."""
-    import yaml
-
     from service.entrypoints.app import create_app
     from service.entrypoints.openapi import build_spec
+    from service.entrypoints.pages import openapi_text
 
-    text = yaml.safe_dump(build_spec(create_app(Settings(database_url="sqlite://"))), sort_keys=False, width=120)
+    text = openapi_text(build_spec(create_app(Settings(database_url="sqlite://"))))
     if write:
         (REPO_ROOT / "openapi.yaml").write_text(text)
         click.echo("openapi.yaml written")

@@ -159,9 +159,9 @@ def register_error_handlers(app: Any) -> None:
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:
-        return problem_response(
-            422, "Invalid content", "The request body does not match the schema.", flatten_messages(exc.messages)
-        )
+        errors = flatten_messages(exc.messages)
+        said = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3]) + ("; ..." if len(errors) > 3 else "")
+        return problem_response(422, "Invalid content", f"The request body does not match the schema: {said}", errors)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -302,8 +302,18 @@ def query_args() -> dict[str, Any]:
     """The route's query parameters, parsed once per request."""
     if "query" not in g:
         rule = request.url_rule
-        g.query = query_schema_for(request.endpoint, rule.defaults if rule else None)().load(request.args)
+        try:
+            g.query = query_schema_for(request.endpoint, rule.defaults if rule else None)().load(request.args)
+        except ValidationError as exc:
+            raise query_problem(exc) from None
     return g.query
+
+
+def query_problem(exc: ValidationError) -> ApiProblem:
+    """Query-string mistakes name the parameter: "query parameter `limit`: not a valid integer"."""
+    errors = flatten_messages(exc.messages)
+    said = "; ".join(f"query parameter `{e['field']}`: {e['message'][:1].lower()}{e['message'][1:]}" for e in errors)
+    return ApiProblem(422, "Invalid query parameter", said.replace(".;", ";").rstrip("."), errors)
 
 
 def if_match_version() -> int | None:

@@ -25,7 +25,7 @@ from service.entrypoints.http import query_schema_for
 @dataclass(frozen=True)
 class Operation:
     summary: str
-    response: type[Schema] | Schema | None = None
+    response: type[Schema] | Schema | dict[str, Any] | None = None
     request: type[Schema] | Schema | None = None
     status: int = 200
     many: bool = False
@@ -98,6 +98,7 @@ OAUTH_ERROR = type(
 ANY_OBJECT = type(
     "JsonObjectSchema", (Schema,), {"Meta": type("Meta", (), {"unknown": INCLUDE}), "__module__": __name__}
 )
+TEXT: dict[str, Any] = {"type": "string"}
 READY = type(
     "ReadySchema",
     (Schema,),
@@ -164,6 +165,18 @@ def _operations() -> dict[str, Operation]:
         "auth.fhir_smart_configuration": Operation("SMART configuration, under the FHIR base", ANY_OBJECT),
         "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
         "auth.token": Operation("Client-credentials token (private_key_jwt or client secret)", TOKEN, TOKEN_FORM),
+        "pages.home": Operation("Home page: what this service is, with links to its docs", TEXT, media="text/html"),
+        "pages.docs": Operation("Interactive API docs (Swagger UI) of this document", TEXT, media="text/html"),
+        "pages.docs_init": Operation("The API docs page's script", TEXT, media="text/javascript"),
+        "pages.favicon": Operation(
+            "Icon of the pages", {"type": "string", "contentMediaType": "image/png"}, media="image/png"
+        ),
+        "pages.home_css": Operation("The home page's style sheet", TEXT, media="text/css"),
+        "pages.openapi_yaml": Operation("This OpenAPI document (YAML)", ANY_OBJECT, media="application/yaml"),
+        "pages.openapi_json": Operation("This OpenAPI document (JSON)", ANY_OBJECT),
+        "metrics.metrics": Operation(
+            "Prometheus metrics (from KAPFHIR_METRICS_ALLOW networks only; 404 elsewhere)", TEXT, media="text/plain"
+        ),
         "auth.list_audit_events": Operation(
             "Audit trail of this clinic (needs system/AuditEvent.rs)",
             _paged(s.AuditEventSchema, "AuditEventPage"),
@@ -267,8 +280,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     ops = _operations()
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+            continue  # files (the API docs' scripts and styles), not operations
         if rule.endpoint.startswith("fhir."):
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
@@ -330,13 +343,15 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     }
                 }
             elif op.response is not None:
-                success["content"] = {"application/json": {"schema": op.response}}
+                success["content"] = {op.media: {"schema": op.response}}
             elif op.media != "application/json":
                 success["content"] = {op.media: {"schema": {"type": "string"}}}
             operation["responses"][str(op.status)] = success
             errors: tuple[int, ...] = WRITE_ERRORS if method in ("POST", "PUT") else READ_ERRORS
             if rule.endpoint == "readyz":
                 errors = (503,)
+            elif rule.endpoint == "metrics.metrics":
+                errors = (404,)  # to addresses outside KAPFHIR_METRICS_ALLOW
             elif public:
                 errors = op.public_errors
             else:

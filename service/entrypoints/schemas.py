@@ -48,8 +48,15 @@ def Enum(enum: type, **kwargs: Any) -> fields.Enum:  # noqa: N802 - reads like a
     return fields.Enum(enum, by_value=True, **kwargs)
 
 
+# Said so that a person can fix the request: the offset is what is missing.
+TIME_ERRORS = {
+    "invalid": "Not a valid time: use ISO 8601 with a UTC offset, e.g. 2026-03-10T09:00:00-05:00.",
+    "invalid_awareness": "Has no UTC offset: add a UTC offset, e.g. 2026-03-10T09:00:00-05:00 (Z for UTC).",
+}
+
+
 def Time(**kwargs: Any) -> fields.AwareDateTime:  # noqa: N802
-    return fields.AwareDateTime(format="iso", **kwargs)
+    return fields.AwareDateTime(format="iso", error_messages=TIME_ERRORS, **kwargs)
 
 
 class StrictFloat(fields.Float):
@@ -587,7 +594,7 @@ class FlagQuerySchema(NoQuerySchema):
 
 
 class AuditQuerySchema(PaginationSchema):
-    since = fields.AwareDateTime(format="iso", load_default=None)
+    since = Time(load_default=None)
 
 
 class AuditEntitySchema(Schema):

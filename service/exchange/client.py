@@ -108,6 +108,22 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
 
 
+def transport_cause(exc: Exception) -> str:
+    """Why no HTTP answer came, in words an operator acts on (never the URL's query: identifiers are PHI)."""
+    text = str(exc).lower()
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer before the read timeout"
+    if "refused" in text:
+        return "connection refused: nothing listens there"
+    if any(s in text for s in ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")):
+        return "host name not found"
+    if "reset" in text or "remotedisconnected" in text or "aborted" in text:
+        return "connection closed by the server"
+    return "no answer"
+
+
 # ----------------------------------------------------------------------------------------------- retries
 
 
@@ -325,7 +341,11 @@ class FhirClient:
                         slept += delay
                         continue
                 raise FhirTransportError(
-                    f"{type(exc).__name__} after {attempt} attempt(s)", method=method, url=url, attempts=attempt
+                    f"{type(exc).__name__} ({transport_cause(exc)}) talking to {urlsplit(url).netloc}"
+                    f" after {attempt} attempt(s)",
+                    method=method,
+                    url=url,
+                    attempts=attempt,
                 ) from exc
             status = resp.status_code
             if status == 401 and self.auth is not None and not renewed and self.auth.renew():

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -293,7 +294,7 @@ def target_from_dict(
     if preset:
         if preset not in PRESETS:
             raise TargetConfigError(f"target {name}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        data = _merge(PRESETS[preset], data)
+        data = _follow_base_url(PRESETS[preset], data, _merge(PRESETS[preset], data))
     auth_raw = dict(data.get("auth") or {})
     if not secrets_allowed:
         for key in _SECRET_KEYS:
@@ -344,6 +345,27 @@ def target_from_dict(
         p.strip() for p in (drop.split(",") if isinstance(drop, str) else drop) if p.strip()
     )
     return Target(name=name, auth=auth, **fields)
+
+
+def _follow_base_url(preset: Mapping[str, Any], own: Mapping[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """A preset's token URL follows an overridden base URL (a self-hosted Medplum, another Epic instance) unless
+    the token URL is given too: the preset's path from the shared root is kept; a SMART target that does not share
+    the preset's layout discovers its token URL from .well-known instead."""
+    base, token_url = preset.get("base_url"), (preset.get("auth") or {}).get("token_url")
+    new_base = str(own.get("base_url") or base).rstrip("/")
+    if not token_url or new_base == base or (own.get("auth") or {}).get("token_url"):
+        return merged
+    root = os.path.commonprefix([base, token_url])  # noqa: RUF071 - by character, then cut at the last "/"
+    root = root[: root.rfind("/") + 1]
+    fhir_path = base[len(root) :]
+    if new_base.endswith(fhir_path):
+        derived: str | None = new_base[: len(new_base) - len(fhir_path)].rstrip("/") + "/" + token_url[len(root) :]
+    elif merged["auth"].get("type") == "smart":
+        derived = None
+    else:
+        parts = urlsplit(new_base)
+        derived = f"{parts.scheme}://{parts.netloc}{urlsplit(token_url).path}"
+    return {**merged, "auth": {**merged["auth"], "token_url": derived}}
 
 
 def load_targets(

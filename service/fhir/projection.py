@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -295,7 +296,9 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
     )
     if episode_ids is not None:
         query = query.where(e.c.id.in_(episode_ids))
-    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(clinic or ())) & 0xFFFF}"
+    # zlib.crc32, not hash(): str hashes differ between processes (PYTHONHASHSEED), and gunicorn workers, the CLI and
+    # the metrics scrape must agree on what is stale.
+    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{zlib.crc32(repr(tuple(clinic or ())).encode())}"
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
         for row in session.execute(query)

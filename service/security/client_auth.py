@@ -365,7 +365,9 @@ class TokenEndpoint:
         except jwt.ExpiredSignatureError:
             raise OAuthError("invalid_client", "client assertion expired") from None
         except jwt.InvalidAudienceError:
-            raise OAuthError("invalid_client", "client assertion aud must be the token endpoint URL") from None
+            raise OAuthError(
+                "invalid_client", f"client assertion aud must be the token endpoint URL {self.token_url}"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise OAuthError("invalid_client", f"client assertion lacks {exc.claim}") from None
         except jwt.PyJWTError:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import sessionmaker
 
+from service import observability
 from service.adapters import audit
 from service.service_layer.unit_of_work import UnitOfWork
 
@@ -74,8 +75,11 @@ class GroupCommitAuditLog:
                     batch.append(pending_queue.get_nowait())
                 except queue.Empty:
                     break
+            started = time.perf_counter()
             try:
                 self._commit(batch)
+                observability.AUDIT_BATCH_SECONDS.observe(time.perf_counter() - started)
+                observability.AUDIT_BATCH_RECORDS.observe(len(batch))
             except Exception:  # noqa: BLE001 - one bad record must not fail the reads of other clients
                 for pending in batch:
                     try:

@@ -59,6 +59,12 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
 
+def _describe(exc: Exception) -> str:
+    from service.exchange.client import FhirError
+
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, FhirError) else type(exc).__name__
+
+
 def _resource_type(key: str) -> str:
     return key.split("?", 1)[0].split("/", 1)[0]
 
@@ -69,6 +75,7 @@ class Delivery:
     status: str
     report: PushReport | None = None
     detail: str | None = None
+    error: Any = None  # the OperationOutcome stored as the job's last error (failed and retried deliveries)
 
 
 @dataclass
@@ -127,7 +134,8 @@ class Deliverer:
                 {
                     "resourceType": "OperationOutcome",
                     "issue": [
-                        {"severity": "error", "code": "transient", "diagnostics": f"push failed: {type(exc).__name__}"}
+                        # FhirError messages carry no URL query (no identifiers); others: the class only.
+                        {"severity": "error", "code": "transient", "diagnostics": f"push failed: {_describe(exc)}"}
                     ],
                 },
             )
@@ -223,7 +231,7 @@ class Deliverer:
             )
             uow.commit()
         log.info("sync job", extra={"event": status, "count": job.attempts})
-        return Delivery(job, status, report, detail or held_reason)
+        return Delivery(job, status, report, detail or held_reason, error)
 
 
 def run_worker(
@@ -234,6 +242,7 @@ def run_worker(
     poll_seconds: float = 1.0,
     max_jobs: int | None = None,
     exit_when_idle: bool = False,
+    on_delivery: Callable[[Delivery], None] | None = None,
 ) -> list[Delivery]:
     """Claims and delivers jobs until ``stop`` is set (or, bounded, after ``max_jobs`` / once idle)."""
     done: list[Delivery] = []
@@ -249,4 +258,6 @@ def run_worker(
         except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the worker
             log.error("sync job failed", extra={"error_class": type(exc).__name__})
             done.append(deliverer.release(job, exc))
+        if on_delivery is not None:
+            on_delivery(done[-1])
     return done
