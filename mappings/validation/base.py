@@ -196,14 +196,59 @@ class Walker:
 
     def _specific(self, res: dict, rtype: str, label: str) -> None:
         """Rules the reference validator applies from the specification's text rather than an invariant."""
-        if rtype == "SearchParameter" and res.get("type") == "composite" and len(res.get("component") or []) < 2:
-            self.add(
-                "error",
-                "business-rule",
-                label,
-                "When the SearchParameter has a type of 'composite', then the "
-                "SearchParameter must define two or more components",
-            )
+        if rtype == "SearchParameter":
+            if res.get("type") == "composite" and len(res.get("component") or []) < 2:
+                self.add(
+                    "error",
+                    "business-rule",
+                    label,
+                    "When the SearchParameter has a type of 'composite', then "
+                    "the SearchParameter must define two or more components",
+                )
+            parent = self.defs.search_parameters.get(str(res.get("derivedFrom", "")).split("|", 1)[0])
+            if parent is not None:
+                # SearchParameter.derivedFrom: "the parameter SHALL be defined the same way" (R4 SearchParameter)
+                _code, kind, bases, expression = parent
+                if isinstance(res.get("type"), str) and res["type"] != kind:
+                    self.add(
+                        "error",
+                        "business-rule",
+                        label,
+                        f"The type {res['type']} is different to the type "
+                        f"{kind} in the derivedFrom SearchParameter {res['derivedFrom']}",
+                    )
+                for name in res.get("base") or []:
+                    if isinstance(name, str) and name not in bases and "Resource" not in bases:
+                        self.add(
+                            "error",
+                            "business-rule",
+                            label,
+                            f"The resource type {name} is not listed as a base "
+                            f"in the SearchParameter this is derived from ({res['derivedFrom']})",
+                        )
+                if isinstance(res.get("expression"), str) and res["expression"] != expression:
+                    self.add(
+                        "warning",
+                        "business-rule",
+                        label,
+                        f"The expression '{res['expression']}' differs from "
+                        f"'{expression}' in the derivedFrom SearchParameter {res['derivedFrom']}",
+                    )
+        elif rtype == "CapabilityStatement":
+            for r, rest in enumerate(res.get("rest") or []):
+                for j, resource in enumerate(rest.get("resource") or [] if isinstance(rest, dict) else []):
+                    for k, param in enumerate(resource.get("searchParam") or [] if isinstance(resource, dict) else []):
+                        if not isinstance(param, dict):
+                            continue
+                        known = self.defs.search_parameters.get(str(param.get("definition", "")).split("|", 1)[0])
+                        if known is not None and isinstance(param.get("type"), str) and param["type"] != known[1]:
+                            self.add(
+                                "error",
+                                "invalid",
+                                f"{label}.rest[{r}].resource[{j}].searchParam[{k}]",
+                                f"Type mismatch - SearchParameter '{param['definition']}' type is {known[1]}, "
+                                f"but type here is {param['type']}",
+                            )
 
     # --- elements ----------------------------------------------------------------------------------------------
 
@@ -318,6 +363,15 @@ class Walker:
                 # a sub-extension of a complex extension (checked by its parent) reached outside one
                 self.add("error", "structure", f"{where}.url", f"Extension.url '{url}' must be an absolute URL")
                 return
+            if url.startswith(CORE):
+                # HL7's namespace: extensions defined after R4 (the HL7 extensions pack, which the reference loads)
+                self.add(
+                    "warning",
+                    "not-found",
+                    where,
+                    f"The extension {url} is not an R4 core extension; it was not checked",
+                )
+                return
             self.add("error", "structure", where, f"The extension {url} could not be found so is not allowed here")
             return
         if definition.contexts and not _in_context(definition.contexts, parent):
@@ -342,7 +396,7 @@ class Walker:
             )
         value_key = next((k for k in ext if k.startswith("value")), None)
         if value_key is not None:
-            vtype = value_key[5:6].lower() + value_key[6:]
+            vtype = self._value_type(value_key)
             if (
                 definition.value_types
                 and vtype not in definition.value_types
@@ -376,7 +430,7 @@ class Walker:
                     )
                     continue
                 sub_value = next((k for k in sub if k.startswith("value")), None)
-                if sub_value and types and sub_value[5:6].lower() + sub_value[6:] not in types:
+                if sub_value and types and self._value_type(sub_value) not in types:
                     self.add(
                         "error",
                         "structure",
@@ -384,6 +438,12 @@ class Walker:
                         f"The type is not valid for "
                         f"the sub-extension {sub['url']} of {url} (allowed: {', '.join(types)})",
                     )
+
+    def _value_type(self, key: str) -> str:
+        """The type of a value[x] JSON key: valueCoding -> Coding, valueDateTime -> dateTime."""
+        suffix = key[5:]
+        lowered = suffix[:1].lower() + suffix[1:]
+        return lowered if lowered in self.defs.primitive_regex or lowered == "xhtml" else suffix
 
     def _extension_definition(self, url: str) -> ExtensionDef | None:
         found = self.defs.extensions.get(url) or self.own_extensions.get(url)
