@@ -499,9 +499,22 @@ def search_type(rtype: str) -> Response:
 # --- $validate ----------------------------------------------------------------------------------------------------
 
 
-def _validate_payload(body: Any) -> tuple[Any, str | None]:
+# $validate parameters (query string or Parameters): ``profile`` (FHIR's), and ``kap-rules`` (kapfhir's: true asks
+# for the KAP domain rules on a resource that claims no kapfhir profile).
+_VALIDATE_PARAMS = frozenset({"profile", "kap-rules", "_format"})
+
+
+def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
+    unknown = sorted(set(request.args) - _VALIDATE_PARAMS)
+    if unknown:
+        raise _problem(
+            400, "Unknown parameter", unknown[0], f"$validate takes profile and kap-rules, not {unknown[0]!r}", "value"
+        )
     profile = request.args.get("profile")
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+    kap_rules = request.args.get("kap-rules", "false").lower() == "true"
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters" and any(
+        isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or []
+    ):
         resource = None
         for p in body.get("parameter", []) or []:
             if not isinstance(p, dict):
@@ -510,8 +523,10 @@ def _validate_payload(body: Any) -> tuple[Any, str | None]:
                 resource = p.get("resource")
             elif p.get("name") == "profile":
                 profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
-        return resource, profile
-    return body, profile
+            elif p.get("name") == "kap-rules":
+                kap_rules = p.get("valueBoolean") is True
+        return resource, profile, kap_rules
+    return body, profile, kap_rules
 
 
 def _outcome(issues: list[Issue]) -> dict:
@@ -521,11 +536,8 @@ def _outcome(issues: list[Issue]) -> dict:
     return {"resourceType": "OperationOutcome", "issue": found}
 
 
-def _run_validate(expected: str | None) -> Response:
-    g.query = {}
-    body = _body()
-    resource, profile = _validate_payload(body)
-    issues = fhir_validate.validate(resource, expected_type=expected, profile=profile)
+def _run_validate(expected: str | None, resource: Any, profile: str | None, kap_rules: bool) -> Response:
+    issues = fhir_validate.validate(resource, expected_type=expected, profile=profile, kap_rules=kap_rules)
     g.audit_entities = []
     return fhir_response(_outcome(issues))
 
@@ -537,13 +549,18 @@ def validate_any() -> Response:
 
 @_handler("/<rtype>/$validate", "validate_type", "r", "operation", ("POST",))
 def validate_type(rtype: str) -> Response:
-    _type_or_404(rtype)
+    # any R4 resource type, stored here or not
+    if not fhir_validate.r4_type(rtype):
+        raise _problem(404, "Not found", "type", f"{rtype!r} is not an R4 resource type", "not-supported")
     return _audited_validate(rtype)
 
 
 def _audited_validate(expected: str | None) -> Response:
-    # Validation reads nothing stored and stores nothing but its audit record.
-    return read(lambda uow: _run_validate(expected))
+    # Validation reads nothing stored and stores nothing but its audit record. A Parameters body carrying no
+    # ``resource`` parameter is itself the resource to validate.
+    resource, profile, kap_rules = _validate_payload(_body())
+    g.query = {}  # the parameters were read above
+    return read(lambda uow: _run_validate(expected, resource, profile, kap_rules))
 
 
 # --- transaction / batch ------------------------------------------------------------------------------------------
@@ -621,7 +638,8 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
             for i, e in enumerate(entries)
         ],
     }
-    return fhir_validate._validate_bundle(bundle, None)
+    # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
+    return fhir_validate.validate_for_write(bundle)
 
 
 def _apply(uow: Any, ctx: Any, body: dict, kind: str) -> Response:
@@ -809,6 +827,8 @@ def requirement(endpoint: str, view_args: Mapping[str, Any], method: str) -> Req
     if endpoint == "fhir.validate":
         rtype = body.get("resourceType") if isinstance(body, dict) else None
         return Requirement("r", (rtype,) if isinstance(rtype, str) and rtype in TYPES else ("Bundle",))
+    if endpoint == "fhir.validate_type" and str(view_args.get("rtype")) not in TYPES:
+        return Requirement("r", ("Bundle",))  # a type not stored here: validation reads nothing of it
     rtype = str(view_args.get("rtype", "Bundle"))
     return Requirement(interaction, (rtype,))
 
@@ -867,6 +887,7 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     parameters.append({"name": "_format", "in": "query", "required": False, "schema": {"type": "string"}})
     if endpoint in ("fhir.validate", "fhir.validate_type"):
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
+        parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
     operation: dict[str, Any] = {
         "summary": _SUMMARIES.get(endpoint, endpoint),
         "operationId": endpoint.replace(".", "_"),

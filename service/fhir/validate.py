@@ -195,16 +195,14 @@ def validate(
     if expected_type and rtype != expected_type:
         return [Issue("error", "invalid", "resourceType", f"expected a {expected_type}, got {rtype}")]
     if not definitions.available():
-        return _legacy_validate(resource, rtype, profile) + [
-            Issue(
-                "warning",
-                "not-supported",
-                rtype,
-                "the FHIR R4 definitions are not installed "
-                "(scripts/install-fhir-definitions.sh): only structure, required bindings and a few invariants "
-                "were checked",
-            )
-        ]
+        note = Issue(
+            "warning",
+            "not-supported",
+            rtype,
+            "the FHIR R4 definitions are not installed (scripts/install-fhir-definitions.sh): only structure, "
+            "required bindings and a few invariants were checked",
+        )
+        return [*_legacy_validate(resource, rtype, profile), note]
     kap_profiles = _kap_profiles()
     claims = (
         [
