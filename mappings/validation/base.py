@@ -205,7 +205,8 @@ class Walker:
                     "When the SearchParameter has a type of 'composite', then "
                     "the SearchParameter must define two or more components",
                 )
-            parent = self.defs.search_parameters.get(str(res.get("derivedFrom", "")).split("|", 1)[0])
+            derived = res.get("derivedFrom")
+            parent = self.defs.search_parameters.get(derived.split("|", 1)[0]) if isinstance(derived, str) else None
             if parent is not None:
                 # SearchParameter.derivedFrom: "the parameter SHALL be defined the same way" (R4 SearchParameter)
                 _code, kind, bases, expression = parent
@@ -217,7 +218,7 @@ class Walker:
                         f"The type {res['type']} is different to the type "
                         f"{kind} in the derivedFrom SearchParameter {res['derivedFrom']}",
                     )
-                for name in res.get("base") or []:
+                for name in res["base"] if isinstance(res.get("base"), list) else []:
                     if isinstance(name, str) and name not in bases and "Resource" not in bases:
                         self.add(
                             "error",
@@ -640,13 +641,14 @@ def _contained_of(resource: dict) -> dict[str, dict]:
 def _contents(res: dict) -> Iterator[tuple[dict, str | None]]:
     """(resource, fullUrl) of what a Bundle or Parameters holds, nested Bundles and Parameters included."""
     if res.get("resourceType") == "Bundle":
-        for entry in res.get("entry") or []:
+        entries = res.get("entry")
+        for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
                 yield entry["resource"], entry.get("fullUrl")
                 if entry["resource"].get("resourceType") in ("Bundle", "Parameters"):
                     yield from _contents(entry["resource"])
-    elif res.get("resourceType") == "Parameters":
-        yield from _parameter_contents(res.get("parameter") or [])
+    elif res.get("resourceType") == "Parameters" and isinstance(res.get("parameter"), list):
+        yield from _parameter_contents(res["parameter"])
 
 
 def _parameter_contents(parameters: list) -> Iterator[tuple[dict, str | None]]:
@@ -666,7 +668,8 @@ def _parameter_contents(parameters: list) -> Iterator[tuple[dict, str | None]]:
             yield resource, full_url
             if resource.get("resourceType") in ("Bundle", "Parameters"):
                 yield from _contents(resource)
-        yield from _parameter_contents(p.get("part") or [])
+        if isinstance(p.get("part"), list):
+            yield from _parameter_contents(p["part"])
 
 
 def _in_context(contexts: tuple[tuple[str, str], ...], here: tuple[str, ...]) -> bool:

@@ -91,8 +91,10 @@ def required_vital_profile(resource: dict) -> str | None:
     if resource.get("resourceType") != "Observation" or not isinstance(resource.get("code"), dict):
         return None
     table = vital_sign_profiles()
-    for coding in resource["code"].get("coding") or []:
-        if isinstance(coding, dict) and coding.get("system") == LOINC and coding.get("code") in table:
+    codings = resource["code"].get("coding")
+    for coding in codings if isinstance(codings, list) else []:
+        code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(code, str) and coding.get("system") == LOINC and code in table:
             return table[coding["code"]]
     return None
 

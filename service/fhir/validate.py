@@ -133,9 +133,16 @@ def _check_sd_constraints(resource: dict, root: str) -> list[Issue]:
     if by_extension:
         # one walk for every extension constraint: the extensions present, by url
         for value, path in _descend(resource, root):
-            if path != root and isinstance(value, dict) and value.get("url") in by_extension:
+            if (
+                path != root
+                and isinstance(value, dict)
+                and isinstance(value.get("url"), str)
+                and value["url"] in by_extension
+            ):
                 targets += [(constraint, value, path) for _sd, constraint in by_extension[value["url"]]]
-    profiles = set(resource.get("meta", {}).get("profile", []))
+    meta = resource.get("meta")
+    claimed = meta.get("profile") if isinstance(meta, dict) else None
+    profiles = {p for p in claimed if isinstance(p, str)} if isinstance(claimed, list) else set()
     for sd, element, constraint in sd_constraints():
         if sd.get("type") != "Extension" and sd["url"] in profiles and element["path"] == sd.get("type"):
             targets.append((constraint, resource, root))
@@ -204,15 +211,13 @@ def validate(
         )
         return [*_legacy_validate(resource, rtype, profile), note]
     kap_profiles = _kap_profiles()
-    claims = (
-        [
-            vprofiles.classify(p, rtype, kap_profiles, asked=False)
-            for p in (resource.get("meta", {}) or {}).get("profile", []) or []
-            if isinstance(p, str)
-        ]
-        if isinstance(resource.get("meta"), dict)
-        else []
-    )
+    meta = resource.get("meta")
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    claims = [
+        vprofiles.classify(p, rtype, kap_profiles, asked=False)
+        for p in (declared if isinstance(declared, list) else [])
+        if isinstance(p, str)
+    ]
     if profile:
         claims.append(vprofiles.classify(profile, rtype, kap_profiles, asked=True))
     kap = kap_rules or any(c.kind == "kapfhir" for c in claims) or (rtype == "Bundle" and _bundle_claims_kap(resource))
@@ -229,18 +234,28 @@ def validate(
         issues += _layers(wrapper, layers, "Bundle.entry[0].resource", rtype)
     if any(i.severity == "fatal" for i in issues):
         return _dedupe(issues)
-    found, unchecked = vbase.check(resource, rtype)
-    issues += [_issue(i) for i in found]
-    issues += _profile_issues(resource, rtype, rtype, claims)
-    if rtype == "Bundle":
-        for i, entry in enumerate(resource.get("entry") or []):
+    unchecked: set[str] = set()
+
+    def base_layer() -> list[Issue]:
+        found, missed = vbase.check(resource, rtype)
+        unchecked.update(missed)
+        return [_issue(i) for i in found]
+
+    def profile_layer() -> list[Issue]:
+        out = _profile_issues(resource, rtype, rtype, claims)
+        entries = resource.get("entry") if rtype == "Bundle" else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                issues += _profile_issues(
+                out += _profile_issues(
                     entry["resource"], entry["resource"].get("resourceType"), f"Bundle.entry[{i}].resource", None
                 )
-    issues += _extension_constraints(resource, rtype)
+        return out
+
+    issues += _guarded("base specification", rtype, base_layer)
+    issues += _guarded("profile", rtype, profile_layer)
+    issues += _guarded("extension constraint", rtype, lambda: _extension_constraints(resource, rtype))
     if kap:
-        issues += _kap_invariants(resource, rtype)
+        issues += _guarded("kapfhir invariant", rtype, lambda: _kap_invariants(resource, rtype))
     if unchecked:
         issues.append(
             Issue(
@@ -265,6 +280,18 @@ def validate(
         else:
             issues += domain_checks_resource(resource)
     return _dedupe(issues)
+
+
+def _guarded(layer: str, root: str, run: typing.Callable[[], list[Issue]]) -> list[Issue]:
+    """A layer's issues; content too broken for it (fhirkit has reported why) gives a warning, never a 500."""
+    try:
+        return run()
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError, RecursionError) as exc:
+        return [
+            Issue(
+                "warning", "exception", root, f"the {layer} checks could not run on this content: {type(exc).__name__}"
+            )
+        ]
 
 
 def _issue(found: Any) -> Issue:

@@ -190,7 +190,11 @@ def test_a_vital_sign_observation_must_conform_to_the_core_vital_signs_profile(s
         "resourceType": "Observation",
         "status": "final",
         "category": [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}
+                ]
+            }
         ],
         "code": {"coding": [{"system": t.LOINC, "code": "8867-4"}]},
         "subject": {"reference": "Patient/p1"},
@@ -212,7 +216,9 @@ def test_extensions_as_the_reference_treats_them(server: Server) -> None:
     unknown = errors(server.validate(with_extension({"url": "http://ehr.invalid/fhir/x", "valueString": "a"})))
     assert unknown and "could not be found" in unknown[0]["diagnostics"]
     wrong_place = {"url": f"{t.FHIR_SD}/questionnaire-optionPrefix", "valueString": "a"}
-    assert any("not allowed to be used" in i["diagnostics"] for i in errors(server.validate(with_extension(wrong_place))))
+    assert any(
+        "not allowed to be used" in i["diagnostics"] for i in errors(server.validate(with_extension(wrong_place)))
+    )
     wrong_type = {"url": f"{t.FHIR_SD}/patient-birthPlace", "valueString": "Springfield"}
     assert errors(server.validate(with_extension(wrong_type)))
     right = {"url": f"{t.FHIR_SD}/patient-birthPlace", "valueAddress": {"city": "Springfield"}}
@@ -220,8 +226,10 @@ def test_extensions_as_the_reference_treats_them(server: Server) -> None:
 
 
 def test_invariants_of_datatypes_and_contained_resources_use_the_right_context(server: Server) -> None:
-    contact = {"resourceType": "Patient", "contact": [{"name": {"family": "Doe"}, "period": {"start": "2026-02-01",
-                                                                                         "end": "2026-01-01"}}]}
+    contact = {
+        "resourceType": "Patient",
+        "contact": [{"name": {"family": "Doe"}, "period": {"start": "2026-02-01", "end": "2026-01-01"}}],
+    }
     assert [i["expression"] for i in errors(server.validate(contact))] == [["Patient.contact[0].period"]]
     # dom-3 with %resource: a contained resource referred to from another contained resource is referred to
     manifest = {
@@ -262,7 +270,9 @@ def test_references_resolve_inside_parameters(server: Server) -> None:
 
 
 def test_unknown_query_parameters_are_refused(server: Server) -> None:
-    r = server.http.post(f"{server.base}/fhir/$validate", params={"modus": "x"}, data=json.dumps({"resourceType": "Basic"}))
+    r = server.http.post(
+        f"{server.base}/fhir/$validate", params={"modus": "x"}, data=json.dumps({"resourceType": "Basic"})
+    )
     assert r.status_code == 400
 
 
