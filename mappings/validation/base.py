@@ -43,6 +43,34 @@ MAX_STRING_BYTES = 1024 * 1024
 # (contained resources), per-1 (dateTime comparison with offsets). dom-6 is best practice the reference only reports
 # on request; txt-1/txt-2 need an XHTML checker.
 _DIRECT_KEYS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6", "per-1", "txt-1", "txt-2"})
+
+
+def _ref_1(value: dict, scope: _Scope) -> bool:
+    """ref-1: a local reference (#id) names a contained resource of %rootResource (a bare '#' is the container)."""
+    ref = value.get("reference")
+    if not isinstance(ref, str) or not ref.startswith("#") or ref == "#":
+        return True
+    return ref[1:] in _contained_of(scope.root) or ref[1:] in scope.contained
+
+
+def _qty_3(value: dict, scope: _Scope) -> bool:
+    return not (value.get("code") not in (None, "") and value.get("system") in (None, ""))
+
+
+def _direct(key: str) -> Callable[[dict, _Scope], bool] | None:
+    """Python equivalents of the FHIRPath of the invariants checked most often (tests/mappings/test_validation.py
+    proves obs-6 and obs-7 agree with fhirpathpy; ref-1 and qty-3 are tested in tests/fhir/test_validate_reference)."""
+    from mappings.validation import DIRECT
+
+    table: dict[str, Callable[[dict, _Scope], bool]] = {
+        "ref-1": _ref_1,
+        "qty-3": _qty_3,
+        "obs-6": lambda v, _s: DIRECT["obs-6"](v),
+        "obs-7": lambda v, _s: DIRECT["obs-7"](v),
+    }
+    return table.get(key)
+
+
 _XVER = re.compile(r"http://hl7\.org/fhir/[0-9]\.[0-9]/StructureDefinition/extension-")
 # Namespaces the reference validator lets through without a definition (examples and its own tooling).
 _ALLOWED_UNKNOWN = (
@@ -575,7 +603,15 @@ class Walker:
         for constraint in constraints:
             if constraint.key in _DIRECT_KEYS:
                 continue
-            ok = self.holds(constraint.expression, value, base, scope)
+            direct = _DIRECT_CHECKS.get(constraint.key)
+            ok: bool | None = None
+            if direct is not None:
+                try:
+                    ok = direct(value, scope)
+                except (TypeError, AttributeError, KeyError):
+                    ok = None  # malformed content: the FHIRPath decides
+            if ok is None:
+                ok = self.holds(constraint.expression, value, base, scope)
             if ok is None:
                 self.unchecked.add(constraint.key)
             elif not ok:
@@ -600,6 +636,8 @@ class Walker:
             return None
         return result == [True] or result == []  # an empty result does not fail an invariant
 
+
+_DIRECT_CHECKS = {key: fn for key in ("ref-1", "qty-3", "obs-6", "obs-7") if (fn := _direct(key)) is not None}
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 

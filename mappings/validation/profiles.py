@@ -168,32 +168,44 @@ def _nodes(value: Any, rel: list[tuple[str, str | None]]) -> Iterator[Any]:
         yield from _nodes(item, rest)
 
 
-def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[base.Issue]:
-    issues: list[base.Issue] = []
-    rtype = profile.type
+@cache
+def _prepared(url: str) -> tuple[list[dict], dict[str, dict], dict[str, list], set[str]]:
+    """A profile's differential ready to check, once per process: its elements, the slicing of each sliced element,
+    the rules that select each slice (discriminator path, value) and the elements those rules come from."""
+    profile = load().profiles[url]
     elements = [el for el in profile.differential if "." in el.get("id", el.get("path", ""))]
     slicing = {el["id"]: el["slicing"] for el in profile.differential if el.get("slicing") and "id" in el}
-    # the elements of each slice (id prefix "X:Slice"), by slice id
     slices: dict[str, list[dict]] = {}
     for el in elements:
         segs = el["id"].split(".")
         for i, part in enumerate(segs):
             if ":" in part:
                 slices.setdefault(".".join(segs[: i + 1]), []).append(el)
-
-    def matcher(slice_id: str) -> list[tuple[list[tuple[str, str | None]], Any]]:
+    matchers: dict[str, list] = {}
+    discriminating: set[str] = set()
+    for slice_id, members in slices.items():
         owner = slice_id.rsplit(":", 1)[0]
-        discriminators = {d.get("path") for d in slicing.get(owner, {}).get("discriminator", [])}
-        found = []
-        for el in slices.get(slice_id, []):
+        paths = {d.get("path") for d in slicing.get(owner, {}).get("discriminator", [])}
+        rules = []
+        for el in members:
             fixed = _fixed(el)
             if fixed is None or el["id"] == slice_id:
                 continue
-            rel = el["id"][len(slice_id) + 1 :]
-            plain = ".".join(p.split(":")[0] for p in rel.split("."))
-            if not discriminators or plain in discriminators:
-                found.append(([(p, None) for p in plain.split(".")], fixed[1]))
-        return found
+            plain = ".".join(p.split(":")[0] for p in el["id"][len(slice_id) + 1 :].split("."))
+            if not paths or plain in paths:
+                rules.append(([(p, None) for p in plain.split(".")], fixed[1]))
+                discriminating.add(el["id"])
+        matchers[slice_id] = rules
+    return elements, slicing, matchers, discriminating
+
+
+def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[base.Issue]:
+    issues: list[base.Issue] = []
+    rtype = profile.type
+    elements, _slicing, matchers, discriminating = _prepared(profile.url)
+
+    def matcher(slice_id: str) -> list[tuple[list[tuple[str, str | None]], Any]]:
+        return matchers.get(slice_id, [])
 
     def in_slice(item: Any, slice_id: str) -> bool:
         rules = matcher(slice_id)
@@ -216,15 +228,6 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
         yield from current
 
     source = f"(from {profile.url})"
-    # elements whose fixed value selects the slice (they define membership; checked by the slice's cardinality)
-    discriminating = set()
-    for slice_id in slices:
-        owner = slice_id.rsplit(":", 1)[0]
-        paths = {d.get("path") for d in slicing.get(owner, {}).get("discriminator", [])}
-        for el in slices[slice_id]:
-            rel = el["id"][len(slice_id) + 1 :]
-            if _fixed(el) is not None and (not paths or ".".join(p.split(":")[0] for p in rel.split(".")) in paths):
-                discriminating.add(el["id"])
     for el in elements:
         segs = _segments(el["id"])
         name, slice_name = segs[-1]
