@@ -511,7 +511,10 @@ def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
             400, "Unknown parameter", unknown[0], f"$validate takes profile and kap-rules, not {unknown[0]!r}", "value"
         )
     profile = request.args.get("profile")
-    kap_rules = request.args.get("kap-rules", "false").lower() == "true"
+    kap_value = request.args.get("kap-rules", "false")
+    if kap_value not in ("true", "false"):
+        raise _problem(400, "Invalid parameter", "kap-rules", f"kap-rules is true or false, not {kap_value!r}", "value")
+    kap_rules = kap_value == "true"
     if isinstance(body, dict) and body.get("resourceType") == "Parameters" and any(
         isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or []
     ):
