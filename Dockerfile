@@ -22,8 +22,8 @@ RUN groupadd --system kapfhir \
 WORKDIR /app
 COPY . .
 RUN pip install --no-cache-dir .
-COPY --from=fhir-definitions /defs/out /app/var/fhir-r4
-ENV KAPFHIR_R4_DEFINITIONS=/app/var/fhir-r4
+COPY --from=fhir-definitions /defs/out /opt/fhir-r4
+ENV KAPFHIR_R4_DEFINITIONS=/opt/fhir-r4
 # build the definitions' tables once, into the image (the service user cannot write there)
 RUN python -c "from mappings.validation import definitions; definitions.load()"
 
