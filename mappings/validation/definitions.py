@@ -26,7 +26,7 @@ _FILES = (
     "extension-definitions.json",
     "search-parameters.json",
 )
-_INDEX_FORMAT = 3
+_INDEX_FORMAT = 4
 
 
 class DefinitionsMissing(RuntimeError):
@@ -223,7 +223,8 @@ def _build(directory: Path) -> Definitions:
                             if ext.get("url") == f"{CORE}regex":
                                 defs.primitive_regex[name] = ext["valueString"]
             continue
-        (resources if kind == "resource" else complex_types).add(name)
+        if not sd.get("abstract"):  # Resource, DomainResource, MetadataResource are not instance types
+            (resources if kind == "resource" else complex_types).add(name)
         for el in elements:
             if "sliceName" in el:
                 continue
