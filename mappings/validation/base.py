@@ -107,10 +107,33 @@ _FHIRPATH_OPTIONS = {
 }
 
 
+# FHIRPath System types that R4 invariants test FHIR primitives against (``answer is Boolean``, que-7): the
+# reference engine converts a FHIR boolean to System.Boolean; fhirpathpy 2.2.4 answers false, so the expression is
+# given the FHIR type instead (same meaning for FHIR data).
+_SYSTEM_TYPES = {
+    "Boolean": "boolean",
+    "String": "string",
+    "Integer": "integer",
+    "Decimal": "decimal",
+    "Date": "date",
+    "DateTime": "dateTime",
+    "Time": "time",
+}
+_SYSTEM_TYPE_USE = re.compile(r"\b(is|as)\s+(?:System\.)?(Boolean|String|Integer|Decimal|DateTime|Date|Time)\b")
+_SYSTEM_TYPE_CALL = re.compile(
+    r"\b(is|as|ofType)\(\s*(?:System\.)?(Boolean|String|Integer|Decimal|DateTime|Date|Time)\s*\)"
+)
+
+
+def fhir_types(expression: str) -> str:
+    expression = _SYSTEM_TYPE_USE.sub(lambda m: f"{m.group(1)} {_SYSTEM_TYPES[m.group(2)]}", expression)
+    return _SYSTEM_TYPE_CALL.sub(lambda m: f"{m.group(1)}({_SYSTEM_TYPES[m.group(2)]})", expression)
+
+
 @cache
 def _compiled(expression: str) -> Callable | None:
     try:
-        return fhirpathpy.compile(expression, fhirpath_models["r4"], _FHIRPATH_OPTIONS)
+        return fhirpathpy.compile(fhir_types(expression), fhirpath_models["r4"], _FHIRPATH_OPTIONS)
     except Exception:  # noqa: BLE001 - an expression fhirpathpy cannot parse is reported as not checked
         return None
 
@@ -122,6 +145,7 @@ class _Container:
     by_url: dict[str, dict] = field(default_factory=dict)  # fullUrl -> resource
     by_id: dict[tuple[str, str], dict] = field(default_factory=dict)  # (type, id) -> resource
     canonicals: dict[str, str] = field(default_factory=dict)  # canonical url -> resource type
+    by_canonical: dict[str, dict] = field(default_factory=dict)  # canonical url -> resource
     kind: str = "Bundle"
 
 
@@ -164,6 +188,8 @@ class Walker:
             self._domain_resource(res, scope, contained, nested=root is not None and root is not res)
             self._constraints(self.defs.root_constraints.get(rtype, ()), res, rtype, label, scope)
             self._specific(res, rtype, label)
+            if rtype == "QuestionnaireResponse":
+                self._questionnaire_response(res, label, contained)
             self.node(res, rtype, label, scope, (rtype, "Resource", "DomainResource"))
         finally:
             if container is not None:
@@ -221,6 +247,25 @@ class Walker:
                 )
             # a contained resource: %resource is itself, %rootResource its container
             self.resource(item, where, root=res)
+
+    def _questionnaire_response(self, res: dict, label: str, contained: dict[str, dict]) -> None:
+        from mappings.validation import questionnaire
+
+        url = res.get("questionnaire")
+        found = None
+        if isinstance(url, str):
+            if url.startswith("#"):
+                found = contained.get(url[1:])
+            else:
+                canonical = url.split("|", 1)[0]
+                for container in reversed(self.containers):
+                    found = container.by_canonical.get(canonical)
+                    if found is not None:
+                        break
+                found = found or own_questionnaires().get(canonical)
+        if found is not None and found.get("resourceType") != "Questionnaire":
+            found = None
+        self.issues.extend(questionnaire.check(res, found, label))
 
     def _specific(self, res: dict, rtype: str, label: str) -> None:
         """Rules the reference validator applies from the specification's text rather than an invariant."""
@@ -593,6 +638,7 @@ class Walker:
                     container.by_url.setdefault(full_url, resource)
             if isinstance(resource.get("url"), str) and isinstance(rtype, str):
                 container.canonicals[resource["url"]] = rtype
+                container.by_canonical[resource["url"]] = resource
         return container
 
     # --- invariants --------------------------------------------------------------------------------------------
@@ -747,6 +793,14 @@ def _later(start: str, end: str) -> bool:
 
 
 # --- entry points ----------------------------------------------------------------------------------------------
+
+
+@cache
+def own_questionnaires() -> dict[str, dict]:
+    """kapfhir's published Questionnaires (mappings/conformance), by canonical url."""
+    from mappings.conformance import load_all
+
+    return {sd["url"]: sd for sd in load_all().values() if sd.get("resourceType") == "Questionnaire" and sd.get("url")}
 
 
 @cache
