@@ -165,6 +165,11 @@ ENUM_SUPPLEMENT: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# Elements whose R4B enum_values are not the R4 value set: CapabilityStatement.format is bound to MimeType
+# (BCP 13 mime types plus xml, json, ttl), which the model lists as its four placeholder codes.
+ENUM_NOT_R4 = frozenset({("CapabilityStatement", "format"), ("CapabilityStatement", "patchFormat")})
+
+
 def preload_models(resource_types: Iterable[str]) -> None:
     """Imports the R4B model classes (and the datatypes they use) of these resource types ahead of use."""
     for resource_type in resource_types:
@@ -186,7 +191,7 @@ def _fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None]]
         alias = info.alias or name
         extra = info.json_schema_extra or {}
         enum = None
-        if isinstance(extra, dict) and extra.get("enum_values"):
+        if isinstance(extra, dict) and extra.get("enum_values") and (model.__name__, alias) not in ENUM_NOT_R4:
             enum = (frozenset(extra["enum_values"]) - {"+"}) | ENUM_SUPPLEMENT.get((model.__name__, alias), frozenset())
         child = None
         for arg in typing.get_args(info.annotation) or (info.annotation,):

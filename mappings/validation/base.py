@@ -380,6 +380,8 @@ class Walker:
         if code in _QUANTITIES:
             self.quantity(value, where)
         context = (element.path, code) if code not in ("BackboneElement", "Element") else (element.path,)
+        if element.content_reference:
+            context = (*context, element.content_reference)  # OperationDefinition.parameter.part is a parameter
         self.node(value, child_path, where, scope, (*context, "Element"))
 
     def primitive(self, code: str, value: Any, where: str, element: ElementDef) -> None:
@@ -448,7 +450,11 @@ class Walker:
                 return
             self.add("error", "structure", where, f"The extension {url} could not be found so is not allowed here")
             return
-        if definition.contexts and not _in_context(definition.contexts, parent):
+        if (
+            definition.contexts
+            and not _in_context(definition.contexts, parent)
+            and not self._canonical_context(definition, parent)
+        ):
             allowed = ", ".join(e for _, e in definition.contexts)
             self.add(
                 "error",
@@ -512,6 +518,14 @@ class Walker:
                         f"The type is not valid for "
                         f"the sub-extension {sub['url']} of {url} (allowed: {', '.join(types)})",
                     )
+
+    def _canonical_context(self, definition: ExtensionDef, parent: tuple[str, ...]) -> bool:
+        """An extension stated for one canonical resource (StructureDefinition) used on another (ValueSet, CodeSystem):
+        the current HL7 extensions pack, which the reference validator loads, states these for every canonical
+        resource."""
+        canonical = _canonical_types(self.defs)
+        stated = {e for _, e in definition.contexts}
+        return bool(stated & canonical) and any(p in canonical for p in parent)
 
     def _value_type(self, key: str) -> str:
         """The type of a value[x] JSON key: valueCoding -> Coding, valueDateTime -> dateTime."""
@@ -688,6 +702,20 @@ _DIRECT_CHECKS = {key: fn for key in ("ref-1", "qty-3", "obs-6", "obs-7") if (fn
 # --- helpers ----------------------------------------------------------------------------------------------------
 
 
+_CANONICAL_TYPES: dict[int, frozenset[str]] = {}
+
+
+def _canonical_types(defs: Definitions) -> frozenset[str]:
+    """Resource types with url, version, name and status: the canonical (conformance and knowledge) resources."""
+    found = _CANONICAL_TYPES.get(id(defs))
+    if found is None:
+        found = frozenset(
+            t for t in defs.resources if {"url", "version", "name", "status"} <= set(defs.children.get(t, {}))
+        )
+        _CANONICAL_TYPES[id(defs)] = found
+    return found
+
+
 def _items(item: Any) -> Iterator[tuple[int, Any]]:
     if isinstance(item, list):
         yield from enumerate(item)
@@ -769,6 +797,10 @@ def _in_context(contexts: tuple[tuple[str, str], ...], here: tuple[str, ...]) ->
         # the reference validator accepts an extension one level above its stated element (R4's own snapshots put
         # structuredefinition-fhir-type on ElementDefinition.type, its context ElementDefinition.type.code)
         if any(expression.startswith(f"{n}.") and "." not in expression[len(n) + 1 :] for n in plain if "." in n):
+            return True
+        # ... and one used on a part of its stated element (R4's own definitions put regex, stated for
+        # ElementDefinition, on ElementDefinition.type): the element still is where the extension's context says
+        if any(n.startswith(f"{expression}.") for n in plain):
             return True
         if expression in ("BackboneElement",) and "Element" in names:
             return True
