@@ -147,6 +147,7 @@ class _Container:
     canonicals: dict[str, str] = field(default_factory=dict)  # canonical url -> resource type
     by_canonical: dict[str, dict] = field(default_factory=dict)  # canonical url -> resource
     kind: str = "Bundle"
+    owner: dict | None = None  # the Bundle or Parameters itself
 
 
 @dataclass
@@ -587,7 +588,10 @@ class Walker:
                     f"'{rtype}' in the reference '{ref}' is not a resource type",
                 )
                 return
-        if searched and self.containers[-1].kind == "Parameters" and not ref.startswith(("http:", "https:")):
+        # in a Parameters, a resource's relative reference names another parameter's resource (a reference of the
+        # Parameters itself, such as an operation's valueReference, may name anything on the server)
+        inside = bool(self.containers) and scope.resource is not self.containers[-1].owner
+        if searched and inside and self.containers[-1].kind == "Parameters" and not ref.startswith(("http:", "https:")):
             self.add("error", "structure", f"{where}.reference", f"Unable to resolve resource with reference '{ref}'")
         elif searched and ref.startswith(("urn:uuid:", "urn:oid:")):
             self.add(
@@ -641,7 +645,7 @@ class Walker:
             )
 
     def _container(self, res: dict) -> _Container:
-        container = _Container(kind=res["resourceType"])
+        container = _Container(kind=res["resourceType"], owner=res)
         for resource, full_url in _contents(res):
             rtype, rid = resource.get("resourceType"), resource.get("id")
             if isinstance(full_url, str):
