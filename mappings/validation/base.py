@@ -29,7 +29,7 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fhirpath_models
 
-from mappings.validation import ucum
+from mappings.validation import narrative, ucum
 from mappings.validation import us_core as uc
 from mappings.validation.definitions import CORE, Constraint, Definitions, ElementDef, ExtensionDef, extension_def, load
 
@@ -43,6 +43,7 @@ MAX_STRING_BYTES = 1024 * 1024
 # (contained resources), per-1 (dateTime comparison with offsets). dom-6 is best practice the reference only reports
 # on request; txt-1/txt-2 need an XHTML checker.
 _DIRECT_KEYS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6", "per-1", "txt-1", "txt-2"})
+# txt-1 and txt-2 are checked by mappings.validation.narrative
 
 
 def _ref_1(value: dict, scope: _Scope) -> bool:
@@ -81,6 +82,8 @@ _ALLOWED_UNKNOWN = (
     "http://hl7.org/fhir/tools/StructureDefinition/",
 )
 _TYPED_REFERENCE = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+# a RESTful fullUrl: [base]/Type/id (R4 Bundle "fullUrl": "the fullUrl SHALL be the same as the resource's id")
+_FULL_URL = re.compile(r"https?://\S+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _QUANTITIES = frozenset({"Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"})
 
 
@@ -309,6 +312,23 @@ class Walker:
                         f"The expression '{res['expression']}' differs from "
                         f"'{expression}' in the derivedFrom SearchParameter {res['derivedFrom']}",
                     )
+        elif rtype == "Bundle":
+            entries = res.get("entry")
+            for i, entry in enumerate(entries if isinstance(entries, list) else []):
+                if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+                    continue
+                full_url, inner = entry.get("fullUrl"), entry["resource"]
+                match = _FULL_URL.fullmatch(full_url) if isinstance(full_url, str) else None
+                if match and isinstance(inner.get("id"), str) and isinstance(inner.get("resourceType"), str):
+                    if match.group(1) != inner["resourceType"] or match.group(2) != inner["id"]:
+                        # a warning: published examples (US Core 6.1.0's among them) break it and are read anyway
+                        self.add(
+                            "warning",
+                            "invalid",
+                            f"{label}.entry[{i}]",
+                            f"The fullUrl '{full_url}' does not "
+                            f"match the resource {inner['resourceType']}/{inner['id']}",
+                        )
         elif rtype == "CapabilityStatement":
             for r, rest in enumerate(res.get("rest") or []):
                 for j, resource in enumerate(rest.get("resource") or [] if isinstance(rest, dict) else []):
@@ -374,6 +394,11 @@ class Walker:
             self.reference(value, where, element, scope)
         elif code == "Attachment":
             self.attachment(value, where)
+        elif code == "Narrative":
+            div = value.get("div")
+            if isinstance(div, str):
+                for problem in narrative.problems(div):
+                    self.add("error", "invalid", f"{where}.div", problem)
         elif code == "Period":
             start, end = value.get("start"), value.get("end")
             if isinstance(start, str) and isinstance(end, str) and _later(start, end):

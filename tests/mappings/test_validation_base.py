@@ -88,3 +88,21 @@ def test_write_policy_refuses_only_an_unknown_modifier_extension() -> None:
         "extension": [{"url": f"{definitions.CORE}patient-birthPlace", "valueAddress": {}}],
     }
     assert policy.write_issues(known) == []
+
+
+@pytest.mark.parametrize(
+    ("div", "problem"),
+    [
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script>x</div>', "'script'"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p onclick="go()">a</p></div>', "'onclick'"),
+        ("<div>no namespace</div>", "XHTML namespace"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml">  </div>', "txt-2"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p>unclosed</div>', "well-formed"),
+    ],
+)
+def test_narrative_problems_are_named(div: str, problem: str) -> None:
+    from mappings.validation import narrative
+
+    found = narrative.problems(div)
+    assert any(problem in p for p in found), found
+    assert narrative.problems('<div xmlns="http://www.w3.org/1999/xhtml"><p>Synthetic <b>note</b></p></div>') == []
