@@ -3,14 +3,22 @@ core definitions it reads, the write policy on extensions."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mappings.validation import base, definitions, policy, ucum
 
-pytestmark = pytest.mark.skipif(
-    not definitions.available(),
-    reason="R4 definitions not installed (scripts/install-fhir-definitions.sh; make test runs it)",
-)
+
+@pytest.fixture(autouse=True)
+def _definitions_installed() -> None:
+    if not definitions.available():
+        message = (
+            f"R4 definitions not installed in {definitions.definitions_dir()} (scripts/install-fhir-definitions.sh)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)  # make test installs them
+        pytest.skip(message)
 
 
 def _core_expression(type_name: str, key: str) -> str:
