@@ -515,8 +515,10 @@ def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
     if kap_value not in ("true", "false"):
         raise _problem(400, "Invalid parameter", "kap-rules", f"kap-rules is true or false, not {kap_value!r}", "value")
     kap_rules = kap_value == "true"
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters" and any(
-        isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or []
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Parameters"
+        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
     ):
         resource = None
         for p in body.get("parameter", []) or []:
