@@ -76,7 +76,6 @@ _XVER = re.compile(r"http://hl7\.org/fhir/[0-9]\.[0-9]/StructureDefinition/exten
 # Namespaces the reference validator lets through without a definition (examples and its own tooling).
 _ALLOWED_UNKNOWN = (
     "example.org",
-    "example.com",
     "acme.com",
     "nema.org",
     "http://hl7.org/fhir/tools/StructureDefinition/",
