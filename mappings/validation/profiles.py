@@ -39,16 +39,21 @@ def classify(url: str, rtype: str, kap_profiles: frozenset[str], asked: bool) ->
     defs = load()
     if canonical == f"{CORE}{rtype}":
         return Claim(canonical, "base", asked)
-    if canonical in defs.profiles:
+    if canonical in defs.profiles and defs.profiles[canonical].type == rtype:
         return Claim(canonical, "core", asked)
-    if canonical.startswith(uc.BASE) and uc.PROFILES.get(canonical[len(uc.BASE) :]) == rtype:
-        return Claim(canonical, "us-core", asked)
+    if canonical.startswith(uc.BASE) and canonical[len(uc.BASE) :] in uc.PROFILES:
+        kind = "us-core" if uc.PROFILES[canonical[len(uc.BASE) :]] == rtype else "wrong-type"
+        return Claim(canonical, kind, asked)
+    if canonical in defs.profiles and defs.profiles[canonical].type != rtype:
+        return Claim(canonical, "wrong-type", asked)
     if canonical in kap_profiles:
         return Claim(canonical, "kapfhir", asked)
     return Claim(canonical, "unknown", asked)
 
 
 def unknown_issue(claim: Claim, where: str) -> base.Issue:
+    if claim.kind == "wrong-type":
+        return base.Issue("error", "invalid", where, f"The profile '{claim.url}' is for another resource type")
     if claim.asked:
         return base.Issue(
             "error",

@@ -337,7 +337,7 @@ def _profile_issues(resource: dict, rtype: Any, where: str, claims: list | None)
     for claim in claims:
         if claim.kind == "us-core":
             issues += [_issue(i) for i in vprofiles.check_us_core(resource, claim.url, where)]
-        elif claim.kind == "unknown":
+        elif claim.kind in ("unknown", "wrong-type"):
             at = "Parameters.parameter.profile" if claim.asked else f"{where}.meta.profile"
             issues.append(_issue(vprofiles.unknown_issue(claim, at)))
     return issues
