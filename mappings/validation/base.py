@@ -404,6 +404,8 @@ class Walker:
                 self.add("error", "invariant", where, "per-1: If present, start SHALL have a lower value than end")
         if code in _QUANTITIES:
             self.quantity(value, where)
+        if element.binding and element.binding[0] == "required" and code in ("CodeableConcept", "Coding"):
+            self.required_binding(value, code, where, element.binding[1])
         context = (element.path, code) if code not in ("BackboneElement", "Element") else (element.path,)
         if element.content_reference:
             context = (*context, element.content_reference)  # OperationDefinition.parameter.part is a parameter
@@ -442,6 +444,27 @@ class Walker:
         digest = value.get("hash")
         if isinstance(digest, str) and digest != base64.b64encode(hashlib.sha1(raw).digest()).decode():  # noqa: S324
             self.add("error", "structure", where, "Stated Attachment Hash does not match the SHA-1 of the data")
+
+    def required_binding(self, value: dict, code: str, where: str, value_set: str) -> None:
+        """A coding of a code system the required value set includes must be one of its codes (the value sets made
+        of FHIR-defined code systems, checked offline as the reference does; others need a terminology server)."""
+        includes = self.defs.value_sets.get(value_set)
+        if not includes:
+            return
+        codings = value.get("coding") if code == "CodeableConcept" else [value]
+        for i, coding in enumerate(codings if isinstance(codings, list) else []):
+            if not isinstance(coding, dict) or not isinstance(coding.get("code"), str):
+                continue
+            for system, codes in includes:
+                if coding.get("system") == system and coding["code"] not in codes:
+                    here = f"{where}.coding[{i}]" if code == "CodeableConcept" else where
+                    self.add(
+                        "error",
+                        "code-invalid",
+                        here,
+                        f"The code '{coding['code']}' is not in the value set "
+                        f"{value_set} (required binding) for the system {system}",
+                    )
 
     def quantity(self, value: dict, where: str) -> None:
         code, system = value.get("code"), value.get("system")

@@ -25,8 +25,9 @@ _FILES = (
     "profiles-others.json",
     "extension-definitions.json",
     "search-parameters.json",
+    "valuesets.json",
 )
-_INDEX_FORMAT = 4
+_INDEX_FORMAT = 5
 
 
 class DefinitionsMissing(RuntimeError):
@@ -55,6 +56,7 @@ class ElementDef:
     constraints: tuple[Constraint, ...]
     modifier: bool
     max_length: int | None
+    binding: tuple[str, str] | None = None  # (strength, value set canonical without version)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Definitions:
     # canonical url of a core SearchParameter -> (code, type, base types, expression)
     search_parameters: dict[str, tuple[str, str, tuple[str, ...], str]] = field(default_factory=dict)
     structure_urls: frozenset[str] = frozenset()
+    # value set canonical -> (code system, its codes) of each include, for the FHIR-defined value sets that are
+    # whole complete code systems or listed codes (the ones checked without a terminology server)
+    value_sets: dict[str, tuple[tuple[str, frozenset[str]], ...]] = field(default_factory=dict)
 
     def element(self, parent: str, key: str) -> tuple[ElementDef, str] | None:
         """The definition of JSON property ``key`` under ``parent`` and the type it carries (choice resolved)."""
@@ -199,7 +204,52 @@ def _element(raw: dict) -> ElementDef:
         constraints=tuple(_constraint(c) for c in raw.get("constraint", []) or [] if c.get("expression")),
         modifier=bool(raw.get("isModifier")),
         max_length=raw.get("maxLength"),
+        binding=_binding(raw.get("binding")),
     )
+
+
+def _binding(raw: object) -> tuple[str, str] | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("valueSet"), str):
+        return None
+    return str(raw.get("strength", "")), raw["valueSet"].split("|", 1)[0]
+
+
+def _codes(concepts: list) -> set[str]:
+    out: set[str] = set()
+    for concept in concepts or []:
+        if isinstance(concept, dict) and isinstance(concept.get("code"), str):
+            out.add(concept["code"])
+            out |= _codes(concept.get("concept", []))
+    return out
+
+
+def _value_sets(resources: list[dict]) -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
+    systems = {
+        r["url"]: frozenset(_codes(r.get("concept", [])))
+        for r in resources
+        if r.get("resourceType") == "CodeSystem" and r.get("content") == "complete" and r.get("url")
+    }
+    out = {}
+    for vs in resources:
+        if vs.get("resourceType") != "ValueSet" or not vs.get("url"):
+            continue
+        compose = vs.get("compose") or {}
+        includes = []
+        for include in compose.get("include", []):
+            system = include.get("system")
+            if include.get("filter") or include.get("valueSet") or not system:
+                includes = []
+                break
+            if include.get("concept"):
+                includes.append((system, frozenset(c["code"] for c in include["concept"] if "code" in c)))
+            elif system in systems and not include.get("version"):
+                includes.append((system, systems[system]))
+            else:
+                includes = []
+                break
+        if includes and not compose.get("exclude"):
+            out[vs["url"]] = tuple(includes)
+    return out
 
 
 def _build(directory: Path) -> Definitions:
@@ -250,6 +300,7 @@ def _build(directory: Path) -> Definitions:
                 tuple(sp.get("base", [])),
                 sp.get("expression", ""),
             )
+    defs.value_sets = _value_sets(_entries(directory / "valuesets.json"))
     defs.resources = frozenset(resources)
     defs.complex_types = frozenset(complex_types)
     defs.structure_urls = frozenset(urls)

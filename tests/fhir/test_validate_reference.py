@@ -326,3 +326,16 @@ def test_an_unknown_extension_never_refuses_a_write_but_an_unknown_modifier_exte
         f"{server.base}/fhir/Patient", params={"identifier": "https://ehr.example.org/fhir/id/mrn|mrn-ext-2"}
     )
     assert found.status_code == 200 and not found.json().get("entry")
+
+
+def test_required_bindings_to_fhir_code_systems_are_checked_offline(server: Server) -> None:
+    clinical = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "patient": {"reference": "Patient/p1"},
+        "clinicalStatus": {"coding": [{"system": clinical, "code": "resolved"}]},  # a child of inactive
+    }
+    assert errors(server.validate(allergy, "AllergyIntolerance")) == []
+    allergy["clinicalStatus"]["coding"][0]["code"] = "cured"
+    found = errors(server.validate(allergy, "AllergyIntolerance"))
+    assert [i["expression"] for i in found] == [["AllergyIntolerance.clinicalStatus.coding[0]"]]
