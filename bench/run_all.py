@@ -529,6 +529,23 @@ def bench_mapping(args: argparse.Namespace, results: dict) -> None:
     log(f"mapping: ratios all layers {ratios}, fast {fast}")
 
 
+# -------------------------------------------------------------------------------------------------------- validate
+
+
+def bench_validate(args: argparse.Namespace, results: dict) -> None:
+    """$validate ms per resource beside pyfhircheck 0.2.0 (bench/validate.py --compare)."""
+    argv = [sys.executable, str(HERE / "validate.py"), "--compare", "--repeats", str(args.repeats)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False, cwd=harness.REPO_ROOT)
+    row = re.search(r"kapfhir \$validate\s+([0-9.]+)\s+([0-9.]+)", proc.stdout)
+    results["validate"] = {
+        "stdout": proc.stdout,
+        "rc": proc.returncode,
+        "p50": float(row.group(1)) if row else None,
+        "p99": float(row.group(2)) if row else None,
+    }
+    log(f"validate: p50 {results['validate']['p50']} ms, p99 {results['validate']['p99']} ms per resource")
+
+
 # -------------------------------------------------------------------------------------------------------- report
 
 
@@ -619,6 +636,22 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             "",
             "```",
             m["stdout"].strip(),
+            "```",
+        ]
+
+    val = results.get("validate")
+    if val:
+        lines += [
+            "",
+            "## $validate beside pyfhircheck 0.2.0 (bench/validate.py --compare)",
+            "",
+            "ms per resource (p50, p99) of `service.fhir.validate.validate` (what POST /fhir/$validate runs after "
+            "parsing the body) and of pyfhircheck's `Validator().validate_resource`, on the same resources in the "
+            "same process: the HL7 validator sample cases and every fixture resource; and how many sample cases "
+            "each brings to the reference validator's verdict.",
+            "",
+            "```",
+            val["stdout"].strip(),
             "```",
         ]
 
@@ -801,7 +834,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs, SQLite only for the API")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--only", default="mapping,ingest,api,push")
+    parser.add_argument("--only", default="mapping,validate,ingest,api,push")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -811,6 +844,7 @@ def main() -> None:
     results: dict[str, Any] = {"loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
     steps: dict[str, Callable[[argparse.Namespace, dict], None]] = {
         "mapping": bench_mapping,
+        "validate": bench_validate,
         "ingest": bench_ingest,
         "api": bench_api,
         "push": bench_push,
@@ -822,7 +856,7 @@ def main() -> None:
     args.out.write_text(text)
     (args.out.with_suffix(".json")).write_text(
         json.dumps(
-            {k: v for k, v in results.items() if k not in ("mapping", "loadavg_start")}
+            {k: v for k, v in results.items() if k not in ("mapping", "validate", "loadavg_start")}
             | {"mapping_ratios": results.get("mapping", {}).get("ratios")},
             indent=1,
             default=str,

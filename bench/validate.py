@@ -20,6 +20,14 @@ expressions of our constraints. ``--cold`` clears those process-level caches bef
 show the first-request cost.
 
     .venv/bin/python bench/validate.py [--repeats 20] [--cold]
+
+``--compare`` (what ``make bench`` runs): ms per resource, p50 and p99, of ``$validate`` (``validate``, the function
+the endpoint calls, after the JSON is parsed) and of pyfhircheck 0.2.0 (``Validator().validate_resource``, its
+defaults) on the same resources in the same run: the HL7 validator sample cases (``../shared/hl7-validator-cases``,
+when present) and every resource of the fixture bundles; plus how many of the sample cases each gets to the
+reference validator's verdict.
+
+    .venv/bin/python bench/validate.py --compare [--repeats 3]
 """
 
 from __future__ import annotations
@@ -62,7 +70,18 @@ def layers_of(resource: dict) -> str:
 
 
 def clear_process_caches() -> None:
-    for fn in (fv.sd_constraints, fv._compiled, mv._model, mv._fields, mv._typed_fields, mv.compiled_invariants):
+    from mappings.validation import base, definitions
+
+    for fn in (
+        fv.sd_constraints,
+        fv._compiled,
+        mv._model,
+        mv._fields,
+        mv._typed_fields,
+        mv.compiled_invariants,
+        definitions.load,
+        base._compiled,
+    ):
         fn.cache_clear()
 
 
@@ -84,11 +103,74 @@ def row(label: str, times: list[float], issues: int, layers: str, n: int = 1) ->
     return f"{label:<44} {n:>5} {med:>9.2f} {min(times) / n:>9.2f} {max(times) / n:>9.2f} {issues:>6}  {layers}"
 
 
+CASES = ROOT.parent / "shared" / "hl7-validator-cases" / "cases.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def compare(repeats: int) -> None:
+    """kapfhir's $validate beside pyfhircheck 0.2.0 on the same resources, in this process, one after the other."""
+    from pyfhircheck import Validator
+
+    samples: list[tuple[str, dict, bool | None]] = []
+    if CASES.is_file():
+        samples += [(f"case {c['name']}", c["resource"], c["expect_error"]) for c in orjson.loads(CASES.read_bytes())]
+    else:
+        print(f"(sample cases not found at {CASES}: fixture resources only)")
+    for path in sorted(BUNDLES.glob("*.json")):
+        bundle = orjson.loads(path.read_bytes())
+        samples += [(f"{path.stem} {e['resource']['resourceType']}", e["resource"], None) for e in bundle["entry"]]
+    checker = Validator()
+    engines: dict[str, Callable[[dict], bool]] = {
+        "kapfhir $validate": lambda r: any(i.severity in ("error", "fatal") for i in fv.validate(r)),
+        "pyfhircheck 0.2.0": lambda r: any(
+            i.severity in ("error", "fatal") for i in checker.validate_resource(r).issues
+        ),
+    }
+    print(
+        f"$validate beside pyfhircheck: ms per resource over {len(samples)} resources "
+        f"({sum(1 for s in samples if s[2] is not None)} HL7 sample cases + fixture resources), best of {repeats}"
+    )
+    header = f"{'validator':<20} {'p50':>8} {'p99':>8} {'max':>9} {'total s':>8}  agreement with the reference"
+    print(header)
+    print("-" * len(header))
+    for name, run in engines.items():
+        for _, resource, _ in samples:
+            # warm-up pass, not timed: imports, definitions, the FHIRPath expressions compiled once per process
+            run(orjson.loads(orjson.dumps(resource)))
+        per_resource: list[float] = []
+        agree = cases = 0
+        for _, resource, expected in samples:
+            raw = orjson.dumps(resource)
+            best = float("inf")
+            verdict = False
+            for _ in range(repeats):
+                fresh = orjson.loads(raw)
+                start = time.perf_counter()
+                verdict = run(fresh)
+                best = min(best, (time.perf_counter() - start) * 1000)
+            per_resource.append(best)
+            if expected is not None:
+                cases += 1
+                agree += verdict == expected
+        print(
+            f"{name:<20} {percentile(per_resource, 0.5):>8.2f} {percentile(per_resource, 0.99):>8.2f} "
+            f"{max(per_resource):>9.1f} {sum(per_resource) / 1000:>8.2f}  {agree}/{cases} sample cases"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--cold", action="store_true", help="clear process-level caches before every iteration")
+    parser.add_argument("--compare", action="store_true", help="only: ms per resource beside pyfhircheck 0.2.0")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.repeats)
+        return
     header = f"{'input':<44} {'n':>5} {'median':>9} {'min':>9} {'max':>9} {'issues':>6}  layers"
     print(
         f"$validate latency in ms ({args.repeats} repeats, {'cold' if args.cold else 'warm process'}); "

@@ -3,6 +3,7 @@ and $validate. Resources come from the domain through the mappings (the projecti
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -670,9 +671,27 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
 # --- $validate ----------------------------------------------------------------------------------------------------
 
 
-def _validate_payload(body: Any) -> tuple[Any, str | None]:
+# $validate parameters (query string or Parameters): ``profile`` (FHIR's), and ``kap-rules`` (kapfhir's: true asks
+# for the KAP domain rules on a resource that claims no kapfhir profile).
+_VALIDATE_PARAMS = frozenset({"profile", "kap-rules", "_format"})
+
+
+def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
+    unknown = sorted(set(request.args) - _VALIDATE_PARAMS)
+    if unknown:
+        raise _problem(
+            400, "Unknown parameter", unknown[0], f"$validate takes profile and kap-rules, not {unknown[0]!r}", "value"
+        )
     profile = request.args.get("profile")
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+    kap_value = request.args.get("kap-rules", "false")
+    if kap_value not in ("true", "false"):
+        raise _problem(400, "Invalid parameter", "kap-rules", f"kap-rules is true or false, not {kap_value!r}", "value")
+    kap_rules = kap_value == "true"
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Parameters"
+        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
+    ):
         resource = None
         for p in body.get("parameter", []) or []:
             if not isinstance(p, dict):
@@ -681,8 +700,10 @@ def _validate_payload(body: Any) -> tuple[Any, str | None]:
                 resource = p.get("resource")
             elif p.get("name") == "profile":
                 profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
-        return resource, profile
-    return body, profile
+            elif p.get("name") == "kap-rules":
+                kap_rules = p.get("valueBoolean") is True
+        return resource, profile, kap_rules
+    return body, profile, kap_rules
 
 
 def _outcome(issues: list[Issue]) -> dict:
@@ -692,11 +713,8 @@ def _outcome(issues: list[Issue]) -> dict:
     return {"resourceType": "OperationOutcome", "issue": found}
 
 
-def _run_validate(expected: str | None) -> Response:
-    g.query = {}
-    body = _body()
-    resource, profile = _validate_payload(body)
-    issues = fhir_validate.validate(resource, expected_type=expected, profile=profile)
+def _run_validate(expected: str | None, resource: Any, profile: str | None, kap_rules: bool) -> Response:
+    issues = fhir_validate.validate(resource, expected_type=expected, profile=profile, kap_rules=kap_rules)
     g.audit_entities = []
     return fhir_response(_outcome(issues))
 
@@ -708,13 +726,18 @@ def validate_any() -> Response:
 
 @_handler("/<rtype>/$validate", "validate_type", "r", "operation", ("POST",))
 def validate_type(rtype: str) -> Response:
-    _type_or_404(rtype)
+    # any R4 resource type, stored here or not
+    if not fhir_validate.r4_type(rtype):
+        raise _problem(404, "Not found", "type", f"{rtype!r} is not an R4 resource type", "not-supported")
     return _audited_validate(rtype)
 
 
 def _audited_validate(expected: str | None) -> Response:
-    # Validation reads nothing stored and stores nothing but its audit record.
-    return read(lambda uow: _run_validate(expected))
+    # Validation reads nothing stored and stores nothing but its audit record. A Parameters body carrying no
+    # ``resource`` parameter is itself the resource to validate.
+    resource, profile, kap_rules = _validate_payload(_body())
+    g.query = {}  # the parameters were read above
+    return read(lambda uow: _run_validate(expected, resource, profile, kap_rules))
 
 
 # --- writes: the REST interactions, transactions and batches, all through the use cases ----------------------------
@@ -745,7 +768,7 @@ def _resource_body(rtype: str, rid: str | None = None) -> dict:
         raise _problem(400, "Invalid resource", "resourceType", f"expected a {rtype}, got {got!r}", "structure")
     if rid is not None and body.get("id") != rid:
         raise _problem(400, "Invalid resource", f"{rtype}.id", f"the body's id must be {rid!r} (the URL's)", "value")
-    issues = [i for i in fhir_validate.validate(body, expected_type=rtype) if i.severity in ("error", "fatal")]
+    issues = [i for i in _write_issues(body) if i.severity in ("error", "fatal")]
     if issues:
         raise ApiProblem(
             400 if any(i.code == "structure" for i in issues) else 422,
@@ -769,6 +792,20 @@ def _allowed_methods(rtype: str, instance: bool) -> str:
         methods = ["GET", "HEAD"] + (["POST"] if rtype in inbound.CREATE_TYPES else [])
         methods += ["PUT"] if rtype in inbound.UPDATE_TYPES else []
     return ", ".join(methods)
+
+
+def _write_issues(resource: dict) -> list[Issue]:
+    """What a write checks on one resource: the checks of a transaction entry and the write policy (an unknown
+    extension is kept, an unknown modifierExtension refuses the write), with paths from the resource's type."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:write", "resource": resource}]}
+    rtype = resource["resourceType"]
+    out = []
+    for issue in fhir_validate.validate_for_write(bundle):
+        where = issue.expression or ""
+        if where.startswith("Bundle.entry[0].resource"):
+            where = rtype + where[len("Bundle.entry[0].resource") :]
+        out.append(dataclasses.replace(issue, expression=where))
+    return out
 
 
 def _writable(rtype: str, interaction: str) -> registry.TypeInfo:
@@ -951,7 +988,7 @@ def patch(rtype: str, rid: str) -> Response:
             raise _problem(422, "Invalid patch", "patch", f"the patch does not apply: {exc}", "processing") from None
         if not isinstance(patched, dict) or patched.get("id") != rid or patched.get("resourceType") != rtype:
             raise _problem(422, "Invalid patch", "patch", "a patch may not change resourceType or id", "processing")
-        issues = [i for i in fhir_validate.validate(patched, expected_type=rtype) if i.severity in ("error", "fatal")]
+        issues = [i for i in _write_issues(patched) if i.severity in ("error", "fatal")]
         if issues:
             raise ApiProblem(
                 422,
@@ -1106,7 +1143,8 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
     }
     if issues:
         return issues
-    return fhir_validate._validate_bundle(bundle, None)
+    # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
+    return fhir_validate.validate_for_write(bundle)
 
 
 def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Issue]]) -> Response:
@@ -1333,6 +1371,8 @@ def requirement(endpoint: str, view_args: Mapping[str, Any], method: str) -> Req
     if endpoint == "fhir.validate":
         rtype = body.get("resourceType") if isinstance(body, dict) else None
         return Requirement("r", (rtype,) if isinstance(rtype, str) and rtype in TYPES else ("Bundle",))
+    if endpoint == "fhir.validate_type" and str(view_args.get("rtype")) not in TYPES:
+        return Requirement("r", ("Bundle",))  # a type not stored here: validation reads nothing of it
     rtype = str(view_args.get("rtype", "Bundle"))
     return Requirement(interaction, (rtype,))
 
@@ -1408,6 +1448,7 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     parameters.append({"name": "_format", "in": "query", "required": False, "schema": {"type": "string"}})
     if endpoint in ("fhir.validate", "fhir.validate_type"):
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
+        parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
     operation: dict[str, Any] = {
         "summary": _SUMMARIES.get(endpoint, endpoint),
         "operationId": endpoint.replace(".", "_"),

@@ -21,7 +21,10 @@ from mappings import terminology as t
 from mappings import validation as v
 from mappings.conformance import load_all
 from mappings.resources._common import MappingRefusedError
-from mappings.validation import Issue
+from mappings.validation import Issue, definitions
+from mappings.validation import base as vbase
+from mappings.validation import policy as vpolicy
+from mappings.validation import profiles as vprofiles
 
 KAP_PREFIX = t.SD + "/"
 
@@ -130,9 +133,16 @@ def _check_sd_constraints(resource: dict, root: str) -> list[Issue]:
     if by_extension:
         # one walk for every extension constraint: the extensions present, by url
         for value, path in _descend(resource, root):
-            if path != root and isinstance(value, dict) and value.get("url") in by_extension:
+            if (
+                path != root
+                and isinstance(value, dict)
+                and isinstance(value.get("url"), str)
+                and value["url"] in by_extension
+            ):
                 targets += [(constraint, value, path) for _sd, constraint in by_extension[value["url"]]]
-    profiles = set(resource.get("meta", {}).get("profile", []))
+    meta = resource.get("meta")
+    claimed = meta.get("profile") if isinstance(meta, dict) else None
+    profiles = {p for p in claimed if isinstance(p, str)} if isinstance(claimed, list) else set()
     for sd, element, constraint in sd_constraints():
         if sd.get("type") != "Extension" and sd["url"] in profiles and element["path"] == sd.get("type"):
             targets.append((constraint, resource, root))
@@ -165,37 +175,253 @@ def _rebase(issues: list[Issue], prefix: str, root: str) -> list[Issue]:
     return out
 
 
-def validate(resource: Any, *, expected_type: str | None = None, profile: str | None = None) -> list[Issue]:
+def r4_type(name: Any) -> bool:
+    """Whether ``name`` is an R4 4.0.1 resource type (every one, stored here or not)."""
+    if not isinstance(name, str):
+        return False
+    if definitions.available():
+        return name in definitions.load().resources
+    return known_type(name)
+
+
+def validate(
+    resource: Any,
+    *,
+    expected_type: str | None = None,
+    profile: str | None = None,
+    kap_rules: bool = False,
+) -> list[Issue]:
+    """``$validate``: the issues the HL7 reference validator would report on ``resource`` (base specification,
+    declared or asked-for profiles), then kapfhir's domain rules when a kapfhir profile is claimed or asked for, or
+    ``kap_rules`` is set."""
     if not isinstance(resource, dict):
         return [Issue("fatal", "structure", "Resource", "the body must be a JSON object (a FHIR resource)")]
     rtype = resource.get("resourceType")
-    if not known_type(rtype):
-        return [Issue("fatal", "structure", "resourceType", f"unknown resourceType {rtype!r}")]
+    if not r4_type(rtype):
+        return [Issue("fatal", "structure", "resourceType", f"unknown resourceType {rtype!r}: not an R4 resource type")]
     if expected_type and rtype != expected_type:
         return [Issue("error", "invalid", "resourceType", f"expected a {expected_type}, got {rtype}")]
+    if not definitions.available():
+        note = Issue(
+            "warning",
+            "not-supported",
+            rtype,
+            "the FHIR R4 definitions are not installed (scripts/install-fhir-definitions.sh): only structure, "
+            "required bindings and a few invariants were checked",
+        )
+        return [*_legacy_validate(resource, rtype, profile), note]
+    kap_profiles = _kap_profiles()
+    meta = resource.get("meta")
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    claims = [
+        vprofiles.classify(p, rtype, kap_profiles, asked=False)
+        for p in (declared if isinstance(declared, list) else [])
+        if isinstance(p, str)
+    ]
+    if profile:
+        claims.append(vprofiles.classify(profile, rtype, kap_profiles, asked=True))
+    kap = kap_rules or any(c.kind == "kapfhir" for c in claims) or (rtype == "Bundle" and _bundle_claims_kap(resource))
     issues: list[Issue] = []
-    if profile is not None:
-        known = load_all()
-        if profile not in known and not profile.startswith("http://hl7.org/fhir/us/core/StructureDefinition/"):
-            issues.append(
-                Issue("error", "not-supported", "Parameters.parameter.profile", f"unknown profile {profile!r}")
-            )
+    layers = ["structure", "bindings"] + (["profile"] if kap and rtype != "Bundle" else [])
     if rtype == "Bundle":
-        return issues + _validate_bundle(resource, profile)
-    kap = (profile or "").startswith(KAP_PREFIX) or any(
-        str(p).startswith(KAP_PREFIX) for p in resource.get("meta", {}).get("profile", []) or []
+        issues += _layers(resource, layers + (["profile"] if kap else []), "Bundle", "Bundle")
+    else:
+        wrapper = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource}],
+        }
+        issues += _layers(wrapper, layers, "Bundle.entry[0].resource", rtype)
+    if any(i.severity == "fatal" for i in issues):
+        return _dedupe(issues)
+    unchecked: set[str] = set()
+
+    def base_layer() -> list[Issue]:
+        found, missed = vbase.check(resource, rtype)
+        unchecked.update(missed)
+        return [_issue(i) for i in found]
+
+    def profile_layer() -> list[Issue]:
+        out = _profile_issues(resource, rtype, rtype, claims)
+        entries = resource.get("entry") if rtype == "Bundle" else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                out += _profile_issues(
+                    entry["resource"], entry["resource"].get("resourceType"), f"Bundle.entry[{i}].resource", None
+                )
+        return out
+
+    issues += _guarded("base specification", rtype, base_layer)
+    issues += _guarded("profile", rtype, profile_layer)
+    issues += _guarded("extension constraint", rtype, lambda: _extension_constraints(resource, rtype))
+    if kap:
+        issues += _guarded("kapfhir invariant", rtype, lambda: _kap_invariants(resource, rtype))
+    if unchecked:
+        issues.append(
+            Issue(
+                "information",
+                "informational",
+                rtype,
+                "Invariants not evaluated (FHIRPath functions the engine "
+                f"lacks, such as resolve() or conformsTo()): {', '.join(sorted(unchecked))}",
+            )
+        )
+    if _has_external_codes(resource):
+        issues.append(Issue("information", "informational", rtype, vbase.TERMINOLOGY_NOTE))
+    if kap and not any(i.severity in ("error", "fatal") for i in issues):
+        if rtype == "Bundle":
+            if any(
+                isinstance(e, dict)
+                and isinstance(e.get("resource"), dict)
+                and e["resource"].get("resourceType") == "EpisodeOfCare"
+                for e in resource.get("entry") or []
+            ):
+                issues += domain_checks_bundle(resource)
+        else:
+            issues += domain_checks_resource(resource)
+    return _dedupe(issues)
+
+
+def _guarded(layer: str, root: str, run: typing.Callable[[], list[Issue]]) -> list[Issue]:
+    """A layer's issues; content too broken for it (fhirkit has reported why) gives a warning, never a 500."""
+    try:
+        return run()
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError, RecursionError) as exc:
+        return [
+            Issue(
+                "warning", "exception", root, f"the {layer} checks could not run on this content: {type(exc).__name__}"
+            )
+        ]
+
+
+def _issue(found: Any) -> Issue:
+    return Issue(found.severity, found.code, found.expression, found.diagnostics)
+
+
+@cache
+def _kap_profiles() -> frozenset[str]:
+    return frozenset(
+        url
+        for url, sd in load_all().items()
+        if sd.get("resourceType") == "StructureDefinition" and sd.get("type") != "Extension"
     )
+
+
+def _bundle_claims_kap(bundle: dict) -> bool:
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        if isinstance(meta, dict) and any(str(p).startswith(KAP_PREFIX) for p in meta.get("profile") or []):
+            return True
+    return False
+
+
+def _profile_issues(resource: dict, rtype: Any, where: str, claims: list | None) -> list[Issue]:
+    """Declared (and asked-for) profiles of one resource, and the vital-signs profile R4 requires."""
+    if not isinstance(rtype, str):
+        return []
+    if claims is None:
+        meta = resource.get("meta")
+        claims = [
+            vprofiles.classify(p, rtype, _kap_profiles(), asked=False)
+            for p in (meta.get("profile") or [] if isinstance(meta, dict) else [])
+            if isinstance(p, str)
+        ]
+    issues: list[Issue] = []
+    core = {c.url for c in claims if c.kind == "core"}
+    vital = vprofiles.required_vital_profile(resource)
+    if vital:
+        core.add(vital)
+    for url in sorted(core):
+        issues += [_issue(i) for i in vprofiles.check_core_profile(resource, url, where)]
+    for claim in claims:
+        if claim.kind == "us-core":
+            issues += [_issue(i) for i in vprofiles.check_us_core(resource, claim.url, where)]
+        elif claim.kind in ("unknown", "wrong-type"):
+            at = "Parameters.parameter.profile" if claim.asked else f"{where}.meta.profile"
+            issues.append(_issue(vprofiles.unknown_issue(claim, at)))
+    return issues
+
+
+def _extension_constraints(resource: dict, rtype: str) -> list[Issue]:
+    """Constraints our extension definitions declare (they apply wherever the extension is used), and those of a
+    claimed kapfhir profile."""
+    if rtype != "Bundle":
+        return _check_sd_constraints(resource, rtype)
+    issues = []
+    for i, entry in enumerate(resource.get("entry") or []):
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+            issues += _check_sd_constraints(entry["resource"], f"Bundle.entry[{i}].resource")
+    return issues
+
+
+# kapfhir-profile invariants of the invariants layer that the base specification does not define.
+_KAP_ONLY_INVARIANTS = ("us-core-8", "kap-off-label-1")
+
+
+def _kap_invariants(resource: dict, rtype: str) -> list[Issue]:
+    bundle = (
+        resource
+        if rtype == "Bundle"
+        else {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": "urn:uuid:x", "resource": resource}],
+        }
+    )
+    prefix, root = ("Bundle", "Bundle") if rtype == "Bundle" else ("Bundle.entry[0].resource", rtype)
+    sd_keys = {c["key"] for _, _, c in sd_constraints()}
+    found = [
+        i
+        for i in v.check_invariants(bundle)
+        if i.diagnostics.split(":")[0] in _KAP_ONLY_INVARIANTS and i.diagnostics.split(":")[0] not in sd_keys
+    ]
+    return _rebase(found, prefix, root)
+
+
+def _has_external_codes(resource: dict) -> bool:
+    """Whether the resource carries codes of code systems outside FHIR's own (their terminology is not checked)."""
+    stack: list[Any] = [resource]
+    budget = 100_000
+    while stack and budget:
+        budget -= 1
+        value = stack.pop()
+        if isinstance(value, dict):
+            system = value.get("system")
+            if (
+                isinstance(system, str)
+                and "code" in value
+                and not system.startswith(("http://hl7.org/fhir", "http://terminology.hl7.org", "urn:ietf:bcp:"))
+            ):
+                return True
+            stack.extend(x for x in value.values() if isinstance(x, dict | list))
+        elif isinstance(value, list):
+            stack.extend(x for x in value if isinstance(x, dict | list))
+    return False
+
+
+def _legacy_validate(resource: dict, rtype: str, profile: str | None) -> list[Issue]:
+    """Without the R4 definitions: the layers of mappings.validation alone (structure, bindings, invariants)."""
+    if rtype == "Bundle":
+        return _validate_bundle(resource, profile)
     wrapper = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource}],
     }
-    layers = ["structure", "bindings", "invariants"] + (["profile"] if kap else [])
-    issues += _layers(wrapper, layers, "Bundle.entry[0].resource", rtype)
-    issues += _own_checks(resource, rtype)
-    if kap and not any(i.severity in ("error", "fatal") for i in issues):
-        issues += domain_checks_resource(resource)
-    return _dedupe(issues)
+    return _dedupe(
+        _layers(wrapper, ["structure", "bindings", "invariants"], "Bundle.entry[0].resource", rtype)
+        + _own_checks(resource, rtype)
+    )
+
+
+def validate_for_write(bundle: dict) -> list[Issue]:
+    """What the write path (POST /fhir) checks on the entries of a transaction, collected as a ``collection``
+    Bundle: the layers and domain rules of ``_validate_bundle``, then the extension write policy
+    (``mappings.validation.policy``): an unknown modifierExtension refuses the write, an unknown extension never
+    does."""
+    issues = _validate_bundle(bundle, None)
+    return issues + [_issue(i) for i in vpolicy.write_issues(bundle)]
 
 
 def _layers(bundle: dict, layers: list[str], prefix: str, root: str) -> list[Issue]:

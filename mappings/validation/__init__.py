@@ -102,6 +102,8 @@ _FHIRKIT_TYPES = frozenset(fhirkit.RESOURCE_TYPES)
 
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_ID_CHARS = re.compile(r"[A-Za-z0-9\-.]+")
+_CONTAINED_ID = re.compile(r"\.contained\[\d+\]\.id$")
 _DATE_PART = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 
@@ -109,7 +111,11 @@ def _primitive_issue(kind: str, value: str, where: str) -> Issue | None:
     r"""What fhirkit does not check: ids against the id syntax (R4 §2.24.0.1 ``[A-Za-z0-9\-\.]{1,64}``) and that a
     date is on the calendar (fhirkit accepts 2024-02-30). The format itself is fhirkit's."""
     if kind == "id":
-        return None if _ID.fullmatch(value) else Issue("error", "structure", where, f"{value!r} is not a valid id")
+        if _ID.fullmatch(value):
+            return None
+        if _CONTAINED_ID.search(where) and _ID_CHARS.fullmatch(value):
+            return None  # the reference validator checks a contained resource's id characters, not its length
+        return Issue("error", "structure", where, f"{value!r} is not a valid id")
     match = _DATE_PART.match(value)
     if match is None:
         return None
@@ -159,6 +165,11 @@ ENUM_SUPPLEMENT: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# Elements whose R4B enum_values are not the R4 value set: CapabilityStatement.format is bound to MimeType
+# (BCP 13 mime types plus xml, json, ttl), which the model lists as its four placeholder codes.
+ENUM_NOT_R4 = frozenset({("CapabilityStatement", "format"), ("CapabilityStatement", "patchFormat")})
+
+
 def preload_models(resource_types: Iterable[str]) -> None:
     """Imports the R4B model classes (and the datatypes they use) of these resource types ahead of use."""
     for resource_type in resource_types:
@@ -180,7 +191,7 @@ def _fields(model: type) -> dict[str, tuple[type | None, frozenset[str] | None]]
         alias = info.alias or name
         extra = info.json_schema_extra or {}
         enum = None
-        if isinstance(extra, dict) and extra.get("enum_values"):
+        if isinstance(extra, dict) and extra.get("enum_values") and (model.__name__, alias) not in ENUM_NOT_R4:
             enum = (frozenset(extra["enum_values"]) - {"+"}) | ENUM_SUPPLEMENT.get((model.__name__, alias), frozenset())
         child = None
         for arg in typing.get_args(info.annotation) or (info.annotation,):

@@ -1,0 +1,149 @@
+"""A QuestionnaireResponse against its Questionnaire (R4 §12.3 QuestionnaireResponse, "Validation"), as the reference
+validator checks it when it can find the Questionnaire: every item's linkId exists at its place, answers have the
+value type the item's type calls for, required items of a completed response are answered, and a choice answers
+from the item's answerOption list when it has one. The Questionnaire is found contained (``#id``), in the
+enclosing Bundle or Parameters (by canonical ``url``), or among kapfhir's published Questionnaires; otherwise the
+response is not checked against it (a warning, as the reference reports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mappings.validation.base import Issue
+
+# item type -> the answer value[x] keys it accepts (R4 QuestionnaireItemType)
+ANSWER_TYPES: dict[str, tuple[str, ...]] = {
+    "boolean": ("valueBoolean",),
+    "decimal": ("valueDecimal",),
+    "integer": ("valueInteger",),
+    "date": ("valueDate",),
+    "dateTime": ("valueDateTime",),
+    "time": ("valueTime",),
+    "string": ("valueString",),
+    "text": ("valueString",),
+    "url": ("valueUri",),
+    "choice": ("valueCoding",),
+    "open-choice": ("valueCoding", "valueString"),
+    "attachment": ("valueAttachment",),
+    "reference": ("valueReference",),
+    "quantity": ("valueQuantity",),
+}
+
+
+def check(response: dict, questionnaire: dict | None, where: str) -> list[Issue]:
+    if questionnaire is None:
+        url = response.get("questionnaire")
+        if isinstance(url, str):
+            return [
+                Issue(
+                    "warning",
+                    "not-found",
+                    f"{where}.questionnaire",
+                    f"The questionnaire '{url}' could not be resolved, so the response was not checked against it",
+                )
+            ]
+        return []
+    issues: list[Issue] = []
+    completed = response.get("status") == "completed"
+    _items(_list(response.get("item")), _list(questionnaire.get("item")), where, completed, issues)
+    return issues
+
+
+def _list(value: Any) -> list:
+    return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
+
+
+def _items(answers: list[dict], questions: list[dict], where: str, completed: bool, issues: list[Issue]) -> None:
+    by_link = {q.get("linkId"): q for q in questions}
+    answered = set()
+    for i, item in enumerate(answers):
+        here = f"{where}.item[{i}]"
+        link = item.get("linkId")
+        question = by_link.get(link)
+        if question is None:
+            issues.append(Issue("error", "structure", here, f"LinkId '{link}' not found in the questionnaire"))
+            continue
+        answered.add(link)
+        _answers(item, question, here, completed, issues)
+        _items(_list(item.get("item")), _list(question.get("item")), here, completed, issues)
+    if completed:
+        for question in questions:
+            if (
+                question.get("required") is True
+                and question.get("type") not in ("display", "group")
+                and (question.get("linkId") not in answered)
+                and not question.get("enableWhen")
+            ):
+                issues.append(
+                    Issue(
+                        "error",
+                        "required",
+                        where,
+                        f"No response found for required item with id = '{question.get('linkId')}'",
+                    )
+                )
+
+
+def _answers(item: dict, question: dict, where: str, completed: bool, issues: list[Issue]) -> None:
+    answers = _list(item.get("answer"))
+    kind = question.get("type")
+    allowed = ANSWER_TYPES.get(kind) if isinstance(kind, str) else None
+    if completed and question.get("required") is True and not answers and kind not in ("display", "group"):
+        if not question.get("enableWhen"):
+            issues.append(
+                Issue(
+                    "error", "required", where, f"No response answer found for required item '{question.get('linkId')}'"
+                )
+            )
+    if answers and kind in ("display", "group"):
+        issues.append(Issue("error", "structure", where, f"Items of type {kind} do not have answers"))
+        return
+    if len(answers) > 1 and question.get("repeats") is not True:
+        issues.append(
+            Issue("error", "structure", where, f"Only one answer is allowed for item '{question.get('linkId')}'")
+        )
+    options = _list(question.get("answerOption"))
+    for j, answer in enumerate(answers):
+        here = f"{where}.answer[{j}]"
+        keys = [k for k in answer if k.startswith("value")]
+        if allowed is not None and keys and keys[0] not in allowed:
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"{here}.{keys[0]}",
+                    f"Answer value must be of the type "
+                    f"{' or '.join(a[5:] for a in allowed)} for an item of type {kind}",
+                )
+            )
+            continue
+        if kind == "choice" and options and keys == ["valueCoding"]:
+            coding = answer["valueCoding"]
+            if isinstance(coding, dict) and not any(_same(coding, o.get("valueCoding")) for o in options):
+                issues.append(
+                    Issue(
+                        "error",
+                        "code-invalid",
+                        f"{here}.valueCoding",
+                        f"The code provided ({coding.get('system')}#{coding.get('code')}) is not in the options list",
+                    )
+                )
+
+
+def _same(coding: dict, option: Any) -> bool:
+    if not isinstance(option, dict):
+        return False
+    return coding.get("code") == option.get("code") and (
+        option.get("system") is None or coding.get("system") == option.get("system")
+    )
+
+
+def candidates(url: str, containers: Iterator[dict]) -> dict | None:
+    """The Questionnaire with canonical ``url`` among the given resources."""
+    canonical = url.split("|", 1)[0]
+    for resource in containers:
+        if resource.get("resourceType") == "Questionnaire" and resource.get("url") == canonical:
+            return resource
+    return None

@@ -1,0 +1,116 @@
+"""The base-specification layer's parts: the direct checks agree with the R4 FHIRPath they replace, UCUM syntax, the
+core definitions it reads, the write policy on extensions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mappings.validation import base, definitions, policy, ucum
+
+
+@pytest.fixture(autouse=True)
+def _definitions_installed() -> None:
+    if not definitions.available():
+        message = (
+            f"R4 definitions not installed in {definitions.definitions_dir()} (scripts/install-fhir-definitions.sh)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)  # make test installs them
+        pytest.skip(message)
+
+
+def _core_expression(type_name: str, key: str) -> str:
+    for constraint in definitions.load().root_constraints[type_name]:
+        if constraint.key == key:
+            return constraint.expression
+    raise AssertionError(f"{key} not on {type_name}")
+
+
+REFERENCES = [
+    {"reference": "#p1"},
+    {"reference": "#missing"},
+    {"reference": "Patient/1"},
+    {"display": "no reference"},
+    {"reference": "urn:uuid:5d1b8e7c-0000-4000-8000-000000000001"},
+]
+
+
+@pytest.mark.parametrize("value", REFERENCES)
+def test_ref_1_direct_check_agrees_with_its_fhirpath(value: dict) -> None:
+    root = {"resourceType": "Observation", "contained": [{"resourceType": "Patient", "id": "p1"}]}
+    scope = base._Scope(root, root, "Observation", {"p1": root["contained"][0]})
+    expected = base.Walker(definitions.load(), {}).holds(
+        _core_expression("Reference", "ref-1"), value, "Reference", scope
+    )
+    assert base._ref_1(value, scope) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"value": 1, "code": "mg", "system": "http://unitsofmeasure.org"}, {"value": 1, "code": "mg"}, {"value": 1}],
+)
+def test_qty_3_direct_check_agrees_with_its_fhirpath(value: dict) -> None:
+    root = {"resourceType": "Observation"}
+    scope = base._Scope(root, root, "Observation", {})
+    expected = base.Walker(definitions.load(), {}).holds(
+        _core_expression("Quantity", "qty-3"), value, "Quantity", scope
+    )
+    assert base._qty_3(value, scope) == expected
+
+
+@pytest.mark.parametrize("code", ["mm[Hg]", "kg", "/min", "10*3/uL", "{score}", "kg/m2", "[lb_av]", "ug/(kg.min)", "%"])
+def test_ucum_codes_of_the_right_syntax_pass(code: str) -> None:
+    assert ucum.syntax_error(code) is None
+
+
+@pytest.mark.parametrize("code", ["mm Hg", "kg/", "mg//kg", "(kg", "{a{b}", "+kg", ""])
+def test_ucum_codes_of_the_wrong_syntax_are_named(code: str) -> None:
+    assert ucum.syntax_error(code)
+
+
+def test_the_definitions_cover_every_r4_resource_and_the_core_extensions() -> None:
+    defs = definitions.load()
+    assert len(defs.resources) >= 145 and not {"Resource", "DomainResource"} & defs.resources  # concrete types only
+    assert {"Location", "Parameters", "Bundle", "StructureDefinition", "Questionnaire"} <= defs.resources
+    assert defs.extensions[f"{definitions.CORE}patient-birthPlace"].value_types == ("Address",)
+    assert f"{definitions.CORE}vitalsigns" in defs.profiles
+
+
+def test_write_policy_refuses_only_an_unknown_modifier_extension() -> None:
+    patient = {
+        "resourceType": "Patient",
+        "extension": [{"url": "http://ehr.invalid/fhir/x", "valueString": "kept"}],
+        "name": [{"modifierExtension": [{"url": "http://ehr.invalid/fhir/y", "valueBoolean": True}]}],
+    }
+    issues = policy.write_issues(patient)
+    assert [(i.severity, i.expression) for i in issues] == [
+        ("information", "Patient.extension[0]"),
+        ("error", "Patient.name[0].modifierExtension[0]"),
+    ]
+    del patient["name"]
+    assert not policy.refuses(policy.write_issues(patient))
+    known = {
+        "resourceType": "Patient",
+        "extension": [{"url": f"{definitions.CORE}patient-birthPlace", "valueAddress": {}}],
+    }
+    assert policy.write_issues(known) == []
+
+
+@pytest.mark.parametrize(
+    ("div", "problem"),
+    [
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script>x</div>', "'script'"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p onclick="go()">a</p></div>', "'onclick'"),
+        ("<div>no namespace</div>", "XHTML namespace"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml">  </div>', "txt-2"),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p>unclosed</div>', "well-formed"),
+    ],
+)
+def test_narrative_problems_are_named(div: str, problem: str) -> None:
+    from mappings.validation import narrative
+
+    found = narrative.problems(div)
+    assert any(problem in p for p in found), found
+    assert narrative.problems('<div xmlns="http://www.w3.org/1999/xhtml"><p>Synthetic <b>note</b></p></div>') == []
