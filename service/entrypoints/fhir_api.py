@@ -614,7 +614,7 @@ def search_type(rtype: str) -> Response:
 @_handler("/<rtype>/_search", "search_post", "s", "search-type", ("POST",))
 def search_post(rtype: str) -> Response:
     """Search with the parameters in an application/x-www-form-urlencoded body (and the query string)."""
-    if request.mimetype != "application/x-www-form-urlencoded":
+    if request.get_data(cache=True) and request.mimetype != "application/x-www-form-urlencoded":
         raise ApiProblem(415, "Unsupported media type", "POST _search takes application/x-www-form-urlencoded")
     form = [(k, v) for k, v in request.form.items(multi=True)]
     return _search(rtype, [*request.args.items(multi=True), *form])
@@ -797,7 +797,11 @@ def _allowed_methods(rtype: str, instance: bool) -> str:
 def _write_issues(resource: dict) -> list[Issue]:
     """What a write checks on one resource: the checks of a transaction entry and the write policy (an unknown
     extension is kept, an unknown modifierExtension refuses the write), with paths from the resource's type."""
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:write", "resource": resource}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": "urn:uuid:write", "resource": resource}],
+    }
     rtype = resource["resourceType"]
     out = []
     for issue in fhir_validate.validate_for_write(bundle):
@@ -908,8 +912,8 @@ def update(rtype: str, rid: str) -> Response:
         stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
         if stored is None:
             raise _problem(
-                405 if not projection.exists_any_version(uow.session, uow.clinic_id, rtype, rid) else 404,
-                "Method not allowed",
+                404,
+                "Not found",
                 f"{rtype}.id",
                 f"no {rtype}/{rid}: kapfhir assigns ids (updateCreate is false); create with POST {rtype}",
                 "not-supported",
@@ -957,16 +961,6 @@ def patch(rtype: str, rid: str) -> Response:
     """JSON Patch (RFC 6902, application/json-patch+json) or a JSON merge patch (RFC 7386: a partial resource as
     JSON, what fhirpy sends) applied to the current version, then stored like an update."""
     _writable(rtype, "update")
-    from service.entrypoints.http import json_body
-
-    mimetype = request.mimetype or ""
-    if mimetype not in ("application/json-patch+json", "application/merge-patch+json", *_JSON_TYPES):
-        raise ApiProblem(415, "Unsupported media type", "send application/json-patch+json or a merge patch as JSON")
-    operations = json_body()
-    if mimetype == "application/json-patch+json" and not isinstance(operations, list):
-        raise _problem(400, "Invalid patch", "patch", "a JSON Patch is an array of operations", "structure")
-    if mimetype != "application/json-patch+json" and not isinstance(operations, dict):
-        raise _problem(400, "Invalid patch", "patch", "a merge patch is a JSON object", "structure")
     expected = _if_match()
     g.query = {}
 
@@ -974,6 +968,7 @@ def patch(rtype: str, rid: str) -> Response:
         stored = projection.read(uow.session, uow.clinic_id, rtype, rid)
         if stored is None:
             raise _not_found(rtype, rid)
+        operations = _patch_document()
         if expected is not None and expected != stored.version_id:
             raise _problem(
                 412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
@@ -1006,6 +1001,20 @@ def patch(rtype: str, rid: str) -> Response:
 
 
 _JSON_TYPES = ("application/json", "application/fhir+json", "application/json+fhir")
+
+
+def _patch_document() -> Any:
+    from service.entrypoints.http import json_body
+
+    mimetype = request.mimetype or ""
+    if mimetype not in ("application/json-patch+json", "application/merge-patch+json", *_JSON_TYPES):
+        raise ApiProblem(415, "Unsupported media type", "send application/json-patch+json or a merge patch as JSON")
+    operations = json_body()
+    if mimetype == "application/json-patch+json" and not isinstance(operations, list):
+        raise _problem(400, "Invalid patch", "patch", "a JSON Patch is an array of operations", "structure")
+    if mimetype != "application/json-patch+json" and not isinstance(operations, dict):
+        raise _problem(400, "Invalid patch", "patch", "a merge patch is a JSON object", "structure")
+    return operations
 
 
 def _merge_patch(target: Any, patch_: Any) -> Any:

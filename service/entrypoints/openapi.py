@@ -20,6 +20,7 @@ from service.entrypoints import api, fhir_api
 from service.entrypoints import schemas as s
 from service.entrypoints.auth import PUBLIC_ENDPOINTS
 from service.entrypoints.http import query_schema_for
+from service.entrypoints.rate_limits import EXEMPT_ENDPOINTS
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
             elif public:
                 errors = op.public_errors
             else:
-                errors = (401, 403, *errors, 429)
+                errors = (401, 403, *errors)
+            if rule.endpoint not in EXEMPT_ENDPOINTS:
+                errors = (*errors, 429)  # the per-address limit runs before everything, public routes included
             if rule.endpoint == "auth.token":
                 for code in (400, 401):
                     operation["responses"][str(code)] = {
@@ -363,10 +366,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
                         "content": {"application/json": {"schema": OAUTH_ERROR}},
                     }
             for code in errors:
-                operation["responses"][str(code)] = {
-                    "description": _status_text(code),
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                }
+                if path.startswith("/fhir"):  # under the FHIR base every error is an OperationOutcome
+                    content = {"application/fhir+json": {"schema": {"type": "object", "required": ["resourceType"]}}}
+                else:
+                    content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                operation["responses"][str(code)] = {"description": _status_text(code), "content": content}
             paths.setdefault(path, {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)

@@ -478,7 +478,22 @@ def _validate_bundle(bundle: dict, profile: str | None) -> list[Issue]:
         for p in e["resource"].get("meta", {}).get("profile", []) or []
     )
     layers = ["structure", "bindings", "invariants"] + (["profile"] if kap else [])
-    issues += _layers(bundle, layers, "Bundle", "Bundle")
+    found = _layers(bundle, layers, "Bundle", "Bundle")
+    if kap and not (profile or "").startswith(KAP_PREFIX):
+        # kapfhir's profile rules bind the entries that claim a kapfhir profile, not their neighbours (an EHR's
+        # Practitioner beside one of our MedicationAdministrations)
+        claiming = {
+            i
+            for i, e in enumerate(entries or [])
+            if any(str(p).startswith(KAP_PREFIX) for p in e["resource"].get("meta", {}).get("profile", []) or [])
+        }
+        profile_only = {(i.code, i.expression, i.diagnostics) for i in _layers(bundle, ["profile"], "Bundle", "Bundle")}
+        found = [
+            i
+            for i in found
+            if (i.code, i.expression, i.diagnostics) not in profile_only or _entry_index(i.expression) in claiming
+        ]
+    issues += found
     for i, entry in enumerate(entries or []):
         issues += _own_checks(entry["resource"], f"Bundle.entry[{i}].resource")
     if not any(x.severity in ("error", "fatal") for x in issues) and any(
@@ -486,6 +501,11 @@ def _validate_bundle(bundle: dict, profile: str | None) -> list[Issue]:
     ):
         issues += domain_checks_bundle(bundle)
     return _dedupe(issues)
+
+
+def _entry_index(expression: str | None) -> int | None:
+    m = re.match(r"Bundle\.entry\[(\d+)\]", expression or "")
+    return int(m.group(1)) if m else None
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

@@ -103,10 +103,10 @@ def test_422_profile_violation_and_incoherent_content(client: Any) -> None:
     bad_code = json.loads((INVALID / "bad-code-required-binding.json").read_text())["resource"]
     issues = outcome(client.post("/fhir", json=bundle(bad_code)), 422)
     assert "Bundle.entry[0].resource.status" in [e for i in issues for e in i["expression"]]
-    # kap-off-label-1 is a warning-level constraint: it does not refuse; a lone MedicationRequest is refused as such
+    # kap-off-label-1 is a warning-level constraint: it does not refuse; a dosing order that names no episode is
     off_label = json.loads((INVALID / "off-label-without-reason.json").read_text())["resource"]
     issues = outcome(client.post("/fhir", json=bundle(off_label)), 422)
-    assert issues[0]["expression"] == ["Bundle.entry[0].resource.resourceType"]
+    assert issues[0]["expression"] == ["Bundle.entry[0].resource.encounter"]
     no_mrn = {k: v for k, v in patient("x", "y").items() if k != "identifier"}
     assert outcome(client.post("/fhir", json=bundle(no_mrn)), 422)[0]["expression"] == [
         "Bundle.entry[0].resource.identifier"

@@ -124,6 +124,14 @@ RECORD_ID_KEY = {
 }
 
 
+FHIR_PATIENT = {
+    "resourceType": "Patient",
+    "name": [{"family": "Isolation", "given": ["B"]}],
+    "gender": "female",
+    "birthDate": "1980-01-01",
+}
+
+
 def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
     collection = (rule.defaults or {}).get("collection")
     values = {
@@ -179,6 +187,16 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "api.withdraw_consent": {"at": AT, "reason": "isolation test"},
         "api.acknowledge_safety_flag": {"by": ids["prescriber"]},
         "api.mark_entered_in_error": {"reason": "isolation test"},
+        # FHIR writes: B's own patient with A's MRN is B's alone; A's resources are unknown to B
+        "fhir.transaction_slash": {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": f"Patient/{ids['fhir_patient']}"}}],
+        },
+        "fhir.create": {**FHIR_PATIENT, "identifier": [{**PATIENT["mrn"], "value": "SYN-9001-B"}]},
+        "fhir.update": {**FHIR_PATIENT, "id": ids["fhir_patient"]},
+        "fhir.conditional_update": FHIR_PATIENT,
+        "fhir.patch": [{"op": "replace", "path": "/gender", "value": "other"}],
     }
     if endpoint == "api.add_record":
         return path, _record_body(collection, ids)
@@ -216,8 +234,16 @@ def test_clinic_b_reaches_nothing_of_clinic_a_on_any_route(app: Flask):
             checked.append(f"{method} {rule.rule}")
             if rule.endpoint == "api.open_episode":
                 assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "patient_id"
-            elif rule.endpoint == "fhir.transaction":
+            elif rule.endpoint in ("fhir.transaction", "fhir.transaction_slash"):
+                # a batch answers per entry: its read-only entry is refused on its own
+                entries = response.get_json()["entry"]
+                assert response.status_code == 200 and entries[0]["response"]["status"].startswith("4"), text[:300]
+            elif rule.endpoint == "fhir.conditional_update":
+                # no search criteria: refused
                 assert 400 <= response.status_code < 500, (method, rule.rule, response.status_code, text[:300])
+            elif rule.endpoint == "fhir.delete":
+                # patients are never deleted: the same 405 whoever holds the id
+                assert response.status_code == 405, (method, rule.rule, response.status_code, text[:300])
             elif rule.endpoint in ("fhir.validate_type",):
                 assert response.status_code == 200, (method, rule.rule, response.status_code, text[:300])
             elif rule.arguments - set(rule.defaults or {}) - {"rtype"}:

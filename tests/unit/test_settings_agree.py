@@ -96,9 +96,7 @@ def test_config_show_masks_secrets_and_says_where_each_value_came_from(monkeypat
 
 
 def test_config_show_warns_about_contradictions(monkeypatch: pytest.MonkeyPatch):
-    result = _show(
-        monkeypatch, KAPFHIR_BIND="127.0.0.1:9000", KAPFHIR_BASE_URL="http://127.0.0.1:8000", **_medplum()
-    )
+    result = _show(monkeypatch, KAPFHIR_BIND="127.0.0.1:9000", KAPFHIR_BASE_URL="http://127.0.0.1:8000", **_medplum())
     assert result.exit_code == 0, result.output
     assert "names port 8000 on this machine but gunicorn binds 127.0.0.1:9000" in result.output
     assert "target medplum has no organization_identifier" in result.output

@@ -9,21 +9,26 @@ import pytest
 from service.security import view_links as vl
 
 SECRET = b"k" * 32
-NOW = datetime.now(UTC)
 
 
-def test_a_link_opens_its_page_for_its_clinic_until_it_expires():
-    token, expires = vl.issue(SECRET, "episode:e1", clinic_id="demo", client_id="c1", now=NOW)
-    assert timedelta(minutes=4, seconds=59) <= expires - NOW <= timedelta(minutes=5)
+@pytest.fixture
+def now() -> datetime:
+    """The clock at the test itself: a module-level reading taken at collection is minutes old in a long run."""
+    return datetime.now(UTC)
+
+
+def test_a_link_opens_its_page_for_its_clinic_until_it_expires(now: datetime):
+    token, expires = vl.issue(SECRET, "episode:e1", clinic_id="demo", client_id="c1", now=now)
+    assert timedelta(minutes=4, seconds=59) <= expires - now <= timedelta(minutes=5)
     grant = vl.verify(SECRET, token, "episode:e1")
     assert (grant.clinic_id, grant.client_id, grant.page) == ("demo", "c1", "episode:e1")
     with pytest.raises(vl.InvalidViewLinkError) as expired:
-        vl.verify(SECRET, token, "episode:e1", now=NOW + timedelta(minutes=5, seconds=1))
+        vl.verify(SECRET, token, "episode:e1", now=now + timedelta(minutes=5, seconds=1))
     assert expired.value.reason == "expired" and expired.value.claims["clinic"] == "demo"
 
 
-def test_a_link_for_another_page_a_forged_one_and_none_are_refused():
-    token, _ = vl.issue(SECRET, "episode:e1", clinic_id="demo", client_id="c1", now=NOW)
+def test_a_link_for_another_page_a_forged_one_and_none_are_refused(now: datetime):
+    token, _ = vl.issue(SECRET, "episode:e1", clinic_id="demo", client_id="c1", now=now)
     with pytest.raises(vl.InvalidViewLinkError, match="another page"):
         vl.verify(SECRET, token, "episode:e2")
     with pytest.raises(vl.InvalidViewLinkError, match="another page"):
@@ -35,8 +40,8 @@ def test_a_link_for_another_page_a_forged_one_and_none_are_refused():
         vl.verify(SECRET, None, "episode:e1")
 
 
-def test_an_issued_token_that_expired_in_the_past_is_refused_by_the_jwt_check():
-    token, _ = vl.issue(SECRET, "outcomes", clinic_id="demo", client_id="c1", now=NOW - timedelta(minutes=6))
+def test_an_issued_token_that_expired_in_the_past_is_refused_by_the_jwt_check(now: datetime):
+    token, _ = vl.issue(SECRET, "outcomes", clinic_id="demo", client_id="c1", now=now - timedelta(minutes=6))
     with pytest.raises(vl.InvalidViewLinkError, match="expired"):
         vl.verify(SECRET, token, "outcomes")
 
