@@ -61,6 +61,7 @@ CS_PRACTITIONER_ROLE = f"{CS}/kap-practitioner-role"
 CS_DOSING_SETTING = f"{CS}/kap-dosing-setting"
 CS_CONSENT_SCOPE = f"{CS}/kap-consent-provision"
 CS_QUESTIONNAIRE_ITEM = f"{CS}/kap-questionnaire-item"  # PCL-5 items and the C-SSRS 3-month item
+CS_REMS = f"{CS}/kap-rems"  # Spravato REMS form workflow: task, statuses, channels, dose options
 CS_ANSWER = f"{CS}/kap-answer"  # GAD-7 and PCL-5 answer codes (LOINC answer lists not verified for them)
 
 # kapfhir extensions (StructureDefinitions in mappings/conformance/)
@@ -387,3 +388,36 @@ ANSWERS: dict[Instrument, list[dict]] = {
     Instrument.GAD7: GAD7_ANSWERS,
     Instrument.PCL5: PCL5_ANSWERS,
 }
+
+
+# --- Spravato REMS Patient Monitoring Form (service/domain/rems.py) -------------------------------------------------
+
+REMS_QUESTIONNAIRE_URL = f"{QUESTIONNAIRE}/spravato-rems-patient-monitoring"
+ADMINISTRATIVE_GENDER = "http://hl7.org/fhir/administrative-gender"  # V: R4 core CodeSystem (Patient.gender)
+REMS_TASK = local(CS_REMS, "patient-monitoring-form", "Send the Spravato REMS Patient Monitoring Form")
+REMS_BUSINESS_STATUS = {
+    "unsent": local(CS_REMS, "unsent", "Not sent yet"),
+    "submitted": local(CS_REMS, "submitted", "Sent to the REMS program"),
+    "amended": local(CS_REMS, "amended", "Changed since it was sent: send a corrected form"),
+}
+REMS_CHANNEL_TYPE = local(CS_REMS, "channel", "How the form was sent")
+REMS_CHANNEL = {
+    "portal": local(CS_REMS, "portal", "REMS program portal"),
+    "fax": local(CS_REMS, "fax", "Fax to the REMS program"),
+}
+REMS_CONFIRMATION = local(CS_REMS, "confirmation-number", "Confirmation number of the REMS program")
+REMS_SENT_FORM = local(CS_REMS, "sent-form", "The form as sent")
+REMS_DOSE_OPTION = {
+    "56 mg": local(CS_REMS, "56-mg", "56 mg"),
+    "84 mg": local(CS_REMS, "84-mg", "84 mg"),
+    "Other": local(CS_REMS, "other-dose", "Other"),
+}
+REMS_CONCEPTS = [
+    REMS_TASK,
+    *REMS_BUSINESS_STATUS.values(),
+    REMS_CHANNEL_TYPE,
+    *REMS_CHANNEL.values(),
+    REMS_CONFIRMATION,
+    REMS_SENT_FORM,
+    *REMS_DOSE_OPTION.values(),
+]

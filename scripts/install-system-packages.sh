@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs: PostgreSQL server binaries
-# (tests start a throwaway cluster) and runuser (initdb refuses to run as root).
+# (tests start a throwaway cluster), runuser (initdb refuses to run as root) and poppler-utils (pdftoppm and
+# pdftotext: the REMS form PDF tests render the PDF and read its text back).
 # Idempotent and silent when everything is already there.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ have_command() {
 packages=()
 have_initdb || packages+=(postgresql)
 have_command runuser || packages+=(util-linux)
+{ have_command pdftoppm && have_command pdftotext; } || packages+=(poppler-utils)
 if [[ "$(id -u)" -eq 0 ]] && ! have_command useradd; then
     packages+=(passwd)
 fi

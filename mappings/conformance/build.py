@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from mappings import terminology as t
+from mappings.resources import rems_form
 from service.domain import scales
 from service.domain.rules import RULE_IDS
 from service.domain.vocabulary import Instrument
@@ -34,6 +35,7 @@ RESOURCE_PROFILES = {
     "kap-flag": "Flag",
     "kap-adverseevent": "AdverseEvent",
     "kap-provenance": "Provenance",
+    "kap-task": "Task",
 }
 SINGLE_IDENTIFIER = {"QuestionnaireResponse", "AdverseEvent"}
 
@@ -249,6 +251,7 @@ def code_systems() -> list[dict]:
         code_system(
             t.CS_CONSENT_SCOPE, "KAP consent provisions", [(t.KAP_PROVISION["code"], t.KAP_PROVISION["display"])]
         ),
+        code_system(t.CS_REMS, "Spravato REMS Patient Monitoring Form workflow", [(c["code"], c["display"]) for c in t.REMS_CONCEPTS]),
         code_system(t.CS_QUESTIONNAIRE_ITEM, "Questionnaire items without a verified LOINC code", items),
         code_system(
             t.CS_ANSWER,
@@ -319,6 +322,8 @@ def build() -> dict[str, dict]:
     for instrument in Instrument:
         q = questionnaire(instrument)
         files[f"Questionnaire-{q['id']}.json"] = q
+    rems_q = rems_form.questionnaire()
+    files[f"Questionnaire-{rems_q['id']}.json"] = rems_q
     return files
 
 
