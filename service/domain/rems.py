@@ -280,6 +280,7 @@ class RemsForm:
     patient_id: str
     treatment_date: date
     due_date: date
+    time_zone: str = "UTC"
     answers: dict[str, Any] = field(default_factory=dict)  # key -> str | int | float | bool | date
     sources: dict[str, list[str]] = field(default_factory=dict)  # key -> record ids (or patient/clinic ids)
     missing: list[str] = field(default_factory=list)  # clinical words, one per missing fact
@@ -297,6 +298,10 @@ class RemsForm:
         """Fingerprint of the answers: what a submission sent, to notice a later change."""
         canonical = json.dumps({k: str(v) for k, v in sorted(self.answers.items())}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def is_overdue(self, now: datetime) -> bool:
+        """Unsent after the due date, counted in the clinic's calendar days."""
+        return self.submission is None and now.astimezone(ZoneInfo(self.time_zone)).date() > self.due_date
 
     @property
     def submission(self) -> RemsSubmission | None:
@@ -437,6 +442,7 @@ def build_form(chart: EpisodeChart, session: ClinicalSession) -> RemsForm:
         patient_id=patient.id,
         treatment_date=first.astimezone(zone).date(),
         due_date=first.astimezone(zone).date() + timedelta(days=DUE_AFTER_DAYS),
+        time_zone=episode.rems.time_zone,
         submissions=submissions_of(episode, session.id),
     )
     b = _Builder(form)

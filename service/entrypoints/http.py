@@ -235,6 +235,7 @@ def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -
         "api.list_safety_flags": s.FlagQuerySchema,
         "api.export_episode_fhir": s.FhirExportQuerySchema,
         "auth.list_audit_events": s.AuditQuerySchema,
+        "api.list_rems_forms": s.RemsFormQuerySchema,
     }.get(endpoint or "", s.NoQuerySchema)
 
 

@@ -540,14 +540,12 @@ def list_rems_forms(uow: UnitOfWork, *, now: datetime, status: str | None) -> li
     ``overdue``: unsent past the due date, ``submitted``: sent and unchanged."""
     forms = []
     for episode_id in uow.repo.rems_episode_ids():
-        chart = episode_chart(uow, episode_id)
-        today = now.astimezone(ZoneInfo(chart.episode.rems.time_zone)).date()
-        for form in rems.forms_of(chart):
+        for form in rems.forms_of(episode_chart(uow, episode_id)):
             state = form.submission_state
             wanted = {
                 None: True,
                 "due": state in (rems.UNSENT, rems.AMENDED),
-                "overdue": state == rems.UNSENT and today > form.due_date,
+                "overdue": form.is_overdue(now),
                 "submitted": state == rems.SUBMITTED,
                 "amended": state == rems.AMENDED,
             }[status]
