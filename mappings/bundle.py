@@ -58,6 +58,7 @@ from service.domain.model import (
     MonitoringReading,
     OutcomeMeasure,
     Record,
+    RemsLedger,
     SafetyFlag,
     SideEffect,
 )
@@ -248,12 +249,16 @@ def from_bundle(bundle: dict) -> EpisodeChart:
             rctx, resource, scores.get(measure_id, [])
         )
     flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
+    submissions = [s for r in by_kind.get(rems_form.TASK_KIND, []) for s in rems_form.from_task(rctx, r)]
     episode = Episode(
         **episode_of_care.from_episode_of_care(rctx, episodes[0]),
         **care_plan.from_care_plan(plans[0]),
         indications=[condition.from_condition(r) for r in by_kind.get(CONDITION, [])],
         records=records,
         flags=flags,
+        rems=RemsLedger(
+            time_zone=clinic.time_zone, submissions=sorted(submissions, key=lambda s: (s.recorded_at, s.id))
+        ),
     )
     return EpisodeChart(
         clinic=clinic,

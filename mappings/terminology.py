@@ -81,6 +81,8 @@ EXT_OVERRIDE_REASON = f"{SD}/dose-override-reason"
 EXT_READING_TIMING = f"{SD}/reading-timing"
 EXT_RESOLVED_AT = f"{SD}/resolved-at"
 EXT_CONSENT_DETAIL = f"{SD}/kap-consent-detail"
+EXT_TIME_ZONE = f"{SD}/clinic-time-zone"  # IANA time zone of the clinic (REMS form deadlines count in it)
+EXT_REMS_SUBMISSION = f"{SD}/rems-form-submission"  # one sending of a REMS Patient Monitoring Form
 
 # --- standard systems -----------------------------------------------------------------------------------------
 

@@ -94,6 +94,21 @@ EXTENSIONS = {
     t.EXT_DISCHARGE: ("Discharge time after dosing (REMS monitoring end)", ["Encounter"], "dateTime"),
     t.EXT_OVERRIDE_REASON: ("Why a dose above the policy maximum was given", ["MedicationAdministration"], "string"),
     t.EXT_READING_TIMING: ("Timing of a monitoring reading relative to the dose", ["Observation"], "Coding"),
+    t.EXT_TIME_ZONE: ("IANA time zone of the clinic (REMS form deadlines count in it)", ["Organization"], "code"),
+    t.EXT_REMS_SUBMISSION: (
+        "One sending of a Spravato REMS Patient Monitoring Form (every sending; Task.input/output show the latest)",
+        ["Task"],
+        [
+            ("id", "string"),
+            ("channel", "code"),
+            ("submittedAt", "dateTime"),
+            ("confirmationNumber", "string"),
+            ("submittedBy", "string"),
+            ("formDigest", "string"),
+            ("recorded", "dateTime"),
+            ("recordedBy", "string"),
+        ],
+    ),
     t.EXT_RESOLVED_AT: ("When the side effect or safety flag resolved", ["AdverseEvent", "DetectedIssue"], "dateTime"),
 }
 

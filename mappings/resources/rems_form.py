@@ -16,8 +16,10 @@ from typing import Any
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import Mapped, MappingContext
-from mappings.resources._common import kap_profile, start
+from mappings.resources._common import ReverseContext, kap_profile, start
 from service.domain import rems
+from service.domain.model import RemsSubmission
+from service.domain.vocabulary import RemsChannel
 
 FORM_KIND = "rems-form"
 TASK_KIND = "rems-form-submission"
@@ -143,7 +145,8 @@ def to_questionnaire_response(ctx: MappingContext, form: rems.RemsForm) -> Mappe
 
 
 def to_task(ctx: MappingContext, form: rems.RemsForm) -> Mapped:
-    resource = start(ctx, "Task", TASK_KIND, form.session_id, [kap_profile("task")])
+    ledger = [_submission_extension(s) for s in form.submissions]
+    resource = start(ctx, "Task", TASK_KIND, form.session_id, [kap_profile("task")], extensions=ledger)
     state = form.submission_state
     sent = form.submission
     resource |= {
@@ -181,3 +184,42 @@ def to_task(ctx: MappingContext, form: rems.RemsForm) -> Mapped:
             )
         resource["output"] = output
     return Mapped(resource, TASK_KIND, form.session_id, always_update=True)
+
+
+def _submission_extension(sent: RemsSubmission) -> dict:
+    parts = [
+        dt.extension("id", valueString=sent.id),
+        dt.extension("channel", valueCode=str(sent.channel)),
+        dt.extension("submittedAt", valueDateTime=dt.instant(sent.submitted_at)),
+    ]
+    if sent.confirmation_number:
+        parts.append(dt.extension("confirmationNumber", valueString=sent.confirmation_number))
+    parts += [
+        dt.extension("submittedBy", valueString=sent.submitted_by),
+        dt.extension("formDigest", valueString=sent.form_digest),
+        dt.extension("recorded", valueDateTime=dt.instant(sent.recorded_at)),
+        dt.extension("recordedBy", valueString=sent.recorded_by),
+    ]
+    return dt.complex_extension(t.EXT_REMS_SUBMISSION, parts)
+
+
+def from_task(rctx: ReverseContext, resource: dict) -> list[RemsSubmission]:
+    """Every sending of the form, from the Task's rems-form-submission extensions."""
+    session_id = rctx.own_id(resource)
+    out = []
+    for ext in dt.find_extensions(resource, t.EXT_REMS_SUBMISSION):
+        parts = {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in ext["extension"]}
+        out.append(
+            RemsSubmission(
+                id=parts["id"],
+                session_id=session_id,
+                channel=RemsChannel(parts["channel"]),
+                submitted_at=dt.parse_datetime(parts["submittedAt"]),
+                confirmation_number=parts.get("confirmationNumber"),
+                submitted_by=parts["submittedBy"],
+                form_digest=parts["formDigest"],
+                recorded_at=dt.parse_datetime(parts["recorded"]),
+                recorded_by=parts["recordedBy"],
+            )
+        )
+    return out

@@ -57,7 +57,8 @@ class Repository:
         row = self.session.execute(select(orm.clinics).where(orm.clinics.c.id == self.clinic_id)).one_or_none()
         if row is None:
             raise NotFound(f"Clinic {self.clinic_id} is not registered.")
-        setting = from_data(HealthcareSetting, row.healthcare_setting) if row.healthcare_setting else None
+        data = row.healthcare_setting
+        setting = from_data(HealthcareSetting, data) if data and any(data.values()) else None
         return Clinic(
             id=row.id,
             name=row.name,

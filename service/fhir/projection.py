@@ -266,8 +266,9 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
     practitioners = session.execute(
         select(func.count(), func.max(pr.c.updated_at), func.sum(pr.c.version)).where(pr.c.clinic_id == clinic_id)
     ).one()
+    c = orm.clinics
     clinic = session.execute(
-        select(orm.clinics.c.name, orm.clinics.c.identifier_system).where(orm.clinics.c.id == clinic_id)
+        select(c.c.name, c.c.identifier_system, c.c.time_zone, c.c.healthcare_setting).where(c.c.id == clinic_id)
     ).one_or_none()
     weights = and_(r.c.clinic_id == clinic_id, r.c.patient_id == e.c.patient_id, r.c.episode_id.is_(None))
     query = (
@@ -283,7 +284,7 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
     )
     if episode_ids is not None:
         query = query.where(e.c.id.in_(episode_ids))
-    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(clinic or ())) & 0xFFFF}"
+    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(str(x) for x in clinic or ())) & 0xFFFF}"
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
         for row in session.execute(query)

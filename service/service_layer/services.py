@@ -471,8 +471,12 @@ def set_healthcare_setting(uow: UnitOfWork, ctx: Context, *, time_zone: str, set
     except (ZoneInfoNotFoundError, ValueError):
         raise Incoherent.at("time_zone", f"{time_zone!r} is not an IANA time zone (e.g. America/Denver)") from None
     uow.repo.update_clinic_setting(time_zone=time_zone, setting=setting)
-    for episode_id in uow.repo.rems_episode_ids():
+    rems_episodes = uow.repo.rems_episode_ids()
+    for episode_id in rems_episodes:
         _review_deadlines(uow, ctx, episode_id)
+    # The forms change with the setting; the clinic's Organization (one resource) with any one episode's projection.
+    anyone = [e.id for e in uow.repo.list_episodes(patient_id=None, status=None, phase=None, limit=1, offset=0).items]
+    for episode_id in dict.fromkeys([*rems_episodes, *anyone]):
         _episode_changed(uow, ctx, episode_id)
     return uow.repo.get_clinic()
 
