@@ -50,6 +50,7 @@ class Repository:
         # What was loaded, to save only what changed.
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
+        self._loaded_submissions: dict[str, set[str]] = {}
 
     # --- clinics ---------------------------------------------------------------------------------------
 
@@ -342,6 +343,7 @@ class Repository:
         )
         self._loaded_versions[episode.id] = {}
         self._loaded_flags[episode.id] = {}
+        self._loaded_submissions[episode.id] = set()
 
     def get_episode(self, episode_id: str, *, for_update: bool = False) -> Episode:
         t = orm.episodes
@@ -368,6 +370,7 @@ class Repository:
             (from_data(SafetyFlag, fr.data) for fr in flag_rows), key=lambda fl: (fl.raised_at, fl.id)
         )
         episode.rems = self.rems_ledger(episode_id)
+        self._loaded_submissions[episode_id] = {sub.id for sub in episode.rems.submissions}
         self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
@@ -432,6 +435,11 @@ class Repository:
                     .values(status=str(flag.status), data=data, updated_at=now)
                 )
             loaded_flags[flag.id] = data
+        stored = self._loaded_submissions.setdefault(episode.id, set())
+        for submission in episode.rems.submissions:  # REMS form sendings are only ever added
+            if submission.id not in stored:
+                self.add_rems_submission(episode.id, submission)
+                stored.add(submission.id)
         episode.version = expected_version + 1
         episode.updated_at = now
         data = episode_header_data(episode)

@@ -78,6 +78,15 @@ def import_chart(uow: Any, ctx: Context, chart: EpisodeChart, may_update: Callab
             services._check_times(weight, ctx)
             repo.add_patient_record(patient.id, weight, actor=ctx.actor)
             changed = True
+    clinic = repo.get_clinic()
+    if (
+        clinic.setting is None
+        and chart.clinic.setting is not None
+        and (chart.clinic.id, chart.clinic.identifier_system) == (clinic.id, clinic.identifier_system)
+    ):
+        # A bundle of this very clinic brings its REMS healthcare setting and time zone when none is recorded here.
+        repo.update_clinic_setting(time_zone=chart.clinic.time_zone, setting=chart.clinic.setting)
+        changed = True
     episode = chart.episode
     episode.patient_id = patient.id
     try:
@@ -125,6 +134,11 @@ def import_chart(uow: Any, ctx: Context, chart: EpisodeChart, may_update: Callab
         mine_flag = next((f for f in existing.flags if f.id == flag.id), None)
         if mine_flag is not None and flag.acknowledgement and not mine_flag.acknowledgement:
             mine_flag.status, mine_flag.acknowledgement = flag.status, flag.acknowledgement
+            touched = True
+    known = {sub.id for sub in existing.rems.submissions}
+    for submission in episode.rems.submissions:  # REMS form sendings recorded elsewhere are added, never changed
+        if submission.id not in known:
+            existing.rems.submissions.append(submission)
             touched = True
     if touched:
         before = existing.version

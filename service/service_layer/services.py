@@ -532,8 +532,7 @@ def submit_rems_form(
         recorded_at=ctx.now,
         recorded_by=ctx.actor,
     )
-    uow.repo.add_rems_submission(episode_id, submission)
-    episode.rems.submissions.append(submission)
+    episode.rems.submissions.append(submission)  # saved with the episode
     form.submissions.append(submission)
     _reevaluate_and_save(uow, ctx, episode, episode.version)
     return submission, form, True
