@@ -266,7 +266,11 @@ def code_systems() -> list[dict]:
         code_system(
             t.CS_CONSENT_SCOPE, "KAP consent provisions", [(t.KAP_PROVISION["code"], t.KAP_PROVISION["display"])]
         ),
-        code_system(t.CS_REMS, "Spravato REMS Patient Monitoring Form workflow", [(c["code"], c["display"]) for c in t.REMS_CONCEPTS]),
+        code_system(
+            t.CS_REMS,
+            "Spravato REMS Patient Monitoring Form workflow",
+            [(c["code"], c["display"]) for c in t.REMS_CONCEPTS],
+        ),
         code_system(t.CS_QUESTIONNAIRE_ITEM, "Questionnaire items without a verified LOINC code", items),
         code_system(
             t.CS_ANSWER,

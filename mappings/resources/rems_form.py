@@ -117,9 +117,7 @@ def response_status(form: rems.RemsForm) -> str:
 
 
 def to_questionnaire_response(ctx: MappingContext, form: rems.RemsForm) -> Mapped:
-    resource = start(
-        ctx, "QuestionnaireResponse", FORM_KIND, form.session_id, [kap_profile("questionnaireresponse")]
-    )
+    resource = start(ctx, "QuestionnaireResponse", FORM_KIND, form.session_id, [kap_profile("questionnaireresponse")])
     groups = []
     for section in rems.SECTIONS:
         answered = [
@@ -168,9 +166,10 @@ def to_task(ctx: MappingContext, form: rems.RemsForm) -> Mapped:
         resource["lastModified"] = dt.instant(sent.recorded_at)
         resource["owner"] = ctx.practitioner(sent.submitted_by)
         resource["input"] = [
-            {"type": dt.codeable_concept(t.REMS_CHANNEL_TYPE), "valueCodeableConcept": dt.codeable_concept(
-                t.REMS_CHANNEL[str(sent.channel)]
-            )}
+            {
+                "type": dt.codeable_concept(t.REMS_CHANNEL_TYPE),
+                "valueCodeableConcept": dt.codeable_concept(t.REMS_CHANNEL[str(sent.channel)]),
+            }
         ]
         output = [
             {

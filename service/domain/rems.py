@@ -146,7 +146,9 @@ SECTIONS: tuple[Section, ...] = (
         "Healthcare Setting Information",
         (
             Field("setting.name", "Healthcare Setting Name", "text", True, "the healthcare setting's name"),
-            Field("setting.address-1", "Healthcare Setting Address 1", "text", True, "the healthcare setting's address"),
+            Field(
+                "setting.address-1", "Healthcare Setting Address 1", "text", True, "the healthcare setting's address"
+            ),
             Field("setting.address-2", "Healthcare Setting Address 2", "text", False),
             Field("setting.city", "City", "text", True, "the healthcare setting's city"),
             Field("setting.state", "State", "text", True, "the healthcare setting's state"),
@@ -323,7 +325,8 @@ def is_reportable(episode: Episode, session: ClinicalSession) -> bool:
     if session.status is not SessionStatus.COMPLETED:
         return False
     return any(
-        d.medication is Medication.ESKETAMINE and d.setting is DosingSetting.CLINIC for d in episode.doses_in(session.id)
+        d.medication is Medication.ESKETAMINE and d.setting is DosingSetting.CLINIC
+        for d in episode.doses_in(session.id)
     )
 
 

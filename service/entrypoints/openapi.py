@@ -170,9 +170,14 @@ def _operations() -> dict[str, Operation]:
             s.RemsFormSchema,
         ),
         "api.submit_rems_form": Operation(
-            "Record that the REMS form was sent (portal or fax); idempotent", s.RemsFormSchema, s.RemsSubmissionSchema, 201
+            "Record that the REMS form was sent (portal or fax); idempotent",
+            s.RemsFormSchema,
+            s.RemsSubmissionSchema,
+            201,
         ),
-        "api.list_rems_forms": Operation("The clinic's REMS forms (status=due: still to send)", _items(s.RemsFormSchema, "RemsFormList")),
+        "api.list_rems_forms": Operation(
+            "The clinic's REMS forms (status=due: still to send)", _items(s.RemsFormSchema, "RemsFormList")
+        ),
         "api.review_rems_deadlines": Operation("Bring the REMS form deadline flags up to today's date", ANY_OBJECT),
         "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
         "auth.fhir_smart_configuration": Operation("SMART configuration, under the FHIR base", ANY_OBJECT),

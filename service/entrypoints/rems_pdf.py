@@ -43,7 +43,13 @@ def render(form: rems.RemsForm, *, generated_at: str) -> bytes:
     pdf.add_page()
     width = pdf.w - pdf.l_margin - pdf.r_margin
     pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(width, 8, _latin1("SPRAVATO\u00ae REMS Patient Monitoring Form - Outpatient Use Only"), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width,
+        8,
+        _latin1("SPRAVATO\u00ae REMS Patient Monitoring Form - Outpatient Use Only"),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.set_font("Helvetica", "", 8)
     pdf.multi_cell(width, 4, _INSTRUCTIONS, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)

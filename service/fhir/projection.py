@@ -284,7 +284,9 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
     )
     if episode_ids is not None:
         query = query.where(e.c.id.in_(episode_ids))
-    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(str(x) for x in clinic or ())) & 0xFFFF}"
+    tail = (
+        f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{hash(tuple(str(x) for x in clinic or ())) & 0xFFFF}"
+    )
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
         for row in session.execute(query)

@@ -244,7 +244,9 @@ _ANSWER_KEY = {
 def _answers_by_link_id(items: list, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
     for item in items or []:
         if isinstance(item, dict):
-            found.setdefault(str(item.get("linkId")), []).extend(a for a in item.get("answer", []) or [] if isinstance(a, dict))
+            found.setdefault(str(item.get("linkId")), []).extend(
+                a for a in item.get("answer", []) or [] if isinstance(a, dict)
+            )
             _answers_by_link_id(item.get("item", []), found)
     return found
 
@@ -278,7 +280,9 @@ def _check_items(
         link_id = item.get("linkId") if isinstance(item, dict) else None
         question = by_link.get(link_id)
         if question is None:
-            issues.append(Issue("error", "structure", f"{where}.linkId", f"no item {link_id!r} here in the Questionnaire"))
+            issues.append(
+                Issue("error", "structure", f"{where}.linkId", f"no item {link_id!r} here in the Questionnaire")
+            )
             continue
         seen.add(link_id)
         if question["type"] == "group":

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.adapters import outbox
 from service.adapters.repository import Page, VersionEntry
+from service.domain import rems
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode, check_not_future
 from service.domain.errors import Conflict, DomainError, FieldError, Incoherent, NotFound, StaleVersion
@@ -32,7 +33,6 @@ from service.domain.model import (
     RemsSubmission,
     SafetyFlag,
 )
-from service.domain import rems
 from service.domain.rules import SafetyPolicy
 from service.domain.vocabulary import EpisodeStatus, Phase, RemsChannel, SessionStatus
 from service.fhir import projection

@@ -166,7 +166,9 @@ def test_the_pdf_renders_and_reads_back(loaded: tuple[Any, dict[str, str]], tmp_
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (340, 440)  # US letter at 40 dpi
     # The page carries ink: a grey rendering has dark pixels, not a blank page.
-    subprocess.run(["pdftoppm", "-gray", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "grey")], check=True)
+    subprocess.run(
+        ["pdftoppm", "-gray", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "grey")], check=True
+    )
     (pgm,) = sorted(tmp_path.glob("grey*.pgm"))
     pixels = pgm.read_bytes().split(b"\n", 3)[3]
     assert sum(1 for p in pixels if p < 128) > 2000
@@ -242,7 +244,7 @@ def test_a_recent_unsent_form_is_listed_due_and_the_review_raises_its_flag(loade
 def test_fhir_serves_the_questionnaire_and_each_response_validates_against_it(
     loaded: tuple[Any, dict[str, str]],
 ) -> None:
-    client, ids = loaded
+    client, _ = loaded
     r = client.get("/fhir/Questionnaire/spravato-rems-patient-monitoring")
     assert r.status_code == 200
     questionnaire = r.get_json()
@@ -273,5 +275,7 @@ def test_fhir_serves_the_questionnaire_and_each_response_validates_against_it(
 
 
 def _fhir_patient(client: Any) -> str:
-    bundle = client.get("/fhir/Patient", query_string={"identifier": "https://demo-clinic.example.org/fhir/mrn|SYN-0003"})
+    bundle = client.get(
+        "/fhir/Patient", query_string={"identifier": "https://demo-clinic.example.org/fhir/mrn|SYN-0003"}
+    )
     return bundle.get_json()["entry"][0]["resource"]["id"]

@@ -24,9 +24,6 @@ from service.domain import rems, scales, vocabulary
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode
 from service.domain.model import (
-    HealthcareSetting,
-    RemsLedger,
-    RemsSubmission,
     BodyWeight,
     CareTeamMember,
     Clinic,
@@ -37,6 +34,7 @@ from service.domain.model import (
     DosingOrder,
     DosingRecord,
     FlagAcknowledgement,
+    HealthcareSetting,
     HumanName,
     Identifier,
     Indication,
@@ -46,6 +44,8 @@ from service.domain.model import (
     PhaseTransition,
     Practitioner,
     Record,
+    RemsLedger,
+    RemsSubmission,
     SafetyFlag,
     SideEffect,
 )

@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=64), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["clinic_id"], ["clinics.id"], name=op.f("fk_rems_form_submissions_clinic_id_clinics")
-        ),
+        sa.ForeignKeyConstraint(["clinic_id"], ["clinics.id"], name=op.f("fk_rems_form_submissions_clinic_id_clinics")),
         sa.ForeignKeyConstraint(
             ["episode_id"], ["episodes.id"], name=op.f("fk_rems_form_submissions_episode_id_episodes")
         ),
