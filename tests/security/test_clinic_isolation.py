@@ -133,6 +133,7 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "consent_id": ids["consent"],
         "flag_id": ids["flag"],
         "record_id": ids[RECORD_ID_KEY[collection]] if collection else "",
+        "session_id": ids["session"],  # the REMS form of A's session
         # /fhir routes: A's Patient, by its FHIR id
         "rtype": "Patient",
         "rid": ids["fhir_patient"],
@@ -179,6 +180,9 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "api.withdraw_consent": {"at": AT, "reason": "isolation test"},
         "api.acknowledge_safety_flag": {"by": ids["prescriber"]},
         "api.mark_entered_in_error": {"reason": "isolation test"},
+        # B's own healthcare setting: A's stays as it is (the snapshot below).
+        "api.set_healthcare_setting": {"time_zone": "America/Denver", "city": "Elsewhere"},
+        "api.submit_rems_form": {"channel": "fax", "submitted_at": AT, "submitted_by": ids["prescriber"]},
     }
     if endpoint == "api.add_record":
         return path, _record_body(collection, ids)
