@@ -434,8 +434,12 @@ def _monitoring_practitioner(chart: EpisodeChart, session: ClinicalSession) -> P
     return clinicians[0] if clinicians else None
 
 
-def build_form(chart: EpisodeChart, session: ClinicalSession) -> RemsForm:
+def build_form(
+    chart: EpisodeChart, session: ClinicalSession, reportable: list[ClinicalSession] | None = None
+) -> RemsForm:
+    """The form of one reportable session (``reportable``: the episode's reportable sessions, when known)."""
     episode, patient, clinic = chart.episode, chart.patient, chart.clinic
+    reportable = reportable_sessions(episode) if reportable is None else reportable
     zone = ZoneInfo(episode.rems.time_zone)
     doses = _esketamine_doses(episode, session.id)
     first = doses[0].start if doses else session.start
@@ -449,7 +453,7 @@ def build_form(chart: EpisodeChart, session: ClinicalSession) -> RemsForm:
         submissions=submissions_of(episode, session.id),
     )
     b = _Builder(form)
-    _patient(b, chart, session, first)
+    _patient(b, chart, session, first, reportable)
     _medications(b, episode, form.treatment_date)
     practitioner = _monitoring_practitioner(chart, session)
     if practitioner is not None:
@@ -476,7 +480,9 @@ def build_form(chart: EpisodeChart, session: ClinicalSession) -> RemsForm:
     return form
 
 
-def _patient(b: _Builder, chart: EpisodeChart, session: ClinicalSession, first: datetime) -> None:
+def _patient(
+    b: _Builder, chart: EpisodeChart, session: ClinicalSession, first: datetime, reportable: list[ClinicalSession]
+) -> None:
     patient, episode = chart.patient, chart.episode
     given = patient.name.given
     b.answer("patient.first-name", given[0] if given else None, patient.id)
@@ -485,7 +491,7 @@ def _patient(b: _Builder, chart: EpisodeChart, session: ClinicalSession, first: 
     b.answer("patient.birth-date", patient.birth_date, patient.id)
     if patient.gender is not AdministrativeGender.UNKNOWN:
         b.answer("patient.sex", str(patient.gender), patient.id)
-    earlier = [s for s in reportable_sessions(episode) if s.id != session.id and treatment_start(episode, s) < first]
+    earlier = [s for s in reportable if s.id != session.id and treatment_start(episode, s) < first]
     b.answer("patient.first-treatment", not earlier, session.id, *(s.id for s in earlier))
 
 
@@ -635,7 +641,8 @@ def _ready(
 
 
 def forms_of(chart: EpisodeChart) -> list[RemsForm]:
-    return [build_form(chart, s) for s in reportable_sessions(chart.episode)]
+    reportable = reportable_sessions(chart.episode)
+    return [build_form(chart, s, reportable) for s in reportable]
 
 
 def validate_submission(form: RemsForm) -> list[str]:
