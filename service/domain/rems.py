@@ -112,7 +112,19 @@ SECTIONS: tuple[Section, ...] = (
                 "the patient's sex (male, female or other)",
                 options=("male", "female", "other"),
             ),
-            _yes_no("patient.first-treatment", "Is this the patient's first treatment?", "whether this is the first"),
+            _yes_no(
+                "patient.first-treatment",
+                "Is this the patient's first treatment?",
+                "whether this is the patient's first treatment",
+            ),
+            # Asked on a first treatment (form overview). kapfhir records no REMS enrolment yet: optional, left blank.
+            Field(
+                "patient.enrolled",
+                "If first treatment: is the patient enrolled in the SPRAVATO REMS?",
+                "yes-no",
+                False,
+                enabled_when=("patient.first-treatment", True),
+            ),
         ),
     ),
     Section(
