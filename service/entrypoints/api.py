@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, g, request, url_for
 from marshmallow import Schema
 
 from mappings.bundle import dumps, to_collection_bundle, to_transaction_bundle
@@ -777,6 +777,11 @@ def _rems_form_body(form: rems.RemsForm, now: datetime) -> dict[str, Any]:
     return dumper(s.RemsFormSchema).dump(body)
 
 
+def _rems_audit_entities(episode_id: str, session_id: str) -> list[dict[str, str]]:
+    """What a REMS form access touches, for the audit trail: the episode and the session the form reports."""
+    return [{"type": "EpisodeOfCare", "id": episode_id}, {"type": "Encounter", "id": session_id}]
+
+
 @bp.get("/clinic/healthcare-setting")
 def get_healthcare_setting() -> Response:
     def run(uow: UnitOfWork) -> Response:
@@ -806,6 +811,7 @@ def get_rems_form(episode_id: str, session_id: str) -> Response:
     """The session's REMS form as JSON (answers with the records they come from, what is missing), or as the
     printable PDF with ``Accept: application/pdf``."""
     wants_pdf = request.accept_mimetypes.best_match(["application/json", "application/pdf"]) == "application/pdf"
+    g.audit_entities = _rems_audit_entities(episode_id, session_id)
 
     def run(uow: UnitOfWork) -> Response:
         form = services.rems_form(uow, episode_id, session_id)
@@ -827,7 +833,8 @@ def submit_rems_form(episode_id: str, session_id: str) -> Response:
     data = load(s.RemsSubmissionSchema())
 
     def run(uow: UnitOfWork, ctx: Context) -> Response:
-        _, form, created = services.submit_rems_form(uow, ctx, episode_id, session_id, **data)
+        submission, form, created = services.submit_rems_form(uow, ctx, episode_id, session_id, **data)
+        g.audit_entities = [*_rems_audit_entities(episode_id, session_id), {"type": "Task", "id": submission.id}]
         return json_response(
             _rems_form_body(form, ctx.now),
             201 if created else 200,

@@ -186,6 +186,9 @@ def test_the_pdf_renders_and_reads_back(loaded: tuple[Any, dict[str, str]], tmp_
     ):
         assert expected in text, expected
     assert "Missing:" not in text
+    # Printing the form is a disclosure: the audit trail names the session it reports.
+    events = client.get("/api/v1/audit-events", query_string={"limit": 500}).get_json()["items"]
+    assert any({"type": "Encounter", "id": ids["induction_1"]} in e["entity"] for e in events)
 
 
 def test_racemic_sessions_never_get_a_form(sqlite_url: str) -> None:
