@@ -42,8 +42,10 @@ from mappings.resources import (
     procedure,
     provenance,
     questionnaire_response,
+    rems_form,
 )
 from mappings.resources._common import MappingRefusedError, ReverseContext, read_record_meta, record_fields
+from service.domain import rems
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode
 from service.domain.model import (
@@ -56,6 +58,7 @@ from service.domain.model import (
     MonitoringReading,
     OutcomeMeasure,
     Record,
+    RemsLedger,
     SafetyFlag,
     SideEffect,
 )
@@ -79,6 +82,7 @@ def _latest(chart: EpisodeChart) -> datetime:
         times += [record.recorded_at, record.updated_at]
     for item in episode.flags:
         times += [item.raised_at, item.resolved_at, item.acknowledgement.at if item.acknowledgement else None]
+    times += [s.recorded_at for s in episode.rems.submissions]
     return max(x for x in times if x is not None)
 
 
@@ -108,6 +112,8 @@ def map_chart(chart: EpisodeChart) -> tuple[MappingContext, list[Mapped]]:
     episode_weight_ids = {w.id for w in episode.all_of(BodyWeight)}
     out += [_body_weight(ctx, w, w.id in episode_weight_ids, w.id in chart_weight_ids) for w in ctx.body_weights]
     out += list(_records(ctx, episode))
+    for form in rems.forms_of(chart):  # derived from the session records: the Spravato REMS form and its sending
+        out += [rems_form.to_questionnaire_response(ctx, form), rems_form.to_task(ctx, form)]
     for item in episode.flags:
         out.append(detected_issue.to_detected_issue(ctx, item))
         if item.rule_id == flag.SUICIDE_RISK_RULE:
@@ -243,12 +249,16 @@ def from_bundle(bundle: dict) -> EpisodeChart:
             rctx, resource, scores.get(measure_id, [])
         )
     flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
+    submissions = [s for r in by_kind.get(rems_form.TASK_KIND, []) for s in rems_form.from_task(rctx, r)]
     episode = Episode(
         **episode_of_care.from_episode_of_care(rctx, episodes[0]),
         **care_plan.from_care_plan(plans[0]),
         indications=[condition.from_condition(r) for r in by_kind.get(CONDITION, [])],
         records=records,
         flags=flags,
+        rems=RemsLedger(
+            time_zone=clinic.time_zone, submissions=sorted(submissions, key=lambda s: (s.recorded_at, s.id))
+        ),
     )
     return EpisodeChart(
         clinic=clinic,

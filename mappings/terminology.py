@@ -61,6 +61,7 @@ CS_PRACTITIONER_ROLE = f"{CS}/kap-practitioner-role"
 CS_DOSING_SETTING = f"{CS}/kap-dosing-setting"
 CS_CONSENT_SCOPE = f"{CS}/kap-consent-provision"
 CS_QUESTIONNAIRE_ITEM = f"{CS}/kap-questionnaire-item"  # PCL-5 items and the C-SSRS 3-month item
+CS_REMS = f"{CS}/kap-rems"  # Spravato REMS form workflow: task, statuses, channels, dose options
 CS_ANSWER = f"{CS}/kap-answer"  # GAD-7 and PCL-5 answer codes (LOINC answer lists not verified for them)
 
 # kapfhir extensions (StructureDefinitions in mappings/conformance/)
@@ -80,6 +81,8 @@ EXT_OVERRIDE_REASON = f"{SD}/dose-override-reason"
 EXT_READING_TIMING = f"{SD}/reading-timing"
 EXT_RESOLVED_AT = f"{SD}/resolved-at"
 EXT_CONSENT_DETAIL = f"{SD}/kap-consent-detail"
+EXT_TIME_ZONE = f"{SD}/clinic-time-zone"  # IANA time zone of the clinic (REMS form deadlines count in it)
+EXT_REMS_SUBMISSION = f"{SD}/rems-form-submission"  # one sending of a REMS Patient Monitoring Form
 
 # --- standard systems -----------------------------------------------------------------------------------------
 
@@ -407,3 +410,35 @@ MEASURE_POPULATIONS = {
     "denominator-exclusion": coding(MEASURE_POPULATION, "denominator-exclusion", "Denominator Exclusion"),
     "numerator": coding(MEASURE_POPULATION, "numerator", "Numerator"),
 }
+
+# --- Spravato REMS Patient Monitoring Form (service/domain/rems.py) -------------------------------------------------
+
+REMS_QUESTIONNAIRE_URL = f"{QUESTIONNAIRE}/spravato-rems-patient-monitoring"
+ADMINISTRATIVE_GENDER = "http://hl7.org/fhir/administrative-gender"  # V: R4 core CodeSystem (Patient.gender)
+REMS_TASK = local(CS_REMS, "patient-monitoring-form", "Send the Spravato REMS Patient Monitoring Form")
+REMS_BUSINESS_STATUS = {
+    "unsent": local(CS_REMS, "unsent", "Not sent yet"),
+    "submitted": local(CS_REMS, "submitted", "Sent to the REMS program"),
+    "amended": local(CS_REMS, "amended", "Changed since it was sent: send a corrected form"),
+}
+REMS_CHANNEL_TYPE = local(CS_REMS, "channel", "How the form was sent")
+REMS_CHANNEL = {
+    "portal": local(CS_REMS, "portal", "REMS program portal"),
+    "fax": local(CS_REMS, "fax", "Fax to the REMS program"),
+}
+REMS_CONFIRMATION = local(CS_REMS, "confirmation-number", "Confirmation number of the REMS program")
+REMS_SENT_FORM = local(CS_REMS, "sent-form", "The form as sent")
+REMS_DOSE_OPTION = {
+    "56 mg": local(CS_REMS, "56-mg", "56 mg"),
+    "84 mg": local(CS_REMS, "84-mg", "84 mg"),
+    "Other": local(CS_REMS, "other-dose", "Other"),
+}
+REMS_CONCEPTS = [
+    REMS_TASK,
+    *REMS_BUSINESS_STATUS.values(),
+    REMS_CHANNEL_TYPE,
+    *REMS_CHANNEL.values(),
+    REMS_CONFIRMATION,
+    REMS_SENT_FORM,
+    *REMS_DOSE_OPTION.values(),
+]

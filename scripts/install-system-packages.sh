@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs: PostgreSQL server binaries
-# (tests start a throwaway cluster), runuser (initdb refuses to run as root) and chromium (the page tests drive it
-# headless through Playwright), curl and jq (the README walk-through is run as written).
+# (tests start a throwaway cluster), runuser (initdb refuses to run as root), chromium (the page tests drive it
+# headless through Playwright), curl and jq (the README walk-through is run as written) and poppler-utils (pdftoppm
+# and pdftotext: the REMS form PDF tests render the PDF and read its text back).
 # Idempotent and silent when everything is already there.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ have_command runuser || packages+=(util-linux)
 have_command chromium || packages+=(chromium)
 have_command curl || packages+=(curl)  # the README walk-through test runs its curl and jq lines
 have_command jq || packages+=(jq)
+{ have_command pdftoppm && have_command pdftotext; } || packages+=(poppler-utils)
 if [[ "$(id -u)" -eq 0 ]] && ! have_command useradd; then
     packages+=(passwd)
 fi

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from mappings import terminology as t
+from mappings.resources import rems_form
 from service.domain import scales
 from service.domain.rules import RULE_IDS
 from service.domain.vocabulary import Instrument
@@ -34,6 +35,7 @@ RESOURCE_PROFILES = {
     "kap-flag": "Flag",
     "kap-adverseevent": "AdverseEvent",
     "kap-provenance": "Provenance",
+    "kap-task": "Task",
 }
 SINGLE_IDENTIFIER = {"QuestionnaireResponse", "AdverseEvent"}
 
@@ -92,6 +94,21 @@ EXTENSIONS = {
     t.EXT_DISCHARGE: ("Discharge time after dosing (REMS monitoring end)", ["Encounter"], "dateTime"),
     t.EXT_OVERRIDE_REASON: ("Why a dose above the policy maximum was given", ["MedicationAdministration"], "string"),
     t.EXT_READING_TIMING: ("Timing of a monitoring reading relative to the dose", ["Observation"], "Coding"),
+    t.EXT_TIME_ZONE: ("IANA time zone of the clinic (REMS form deadlines count in it)", ["Organization"], "code"),
+    t.EXT_REMS_SUBMISSION: (
+        "One sending of a Spravato REMS Patient Monitoring Form (every sending; Task.input/output show the latest)",
+        ["Task"],
+        [
+            ("id", "string"),
+            ("channel", "code"),
+            ("submittedAt", "dateTime"),
+            ("confirmationNumber", "string"),
+            ("submittedBy", "string"),
+            ("formDigest", "string"),
+            ("recorded", "dateTime"),
+            ("recordedBy", "string"),
+        ],
+    ),
     t.EXT_RESOLVED_AT: ("When the side effect or safety flag resolved", ["AdverseEvent", "DetectedIssue"], "dateTime"),
 }
 
@@ -249,6 +266,11 @@ def code_systems() -> list[dict]:
         code_system(
             t.CS_CONSENT_SCOPE, "KAP consent provisions", [(t.KAP_PROVISION["code"], t.KAP_PROVISION["display"])]
         ),
+        code_system(
+            t.CS_REMS,
+            "Spravato REMS Patient Monitoring Form workflow",
+            [(c["code"], c["display"]) for c in t.REMS_CONCEPTS],
+        ),
         code_system(t.CS_QUESTIONNAIRE_ITEM, "Questionnaire items without a verified LOINC code", items),
         code_system(
             t.CS_ANSWER,
@@ -319,6 +341,8 @@ def build() -> dict[str, dict]:
     for instrument in Instrument:
         q = questionnaire(instrument)
         files[f"Questionnaire-{q['id']}.json"] = q
+    rems_q = rems_form.questionnaire()
+    files[f"Questionnaire-{rems_q['id']}.json"] = rems_q
     return files
 
 

@@ -159,6 +159,10 @@ ENUM_SUPPLEMENT: dict[tuple[str, str], frozenset[str]] = {
     ("DetectedIssue", "status"): _OBSERVATION_STATUS_REST,
     ("Encounter", "status"): frozenset({"entered-in-error", "unknown"}),
     ("EncounterStatusHistory", "status"): frozenset({"entered-in-error", "unknown"}),
+    # R4 task-status (hl7.org/fhir/R4/valueset-task-status.html): the codes below "accepted"'s "+".
+    ("Task", "status"): frozenset(
+        {"rejected", "ready", "cancelled", "in-progress", "on-hold", "failed", "completed", "entered-in-error"}
+    ),
     ("QuestionnaireItem", "type"): frozenset(
         {"time", "string", "text", "url", "choice", "open-choice", "attachment", "reference", "quantity"}
     ),

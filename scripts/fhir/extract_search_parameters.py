@@ -25,7 +25,7 @@ OUT = REPO / "service" / "fhir" / "r4_search_parameters.json"
 TYPES = (
     "Resource DomainResource Patient Practitioner Organization Condition EpisodeOfCare CarePlan Encounter Procedure "
     "Consent MedicationRequest MedicationAdministration MedicationStatement Observation QuestionnaireResponse "
-    "AdverseEvent DetectedIssue Flag Provenance AuditEvent StructureDefinition CodeSystem ValueSet Questionnaire"
+    "AdverseEvent DetectedIssue Flag Provenance Task AuditEvent StructureDefinition CodeSystem ValueSet Questionnaire"
 ).split()
 
 

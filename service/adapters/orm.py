@@ -61,6 +61,10 @@ clinics = Table(
     Column("name", String(200), nullable=False),
     Column("identifier_system", String(500), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # IANA time zone: calendar-day deadlines (the REMS form's 7 days) count in it (migration 0006).
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    # Address and contact of the healthcare setting, as the REMS Patient Monitoring Form asks (migration 0006).
+    Column("healthcare_setting", JSON),
 )
 
 practitioners = Table(
@@ -147,6 +151,19 @@ safety_flags = Table(
     Column("data", JSON, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_safety_flags_episode", "clinic_id", "episode_id"),
+)
+
+# Spravato REMS Patient Monitoring Forms sent (portal or fax), one row per submission (migration 0006).
+rems_form_submissions = Table(
+    "rems_form_submissions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("clinic_id", ID, ForeignKey("clinics.id"), nullable=False),
+    Column("episode_id", ID, ForeignKey("episodes.id"), nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_rems_form_submissions_episode", "clinic_id", "episode_id"),
 )
 
 # A POST retried with the same Idempotency-Key returns the first response.

@@ -13,7 +13,18 @@ from service.adapters import orm
 from service.adapters.serialization import episode_header_data, from_data, record_from_data, to_data
 from service.domain.episode import Episode
 from service.domain.errors import Conflict, FieldError, NotFound
-from service.domain.model import RECORD_KIND_OF, BodyWeight, Clinic, Patient, Practitioner, Record, SafetyFlag
+from service.domain.model import (
+    RECORD_KIND_OF,
+    BodyWeight,
+    Clinic,
+    HealthcareSetting,
+    Patient,
+    Practitioner,
+    Record,
+    RemsLedger,
+    RemsSubmission,
+    SafetyFlag,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class Repository:
         # What was loaded, to save only what changed.
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
+        self._loaded_submissions: dict[str, set[str]] = {}
 
     # --- clinics ---------------------------------------------------------------------------------------
 
@@ -46,7 +58,59 @@ class Repository:
         row = self.session.execute(select(orm.clinics).where(orm.clinics.c.id == self.clinic_id)).one_or_none()
         if row is None:
             raise NotFound(f"Clinic {self.clinic_id} is not registered.")
-        return Clinic(id=row.id, name=row.name, identifier_system=row.identifier_system)
+        data = row.healthcare_setting
+        setting = from_data(HealthcareSetting, data) if data and any(data.values()) else None
+        return Clinic(
+            id=row.id,
+            name=row.name,
+            identifier_system=row.identifier_system,
+            time_zone=row.time_zone or "UTC",
+            setting=setting,
+        )
+
+    def update_clinic_setting(self, *, time_zone: str, setting: HealthcareSetting) -> None:
+        self.session.execute(
+            update(orm.clinics)
+            .where(orm.clinics.c.id == self.clinic_id)
+            .values(time_zone=time_zone, healthcare_setting=to_data(setting))
+        )
+
+    # --- Spravato REMS form submissions ----------------------------------------------------------------
+
+    def rems_ledger(self, episode_id: str) -> RemsLedger:
+        t = orm.rems_form_submissions
+        rows = self.session.execute(
+            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.episode_id == episode_id)
+        ).all()
+        submissions = sorted(
+            (from_data(RemsSubmission, r.data) for r in rows), key=lambda sub: (sub.recorded_at, sub.id)
+        )
+        zone = self.session.execute(
+            select(orm.clinics.c.time_zone).where(orm.clinics.c.id == self.clinic_id)
+        ).scalar_one_or_none()
+        return RemsLedger(time_zone=zone or "UTC", submissions=submissions)
+
+    def add_rems_submission(self, episode_id: str, submission: RemsSubmission) -> None:
+        self.session.execute(
+            insert(orm.rems_form_submissions).values(
+                id=submission.id,
+                clinic_id=self.clinic_id,
+                episode_id=episode_id,
+                session_id=submission.session_id,
+                data=to_data(submission),
+                recorded_at=submission.recorded_at,
+            )
+        )
+
+    def rems_episode_ids(self) -> list[str]:
+        """Episodes with an esketamine dose: the ones that may owe REMS forms."""
+        r = orm.clinical_records
+        rows = self.session.execute(
+            select(r.c.episode_id, r.c.data).where(
+                r.c.clinic_id == self.clinic_id, r.c.kind == "dose", r.c.episode_id.is_not(None)
+            )
+        )
+        return sorted({row.episode_id for row in rows if row.data.get("medication") == "esketamine"})
 
     # --- history ---------------------------------------------------------------------------------------
 
@@ -287,6 +351,7 @@ class Repository:
         )
         self._loaded_versions[episode.id] = {}
         self._loaded_flags[episode.id] = {}
+        self._loaded_submissions[episode.id] = set()
 
     def get_episode(self, episode_id: str, *, for_update: bool = False) -> Episode:
         t = orm.episodes
@@ -312,6 +377,8 @@ class Repository:
         episode.flags = sorted(
             (from_data(SafetyFlag, fr.data) for fr in flag_rows), key=lambda fl: (fl.raised_at, fl.id)
         )
+        episode.rems = self.rems_ledger(episode_id)
+        self._loaded_submissions[episode_id] = {sub.id for sub in episode.rems.submissions}
         self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
@@ -376,6 +443,11 @@ class Repository:
                     .values(status=str(flag.status), data=data, updated_at=now)
                 )
             loaded_flags[flag.id] = data
+        stored = self._loaded_submissions.setdefault(episode.id, set())
+        for submission in episode.rems.submissions:  # REMS form sendings are only ever added
+            if submission.id not in stored:
+                self.add_rems_submission(episode.id, submission)
+                stored.add(submission.id)
         episode.version = expected_version + 1
         episode.updated_at = now
         data = episode_header_data(episode)

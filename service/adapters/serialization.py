@@ -45,4 +45,5 @@ def episode_header_data(episode: Episode) -> dict[str, Any]:
     data = to_data(episode)
     data.pop("records")
     data.pop("flags")
+    data.pop("rems", None)  # stored in rems_form_submissions; the time zone is the clinic's
     return data

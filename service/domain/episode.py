@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from service.domain import rules, scales
+from service.domain import rems, rules, scales
 from service.domain.errors import Conflict, FieldError, Incoherent, NotFound, TransitionRefused
 from service.domain.model import (
     RECORD_KIND_OF,
@@ -21,6 +21,7 @@ from service.domain.model import (
     OutcomeMeasure,
     PhaseTransition,
     Record,
+    RemsLedger,
     SafetyFlag,
     SideEffect,
 )
@@ -83,6 +84,8 @@ class Episode:
     updated_at: datetime | None = None
     records: dict[str, Record] = field(default_factory=dict)
     flags: list[SafetyFlag] = field(default_factory=list)
+    # REMS form submissions and the clinic's time zone (loaded beside the records; see RemsLedger).
+    rems: RemsLedger = field(default_factory=RemsLedger)
 
     # --- queries -------------------------------------------------------------------------------------
 
@@ -229,7 +232,8 @@ class Episode:
     def evaluate_safety(self, policy: rules.SafetyPolicy, *, now: datetime) -> FlagChanges:
         """Reconciles the flags with the deviations the records show now."""
         changes = FlagChanges()
-        deviations = {(d.rule_id, tuple(sorted(d.record_ids))): d for d in rules.evaluate(self, policy)}
+        found = [*rules.evaluate(self, policy), *rems.deadline_deviations(self, now=now)]
+        deviations = {(d.rule_id, tuple(sorted(d.record_ids))): d for d in found}
         existing = {f.key: f for f in self.flags}
         for key, deviation in deviations.items():
             flag = existing.get(key)

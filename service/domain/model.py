@@ -24,6 +24,7 @@ from service.domain.vocabulary import (
     Phase,
     PractitionerRole,
     ReadingTiming,
+    RemsChannel,
     Route,
     SessionKind,
     SessionStatus,
@@ -41,6 +42,23 @@ class Clinic:
     name: str
     # Base URI under which the clinic's business identifiers live, e.g. https://clinic.example/fhir/id
     identifier_system: str
+    # IANA time zone of the clinic: calendar-day deadlines (the REMS form's 7 days) count in it.
+    time_zone: str = "UTC"
+    # The healthcare setting as the Spravato REMS Patient Monitoring Form asks for it.
+    setting: HealthcareSetting | None = None
+
+
+@dataclass(kw_only=True)
+class HealthcareSetting:
+    """Address and contact of the clinic's certified healthcare setting (REMS Patient Monitoring Form)."""
+
+    address_line_1: str | None = None
+    address_line_2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    phone: str | None = None
+    email: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -325,6 +343,31 @@ class PrivacyConsent(Record):
         if when < start or (self.valid_until is not None and when >= self.valid_until):
             return False
         return not self.entered_in_error and (self.withdrawn_at is None or when < self.withdrawn_at)
+
+
+@dataclass(kw_only=True)
+class RemsSubmission:
+    """That (and how) the Patient Monitoring Form of one esketamine session was sent to the REMS program.
+    ``form_digest`` fingerprints the answers sent: a session changed afterwards no longer matches it."""
+
+    id: str
+    session_id: str
+    channel: RemsChannel
+    submitted_at: datetime
+    confirmation_number: str | None = None
+    submitted_by: str  # practitioner id
+    form_digest: str
+    recorded_at: datetime
+    recorded_by: str  # the API client that recorded it
+
+
+@dataclass(kw_only=True)
+class RemsLedger:
+    """What the REMS deadlines of an episode depend on beyond its records: the clinic's time zone and the
+    submissions made. Loaded with the episode; not part of its versioned header."""
+
+    time_zone: str = "UTC"
+    submissions: list[RemsSubmission] = field(default_factory=list)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {

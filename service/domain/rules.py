@@ -91,6 +91,9 @@ RULE_IDS = (
     "esketamine-blood-pressure-missing",
     "esketamine-no-pulse-oximetry",
     "suicide-risk-positive",
+    # Deadlines of the Spravato REMS Patient Monitoring Form (service/domain/rems.py): they follow the clock.
+    "rems-form-due",
+    "rems-form-overdue",
 )
 
 _DOSING_PHASES = (Phase.DOSING, Phase.MAINTENANCE)

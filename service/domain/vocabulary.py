@@ -111,6 +111,8 @@ class SideEffectKind(StrEnum):
     PERCEPTUAL_DISTURBANCE = "perceptual-disturbance"
     ANXIETY = "anxiety"
     SEDATION = "sedation"
+    # Monitored under the Spravato REMS since its 12/31/2024 modification (FDA REMS page, REMS=386).
+    RESPIRATORY_DEPRESSION = "respiratory-depression"
     OTHER = "other"
 
 
@@ -155,3 +157,9 @@ class FlagStatus(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     # The deviation no longer holds after a correction (e.g. the consent time was amended).
     RESOLVED = "resolved"
+
+
+class RemsChannel(StrEnum):
+    # How a Spravato REMS Patient Monitoring Form reaches the program: its portal or fax.
+    PORTAL = "portal"
+    FAX = "fax"

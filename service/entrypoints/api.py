@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
-from flask import Blueprint, Response, url_for
+from flask import Blueprint, Response, g, request, url_for
 from marshmallow import Schema
 
 from mappings.bundle import dumps, to_collection_bundle, to_transaction_bundle
+from mappings.terminology import REMS_QUESTIONNAIRE_URL
 from service.adapters import outbox
 from service.adapters.serialization import from_data, record_from_data
+from service.domain import rems
 from service.domain.episode import Episode
 from service.domain.model import (
     RECORD_KIND_OF,
@@ -21,6 +24,7 @@ from service.domain.model import (
     Consent,
     DosingOrder,
     DosingRecord,
+    HealthcareSetting,
     Indication,
     MonitoringReading,
     OutcomeMeasure,
@@ -30,6 +34,7 @@ from service.domain.model import (
     Record,
     SideEffect,
 )
+from service.entrypoints import rems_pdf
 from service.entrypoints import schemas as s
 from service.entrypoints.http import (
     ApiProblem,
@@ -749,6 +754,59 @@ def outcomes() -> Response:
         )
         return json_response(dumper(os_.OutcomesSchema).dump(os_.outcomes_body(summary)))
 
+
+# --- Spravato REMS Patient Monitoring Form -------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _rems_form_body(form: rems.RemsForm, now: datetime) -> dict[str, Any]:
+    body = {
+        "episode_id": form.episode_id,
+        "session_id": form.session_id,
+        "patient_id": form.patient_id,
+        "questionnaire": REMS_QUESTIONNAIRE_URL,
+        "status": form.status,
+        "missing": form.missing,
+        "missing_fields": form.missing_fields,
+        "treatment_date": form.treatment_date,
+        "due_date": form.due_date,
+        "overdue": form.is_overdue(now),
+        "submission_state": form.submission_state,
+        "corrected_submission_needed": form.submission_state == rems.AMENDED,
+        "submission": form.submission,
+        "submissions": form.submissions,
+        "fields_": [
+            {
+                "key": f.key,
+                "section": section.title,
+                "text": f.text,
+                "required": f.required,
+                "answer": _json_value(form.answers.get(f.key)),
+                "sources": form.sources.get(f.key, []),
+            }
+            for section in rems.SECTIONS
+            for f in section.fields
+        ],
+    }
+    return dumper(s.RemsFormSchema).dump(body)
+
+
+def _rems_audit_entities(episode_id: str, session_id: str) -> list[dict[str, str]]:
+    """What a REMS form access touches, for the audit trail: the episode and the session the form reports."""
+    return [{"type": "EpisodeOfCare", "id": episode_id}, {"type": "Encounter", "id": session_id}]
+
+
+@bp.get("/clinic/healthcare-setting")
+def get_healthcare_setting() -> Response:
+    def run(uow: UnitOfWork) -> Response:
+        clinic = uow.repo.get_clinic()
+        setting = clinic.setting or HealthcareSetting()
+        body = {"name": clinic.name, "time_zone": clinic.time_zone, **vars(setting)}
+        return json_response(dumper(s.HealthcareSettingSchema).dump(body))
+
     return read(run)
 
 
@@ -764,6 +822,17 @@ def create_episode_view_link(episode_id: str) -> Response:
         link = views.episode_link(episode_id, principal(), ctx.now)
         return json_response(dumper(os_.ViewLinkSchema).dump(link))
 
+
+@bp.put("/clinic/healthcare-setting")
+def set_healthcare_setting() -> Response:
+    data = load(s.HealthcareSettingSchema())
+    time_zone = data.pop("time_zone")
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        clinic = services.set_healthcare_setting(uow, ctx, time_zone=time_zone, setting=HealthcareSetting(**data))
+        body = {"name": clinic.name, "time_zone": clinic.time_zone, **vars(clinic.setting or HealthcareSetting())}
+        return json_response(dumper(s.HealthcareSettingSchema).dump(body))
+
     return write(run)
 
 
@@ -778,5 +847,64 @@ def create_outcomes_view_link() -> Response:
     def run(uow: UnitOfWork, ctx: Context) -> Response:
         link = views.outcomes_link(args["from_"], args["to"], principal(), ctx.now)
         return json_response(dumper(os_.ViewLinkSchema).dump(link))
+
+
+@bp.get("/episodes/<episode_id>/sessions/<session_id>/rems-form")
+def get_rems_form(episode_id: str, session_id: str) -> Response:
+    """The session's REMS form as JSON (answers with the records they come from, what is missing), or as the
+    printable PDF with ``Accept: application/pdf``."""
+    wants_pdf = request.accept_mimetypes.best_match(["application/json", "application/pdf"]) == "application/pdf"
+    g.audit_entities = _rems_audit_entities(episode_id, session_id)
+
+    def run(uow: UnitOfWork) -> Response:
+        form = services.rems_form(uow, episode_id, session_id)
+        now = datetime.now(UTC)
+        if wants_pdf:
+            pdf = rems_pdf.render(form, generated_at=now.strftime("%Y-%m-%d %H:%M UTC"))
+            response = Response(pdf, mimetype="application/pdf")
+            response.headers["Content-Disposition"] = f'inline; filename="rems-form-{session_id}.pdf"'
+            return response
+        return json_response(_rems_form_body(form, now))
+
+    return read(run)
+
+
+@bp.post("/episodes/<episode_id>/sessions/<session_id>/rems-form/submission")
+def submit_rems_form(episode_id: str, session_id: str) -> Response:
+    """Records how and when the form was sent. 201 the first time; the same form again answers 200 with the
+    submission already recorded; an incomplete form is refused (422 naming what is missing)."""
+    data = load(s.RemsSubmissionSchema())
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        submission, form, created = services.submit_rems_form(uow, ctx, episode_id, session_id, **data)
+        g.audit_entities = [*_rems_audit_entities(episode_id, session_id), {"type": "Task", "id": submission.id}]
+        return json_response(
+            _rems_form_body(form, ctx.now),
+            201 if created else 200,
+            location=url_for("api.get_rems_form", episode_id=episode_id, session_id=session_id),
+        )
+
+    return write(run)
+
+
+@bp.get("/rems-forms")
+def list_rems_forms() -> Response:
+    """The clinic's REMS forms; ``status=due`` lists what must still be sent (unsent, or changed since sent)."""
+    status = query_args()["status"]
+
+    def run(uow: UnitOfWork) -> Response:
+        now = datetime.now(UTC)
+        forms = services.list_rems_forms(uow, now=now, status=status)
+        return json_response({"items": [_rems_form_body(f, now) for f in forms]})
+
+    return read(run)
+
+
+@bp.post("/rems-forms/deadline-review")
+def review_rems_deadlines() -> Response:
+    """Brings the rems-form-due/-overdue safety flags up to today's date; run daily by a scheduler."""
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        return json_response({"flags_changed": services.review_rems_deadlines(uow, ctx)})
 
     return write(run)

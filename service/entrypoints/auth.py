@@ -68,6 +68,7 @@ EPISODE_TYPES = (
     "QuestionnaireResponse",
     "MedicationStatement",
     "DetectedIssue",
+    "Task",  # the Spravato REMS form's due date and submission
 )
 
 # endpoint -> (SMART interaction, FHIR types it touches). Record collections add theirs in register_collections.
@@ -96,6 +97,14 @@ ROUTE_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api.list_safety_flags": ("s", ("DetectedIssue",)),
     "api.acknowledge_safety_flag": ("u", ("DetectedIssue",)),
     "auth.list_audit_events": ("s", ("AuditEvent",)),
+    # Spravato REMS Patient Monitoring Form: the healthcare setting (Organization), the form (QuestionnaireResponse)
+    # and its sending (Task); the deadline review changes safety flags (DetectedIssue).
+    "api.get_healthcare_setting": ("r", ("Organization",)),
+    "api.set_healthcare_setting": ("u", ("Organization",)),
+    "api.get_rems_form": ("r", ("QuestionnaireResponse", "Task")),
+    "api.submit_rems_form": ("c", ("Task",)),
+    "api.list_rems_forms": ("s", ("QuestionnaireResponse", "Task")),
+    "api.review_rems_deadlines": ("u", ("DetectedIssue",)),
     # Targets hold no patient data; reading their list needs the right to read what is sent to them.
     "api.list_targets": ("s", ("Endpoint",)),
     "api.episode_sync_status": ("r", ("EpisodeOfCare",)),

@@ -295,6 +295,7 @@ def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -
         "auth.list_audit_events": s.AuditQuerySchema,
         "api.outcomes": OutcomesQuerySchema,
         "api.create_outcomes_view_link": OutcomesQuerySchema,
+        "api.list_rems_forms": s.RemsFormQuerySchema,
     }.get(endpoint or "", s.NoQuerySchema)
 
 

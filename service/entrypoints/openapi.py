@@ -162,6 +162,28 @@ def _operations() -> dict[str, Operation]:
         "api.episode_sync_status": Operation("Sync status of the episode per target, with remote ids", ANY_OBJECT),
         "api.retry_episode_sync": Operation("Re-queue the episode's dead letters and held jobs", ANY_OBJECT),
         "api.export_episode_fhir": Operation("The episode as a FHIR R4 Bundle (transaction or collection)", None),
+        "api.get_healthcare_setting": Operation(
+            "The clinic's time zone and healthcare setting (REMS form)", s.HealthcareSettingSchema
+        ),
+        "api.set_healthcare_setting": Operation(
+            "Set the clinic's time zone and healthcare setting (REMS form)",
+            s.HealthcareSettingSchema,
+            s.HealthcareSettingSchema,
+        ),
+        "api.get_rems_form": Operation(
+            "The session's Spravato REMS Patient Monitoring Form (JSON, or PDF with Accept: application/pdf)",
+            s.RemsFormSchema,
+        ),
+        "api.submit_rems_form": Operation(
+            "Record that the REMS form was sent (portal or fax); idempotent",
+            s.RemsFormSchema,
+            s.RemsSubmissionSchema,
+            201,
+        ),
+        "api.list_rems_forms": Operation(
+            "The clinic's REMS forms (status=due: still to send)", _items(s.RemsFormSchema, "RemsFormList")
+        ),
+        "api.review_rems_deadlines": Operation("Bring the REMS form deadline flags up to today's date", ANY_OBJECT),
         "auth.smart_configuration": Operation("SMART configuration: token endpoint and capabilities", ANY_OBJECT),
         "auth.fhir_smart_configuration": Operation("SMART configuration, under the FHIR base", ANY_OBJECT),
         "auth.jwks": Operation("Public keys of the embedded token issuer", ANY_OBJECT),
@@ -345,6 +367,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 }
             elif op.response is not None:
                 success["content"] = {op.media: {"schema": op.response}}
+                if rule.endpoint == "api.get_rems_form":
+                    success["content"]["application/pdf"] = {"schema": {"type": "string", "format": "binary"}}
             elif op.media != "application/json":
                 success["content"] = {op.media: {"schema": {"type": "string"}}}
             operation["responses"][str(op.status)] = success

@@ -28,6 +28,7 @@ from service.domain.vocabulary import (
     Phase,
     PractitionerRole,
     ReadingTiming,
+    RemsChannel,
     Route,
     SessionKind,
     SessionStatus,
@@ -538,6 +539,66 @@ class EpisodeDetailSchema(EpisodeSummarySchema):
     open_flags = fields.List(fields.Nested(SafetyFlagSchema))
 
 
+# --- Spravato REMS Patient Monitoring Form ----------------------------------------------------------------------
+
+
+def _optional_text(max_length: int) -> fields.String:
+    return fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=max_length))
+
+
+class HealthcareSettingSchema(StrictSchema):
+    """The clinic as the REMS form names it: its time zone (deadlines count in its calendar days) and the
+    healthcare setting's address and contact."""
+
+    name = fields.String(dump_only=True)
+    time_zone = fields.String(
+        required=True, validate=validate.Length(min=1, max=64), metadata={"description": "IANA, e.g. America/Denver"}
+    )
+    address_line_1 = _optional_text(200)
+    address_line_2 = _optional_text(200)
+    city = _optional_text(100)
+    state = _optional_text(50)
+    postal_code = _optional_text(20)
+    phone = _optional_text(40)
+    email = _optional_text(200)
+
+
+class RemsSubmissionSchema(StrictSchema):
+    id = fields.String(dump_only=True)
+    channel = Enum(RemsChannel, required=True)
+    submitted_at = Time(required=True)
+    confirmation_number = _optional_text(100)
+    submitted_by = fields.String(required=True, validate=ID, metadata={"description": "id of a practitioner"})
+    recorded_at = Time(dump_only=True)
+
+
+class RemsFormFieldSchema(Schema):
+    key = fields.String(metadata={"description": "linkId in the Questionnaire"})
+    section = fields.String()
+    text = fields.String()
+    required = fields.Boolean()
+    answer = fields.Raw(allow_none=True)
+    sources = fields.List(fields.String(), metadata={"description": "ids of the records the answer comes from"})
+
+
+class RemsFormSchema(Schema):
+    episode_id = fields.String()
+    session_id = fields.String()
+    patient_id = fields.String()
+    questionnaire = fields.String()
+    status = fields.String(metadata={"description": "completed | in-progress"})
+    missing = fields.List(fields.String(), metadata={"description": "what to record, in clinical words"})
+    missing_fields = fields.List(fields.String())
+    treatment_date = fields.Date()
+    due_date = fields.Date()
+    overdue = fields.Boolean()
+    submission_state = fields.String(metadata={"description": "unsent | submitted | amended"})
+    corrected_submission_needed = fields.Boolean()
+    submission = fields.Nested(RemsSubmissionSchema, allow_none=True)
+    submissions = fields.List(fields.Nested(RemsSubmissionSchema))
+    fields_ = fields.List(fields.Nested(RemsFormFieldSchema), data_key="fields")
+
+
 class ProblemFieldSchema(Schema):
     field = fields.String()
     message = fields.String()
@@ -622,3 +683,7 @@ class AuditEventSchema(Schema):
     entity = fields.List(fields.Nested(AuditEntitySchema))
     # how many alike requests the row stands for: 429s are recorded once a minute with their number
     occurrences = fields.Integer()
+
+
+class RemsFormQuerySchema(NoQuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(["due", "overdue", "submitted", "amended"]))

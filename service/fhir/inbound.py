@@ -771,6 +771,7 @@ def import_chart(
         authorize("c", "Practitioner")
         services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
     patient_id = _import_patient(uow, ctx, chart.patient, may_update, authorize)
+    _adopt_healthcare_setting(uow, ctx, chart, authorize)
     if patient_id != chart.patient.id:
         known[chart.patient.id] = patient_id
     if known:
@@ -832,7 +833,43 @@ def import_chart(
             expected_version=None,
         )
     _acknowledge(uow, ctx, incoming, authorize)
+    _import_rems_submissions(uow, ctx, incoming, authorize)
     return incoming.id
+
+
+def _adopt_healthcare_setting(uow: Any, ctx: services.Context, chart: EpisodeChart, authorize: Authorize) -> None:
+    """A Bundle of this very clinic brings its REMS healthcare setting and time zone when none is recorded here."""
+    clinic = uow.repo.get_clinic()
+    same = (chart.clinic.id, chart.clinic.identifier_system) == (clinic.id, clinic.identifier_system)
+    if same and clinic.setting is None and chart.clinic.setting is not None:
+        authorize("u", "Organization")
+        services.set_healthcare_setting(uow, ctx, time_zone=chart.clinic.time_zone, setting=chart.clinic.setting)
+
+
+def _import_rems_submissions(uow: Any, ctx: services.Context, incoming: Episode, authorize: Authorize) -> None:
+    """REMS form sendings the sender recorded, through the use case: a form that is complete here is recorded as
+    sent at that time (the same form twice is one sending); one that is incomplete here stays unsent, and its
+    due/overdue flags say so."""
+    current = uow.repo.get_episode(incoming.id)
+    known = {(s.session_id, s.submitted_at) for s in current.rems.submissions} | {s.id for s in current.rems.submissions}
+    for sent in sorted(incoming.rems.submissions, key=lambda x: x.submitted_at):
+        if sent.id in known or (sent.session_id, sent.submitted_at) in known:
+            continue
+        authorize("c", "Task")
+        try:
+            with uow.savepoint():
+                services.submit_rems_form(
+                    uow,
+                    ctx,
+                    incoming.id,
+                    sent.session_id,
+                    channel=sent.channel,
+                    submitted_at=sent.submitted_at,
+                    confirmation_number=sent.confirmation_number,
+                    submitted_by=sent.submitted_by,
+                )
+        except (Incoherent, NotFound):
+            continue
 
 
 def _import_patient(

@@ -279,8 +279,9 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
     practitioners = session.execute(
         select(func.count(), func.max(pr.c.updated_at), func.sum(pr.c.version)).where(pr.c.clinic_id == clinic_id)
     ).one()
+    c = orm.clinics
     clinic = session.execute(
-        select(orm.clinics.c.name, orm.clinics.c.identifier_system).where(orm.clinics.c.id == clinic_id)
+        select(c.c.name, c.c.identifier_system, c.c.time_zone, c.c.healthcare_setting).where(c.c.id == clinic_id)
     ).one_or_none()
     weights = and_(r.c.clinic_id == clinic_id, r.c.patient_id == e.c.patient_id, r.c.episode_id.is_(None))
     query = (
@@ -298,7 +299,7 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
         query = query.where(e.c.id.in_(episode_ids))
     # zlib.crc32, not hash(): str hashes differ between processes (PYTHONHASHSEED), and gunicorn workers, the CLI and
     # the metrics scrape must agree on what is stale.
-    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{zlib.crc32(repr(tuple(clinic or ())).encode())}"
+    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{zlib.crc32(repr(tuple(str(x) for x in clinic or ())).encode())}"
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
         for row in session.execute(query)

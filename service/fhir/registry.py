@@ -262,6 +262,25 @@ _DEFS: dict[str, tuple[str, list[Param], str | None]] = {
         ],
         "recorded",
     ),
+    # The Spravato REMS Patient Monitoring Form of a session: its due date and whether (how) it was sent.
+    "Task": (
+        "projection",
+        [
+            IDENTIFIER,
+            _p("patient", "reference", "for", only="Patient"),
+            _p("subject", "reference", "for"),
+            _p("status", "token", "status"),
+            _p("business-status", "token", "businessStatus"),
+            _p("code", "token", "code"),
+            _p("focus", "reference", "focus"),
+            _p("encounter", "reference", "encounter"),
+            _p("owner", "reference", "owner"),
+            _p("authored-on", "date", "authoredOn"),
+            _p("modified", "date", "lastModified"),
+            _p("period", "date", "executionPeriod"),
+        ],
+        "authored-on",
+    ),
     "AuditEvent": (
         "audit",
         [

@@ -8,28 +8,33 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.adapters import outbox
 from service.adapters.repository import Page, VersionEntry
+from service.domain import rems
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode, check_not_future
 from service.domain.errors import Conflict, DomainError, FieldError, Incoherent, NotFound, StaleVersion
 from service.domain.model import (
     RECORD_KIND_OF,
     CareTeamMember,
+    Clinic,
     ClinicalSession,
     Consent,
     DosingRecord,
+    HealthcareSetting,
     Indication,
     OutcomeMeasure,
     Patient,
     Practitioner,
     PrivacyConsent,
     Record,
+    RemsSubmission,
     SafetyFlag,
 )
 from service.domain.rules import SafetyPolicy
-from service.domain.vocabulary import EpisodeStatus, Phase, SessionStatus
+from service.domain.vocabulary import EpisodeStatus, Phase, RemsChannel, SessionStatus
 from service.fhir import projection
 from service.service_layer.unit_of_work import UnitOfWork
 
@@ -470,6 +475,7 @@ def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
     practitioner_ids: set[str] = {m.practitioner_id for m in episode.care_team}
     for record in episode.records.values():
         practitioner_ids.update(_practitioner_refs(record).values())
+    practitioner_ids.update(s.submitted_by for s in episode.rems.submissions)  # who sent a REMS form
     return EpisodeChart(
         clinic=uow.repo.get_clinic(),
         patient=uow.repo.get_patient(episode.patient_id),
@@ -477,3 +483,116 @@ def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
         practitioners=[uow.repo.get_practitioner(pid) for pid in sorted(practitioner_ids)],
         body_weights=uow.repo.body_weights(episode.patient_id),
     )
+
+
+# --- Spravato REMS Patient Monitoring Form -------------------------------------------------------------------
+
+
+def set_healthcare_setting(uow: UnitOfWork, ctx: Context, *, time_zone: str, setting: HealthcareSetting) -> Clinic:
+    """The clinic's time zone and address/contact, as the REMS form asks for them. Due dates and forms follow."""
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Incoherent.at("time_zone", f"{time_zone!r} is not an IANA time zone (e.g. America/Denver)") from None
+    uow.repo.update_clinic_setting(time_zone=time_zone, setting=setting)
+    rems_episodes = uow.repo.rems_episode_ids()
+    for episode_id in rems_episodes:
+        _review_deadlines(uow, ctx, episode_id)
+    # The forms change with the setting; the clinic's Organization (one resource) with any one episode's projection.
+    anyone = [e.id for e in uow.repo.list_episodes(patient_id=None, status=None, phase=None, limit=1, offset=0).items]
+    for episode_id in dict.fromkeys([*rems_episodes, *anyone]):
+        _episode_changed(uow, ctx, episode_id)
+    return uow.repo.get_clinic()
+
+
+def rems_form(uow: UnitOfWork, episode_id: str, session_id: str) -> rems.RemsForm:
+    chart = episode_chart(uow, episode_id)
+    session = chart.episode.find(ClinicalSession, session_id)
+    if not rems.is_reportable(chart.episode, session):
+        raise NotFound(
+            f"Session {session_id} is not a completed outpatient esketamine session: it has no REMS form "
+            "(racemic ketamine is not under the Spravato REMS)."
+        )
+    return rems.build_form(chart, session)
+
+
+def submit_rems_form(
+    uow: UnitOfWork,
+    ctx: Context,
+    episode_id: str,
+    session_id: str,
+    *,
+    channel: RemsChannel,
+    submitted_at: datetime,
+    confirmation_number: str | None,
+    submitted_by: str,
+) -> tuple[RemsSubmission, rems.RemsForm, bool]:
+    """Records that the form was sent. -> (submission, form, created). The same form sent again is the submission
+    already recorded; a form changed since its submission is sent again as a corrected submission."""
+    uow.repo.get_episode(episode_id, for_update=True)
+    form = rems_form(uow, episode_id, session_id)
+    episode = uow.repo.get_episode(episode_id)
+    if form.missing:
+        raise Incoherent(
+            "The REMS form is not complete: record what is missing, then send it.",
+            [FieldError(key, rems.FIELDS[key].missing_as) for key in form.missing_fields],
+        )
+    if form.submission is not None and form.submission.form_digest == form.digest:
+        return form.submission, form, False
+    if uow.repo.missing_practitioners({submitted_by}):
+        raise Incoherent.at("submitted_by", f"no practitioner {submitted_by}")
+    check_not_future("submitted_at", submitted_at, ctx.now, ctx.future_tolerance_min)
+    session = episode.find(ClinicalSession, session_id)
+    if submitted_at < rems.treatment_start(episode, session):
+        raise Incoherent.at("submitted_at", "a form cannot be sent before the treatment it reports")
+    submission = RemsSubmission(
+        id=new_id(),
+        session_id=session_id,
+        channel=channel,
+        submitted_at=submitted_at,
+        confirmation_number=confirmation_number,
+        submitted_by=submitted_by,
+        form_digest=form.digest,
+        recorded_at=ctx.now,
+        recorded_by=ctx.actor,
+    )
+    episode.rems.submissions.append(submission)  # saved with the episode
+    form.submissions.append(submission)
+    _reevaluate_and_save(uow, ctx, episode, episode.version)
+    return submission, form, True
+
+
+def list_rems_forms(uow: UnitOfWork, *, now: datetime, status: str | None) -> list[rems.RemsForm]:
+    """The clinic's REMS forms; ``due``: what must still be sent (unsent, or changed since it was sent),
+    ``overdue``: unsent past the due date, ``submitted``: sent and unchanged."""
+    forms = []
+    for episode_id in uow.repo.rems_episode_ids():
+        for form in rems.forms_of(episode_chart(uow, episode_id)):
+            state = form.submission_state
+            wanted = {
+                None: True,
+                "due": state in (rems.UNSENT, rems.AMENDED),
+                "overdue": form.is_overdue(now),
+                "submitted": state == rems.SUBMITTED,
+                "amended": state == rems.AMENDED,
+            }[status]
+            if wanted:
+                forms.append(form)
+    return sorted(forms, key=lambda f: (f.due_date, f.episode_id, f.session_id))
+
+
+def _review_deadlines(uow: UnitOfWork, ctx: Context, episode_id: str) -> int:
+    episode = uow.repo.get_episode(episode_id, for_update=True)
+    before = episode.version
+    changes = episode.evaluate_safety(ctx.policy, now=ctx.now)
+    if not changes.raised and not changes.changed:
+        return 0
+    uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
+    _episode_changed(uow, ctx, episode_id)
+    return len(changes.raised) + len(changes.changed)
+
+
+def review_rems_deadlines(uow: UnitOfWork, ctx: Context) -> int:
+    """Brings the rems-form-due/-overdue flags of every episode up to the clock (flags otherwise change when the
+    episode is written). -> the number of flags raised, reopened or resolved. Run it daily (cron, a scheduler)."""
+    return sum(_review_deadlines(uow, ctx, episode_id) for episode_id in uow.repo.rems_episode_ids())

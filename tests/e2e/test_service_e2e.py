@@ -120,7 +120,15 @@ def test_logs_carry_route_templates_and_no_patient_data(service: RunningService)
     request_lines = [line for line in lines if line.get("msg") == "request"]
     assert request_lines and all(
         "<" in line["route"]
-        or line["route"] in ("/healthz", "/readyz", "/api/v1/patients", "/api/v1/practitioners", "/api/v1/episodes")
+        or line["route"]
+        in (
+            "/healthz",
+            "/readyz",
+            "/api/v1/patients",
+            "/api/v1/practitioners",
+            "/api/v1/episodes",
+            "/api/v1/clinic/healthcare-setting",  # fixture c records the clinic's REMS healthcare setting
+        )
         for line in request_lines
     )
     for fixture_path in EPISODE_FIXTURES:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisWarning
 
-from service.domain import scales, vocabulary
+from service.domain import rems, scales, vocabulary
 from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode
 from service.domain.model import (
@@ -34,6 +34,7 @@ from service.domain.model import (
     DosingOrder,
     DosingRecord,
     FlagAcknowledgement,
+    HealthcareSetting,
     HumanName,
     Identifier,
     Indication,
@@ -43,6 +44,8 @@ from service.domain.model import (
     PhaseTransition,
     Practitioner,
     Record,
+    RemsLedger,
+    RemsSubmission,
     SafetyFlag,
     SideEffect,
 )
@@ -173,7 +176,22 @@ def measures(c: Choices, rid: str, session_ids: list[str]) -> OutcomeMeasure:
 def charts(draw: st.DrawFn, cover: int | None = None) -> EpisodeChart:
     c = Choices(draw, cover)
     n = draw(st.integers(1, 99))
-    clinic = Clinic(id=f"clinic-{n}", name=draw(texts), identifier_system=f"https://c{n}.example.org/fhir/id")
+    setting = HealthcareSetting(
+        address_line_1=draw(texts),
+        address_line_2=c.maybe("HealthcareSetting.address_line_2", texts),
+        city=c.maybe("HealthcareSetting.city", texts),
+        state=c.maybe("HealthcareSetting.state", texts),
+        postal_code=c.maybe("HealthcareSetting.postal_code", st.from_regex(r"[0-9]{5}", fullmatch=True)),
+        phone=c.maybe("HealthcareSetting.phone", st.from_regex(r"[0-9]{3}-555-01[0-9]{2}", fullmatch=True)),
+        email=c.maybe("HealthcareSetting.email", st.just("rems@clinic.example.org")),
+    )
+    clinic = Clinic(
+        id=f"clinic-{n}",
+        name=draw(texts),
+        identifier_system=f"https://c{n}.example.org/fhir/id",
+        time_zone=c.member(("UTC", "America/Denver", "Pacific/Honolulu")),
+        setting=c.maybe("Clinic.setting", st.just(setting)),
+    )
     practitioners = [
         Practitioner(
             id=f"pr-{i}",
@@ -425,7 +443,47 @@ def charts(draw: st.DrawFn, cover: int | None = None) -> EpisodeChart:
         updated_at=c.maybe("Episode.updated_at", times if created is None else _later(created)),
         records={r.id: r for r in records},
         flags=flags,
+        rems=RemsLedger(time_zone=clinic.time_zone),
     )
+    if cover is not None and not rems.reportable_sessions(episode):
+        # Covering charts need an outpatient esketamine session: it has a REMS form, with sendings to cover.
+        start = draw(times)
+        esk_session = ClinicalSession(
+            id=rid("s"),
+            kind=SessionKind.DOSING,
+            status=vocabulary.SessionStatus.COMPLETED,
+            start=start,
+            clinician_ids=[draw(person)],
+            setting=vocabulary.DosingSetting.CLINIC,
+        )
+        esk_dose = DosingRecord(
+            id=rid("d"),
+            session_id=esk_session.id,
+            medication=vocabulary.Medication.ESKETAMINE,
+            route=vocabulary.Route.INTRANASAL,
+            setting=vocabulary.DosingSetting.CLINIC,
+            dose_mg=56.0,
+            start=start,
+        )
+        episode.records |= {esk_session.id: esk_session, esk_dose.id: esk_dose}
+    # REMS forms exist for outpatient esketamine sessions only; their sendings are exported on the form's Task.
+    for session in rems.reportable_sessions(episode):
+        for _ in range(c.count(2, 2)):
+            sent_at = draw(times)
+            episode.rems.submissions.append(
+                RemsSubmission(
+                    id=rid("sub"),
+                    session_id=session.id,
+                    channel=c.member(vocabulary.RemsChannel),
+                    submitted_at=sent_at,
+                    confirmation_number=c.maybe("RemsSubmission.confirmation_number", texts),
+                    submitted_by=draw(person),
+                    form_digest=draw(st.from_regex(r"[0-9a-f]{64}", fullmatch=True)),
+                    recorded_at=draw(_later(sent_at)),
+                    recorded_by=draw(texts),
+                )
+            )
+    episode.rems.submissions.sort(key=lambda sub: (sub.recorded_at, sub.id))
     return EpisodeChart(
         clinic=clinic, patient=patient, episode=episode, practitioners=practitioners, body_weights=chart_weights
     )

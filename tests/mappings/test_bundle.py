@@ -37,6 +37,7 @@ FAMILIES = {
     "Flag",
     "AdverseEvent",
     "Provenance",
+    "Task",  # the Spravato REMS form's due date and sending
 }
 
 

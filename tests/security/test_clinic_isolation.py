@@ -141,6 +141,7 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "consent_id": ids["consent"],
         "flag_id": ids["flag"],
         "record_id": ids[RECORD_ID_KEY[collection]] if collection else "",
+        "session_id": ids["session"],  # the REMS form of A's session
         # /fhir routes: A's Patient, by its FHIR id
         "rtype": "Patient",
         "rid": ids["fhir_patient"],
@@ -197,6 +198,9 @@ def _request_for(rule: Any, method: str, ids: dict[str, str]) -> tuple[str, dict
         "fhir.update": {**FHIR_PATIENT, "id": ids["fhir_patient"]},
         "fhir.conditional_update": FHIR_PATIENT,
         "fhir.patch": [{"op": "replace", "path": "/gender", "value": "other"}],
+        # B's own healthcare setting: A's stays as it is (the snapshot below).
+        "api.set_healthcare_setting": {"time_zone": "America/Denver", "city": "Elsewhere"},
+        "api.submit_rems_form": {"channel": "fax", "submitted_at": AT, "submitted_by": ids["prescriber"]},
     }
     if endpoint == "api.add_record":
         return path, _record_body(collection, ids)

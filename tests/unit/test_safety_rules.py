@@ -20,6 +20,7 @@ from service.domain.vocabulary import (
 from tests.builders import (
     NOW,
     POLICY,
+    REMS_DEADLINE_RULES,
     T0,
     bp,
     consent,
@@ -223,7 +224,7 @@ def test_esketamine_missing_the_40_minute_blood_pressure_is_flagged():
     ]
     ep = esketamine_episode(readings=readings)
     ep.evaluate_safety(POLICY, now=NOW)
-    (flag,) = ep.open_flags()
+    (flag,) = [f for f in ep.open_flags() if f.rule_id not in REMS_DEADLINE_RULES]
     assert flag.rule_id == "esketamine-blood-pressure-missing" and "40 minutes" in flag.explanation
 
 
@@ -313,3 +314,55 @@ def test_entered_in_error_doses_are_not_judged():
 def test_every_rule_id_is_exercised_by_this_module():
     source = open(__file__).read()
     assert [rule for rule in RULE_IDS if f'"{rule}"' not in source] == []
+
+
+# --- Spravato REMS Patient Monitoring Form deadlines: they follow the clock (a fixed one here) -----------------
+
+
+def _deadline_flags(ep, now):
+    ep.evaluate_safety(POLICY, now=now)
+    return {(f.rule_id, f.severity.value if hasattr(f.severity, "value") else f.severity) for f in ep.open_flags()} & {
+        ("rems-form-due", "moderate"),
+        ("rems-form-overdue", "high"),
+    }
+
+
+def test_an_unsent_rems_form_is_flagged_due_on_day_5_and_overdue_after_day_7():
+    ep = esketamine_episode()  # first device at T0 + 15 min: 2026-03-02 09:15 UTC
+    assert _deadline_flags(ep, T0 + timedelta(days=4, hours=14)) == set()  # day 4, 23:00 UTC
+    assert _deadline_flags(ep, T0 + timedelta(days=5)) == {("rems-form-due", "moderate")}
+    assert _deadline_flags(ep, T0 + timedelta(days=7, hours=14)) == {("rems-form-due", "moderate")}  # due today
+    assert _deadline_flags(ep, T0 + timedelta(days=8)) == {("rems-form-overdue", "high")}
+    due = next(f for f in ep.flags if f.rule_id == "rems-form-due")
+    assert due.status is FlagStatus.RESOLVED and due.record_ids == ["s-1"]
+
+
+def test_rems_form_days_count_in_the_clinic_time_zone():
+    # 2026-03-02 09:15 UTC is still 2026-03-01 in Honolulu (UTC-10): the form is due a day earlier there.
+    ep = esketamine_episode()
+    ep.rems = replace(ep.rems, time_zone="Pacific/Honolulu")
+    assert _deadline_flags(ep, T0 + timedelta(days=7, hours=14)) == {("rems-form-overdue", "high")}
+    ep_utc = esketamine_episode()
+    assert _deadline_flags(ep_utc, T0 + timedelta(days=7, hours=14)) == {("rems-form-due", "moderate")}
+
+
+def test_a_sent_rems_form_raises_no_deadline_flag_and_racemic_sessions_owe_none():
+    from service.domain.model import RemsSubmission
+    from service.domain.vocabulary import RemsChannel
+
+    ep = esketamine_episode()
+    assert _deadline_flags(ep, T0 + timedelta(days=9)) == {("rems-form-overdue", "high")}
+    ep.rems.submissions.append(
+        RemsSubmission(
+            id="sub-1",
+            session_id="s-1",
+            channel=RemsChannel.FAX,
+            submitted_at=T0 + timedelta(days=9),
+            submitted_by="p-1",
+            form_digest="x",
+            recorded_at=T0 + timedelta(days=9),
+            recorded_by="test",
+        )
+    )
+    assert _deadline_flags(ep, T0 + timedelta(days=9)) == set()
+    assert _deadline_flags(clean_iv_episode(), T0 + timedelta(days=30)) == set()
