@@ -851,7 +851,9 @@ def _import_rems_submissions(uow: Any, ctx: services.Context, incoming: Episode,
     sent at that time (the same form twice is one sending); one that is incomplete here stays unsent, and its
     due/overdue flags say so."""
     current = uow.repo.get_episode(incoming.id)
-    known = {(s.session_id, s.submitted_at) for s in current.rems.submissions} | {s.id for s in current.rems.submissions}
+    known = {(s.session_id, s.submitted_at) for s in current.rems.submissions} | {
+        s.id for s in current.rems.submissions
+    }
     for sent in sorted(incoming.rems.submissions, key=lambda x: x.submitted_at):
         if sent.id in known or (sent.session_id, sent.submitted_at) in known:
             continue

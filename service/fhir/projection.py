@@ -299,7 +299,8 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
         query = query.where(e.c.id.in_(episode_ids))
     # zlib.crc32, not hash(): str hashes differ between processes (PYTHONHASHSEED), and gunicorn workers, the CLI and
     # the metrics scrape must agree on what is stale.
-    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{zlib.crc32(repr(tuple(str(x) for x in clinic or ())).encode())}"
+    clinic_hash = zlib.crc32(repr(tuple(str(x) for x in clinic or ())).encode())
+    tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{clinic_hash}"
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
         for row in session.execute(query)
