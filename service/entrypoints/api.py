@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -34,6 +35,7 @@ from service.domain.model import (
     Record,
     SideEffect,
 )
+from service.entrypoints import outcome_schemas as o
 from service.entrypoints import rems_pdf
 from service.entrypoints import schemas as s
 from service.entrypoints.http import (
@@ -46,6 +48,16 @@ from service.entrypoints.http import (
     read,
     state,
     write,
+)
+from service.entrypoints.routes import (
+    ANY_OBJECT,
+    EPISODE_TYPES,
+    Route,
+    SessionWithContent,
+    declare,
+    items_schema,
+    page_schema_of,
+    route,
 )
 from service.service_layer import services
 from service.service_layer.services import Context, new_id
@@ -117,7 +129,18 @@ def _page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, An
 # --- practitioners ----------------------------------------------------------------------------------------------
 
 
-@bp.post("/practitioners")
+@route(
+    bp,
+    "/practitioners",
+    "POST",
+    Route(
+        "Register a practitioner",
+        response=s.PractitionerSchema,
+        request=s.PractitionerSchema,
+        status=201,
+        access=("c", ("Practitioner",)),
+    ),
+)
 def register_practitioner() -> Response:
     data = load(s.PractitionerSchema())
 
@@ -133,7 +156,17 @@ def register_practitioner() -> Response:
     return write(run)
 
 
-@bp.get("/practitioners")
+@route(
+    bp,
+    "/practitioners",
+    "GET",
+    Route(
+        "List practitioners",
+        response=page_schema_of(s.PractitionerSchema, "PractitionerPage"),
+        access=("s", ("Practitioner",)),
+        query=s.PaginationSchema,
+    ),
+)
 def list_practitioners() -> Response:
     limit, offset = _pagination()
 
@@ -144,7 +177,12 @@ def list_practitioners() -> Response:
     return read(run)
 
 
-@bp.get("/practitioners/<practitioner_id>")
+@route(
+    bp,
+    "/practitioners/<practitioner_id>",
+    "GET",
+    Route("Read a practitioner", response=s.PractitionerSchema, access=("r", ("Practitioner",))),
+)
 def get_practitioner(practitioner_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         practitioner = uow.repo.get_practitioner(practitioner_id)
@@ -156,7 +194,14 @@ def get_practitioner(practitioner_id: str) -> Response:
 # --- patients --------------------------------------------------------------------------------------------------
 
 
-@bp.post("/patients")
+@route(
+    bp,
+    "/patients",
+    "POST",
+    Route(
+        "Register a patient", response=s.PatientSchema, request=s.PatientSchema, status=201, access=("c", ("Patient",))
+    ),
+)
 def register_patient() -> Response:
     data = load(s.PatientSchema())
 
@@ -172,7 +217,17 @@ def register_patient() -> Response:
     return write(run)
 
 
-@bp.get("/patients")
+@route(
+    bp,
+    "/patients",
+    "GET",
+    Route(
+        "List patients",
+        response=page_schema_of(s.PatientSchema, "PatientPage"),
+        access=("s", ("Patient",)),
+        query=s.PaginationSchema,
+    ),
+)
 def list_patients() -> Response:
     limit, offset = _pagination()
 
@@ -183,7 +238,9 @@ def list_patients() -> Response:
     return read(run)
 
 
-@bp.get("/patients/<patient_id>")
+@route(
+    bp, "/patients/<patient_id>", "GET", Route("Read a patient", response=s.PatientSchema, access=("r", ("Patient",)))
+)
 def get_patient(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         patient = uow.repo.get_patient(patient_id)
@@ -192,7 +249,17 @@ def get_patient(patient_id: str) -> Response:
     return read(run)
 
 
-@bp.put("/patients/<patient_id>")
+@route(
+    bp,
+    "/patients/<patient_id>",
+    "PUT",
+    Route(
+        "Amend a patient (If-Match optional)",
+        response=s.PatientSchema,
+        request=s.AmendPatientSchema,
+        access=("u", ("Patient",)),
+    ),
+)
 def amend_patient(patient_id: str) -> Response:
     data = load(s.AmendPatientSchema())
     reason = data.pop("amendment_reason")
@@ -207,7 +274,14 @@ def amend_patient(patient_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/patients/<patient_id>/history")
+@route(
+    bp,
+    "/patients/<patient_id>/history",
+    "GET",
+    Route(
+        "Versions of a patient", response=items_schema(s.VersionEntrySchema, "VersionList"), access=("r", ("Patient",))
+    ),
+)
 def patient_history(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
@@ -218,7 +292,18 @@ def patient_history(patient_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/patients/<patient_id>/body-weights")
+@route(
+    bp,
+    "/patients/<patient_id>/body-weights",
+    "POST",
+    Route(
+        "Record a body weight",
+        response=s.BodyWeightSchema,
+        request=s.BodyWeightSchema,
+        status=201,
+        access=("c", ("Observation",)),
+    ),
+)
 def record_body_weight(patient_id: str) -> Response:
     data = load(s.BodyWeightSchema())
 
@@ -229,7 +314,18 @@ def record_body_weight(patient_id: str) -> Response:
     return write(run)
 
 
-@bp.post("/patients/<patient_id>/privacy-consents")
+@route(
+    bp,
+    "/patients/<patient_id>/privacy-consents",
+    "POST",
+    Route(
+        "Record a privacy consent (permission to share with one organization)",
+        response=s.PrivacyConsentSchema,
+        request=s.PrivacyConsentSchema,
+        status=201,
+        access=("c", ("Consent",)),
+    ),
+)
 def record_privacy_consent(patient_id: str) -> Response:
     data = load(s.PrivacyConsentSchema())
 
@@ -242,7 +338,16 @@ def record_privacy_consent(patient_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/patients/<patient_id>/privacy-consents")
+@route(
+    bp,
+    "/patients/<patient_id>/privacy-consents",
+    "GET",
+    Route(
+        "Privacy consents of a patient",
+        response=items_schema(s.PrivacyConsentSchema, "PrivacyConsentList"),
+        access=("s", ("Consent",)),
+    ),
+)
 def list_privacy_consents(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
@@ -252,7 +357,17 @@ def list_privacy_consents(patient_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/patients/<patient_id>/privacy-consents/<consent_id>/withdrawal")
+@route(
+    bp,
+    "/patients/<patient_id>/privacy-consents/<consent_id>/withdrawal",
+    "POST",
+    Route(
+        "Withdraw a privacy consent",
+        response=s.PrivacyConsentSchema,
+        request=s.ConsentWithdrawalSchema,
+        access=("u", ("Consent",)),
+    ),
+)
 def withdraw_privacy_consent(patient_id: str, consent_id: str) -> Response:
     data = load(s.ConsentWithdrawalSchema())
     expected = if_match_version()
@@ -266,7 +381,16 @@ def withdraw_privacy_consent(patient_id: str, consent_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/patients/<patient_id>/body-weights")
+@route(
+    bp,
+    "/patients/<patient_id>/body-weights",
+    "GET",
+    Route(
+        "Body weights of a patient",
+        response=items_schema(s.BodyWeightSchema, "BodyWeightList"),
+        access=("s", ("Observation",)),
+    ),
+)
 def list_body_weights(patient_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_patient(patient_id)
@@ -275,7 +399,12 @@ def list_body_weights(patient_id: str) -> Response:
     return read(run)
 
 
-@bp.get("/patients/<patient_id>/body-weights/<record_id>")
+@route(
+    bp,
+    "/patients/<patient_id>/body-weights/<record_id>",
+    "GET",
+    Route("Read a body weight", response=s.BodyWeightSchema, access=("r", ("Observation",))),
+)
 def get_body_weight(patient_id: str, record_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         weight = uow.repo.get_patient_record(patient_id, record_id)
@@ -343,7 +472,18 @@ def _timeline(episode: Episode) -> list[dict[str, Any]]:
     ]
 
 
-@bp.post("/episodes")
+@route(
+    bp,
+    "/episodes",
+    "POST",
+    Route(
+        "Open a KAP episode",
+        response=s.EpisodeDetailSchema,
+        request=s.EpisodeCreateSchema,
+        status=201,
+        access=("c", ("EpisodeOfCare", "Condition")),
+    ),
+)
 def open_episode() -> Response:
     data = load(s.EpisodeCreateSchema())
 
@@ -367,7 +507,17 @@ def open_episode() -> Response:
     return write(run)
 
 
-@bp.get("/episodes")
+@route(
+    bp,
+    "/episodes",
+    "GET",
+    Route(
+        "List episodes",
+        response=page_schema_of(s.EpisodeSummarySchema, "EpisodePage"),
+        access=("s", ("EpisodeOfCare",)),
+        query=s.EpisodeQuerySchema,
+    ),
+)
 def list_episodes() -> Response:
     limit, offset = _pagination()
     filters = {k: query_args()[k] for k in ("patient_id", "status", "phase")}
@@ -381,7 +531,16 @@ def list_episodes() -> Response:
     return read(run)
 
 
-@bp.get("/episodes/<episode_id>")
+@route(
+    bp,
+    "/episodes/<episode_id>",
+    "GET",
+    Route(
+        "Read a whole episode with its timeline and open safety flags",
+        response=s.EpisodeDetailSchema,
+        access=("r", EPISODE_TYPES),
+    ),
+)
 def get_episode(episode_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         episode = services.get_episode(uow, episode_id)
@@ -390,7 +549,17 @@ def get_episode(episode_id: str) -> Response:
     return read(run)
 
 
-@bp.put("/episodes/<episode_id>")
+@route(
+    bp,
+    "/episodes/<episode_id>",
+    "PUT",
+    Route(
+        "Amend an episode's indications, care team or status",
+        response=s.EpisodeDetailSchema,
+        request=s.EpisodeAmendSchema,
+        access=("u", ("EpisodeOfCare", "Condition")),
+    ),
+)
 def amend_episode(episode_id: str) -> Response:
     data = load(s.EpisodeAmendSchema())
     expected = if_match_version()
@@ -411,7 +580,16 @@ def amend_episode(episode_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/episodes/<episode_id>/history")
+@route(
+    bp,
+    "/episodes/<episode_id>/history",
+    "GET",
+    Route(
+        "Versions of an episode",
+        response=items_schema(s.VersionEntrySchema, "VersionList"),
+        access=("r", ("EpisodeOfCare",)),
+    ),
+)
 def episode_history(episode_id: str) -> Response:
     def run(uow: UnitOfWork) -> Response:
         uow.repo.get_episode(episode_id)
@@ -422,7 +600,18 @@ def episode_history(episode_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/phase-transitions")
+@route(
+    bp,
+    "/episodes/<episode_id>/phase-transitions",
+    "POST",
+    Route(
+        "Move the episode to another phase",
+        response=s.EpisodeDetailSchema,
+        request=s.PhaseTransitionSchema,
+        status=201,
+        access=("u", ("EpisodeOfCare", "CarePlan")),
+    ),
+)
 def transition_phase(episode_id: str) -> Response:
     data = load(s.PhaseTransitionSchema())
     expected = if_match_version()
@@ -442,7 +631,18 @@ def transition_phase(episode_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/episodes/<episode_id>/fhir")
+@route(
+    bp,
+    "/episodes/<episode_id>/fhir",
+    "GET",
+    Route(
+        "The episode as a FHIR R4 Bundle (transaction or collection)",
+        response=None,
+        access=("r", (*EPISODE_TYPES, "Patient", "Practitioner", "Organization", "Flag", "Provenance")),
+        query=s.FhirExportQuerySchema,
+        export=True,
+    ),
+)
 def export_episode_fhir(episode_id: str) -> Response:
     """The episode as an R4 Bundle: a transaction (conditional, idempotent) or a collection."""
     kind = query_args()["type"]
@@ -455,14 +655,26 @@ def export_episode_fhir(episode_id: str) -> Response:
     return read(run)
 
 
-@bp.get("/targets")
+@route(
+    bp,
+    "/targets",
+    "GET",
+    Route("Configured EHR targets (no secrets)", response=ANY_OBJECT, access=("s", ("Endpoint",))),
+)
 def list_targets() -> Response:
     """The configured EHR targets (no secrets)."""
     targets = state().settings.targets
     return read(lambda uow: json_response({"items": [t.public_view() for t in targets.values()]}))
 
 
-@bp.get("/episodes/<episode_id>/sync")
+@route(
+    bp,
+    "/episodes/<episode_id>/sync",
+    "GET",
+    Route(
+        "Sync status of the episode per target, with remote ids", response=ANY_OBJECT, access=("r", ("EpisodeOfCare",))
+    ),
+)
 def episode_sync_status(episode_id: str) -> Response:
     """Per target: the job's status (queued, held with its reason, delivered, dead with the last error) and
     the server's id and version of every resource pushed."""
@@ -497,7 +709,12 @@ def episode_sync_status(episode_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/sync/retry")
+@route(
+    bp,
+    "/episodes/<episode_id>/sync/retry",
+    "POST",
+    Route("Re-queue the episode's dead letters and held jobs", response=ANY_OBJECT, access=("u", ("EpisodeOfCare",))),
+)
 def retry_episode_sync(episode_id: str) -> Response:
     """Re-queues the episode's dead letters (and held jobs, whose reason may have gone)."""
 
@@ -663,7 +880,14 @@ def record_history(episode_id: str, collection: str, record_id: str) -> Response
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/consents/<consent_id>/withdrawal")
+@route(
+    bp,
+    "/episodes/<episode_id>/consents/<consent_id>/withdrawal",
+    "POST",
+    Route(
+        "Withdraw a consent", response=s.ConsentSchema, request=s.ConsentWithdrawalSchema, access=("u", ("Consent",))
+    ),
+)
 def withdraw_consent(episode_id: str, consent_id: str) -> Response:
     data = load(s.ConsentWithdrawalSchema())
     expected = if_match_version()
@@ -680,7 +904,17 @@ def withdraw_consent(episode_id: str, consent_id: str) -> Response:
 # --- safety flags -------------------------------------------------------------------------------------------------
 
 
-@bp.get("/episodes/<episode_id>/safety-flags")
+@route(
+    bp,
+    "/episodes/<episode_id>/safety-flags",
+    "GET",
+    Route(
+        "Safety flags of an episode",
+        response=items_schema(s.SafetyFlagSchema, "SafetyFlagList"),
+        access=("s", ("DetectedIssue",)),
+        query=s.FlagQuerySchema,
+    ),
+)
 def list_safety_flags(episode_id: str) -> Response:
     status = query_args()["status"]
 
@@ -693,7 +927,17 @@ def list_safety_flags(episode_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/safety-flags/<flag_id>/acknowledgement")
+@route(
+    bp,
+    "/episodes/<episode_id>/safety-flags/<flag_id>/acknowledgement",
+    "POST",
+    Route(
+        "Acknowledge a safety flag",
+        response=s.SafetyFlagSchema,
+        request=s.FlagAcknowledgementSchema,
+        access=("u", ("DetectedIssue",)),
+    ),
+)
 def acknowledge_safety_flag(episode_id: str, flag_id: str) -> Response:
     data = load(s.FlagAcknowledgementSchema())
 
@@ -704,44 +948,85 @@ def acknowledge_safety_flag(episode_id: str, flag_id: str) -> Response:
     return write(run)
 
 
-# One concrete URL rule per collection, so the URL map (and the OpenAPI contract) names every route.
-for _path in COLLECTIONS:
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}", view_func=add_record, methods=["POST"], defaults={"collection": _path}
+# One concrete URL rule per collection, so the URL map (and the OpenAPI contract) names every route; one declaration
+# per view, whose facts follow the collection named in the rule's defaults.
+_RECORD_VIEWS = (
+    # view, rule suffix, method, SMART interaction
+    (add_record, "", "POST", "c"),
+    (list_records, "", "GET", "s"),
+    (get_record, "/<record_id>", "GET", "r"),
+    (amend_record, "/<record_id>", "PUT", "u"),
+    (mark_entered_in_error, "/<record_id>/entered-in-error", "POST", "u"),
+    (record_history, "/<record_id>/history", "GET", "r"),
+)
+
+
+def _record_route(view: Any, interaction: str, defaults: Mapping[str, Any]) -> Route:
+    """The facts of one record view for the collection in ``defaults``."""
+    collection = COLLECTIONS[defaults["collection"]]
+    noun = collection.path.replace("-", " ")
+    name = collection.schema.__name__.removesuffix("Schema")
+    access = (interaction, collection.fhir_types)
+    if view is add_record:
+        response = SessionWithContent if collection.cls.__name__ == "ClinicalSession" else collection.schema
+        return Route(f"Record {noun}", access=access, response=response, request=collection.create_schema, status=201)
+    if view is list_records:
+        query = s.SessionQuerySchema if collection.path == "sessions" else None
+        return Route(
+            f"List {noun}", access=access, response=items_schema(collection.schema, f"{name}List"), query=query
+        )
+    if view is get_record:
+        return Route(f"Read one of the {noun}", access=access, response=collection.schema)
+    if view is amend_record:
+        return Route(
+            f"Amend one of the {noun} (a new version with a reason)",
+            access=access,
+            response=collection.schema,
+            request=AMEND_SCHEMAS[collection.path],
+        )
+    if view is mark_entered_in_error:
+        return Route(
+            f"Mark one of the {noun} entered-in-error",
+            access=access,
+            response=collection.schema,
+            request=s.EnteredInErrorSchema,
+        )
+    return Route(
+        f"Versions of one of the {noun}", access=access, response=items_schema(s.VersionEntrySchema, "VersionList")
     )
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}", view_func=list_records, methods=["GET"], defaults={"collection": _path}
+
+
+for _view, _suffix, _method, _interaction in _RECORD_VIEWS:
+    declare(
+        f"api.{_view.__name__}",
+        Route(
+            f"{_view.__name__} of a record collection",
+            variant=lambda defaults, v=_view, i=_interaction: _record_route(v, i, defaults),
+        ),
     )
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}/<record_id>",
-        view_func=get_record,
-        methods=["GET"],
-        defaults={"collection": _path},
-    )
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}/<record_id>",
-        view_func=amend_record,
-        methods=["PUT"],
-        defaults={"collection": _path},
-    )
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}/<record_id>/entered-in-error",
-        view_func=mark_entered_in_error,
-        methods=["POST"],
-        defaults={"collection": _path},
-    )
-    bp.add_url_rule(
-        f"/episodes/<episode_id>/{_path}/<record_id>/history",
-        view_func=record_history,
-        methods=["GET"],
-        defaults={"collection": _path},
-    )
+    for _path in COLLECTIONS:
+        bp.add_url_rule(
+            f"/episodes/<episode_id>/{_path}{_suffix}",
+            view_func=_view,
+            methods=[_method],
+            defaults={"collection": _path},
+        )
 
 
 # --- measurement-based care: outcome figures and view links --------------------------------------------------------
 
 
-@bp.get("/outcomes")
+@route(
+    bp,
+    "/outcomes",
+    "GET",
+    Route(
+        "Outcome measures of the clinic: response, remission, per indication, time to first response",
+        response=o.OutcomesSchema,
+        access=("r", ("MeasureReport", "Observation")),
+        query=o.OutcomesQuerySchema,
+    ),
+)
 def outcomes() -> Response:
     from service.entrypoints import outcome_schemas as os_
     from service.service_layer import outcomes as uc
@@ -753,6 +1038,57 @@ def outcomes() -> Response:
             uow, args["from_"], args["to"], pcl5_cut_point=state().settings.safety.pcl5_cut_point
         )
         return json_response(dumper(os_.OutcomesSchema).dump(os_.outcomes_body(summary)))
+
+    return read(run)
+
+
+@route(
+    bp,
+    "/episodes/<episode_id>/view-link",
+    "POST",
+    Route(
+        "A 5-minute signed link to the episode page",
+        response=o.ViewLinkSchema,
+        access=("r", (*EPISODE_TYPES, "Patient")),
+    ),
+)
+def create_episode_view_link(episode_id: str) -> Response:
+    from service.entrypoints import outcome_schemas as os_
+    from service.entrypoints import views
+    from service.entrypoints.http import principal
+
+    # Through write(): its audit commits with the answer, and an Idempotency-Key replays the same link.
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        uow.repo.get_episode(episode_id)  # 404 for an unknown episode or another clinic's
+        link = views.episode_link(episode_id, principal(), ctx.now)
+        return json_response(dumper(os_.ViewLinkSchema).dump(link))
+
+    return write(run)
+
+
+@route(
+    bp,
+    "/outcomes/view-link",
+    "POST",
+    Route(
+        "A 5-minute signed link to the outcomes page",
+        response=o.ViewLinkSchema,
+        access=("r", ("MeasureReport", "Observation")),
+        query=o.OutcomesQuerySchema,
+    ),
+)
+def create_outcomes_view_link() -> Response:
+    from service.entrypoints import outcome_schemas as os_
+    from service.entrypoints import views
+    from service.entrypoints.http import principal
+
+    args = query_args()
+
+    def run(uow: UnitOfWork, ctx: Context) -> Response:
+        link = views.outcomes_link(args["from_"], args["to"], principal(), ctx.now)
+        return json_response(dumper(os_.ViewLinkSchema).dump(link))
+
+    return write(run)
 
 
 # --- Spravato REMS Patient Monitoring Form -------------------------------------------------------------------------
@@ -799,7 +1135,16 @@ def _rems_audit_entities(episode_id: str, session_id: str) -> list[dict[str, str
     return [{"type": "EpisodeOfCare", "id": episode_id}, {"type": "Encounter", "id": session_id}]
 
 
-@bp.get("/clinic/healthcare-setting")
+@route(
+    bp,
+    "/clinic/healthcare-setting",
+    "GET",
+    Route(
+        "The clinic's time zone and healthcare setting (REMS form)",
+        response=s.HealthcareSettingSchema,
+        access=("r", ("Organization",)),
+    ),
+)
 def get_healthcare_setting() -> Response:
     def run(uow: UnitOfWork) -> Response:
         clinic = uow.repo.get_clinic()
@@ -810,20 +1155,17 @@ def get_healthcare_setting() -> Response:
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/view-link")
-def create_episode_view_link(episode_id: str) -> Response:
-    from service.entrypoints import outcome_schemas as os_
-    from service.entrypoints import views
-    from service.entrypoints.http import principal
-
-    # Through write(): its audit commits with the answer, and an Idempotency-Key replays the same link.
-    def run(uow: UnitOfWork, ctx: Context) -> Response:
-        uow.repo.get_episode(episode_id)  # 404 for an unknown episode or another clinic's
-        link = views.episode_link(episode_id, principal(), ctx.now)
-        return json_response(dumper(os_.ViewLinkSchema).dump(link))
-
-
-@bp.put("/clinic/healthcare-setting")
+@route(
+    bp,
+    "/clinic/healthcare-setting",
+    "PUT",
+    Route(
+        "Set the clinic's time zone and healthcare setting (REMS form)",
+        response=s.HealthcareSettingSchema,
+        request=s.HealthcareSettingSchema,
+        access=("u", ("Organization",)),
+    ),
+)
 def set_healthcare_setting() -> Response:
     data = load(s.HealthcareSettingSchema())
     time_zone = data.pop("time_zone")
@@ -836,20 +1178,16 @@ def set_healthcare_setting() -> Response:
     return write(run)
 
 
-@bp.post("/outcomes/view-link")
-def create_outcomes_view_link() -> Response:
-    from service.entrypoints import outcome_schemas as os_
-    from service.entrypoints import views
-    from service.entrypoints.http import principal
-
-    args = query_args()
-
-    def run(uow: UnitOfWork, ctx: Context) -> Response:
-        link = views.outcomes_link(args["from_"], args["to"], principal(), ctx.now)
-        return json_response(dumper(os_.ViewLinkSchema).dump(link))
-
-
-@bp.get("/episodes/<episode_id>/sessions/<session_id>/rems-form")
+@route(
+    bp,
+    "/episodes/<episode_id>/sessions/<session_id>/rems-form",
+    "GET",
+    Route(
+        "The session's Spravato REMS Patient Monitoring Form (JSON, or PDF with Accept: application/pdf)",
+        response=s.RemsFormSchema,
+        access=("r", ("QuestionnaireResponse", "Task")),
+    ),
+)
 def get_rems_form(episode_id: str, session_id: str) -> Response:
     """The session's REMS form as JSON (answers with the records they come from, what is missing), or as the
     printable PDF with ``Accept: application/pdf``."""
@@ -869,7 +1207,18 @@ def get_rems_form(episode_id: str, session_id: str) -> Response:
     return read(run)
 
 
-@bp.post("/episodes/<episode_id>/sessions/<session_id>/rems-form/submission")
+@route(
+    bp,
+    "/episodes/<episode_id>/sessions/<session_id>/rems-form/submission",
+    "POST",
+    Route(
+        "Record that the REMS form was sent (portal or fax); idempotent",
+        response=s.RemsFormSchema,
+        request=s.RemsSubmissionSchema,
+        status=201,
+        access=("c", ("Task",)),
+    ),
+)
 def submit_rems_form(episode_id: str, session_id: str) -> Response:
     """Records how and when the form was sent. 201 the first time; the same form again answers 200 with the
     submission already recorded; an incomplete form is refused (422 naming what is missing)."""
@@ -887,7 +1236,17 @@ def submit_rems_form(episode_id: str, session_id: str) -> Response:
     return write(run)
 
 
-@bp.get("/rems-forms")
+@route(
+    bp,
+    "/rems-forms",
+    "GET",
+    Route(
+        "The clinic's REMS forms (status=due: still to send)",
+        response=items_schema(s.RemsFormSchema, "RemsFormList"),
+        access=("s", ("QuestionnaireResponse", "Task")),
+        query=s.RemsFormQuerySchema,
+    ),
+)
 def list_rems_forms() -> Response:
     """The clinic's REMS forms; ``status=due`` lists what must still be sent (unsent, or changed since sent)."""
     status = query_args()["status"]
@@ -900,7 +1259,14 @@ def list_rems_forms() -> Response:
     return read(run)
 
 
-@bp.post("/rems-forms/deadline-review")
+@route(
+    bp,
+    "/rems-forms/deadline-review",
+    "POST",
+    Route(
+        "Bring the REMS form deadline flags up to today's date", response=ANY_OBJECT, access=("u", ("DetectedIssue",))
+    ),
+)
 def review_rems_deadlines() -> Response:
     """Brings the rems-form-due/-overdue safety flags up to today's date; run daily by a scheduler."""
 

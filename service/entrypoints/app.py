@@ -58,11 +58,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(pages.bp)
 
     @app.get("/healthz")
-    def healthz() -> Response:
+    def healthz() -> Response:  # declared in service.entrypoints.routes (HEALTH_ROUTE)
         return json_response({"status": "ok"})
 
     @app.get("/readyz")
-    def readyz() -> Response:
+    def readyz() -> Response:  # declared in service.entrypoints.routes (READY_ROUTE)
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))

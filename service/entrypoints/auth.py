@@ -6,8 +6,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import select
@@ -15,7 +17,17 @@ from sqlalchemy.engine import Engine
 
 from service.adapters import audit, orm
 from service.adapters.security_store import SqlClientStore, SqlReplayStore
-from service.entrypoints import metrics, pages
+from service.entrypoints import schemas as s
+from service.entrypoints.routes import (  # noqa: F401 - EPISODE_TYPES re-exported
+    ANY_OBJECT,
+    EPISODE_TYPES,
+    TOKEN,
+    TOKEN_FORM,
+    Route,
+    facts_of,
+    page_schema_of,
+    route,
+)
 from service.security.client_auth import TokenEndpoint
 from service.security.flask_integration import bearer_token
 from service.security.keys import KeySourceUnavailableError, SigningKey
@@ -37,97 +49,7 @@ log = logging.getLogger("kapfhir.auth")
 
 bp = Blueprint("auth", __name__)
 
-# Routes anyone may call: liveness, readiness, discovery, keys, and the token endpoint (it authenticates clients).
-PUBLIC_ENDPOINTS = {
-    "healthz",
-    "readyz",
-    "auth.smart_configuration",
-    "auth.fhir_smart_configuration",
-    "auth.jwks",
-    "auth.token",
-    "static",
-    # Opened by a short-lived signed link instead of a bearer token; they audit every opening and refusal.
-    "views.episode_view",
-    "views.outcomes_view",
-    *pages.PUBLIC_ENDPOINTS,  # the home page, the API docs and the OpenAPI document
-    *metrics.PUBLIC_ENDPOINTS,  # no token, but only from KAPFHIR_METRICS_ALLOW networks
-}
 
-# The FHIR resource types a whole episode maps to: reading it needs read on each.
-EPISODE_TYPES = (
-    "EpisodeOfCare",
-    "Condition",
-    "CarePlan",
-    "Consent",
-    "MedicationRequest",
-    "Encounter",
-    "Procedure",
-    "MedicationAdministration",
-    "Observation",
-    "AdverseEvent",
-    "QuestionnaireResponse",
-    "MedicationStatement",
-    "DetectedIssue",
-    "Task",  # the Spravato REMS form's due date and submission
-)
-
-# endpoint -> (SMART interaction, FHIR types it touches). Record collections add theirs in register_collections.
-ROUTE_ACCESS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "api.register_practitioner": ("c", ("Practitioner",)),
-    "api.list_practitioners": ("s", ("Practitioner",)),
-    "api.get_practitioner": ("r", ("Practitioner",)),
-    "api.register_patient": ("c", ("Patient",)),
-    "api.list_patients": ("s", ("Patient",)),
-    "api.get_patient": ("r", ("Patient",)),
-    "api.amend_patient": ("u", ("Patient",)),
-    "api.patient_history": ("r", ("Patient",)),
-    "api.record_body_weight": ("c", ("Observation",)),
-    "api.list_body_weights": ("s", ("Observation",)),
-    "api.get_body_weight": ("r", ("Observation",)),
-    "api.record_privacy_consent": ("c", ("Consent",)),
-    "api.list_privacy_consents": ("s", ("Consent",)),
-    "api.withdraw_privacy_consent": ("u", ("Consent",)),
-    "api.open_episode": ("c", ("EpisodeOfCare", "Condition")),
-    "api.list_episodes": ("s", ("EpisodeOfCare",)),
-    "api.get_episode": ("r", EPISODE_TYPES),
-    "api.amend_episode": ("u", ("EpisodeOfCare", "Condition")),
-    "api.episode_history": ("r", ("EpisodeOfCare",)),
-    "api.transition_phase": ("u", ("EpisodeOfCare", "CarePlan")),
-    "api.withdraw_consent": ("u", ("Consent",)),
-    "api.list_safety_flags": ("s", ("DetectedIssue",)),
-    "api.acknowledge_safety_flag": ("u", ("DetectedIssue",)),
-    "auth.list_audit_events": ("s", ("AuditEvent",)),
-    # Spravato REMS Patient Monitoring Form: the healthcare setting (Organization), the form (QuestionnaireResponse)
-    # and its sending (Task); the deadline review changes safety flags (DetectedIssue).
-    "api.get_healthcare_setting": ("r", ("Organization",)),
-    "api.set_healthcare_setting": ("u", ("Organization",)),
-    "api.get_rems_form": ("r", ("QuestionnaireResponse", "Task")),
-    "api.submit_rems_form": ("c", ("Task",)),
-    "api.list_rems_forms": ("s", ("QuestionnaireResponse", "Task")),
-    "api.review_rems_deadlines": ("u", ("DetectedIssue",)),
-    # Targets hold no patient data; reading their list needs the right to read what is sent to them.
-    "api.list_targets": ("s", ("Endpoint",)),
-    "api.episode_sync_status": ("r", ("EpisodeOfCare",)),
-    "api.retry_episode_sync": ("u", ("EpisodeOfCare",)),
-    "api.export_episode_fhir": ("r", (*EPISODE_TYPES, "Patient", "Practitioner", "Organization", "Flag", "Provenance")),
-    # Measurement-based care: the measures are public definitions; their figures derive from the scores.
-    "fhir.measures.search": ("s", ("Measure",)),
-    "fhir.measures.read": ("r", ("Measure",)),
-    "fhir.measures.evaluate": ("r", ("MeasureReport", "Observation")),
-    "api.outcomes": ("r", ("MeasureReport", "Observation")),
-    "api.create_outcomes_view_link": ("r", ("MeasureReport", "Observation")),
-    # The link shows what reading the whole episode shows.
-    "api.create_episode_view_link": ("r", (*EPISODE_TYPES, "Patient")),
-}
-EXPORT_ENDPOINTS = {"api.export_episode_fhir"}
-RECORD_ROUTE_INTERACTION = {
-    "api.add_record": "c",
-    "api.list_records": "s",
-    "api.get_record": "r",
-    "api.amend_record": "u",
-    "api.mark_entered_in_error": "u",
-    "api.record_history": "r",
-}
 # restful-interaction code of an audit record, by SMART interaction (create, read, update, delete, search)
 AUDIT_SUBTYPE = {
     "c": ("create", "C"),
@@ -198,22 +120,22 @@ def runtime() -> SecurityRuntime:
     return current_app.extensions["kapfhir.security"]
 
 
-def requirement_of(endpoint: str | None, defaults: dict[str, str] | None) -> Requirement | None:
-    """What a route needs, or None for a route without a declared requirement (a test forbids those)."""
-    if endpoint in ROUTE_ACCESS:
-        interaction, types = ROUTE_ACCESS[endpoint]
-        return Requirement(interaction, types)
-    if endpoint and endpoint.startswith("fhir."):
-        from service.entrypoints import fhir_api
+def requirement_of(endpoint: str | None, defaults: Mapping[str, Any] | None) -> Requirement | None:
+    """What a route needs (its declaration in ``service.entrypoints.routes``), or None for a public route or an
+    unmatched one (a test forbids routes without a declaration)."""
+    facts = facts_of(endpoint)
+    if facts is None:
+        return None
+    view_args = (request.view_args or {}) if has_request_context() else {}
+    method = request.method if has_request_context() else "GET"
+    return facts.requirement_for(view_args, defaults, method)
 
-        if not has_request_context():
-            return fhir_api.requirement(endpoint, {}, "GET")
-        return fhir_api.requirement(endpoint, request.view_args or {}, request.method)
-    if endpoint in RECORD_ROUTE_INTERACTION and defaults and "collection" in defaults:
-        from service.entrypoints.api import COLLECTIONS
 
-        return Requirement(RECORD_ROUTE_INTERACTION[endpoint], COLLECTIONS[defaults["collection"]].fhir_types)
-    return None
+def is_public(endpoint: str | None) -> bool:
+    facts = facts_of(endpoint)
+    if endpoint is not None and (endpoint == "static" or endpoint.endswith(".static")):
+        return True  # files: the app's and the API docs' scripts and styles
+    return facts is not None and facts.public
 
 
 def _problem(status: int, title: str, detail: str, www_authenticate: str | None = None) -> Response:
@@ -225,11 +147,7 @@ def _problem(status: int, title: str, detail: str, www_authenticate: str | None 
 
 def authenticate() -> Response | None:
     """before_request: a valid token and a scope that covers the route, or a 401/403 answer."""
-    if request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
-        return None
-    from service.entrypoints import fhir_api
-
-    if request.endpoint in fhir_api.PUBLIC_ENDPOINTS:
+    if is_public(request.endpoint) or request.method == "OPTIONS":
         return None
     try:
         principal = runtime().validator.validate(bearer_token(request.headers))
@@ -299,7 +217,8 @@ def audit_record(status: int, created_id: str | None = None) -> audit.AuditRecor
     if request.endpoint in ("api.patient_history", "api.episode_history", "api.record_history"):
         subtype = "history-instance"
     audit_type = "rest"
-    if request.endpoint in EXPORT_ENDPOINTS:
+    facts = facts_of(request.endpoint)
+    if facts is not None and facts.export:
         audit_type, subtype, action = "export", "export", "E"
     principal: Principal | None = g.get("principal")
     outcome = "0" if status < 400 else ("4" if status < 500 else "8")
@@ -332,11 +251,10 @@ def audit_refusal(response: Response) -> Response:
     audited in its own transaction (the request itself wrote nothing). Refusals of callers without a valid token,
     and 429s anywhere, are aggregated (RefusalAggregator): anonymous callers cannot grow the trail without limit.
     An audit that fails is logged without its content and the request answers 503, alone."""
-    from service.entrypoints import fhir_api
     from service.entrypoints.http import problem_response, state
 
     status = response.status_code
-    public = request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in fhir_api.PUBLIC_ENDPOINTS
+    public = is_public(request.endpoint)
     if g.get("audited") or (public and status != 429) or request.method == "OPTIONS":
         return response
     g.audited = True
@@ -359,8 +277,20 @@ def audit_refusal(response: Response) -> Response:
 # --- routes -------------------------------------------------------------------------------------------------------
 
 
-@bp.get("/.well-known/smart-configuration", endpoint="smart_configuration")
-@bp.get("/fhir/.well-known/smart-configuration", endpoint="fhir_smart_configuration")  # SMART: {fhir base}/.well-known
+@route(
+    bp,
+    "/.well-known/smart-configuration",
+    "GET",
+    Route("SMART configuration: token endpoint and capabilities", response=ANY_OBJECT, public=True),
+    endpoint="smart_configuration",
+)
+@route(
+    bp,
+    "/fhir/.well-known/smart-configuration",
+    "GET",
+    Route("SMART configuration, under the FHIR base", response=ANY_OBJECT, public=True),
+    endpoint="fhir_smart_configuration",
+)  # SMART: {fhir base}/.well-known
 def smart_configuration_document() -> Response:
     rt = runtime()
     doc = smart_configuration(
@@ -369,14 +299,26 @@ def smart_configuration_document() -> Response:
     return Response(json.dumps(doc), mimetype="application/json")
 
 
-@bp.get("/.well-known/jwks.json")
+@route(
+    bp,
+    "/.well-known/jwks.json",
+    "GET",
+    Route("Public keys of the embedded token issuer", response=ANY_OBJECT, public=True),
+)
 def jwks() -> Response:
     rt = runtime()
     keys = rt.issuer.signing_key.public_jwks() if rt.issuer else {"keys": []}
     return Response(json.dumps(keys), mimetype="application/json")
 
 
-@bp.post("/oauth2/token")
+@route(
+    bp,
+    "/oauth2/token",
+    "POST",
+    Route(
+        "Client-credentials token (private_key_jwt or client secret)", response=TOKEN, request=TOKEN_FORM, public=True
+    ),
+)
 def token() -> Response:
     rt = runtime()
     if rt.token_endpoint is None:
@@ -397,7 +339,17 @@ def token() -> Response:
     return response
 
 
-@bp.get("/api/v1/audit-events")
+@route(
+    bp,
+    "/api/v1/audit-events",
+    "GET",
+    Route(
+        "Audit trail of this clinic (needs system/AuditEvent.rs)",
+        response=page_schema_of(s.AuditEventSchema, "AuditEventPage"),
+        access=("s", ("AuditEvent",)),
+        query=s.AuditQuerySchema,
+    ),
+)
 def list_audit_events() -> Response:
     from service.entrypoints import schemas as s
     from service.entrypoints.http import dumper, json_response, principal, query_args, read

@@ -22,6 +22,7 @@ from mappings.validation import Issue
 from service.domain import limits
 from service.domain.errors import DomainError
 from service.entrypoints.http import ApiProblem, json_body_for_permissions, principal, read, state, write
+from service.entrypoints.routes import ROUTES, Route, declare
 from service.fhir import inbound, projection, registry, search
 from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
@@ -33,7 +34,6 @@ bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
 # Endpoints under /fhir that need no token (the CapabilityStatement).
-PUBLIC_ENDPOINTS: set[str] = {"fhir.metadata"}
 _ACCEPTED = ("application/fhir+json", "application/json", "application/*", "*/*", "application/json+fhir")
 _FORMATS = {"json", "application/json", "application/fhir+json", "fhir+json", "application/json+fhir"}
 
@@ -42,14 +42,47 @@ HANDLERS: dict[str, tuple[str, str]] = {}
 
 
 def _handler(
-    rule: str, endpoint: str, interaction: str, capability: str, methods: tuple[str, ...] = ("GET",)
+    rule: str,
+    endpoint: str,
+    interaction: str,
+    capability: str,
+    methods: tuple[str, ...] = ("GET",),
+    *,
+    summary: str,
+    need: Callable[[Mapping[str, Any]], Requirement] | None = None,
+    public: bool = False,
 ) -> Callable:
+    """Adds a /fhir route and declares it (``service.entrypoints.routes``): by default it needs ``interaction`` on
+    the type in its path; ``need`` computes it otherwise (from the body, or per entry inside the view)."""
+
     def register(fn: Callable) -> Callable:
         bp.add_url_rule(rule, endpoint=endpoint, view_func=fn, methods=list(methods))
         HANDLERS[f"fhir.{endpoint}"] = (interaction, capability)
+        decide = need or (lambda view_args: Requirement(interaction, (str(view_args.get("rtype", "Bundle")),)))
+        facts = Route(
+            summary,
+            public=public,
+            requirement=lambda view_args, defaults, method: decide(view_args),
+            operation=lambda rule_, method: openapi_operation(rule_, method),
+        )
+        declare(f"fhir.{endpoint}", facts)
         return fn
 
     return register
+
+
+def _each_entry(view_args: Mapping[str, Any]) -> Requirement:
+    # Each entry is authorized by the domain operation it turns into (service.fhir.inbound), not up front.
+    return Requirement("c", ())
+
+
+def _validated_type(view_args: Mapping[str, Any]) -> Requirement:
+    """$validate reads nothing stored: read on the type validated, or on Bundle for a type not stored here."""
+    rtype = view_args.get("rtype")
+    if rtype is None:
+        body = json_body_for_permissions() if has_request_context() and request.method == "POST" else None
+        rtype = body.get("resourceType") if isinstance(body, dict) else None
+    return Requirement("r", (rtype,) if isinstance(rtype, str) and rtype in TYPES else ("Bundle",))
 
 
 # --- plumbing -----------------------------------------------------------------------------------------------------
@@ -376,7 +409,14 @@ def capability_statement() -> dict:
     }
 
 
-@bp.get("/metadata")
+@_handler(
+    "/metadata",
+    "metadata",
+    "r",
+    "capabilities",
+    summary="FHIR CapabilityStatement (generated from the registered handlers)",
+    public=True,
+)
 def metadata() -> Response:
     return fhir_response(capability_statement())
 
@@ -403,7 +443,7 @@ def _stored_or_404(uow: Any, rtype: str, rid: str, version: int | None = None) -
     return stored.resource()
 
 
-@_handler("/<rtype>/<rid>", "read", "r", "read")
+@_handler("/<rtype>/<rid>", "read", "r", "read", summary="FHIR read")
 def read_resource(rtype: str, rid: str) -> Response:
     _type_or_404(rtype)
     shape = _result_shape([(k, v) for k, v in request.args.items(multi=True)], search_=False)
@@ -481,7 +521,7 @@ def _result_shape(params: list[tuple[str, str]], *, search_: bool) -> _Shape:
     return _Shape(summary, elements, total)
 
 
-@_handler("/<rtype>/<rid>/_history/<vid>", "vread", "r", "vread")
+@_handler("/<rtype>/<rid>/_history/<vid>", "vread", "r", "vread", summary="FHIR vread")
 def vread(rtype: str, rid: str, vid: str) -> Response:
     _type_or_404(rtype)
     version = limits.ascii_int(vid)
@@ -582,12 +622,12 @@ def _history(rtype: str, rid: str | None) -> Response:
     return _read(run)
 
 
-@_handler("/<rtype>/<rid>/_history", "history_instance", "r", "history-instance")
+@_handler("/<rtype>/<rid>/_history", "history_instance", "r", "history-instance", summary="FHIR history of a resource")
 def history_instance(rtype: str, rid: str) -> Response:
     return _history(rtype, rid)
 
 
-@_handler("/<rtype>/_history", "history_type", "s", "history-type")
+@_handler("/<rtype>/_history", "history_type", "s", "history-type", summary="FHIR history of a type")
 def history_type(rtype: str) -> Response:
     return _history(rtype, None)
 
@@ -606,12 +646,19 @@ def _search_other(uow: Any, info: registry.TypeInfo, q: search.Query) -> tuple[l
 _SHAPE_PARAMS = ("_summary", "_elements", "_total", "_pretty", "_totalMethod")
 
 
-@_handler("/<rtype>", "search_type", "s", "search-type")
+@_handler("/<rtype>", "search_type", "s", "search-type", summary="FHIR search")
 def search_type(rtype: str) -> Response:
     return _search(rtype, [(k, v) for k, v in request.args.items(multi=True)])
 
 
-@_handler("/<rtype>/_search", "search_post", "s", "search-type", ("POST",))
+@_handler(
+    "/<rtype>/_search",
+    "search_post",
+    "s",
+    "search-type",
+    ("POST",),
+    summary="FHIR search with the parameters in a form-encoded body",
+)
 def search_post(rtype: str) -> Response:
     """Search with the parameters in an application/x-www-form-urlencoded body (and the query string)."""
     if request.get_data(cache=True) and request.mimetype != "application/x-www-form-urlencoded":
@@ -719,12 +766,28 @@ def _run_validate(expected: str | None, resource: Any, profile: str | None, kap_
     return fhir_response(_outcome(issues))
 
 
-@_handler("/$validate", "validate", "r", "operation", ("POST",))
+@_handler(
+    "/$validate",
+    "validate",
+    "r",
+    "operation",
+    ("POST",),
+    need=_validated_type,
+    summary="FHIR $validate of any resource or Bundle",
+)
 def validate_any() -> Response:
     return _audited_validate(None)
 
 
-@_handler("/<rtype>/$validate", "validate_type", "r", "operation", ("POST",))
+@_handler(
+    "/<rtype>/$validate",
+    "validate_type",
+    "r",
+    "operation",
+    ("POST",),
+    need=_validated_type,
+    summary="FHIR $validate of a resource of one type",
+)
 def validate_type(rtype: str) -> Response:
     # any R4 resource type, stored here or not
     if not fhir_validate.r4_type(rtype):
@@ -874,7 +937,14 @@ def _conditional_matches(uow: Any, rtype: str, criteria: str, expression: str) -
     return [r.id for r in rows]
 
 
-@_handler("/<rtype>", "create", "c", "create", ("POST",))
+@_handler(
+    "/<rtype>",
+    "create",
+    "c",
+    "create",
+    ("POST",),
+    summary="FHIR create (If-None-Exist: conditional create), through the domain's use cases",
+)
 def create(rtype: str) -> Response:
     _writable(rtype, "create")
     body = _resource_body(rtype)
@@ -901,7 +971,14 @@ def create(rtype: str) -> Response:
     return write(run)
 
 
-@_handler("/<rtype>/<rid>", "update", "u", "update", ("PUT",))
+@_handler(
+    "/<rtype>/<rid>",
+    "update",
+    "u",
+    "update",
+    ("PUT",),
+    summary="FHIR update (If-Match: 412 when stale), through the domain's use cases",
+)
 def update(rtype: str, rid: str) -> Response:
     _writable(rtype, "update")
     body = _resource_body(rtype, rid)
@@ -931,7 +1008,14 @@ def update(rtype: str, rid: str) -> Response:
     return write(run)
 
 
-@_handler("/<rtype>", "conditional_update", "u", "update", ("PUT",))
+@_handler(
+    "/<rtype>",
+    "conditional_update",
+    "u",
+    "update",
+    ("PUT",),
+    summary="FHIR conditional update (search criteria in the query string)",
+)
 def conditional_update(rtype: str) -> Response:
     _writable(rtype, "update")
     body = _resource_body(rtype)
@@ -956,7 +1040,14 @@ def conditional_update(rtype: str) -> Response:
     return write(run)
 
 
-@_handler("/<rtype>/<rid>", "patch", "u", "patch", ("PATCH",))
+@_handler(
+    "/<rtype>/<rid>",
+    "patch",
+    "u",
+    "patch",
+    ("PATCH",),
+    summary="FHIR patch: JSON Patch or JSON merge patch, applied as an update",
+)
 def patch(rtype: str, rid: str) -> Response:
     """JSON Patch (RFC 6902, application/json-patch+json) or a JSON merge patch (RFC 7386: a partial resource as
     JSON, what fhirpy sends) applied to the current version, then stored like an update."""
@@ -1030,7 +1121,14 @@ def _merge_patch(target: Any, patch_: Any) -> Any:
     return out
 
 
-@_handler("/<rtype>/<rid>", "delete", "d", "delete", ("DELETE",))
+@_handler(
+    "/<rtype>/<rid>",
+    "delete",
+    "d",
+    "delete",
+    ("DELETE",),
+    summary="FHIR delete: marks the record entered-in-error (it stays readable)",
+)
 def delete(rtype: str, rid: str) -> Response:
     """Marks the record entered-in-error (it stays readable, with its history); 405 where nothing can be deleted."""
     _writable(rtype, "delete")
@@ -1082,7 +1180,15 @@ def _entry_types(body: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(types)) or ("Bundle",)
 
 
-@_handler("", "transaction", "c", "transaction", ("POST",))
+@_handler(
+    "",
+    "transaction",
+    "c",
+    "transaction",
+    ("POST",),
+    need=_each_entry,
+    summary="FHIR transaction or batch Bundle into the domain",
+)
 def transaction() -> Response:
     body = _body()
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
@@ -1119,8 +1225,15 @@ def transaction() -> Response:
     return write(lambda uow, ctx: _apply(uow, ctx, body, kind, refused))
 
 
-bp.add_url_rule("/", endpoint="transaction_slash", view_func=transaction, methods=["POST"])
-HANDLERS["fhir.transaction_slash"] = ("c", "transaction")
+_handler(
+    "/",
+    "transaction_slash",
+    "c",
+    "transaction",
+    ("POST",),
+    summary="FHIR transaction or batch Bundle into the domain (the base URL with a trailing slash)",
+    need=_each_entry,
+)(transaction)
 
 
 def _check_entries(entries: list[Any]) -> list[Issue]:
@@ -1368,24 +1481,6 @@ def _identifiers(resource: dict) -> list[dict]:
 # --- hooks the app calls ------------------------------------------------------------------------------------------
 
 
-def requirement(endpoint: str, view_args: Mapping[str, Any], method: str) -> Requirement | None:
-    """The SMART permission a /fhir request needs."""
-    if endpoint not in HANDLERS:
-        return None
-    interaction, _ = HANDLERS[endpoint]
-    body = json_body_for_permissions() if has_request_context() and request.method == "POST" else None
-    if endpoint in ("fhir.transaction", "fhir.transaction_slash"):
-        # Each entry is authorized by the domain operation it turns into (service.fhir.inbound), not up front.
-        return Requirement("c", ())
-    if endpoint == "fhir.validate":
-        rtype = body.get("resourceType") if isinstance(body, dict) else None
-        return Requirement("r", (rtype,) if isinstance(rtype, str) and rtype in TYPES else ("Bundle",))
-    if endpoint == "fhir.validate_type" and str(view_args.get("rtype")) not in TYPES:
-        return Requirement("r", ("Bundle",))  # a type not stored here: validation reads nothing of it
-    rtype = str(view_args.get("rtype", "Bundle"))
-    return Requirement(interaction, (rtype,))
-
-
 _FHIR_ERRORS = (400, 401, 403, 404, 405, 406, 409, 412, 413, 415, 422, 429)
 _OUTCOME_SCHEMA = {
     "type": "object",
@@ -1403,26 +1498,6 @@ def _resource_schema(rtype: str | None = None) -> dict:
     if rtype:
         schema["properties"]["resourceType"] = {"const": rtype}
     return schema
-
-
-_SUMMARIES = {
-    "fhir.metadata": "FHIR CapabilityStatement (generated from the registered handlers)",
-    "fhir.transaction": "FHIR transaction or batch Bundle into the domain",
-    "fhir.validate": "FHIR $validate of any resource or Bundle",
-    "fhir.validate_type": "FHIR $validate of a resource of one type",
-    "fhir.search_type": "FHIR search",
-    "fhir.read": "FHIR read",
-    "fhir.vread": "FHIR vread",
-    "fhir.history_instance": "FHIR history of a resource",
-    "fhir.history_type": "FHIR history of a type",
-    "fhir.transaction_slash": "FHIR transaction or batch Bundle into the domain (the base URL with a trailing slash)",
-    "fhir.create": "FHIR create (If-None-Exist: conditional create), through the domain's use cases",
-    "fhir.update": "FHIR update (If-Match: 412 when stale), through the domain's use cases",
-    "fhir.conditional_update": "FHIR conditional update (search criteria in the query string)",
-    "fhir.patch": "FHIR patch: JSON Patch or JSON merge patch, applied as an update",
-    "fhir.delete": "FHIR delete: marks the record entered-in-error (it stays readable)",
-    "fhir.search_post": "FHIR search with the parameters in a form-encoded body",
-}
 
 
 def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
@@ -1459,7 +1534,7 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
         parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
     operation: dict[str, Any] = {
-        "summary": _SUMMARIES.get(endpoint, endpoint),
+        "summary": ROUTES[endpoint].summary,
         "operationId": endpoint.replace(".", "_"),
         "parameters": parameters,
         "responses": {
@@ -1489,7 +1564,7 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
             "required": False,
             "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
         }
-    if endpoint in PUBLIC_ENDPOINTS:
+    if ROUTES[endpoint].public:
         operation["security"] = []
         errors: tuple[int, ...] = (406, 429)
     else:

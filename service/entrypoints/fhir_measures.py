@@ -2,7 +2,7 @@
 ``GET /fhir/Measure/{id}/$evaluate-measure?periodStart=&periodEnd=[&subject=Patient/{id}]``.
 
 A blueprint nested in the /fhir blueprint (endpoints ``fhir.measures.*``): /fhir content negotiation, and errors as
-OperationOutcome; scopes are declared in ``auth.ROUTE_ACCESS``.
+OperationOutcome; each route declares its scopes where it is defined (``service.entrypoints.routes``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from service.domain.errors import NotFound
 from service.domain.measures import MEASURES
 from service.entrypoints import fhir_api
 from service.entrypoints.http import state
+from service.entrypoints.routes import Route, route
 from service.service_layer import outcomes
 
 bp = Blueprint("measures", __name__, url_prefix="/Measure")
@@ -49,7 +50,18 @@ def _unknown(allowed: set[str]) -> None:
             )
 
 
-@bp.get("", endpoint="search")
+@route(
+    bp,
+    "",
+    "GET",
+    Route(
+        "FHIR search of the Measures kapfhir publishes",
+        access=("s", ("Measure",)),
+        operation=fhir_api.openapi_operation,
+    ),
+    endpoint="search",
+    prefix="fhir",
+)
 def search_measures() -> Response:
     _unknown(_SEARCH_PARAMS)
     wanted = {k: request.args.getlist(k) for k in ("_id", "url", "status", "name") if k in request.args}
@@ -82,7 +94,14 @@ def _measure_or_404(rid: str) -> None:
         raise fhir_api._problem(404, "Not found", "id", f"no Measure/{rid}", "not-found")
 
 
-@bp.get("/<rid>", endpoint="read")
+@route(
+    bp,
+    "/<rid>",
+    "GET",
+    Route("FHIR read of a Measure", access=("r", ("Measure",)), operation=fhir_api.openapi_operation),
+    endpoint="read",
+    prefix="fhir",
+)
 def read_measure(rid: str) -> Response:
     _measure_or_404(rid)
     g.audit_entities = [{"type": "Measure", "id": rid}]
@@ -110,7 +129,19 @@ def _subject() -> str | None:
     return fhir_id
 
 
-@bp.get("/<rid>/$evaluate-measure", endpoint="evaluate")
+# the figures derive from the scores: reading them needs what reading the scores needs
+@route(
+    bp,
+    "/<rid>/$evaluate-measure",
+    "GET",
+    Route(
+        "FHIR $evaluate-measure: a summary or individual MeasureReport",
+        access=("r", ("MeasureReport", "Observation")),
+        operation=fhir_api.openapi_operation,
+    ),
+    endpoint="evaluate",
+    prefix="fhir",
+)
 def evaluate_measure(rid: str) -> Response:
     _measure_or_404(rid)
     _unknown(_EVALUATE_PARAMS)

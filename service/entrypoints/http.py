@@ -280,23 +280,12 @@ def load(schema: Schema) -> dict[str, Any]:
 
 
 def query_schema_for(endpoint: str | None, defaults: Mapping[str, Any] | None) -> type[Schema]:
-    """The query parameters a route accepts; any other is refused (422). The OpenAPI document uses this too."""
+    """The query parameters a route accepts (its declaration); any other is refused (422)."""
     from service.entrypoints import schemas as s
-    from service.entrypoints.outcome_schemas import OutcomesQuerySchema
+    from service.entrypoints.routes import facts_of
 
-    if endpoint == "api.list_records" and (defaults or {}).get("collection") == "sessions":
-        return s.SessionQuerySchema
-    return {
-        "api.list_practitioners": s.PaginationSchema,
-        "api.list_patients": s.PaginationSchema,
-        "api.list_episodes": s.EpisodeQuerySchema,
-        "api.list_safety_flags": s.FlagQuerySchema,
-        "api.export_episode_fhir": s.FhirExportQuerySchema,
-        "auth.list_audit_events": s.AuditQuerySchema,
-        "api.outcomes": OutcomesQuerySchema,
-        "api.create_outcomes_view_link": OutcomesQuerySchema,
-        "api.list_rems_forms": s.RemsFormQuerySchema,
-    }.get(endpoint or "", s.NoQuerySchema)
+    facts = facts_of(endpoint)
+    return facts.query_schema(defaults) if facts is not None else s.NoQuerySchema
 
 
 def query_args() -> dict[str, Any]:

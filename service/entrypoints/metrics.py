@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 
 from service import observability
 from service.adapters import orm
+from service.entrypoints.routes import TEXT, Route, route
 
 log = logging.getLogger("kapfhir.metrics")
 
 bp = Blueprint("metrics", __name__)
-PUBLIC_ENDPOINTS = {"metrics.metrics"}
 DEFAULT_ALLOW = "127.0.0.0/8,::1/128"
 
 
@@ -90,7 +90,18 @@ def _registry(app: Flask) -> CollectorRegistry:
     return registry
 
 
-@bp.get("/metrics", endpoint="metrics")
+@route(
+    bp,
+    "/metrics",
+    "GET",
+    Route(
+        "Prometheus metrics (from KAPFHIR_METRICS_ALLOW networks only; 404 elsewhere)",
+        response=TEXT,
+        media="text/plain",
+        public=True,
+    ),
+    endpoint="metrics",
+)
 def metrics() -> Response:
     address = ipaddress.ip_address(request.remote_addr or "0.0.0.0")  # noqa: S104 - an address to check, not a bind
     if not any(address in network for network in current_app.extensions["kapfhir.metrics_allow"]):

@@ -16,22 +16,14 @@ import flask_swagger_ui
 import yaml
 from flask import Blueprint, Response, current_app
 
+from service.entrypoints.routes import ANY_OBJECT, TEXT, Route, route
+
 SWAGGER_UI_DIR = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 
 # The UI's files are served like Flask's own static folder: not API operations, so not in openapi.yaml.
 bp = Blueprint("pages", __name__, static_folder=str(SWAGGER_UI_DIR), static_url_path="/docs/assets")
 
 # Public in the auth layer (service/entrypoints/auth.py) and declared in openapi.yaml with `security: []`.
-PUBLIC_ENDPOINTS = {
-    "pages.home",
-    "pages.home_css",
-    "pages.favicon",
-    "pages.docs",
-    "pages.docs_init",
-    "pages.static",
-    "pages.openapi_yaml",
-    "pages.openapi_json",
-}
 
 # Scripts only from this origin (no inline script); Swagger UI sets inline styles and data: images.
 PAGE_CSP = (
@@ -126,7 +118,13 @@ DOCS_INIT = """window.ui = SwaggerUIBundle({
 """
 
 
-@bp.get("/", endpoint="home")
+@route(
+    bp,
+    "/",
+    "GET",
+    Route("Home page: what this service is, with links to its docs", response=TEXT, media="text/html", public=True),
+    endpoint="home",
+)
 def home() -> Response:
     base_url = current_app.extensions["kapfhir"].settings.base_url.rstrip("/")
     return _html(
@@ -134,23 +132,52 @@ def home() -> Response:
     )
 
 
-@bp.get("/docs/home.css", endpoint="home_css")
+@route(
+    bp,
+    "/docs/home.css",
+    "GET",
+    Route("The home page's style sheet", response=TEXT, media="text/css", public=True),
+    endpoint="home_css",
+)
 def home_css() -> Response:
     return Response(HOME_CSS, mimetype="text/css")
 
 
-@bp.get("/favicon.ico", endpoint="favicon")
+@route(
+    bp,
+    "/favicon.ico",
+    "GET",
+    Route(
+        "Icon of the pages",
+        response={"type": "string", "contentMediaType": "image/png"},
+        media="image/png",
+        public=True,
+    ),
+    endpoint="favicon",
+)
 def favicon() -> Response:
     # Browsers ask for it on any page: answer with Swagger UI's icon rather than a 401.
     return Response((SWAGGER_UI_DIR / "favicon-32x32.png").read_bytes(), mimetype="image/png")
 
 
-@bp.get("/docs", endpoint="docs")
+@route(
+    bp,
+    "/docs",
+    "GET",
+    Route("Interactive API docs (Swagger UI) of this document", response=TEXT, media="text/html", public=True),
+    endpoint="docs",
+)
 def docs() -> Response:
     return _html(DOCS.format(version=html.escape(kapfhir_version())))
 
 
-@bp.get("/docs/init.js", endpoint="docs_init")
+@route(
+    bp,
+    "/docs/init.js",
+    "GET",
+    Route("The API docs page's script", response=TEXT, media="text/javascript", public=True),
+    endpoint="docs_init",
+)
 def docs_init() -> Response:
     return Response(DOCS_INIT, mimetype="text/javascript")
 
@@ -164,12 +191,24 @@ def _document() -> dict:
     return spec
 
 
-@bp.get("/openapi.yaml", endpoint="openapi_yaml")
+@route(
+    bp,
+    "/openapi.yaml",
+    "GET",
+    Route("This OpenAPI document (YAML)", response=ANY_OBJECT, media="application/yaml", public=True),
+    endpoint="openapi_yaml",
+)
 def openapi_yaml() -> Response:
     return Response(openapi_text(_document()), mimetype="application/yaml")
 
 
-@bp.get("/openapi.json", endpoint="openapi_json")
+@route(
+    bp,
+    "/openapi.json",
+    "GET",
+    Route("This OpenAPI document (JSON)", response=ANY_OBJECT, public=True),
+    endpoint="openapi_json",
+)
 def openapi_json() -> Response:
     return Response(json.dumps(_document()), mimetype="application/json")
 

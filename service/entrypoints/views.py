@@ -21,6 +21,7 @@ from service.domain.errors import NotFound
 from service.domain.model import OutcomeMeasure
 from service.domain.vocabulary import Instrument
 from service.entrypoints.http import ApiProblem, state
+from service.entrypoints.routes import Route, route
 from service.security import view_links
 from service.security.tokens import Principal
 from service.service_layer import outcomes
@@ -153,7 +154,17 @@ def _scale_summaries(episode: Any, cut_point: int) -> list[ScaleSummary]:
     return out
 
 
-@bp.get("/episodes/<episode_id>/view")
+@route(
+    bp,
+    "/episodes/<episode_id>/view",
+    "GET",
+    Route(
+        "The episode in pictures (HTML; opened by a signed link, no bearer token)",
+        media="text/html",
+        public_errors=(403,),
+        public=True,
+    ),
+)
 def episode_view(episode_id: str) -> Response:
     from service.entrypoints import charts  # matplotlib loads with the first page, not in every worker at start
 
@@ -201,7 +212,17 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f} %"
 
 
-@bp.get("/outcomes/view")
+@route(
+    bp,
+    "/outcomes/view",
+    "GET",
+    Route(
+        "The clinic's outcomes (HTML; opened by a signed link, no bearer token)",
+        media="text/html",
+        public_errors=(403,),
+        public=True,
+    ),
+)
 def outcomes_view() -> Response:
     from service.entrypoints import charts
 

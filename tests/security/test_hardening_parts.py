@@ -163,7 +163,7 @@ def test_kapfhir_token_refuses_a_clinic_that_is_not_registered(tmp_path: Path):
     }
     prepare_database(Settings(database_url=env["KAPFHIR_DATABASE_URL"]))
     refused = CliRunner().invoke(cli, ["token", "--clinic", "nowhere"], env=env)
-    assert refused.exit_code != 0 and "no clinic nowhere" in refused.output
+    assert refused.exit_code != 0 and "no clinic" in refused.output and "nowhere" in refused.output
     issued = CliRunner().invoke(cli, ["token", "--clinic", "demo"], env=env)
     assert issued.exit_code == 0 and issued.output.count(".") == 2
 
