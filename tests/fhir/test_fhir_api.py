@@ -258,6 +258,18 @@ def test_no_token_401_and_another_clinic_sees_nothing(fhir: Any, fhir_app: Flask
 # --- transaction --------------------------------------------------------------------------------------------------
 
 
+def _all_extensions(value: Any) -> list[dict]:
+    found = []
+    if isinstance(value, dict):
+        found += [e for e in value.get("extension", []) if isinstance(e, dict)]
+        for item in value.values():
+            found += _all_extensions(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _all_extensions(item)
+    return found
+
+
 def _comparable(resource: dict) -> dict:
     """The clinical content: an episode recreated through the use cases is recorded anew, with its own record
     versions and recording times (the record-metadata extension) and its own FHIR versions."""
@@ -267,8 +279,16 @@ def _comparable(resource: dict) -> dict:
     for ext in out.get("extension", []):
         if ext.get("url", "").endswith("/record-metadata"):
             ext["extension"] = [e for e in ext["extension"] if e["url"] not in ("version", "recorded")]
-    if out["resourceType"] == "DetectedIssue":
-        out.pop("identifiedDateTime", None)  # when this server's rules raised the flag
+    if out["resourceType"] == "DetectedIssue":  # when this server's rules raised and resolved the flag
+        out.pop("identifiedDateTime", None)
+        out["extension"] = [e for e in out.get("extension", []) if not e["url"].endswith("/resolved-at")]
+    if str(out.get("questionnaire", "")).endswith("spravato-rems-patient-monitoring"):
+        out.pop("authored", None)  # the REMS form as derived by this server: when it recorded the sending
+    if out["resourceType"] == "Task":  # a REMS sending recorded here anew: its own id and recording time
+        out.pop("lastModified", None)
+        for part in _all_extensions(out):
+            if part.get("url", "").endswith("rems-form-submission"):
+                part["extension"] = [e for e in part["extension"] if e["url"] not in ("id", "recorded")]
     return out
 
 

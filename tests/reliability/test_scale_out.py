@@ -3,6 +3,8 @@ episode to a test FHIR server (sekmet-fhir, behind a counting proxy) exactly onc
 
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import subprocess
@@ -99,7 +101,7 @@ def test_two_instances_and_three_workers_push_every_episode_exactly_once(
     assert all(alive), f"a gunicorn instance died: {logs}"
     assert delivered, f"not delivered: {pending}\nworkers: {outputs}"
 
-    handled = [int(o.split(": ", 1)[1].split()[0]) for o in outputs if "job(s) handled" in o]
+    handled = [int(m) for o in outputs for m in re.findall(r"(\d+) job\(s\) handled", o)]
     assert len(handled) == 3, outputs
     transactions = [entry for entry in proxy.log if entry[0] == "POST" and entry[1].rstrip("/") == "/fhir"]
     # one transaction per episode (jobs handled also count deliveries held until the consent arrived)
