@@ -72,7 +72,7 @@ def _items(answers: list[dict], questions: list[dict], where: str, completed: bo
         for question in questions:
             if (
                 question.get("required") is True
-                and question.get("type") != "display"  # a required group must be present too (Questionnaire.item.required)
+                and question.get("type") != "display"  # a required group must be present too
                 and (question.get("linkId") not in answered)
                 and not question.get("enableWhen")
             ):

@@ -3,9 +3,8 @@ episode to a test FHIR server (sekmet-fhir, behind a counting proxy) exactly onc
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import signal
 import subprocess
 import time
