@@ -442,3 +442,32 @@ REMS_CONCEPTS = [
     REMS_SENT_FORM,
     *REMS_DOSE_OPTION.values(),
 ]
+
+# --- documents, audit and capability (moved from the planner and the /fhir API, issue 18) -----------------------
+
+US_CORE_DOCUMENT_REFERENCE = f"{US_CORE}/us-core-documentreference"  # V: S3 (US Core DocumentReference profile)
+# V: hl7.org/fhir/us/core/STU3.1.1/ValueSet-us-core-documentreference-category.html (docs search)
+US_CORE_DOCREF_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+DOCUMENT_CATEGORY_CLINICAL_NOTE = coding(US_CORE_DOCREF_CATEGORY, "clinical-note", "Clinical Note")
+# V: hl7.org/fhir/us/core/stu3.1.1/ValueSet-us-core-clinical-note-type.html lists 11506-3 "Progress note" (docs search)
+PROGRESS_NOTE = coding(LOINC, "11506-3", "Progress note")
+CONSENT_DOCUMENT_TYPE = coding(LOINC, "59284-0")  # V: S1 §1.1 (as CONSENT_CATEGORY_LOINC; sent without display)
+
+# AuditEvent (R4 4.0.1): type, subtype and source type as kapfhir has served them. audit-event-type "rest" and DCM
+# 110106 "Export": hl7.org/fhir/6.0.0-ballot1/valueset-audit-event-type.html and the DSTU2 page (docs search).
+AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+AUDIT_TYPE_REST = coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation")
+AUDIT_TYPE_EXPORT = coding(DICOM_DCM, "110106", "Export")
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"  # R4 AuditEvent.subtype extensible binding
+CS_AUDIT_SUBTYPE = f"{CS}/kap-audit-subtype"  # kapfhir's own subtypes (pdf prints, REMS sendings, ...)
+CLIENT_ID_SYSTEM = f"{KAPFHIR_BASE}/id/client"  # AuditEvent.agent.who: the OAuth client
+SECURITY_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+SOURCE_TYPE_APPLICATION_SERVER = coding(SECURITY_SOURCE_TYPE, "4")  # R4 audit-source-type: "Application Server"
+
+# CapabilityStatement: hl7.org/fhir/2021Mar/valueset-restful-security-service.html (SMART-on-FHIR, docs search)
+RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+SECURITY_SERVICE_SMART = coding(RESTFUL_SECURITY_SERVICE, "SMART-on-FHIR")
+OAUTH_URIS_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"  # SMART App Launch
+OPERATION_VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"  # R4 $validate
+OPERATION_EVALUATE_MEASURE = "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure"  # R4 $evaluate-measure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mappings.bundle import to_transaction_bundle
+from mappings.resources.document_reference import summary_text
 from service.exchange.planner import (
     ADMINISTRATIVE_TYPES,
     NONE,
@@ -15,7 +16,6 @@ from service.exchange.planner import (
     entry_key,
     parse_capabilities,
     plan_push,
-    summary_text,
 )
 from service.exchange.targets import PRESETS, preset_fixture, target_from_dict
 from tests.mappings.charts import CHARTS, NOTE
