@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mappings import terminology as t
+
 PATIENT_PRIVACY = "patient-privacy"  # Consent.scope, http://terminology.hl7.org/CodeSystem/consentscope
 PERMIT, DENY = "permit", "deny"
 ACTIVE = "active"
 ETH_CODE = "ETH"  # v3-ActCode: substance abuse information sensitivity
-V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+V3_ACT_CODE = t.V3_ACT_CODE
+CONSENT_SCOPE = t.CONSENT_SCOPE
 
 
 @dataclass(frozen=True)
