@@ -42,10 +42,6 @@ def identifier(system: str, value: str) -> dict:
     return {"system": system, "value": value}
 
 
-def reference(full_url: str, display: str | None = None) -> dict:
-    return {"reference": full_url, **({"display": display} if display else {})}
-
-
 def period(start: datetime | date | None, end: datetime | date | None = None) -> dict:
     result = {}
     if start is not None:

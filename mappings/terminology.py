@@ -135,11 +135,9 @@ US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition"  # V: S3 (6.1.0)
 US_CORE_PATIENT = f"{US_CORE}/us-core-patient"
 US_CORE_PRACTITIONER = f"{US_CORE}/us-core-practitioner"
 US_CORE_ORGANIZATION = f"{US_CORE}/us-core-organization"
-US_CORE_CONDITION = f"{US_CORE}/us-core-condition-problems-health-concerns"
 US_CORE_ENCOUNTER = f"{US_CORE}/us-core-encounter"
 US_CORE_CAREPLAN = f"{US_CORE}/us-core-careplan"
 US_CORE_PROCEDURE = f"{US_CORE}/us-core-procedure"
-US_CORE_QR = f"{US_CORE}/us-core-questionnaireresponse"
 US_CORE_SCREENING = f"{US_CORE}/us-core-observation-screening-assessment"
 US_CORE_BP = f"{US_CORE}/us-core-blood-pressure"
 US_CORE_HEART_RATE = f"{US_CORE}/us-core-heart-rate"
@@ -155,7 +153,6 @@ VITALSIGNS_BODY_WEIGHT = f"{FHIR_SD}/bodyweight"
 EXT_CAREPLAN_ACTIVITY_TITLE = f"{FHIR_SD}/careplan-activity-title"  # V: S1 §1.4
 EXT_CONSENT_WITNESS = f"{FHIR_SD}/consent-Witness"  # V: S1 §1.1
 EXT_ORDINAL_VALUE = f"{FHIR_SD}/ordinalValue"  # V: S1 §3 (SDC basics)
-EXT_QUESTIONNAIRE_URI = f"{US_CORE}/us-core-extension-questionnaire-uri"  # V: S3
 
 # --- categories and fixed codes -------------------------------------------------------------------------------
 
@@ -247,7 +244,6 @@ ROUTE: dict[Route, dict] = {
     Route.ORAL: coding(SNOMED, "26643006", "Oral route"),  # V3: same; also R5 route-codes expansion (S8)
 }
 
-CONDITION_CODE_SYSTEMS = (ICD10CM, SNOMED)
 
 # --- episode and status maps (required bindings; V: S1/S2 enum_values) ---------------------------------------
 
