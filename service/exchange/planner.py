@@ -28,8 +28,9 @@
   server's answer reveals.)
 * **Session summary fallback.** When the target accepts DocumentReference but skips KAP clinical types, each
   session gets a DocumentReference (US Core clinical note, LOINC 11506-3 progress note) whose text lists the
-  session's doses, vitals, scores, side effects and safety flags. Psychotherapy notes are never in the Bundle,
-  so never in a summary.
+  session's doses, vitals, scores, side effects and safety flags; when it refuses Consent, the treatment consent
+  goes as a DocumentReference. Both are built by :mod:`mappings.resources.document_reference`. Psychotherapy notes
+  are never in the Bundle, so never in a summary.
 """
 
 from __future__ import annotations
