@@ -392,23 +392,42 @@ def load_targets(
 ) -> dict[str, Target]:
     """Targets from ``KAPFHIR_TARGETS_FILE`` (or ``path``), ``KAPFHIR_TARGETS`` presets and per-target env vars."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, dict[str, Any]] = {}
     file = path or environ.get("KAPFHIR_TARGETS_FILE")
-    if file:
-        text = Path(file).read_text("utf-8")
-        doc = json.loads(text) if str(file).endswith(".json") else yaml.safe_load(text)
-        doc = doc or {}
-        if not isinstance(doc, Mapping):
-            raise TargetConfigError(f"{file}: expected a mapping")
-        targets = doc.get("targets", doc)
-        if not isinstance(targets, Mapping):
-            raise TargetConfigError(f"{file}: 'targets' must be a mapping of name -> target")
-        for name, body in targets.items():
-            if not isinstance(body, Mapping):
-                raise TargetConfigError(f"{file}: target {name} must be a mapping")
-            raw[str(name)] = dict(body)
+    in_file = _targets_in_file(file) if file else {}
+    raw = {name: dict(body) for name, body in in_file.items()}
     for name in filter(None, (n.strip() for n in environ.get("KAPFHIR_TARGETS", "").split(","))):
         raw.setdefault(name, {"preset": name} if name in PRESETS else {})
+    env_secret_names = _apply_environment(raw, environ)
+    out: dict[str, Target] = {}
+    for name, body in raw.items():
+        # secrets are only accepted when the environment supplied them; a file that also wrote one is refused
+        file_auth = dict(in_file[name].get("auth") or {}) if name in in_file else {}
+        if any(file_auth.get(k) for k in _SECRET_KEYS):
+            raise TargetConfigError(f"target {name}: secrets must not be written in the config file")
+        out[name] = target_from_dict(name, body, environ=environ, secrets_allowed=name in env_secret_names)
+    return out
+
+
+def _targets_in_file(file: str | os.PathLike[str]) -> dict[str, Mapping[str, Any]]:
+    """name -> target body of a YAML or JSON targets file (``targets:`` or the names at the top level)."""
+    text = Path(file).read_text("utf-8")
+    doc = json.loads(text) if str(file).endswith(".json") else yaml.safe_load(text)
+    doc = doc or {}
+    if not isinstance(doc, Mapping):
+        raise TargetConfigError(f"{file}: expected a mapping")
+    targets = doc.get("targets", doc)
+    if not isinstance(targets, Mapping):
+        raise TargetConfigError(f"{file}: 'targets' must be a mapping of name -> target")
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, body in targets.items():
+        if not isinstance(body, Mapping):
+            raise TargetConfigError(f"{file}: target {name} must be a mapping")
+        out[str(name)] = body
+    return out
+
+
+def _apply_environment(raw: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> set[str]:
+    """Merge the ``KAPFHIR_TARGET_<NAME>_*`` overrides into ``raw``; the names whose secrets the environment gave."""
     by_env = {env_name(n): n for n in raw}
     env_secret_names: set[str] = set()
     for env_key, over in _env_overrides(environ).items():
@@ -416,16 +435,7 @@ def load_targets(
         raw[name] = _merge(raw.get(name, {}), over)
         if any(k in over.get("auth", {}) for k in _SECRET_KEYS):
             env_secret_names.add(name)
-    out: dict[str, Target] = {}
-    for name, body in raw.items():
-        # secrets are only accepted when the environment supplied them; a file that also wrote one is refused
-        file_auth = {}
-        if file and name in (targets := (doc.get("targets", doc))) and isinstance(targets[name], Mapping):
-            file_auth = dict(targets[name].get("auth") or {})
-        if any(file_auth.get(k) for k in _SECRET_KEYS):
-            raise TargetConfigError(f"target {name}: secrets must not be written in the config file")
-        out[name] = target_from_dict(name, body, environ=environ, secrets_allowed=name in env_secret_names)
-    return out
+    return env_secret_names
 
 
 # ------------------------------------------------------------------------------------------------- building
