@@ -30,8 +30,10 @@ system-packages:
 fhir-definitions:
 	bash scripts/install-fhir-definitions.sh
 
+## make lint: ruff, and no function above cyclomatic complexity 15 without a reason (radon)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service mappings tests bench
+	$(VENV)/bin/ruff check service mappings tests bench scripts
+	$(PY) scripts/check_complexity.py
 
 ## make bench: mapping, ingest, API load (wrk) and push, side by side; writes bench/RESULTS.md (~10 min on 2 cores).
 ## BENCH_ARGS=--quick for a shorter run. Needs wrk (Debian: apt-get install -y wrk) and PostgreSQL binaries.

@@ -158,10 +158,6 @@ def record_metadata(version: int, recorded_at: datetime | None = None, entered_i
     return dt.complex_extension(t.EXT_RECORD, parts)
 
 
-def record_extension(record: Record) -> dict:
-    return record_metadata(record.version, record.recorded_at, record.entered_in_error)
-
-
 @dataclass(frozen=True)
 class Mapped:
     """One resource of the export, with what its bundle entry needs."""

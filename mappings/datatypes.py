@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from mappings import terminology as t
 
@@ -10,6 +10,11 @@ from mappings import terminology as t
 def instant(value: datetime) -> str:
     """FHIR dateTime/instant text of a stored timestamp (stored timestamps carry their offset)."""
     return value.isoformat()
+
+
+def utc_instant(value: datetime) -> str:
+    """FHIR instant in UTC with milliseconds (``2026-03-02T09:00:00.000Z``), as the /fhir API serves ``meta``."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def day(value: date) -> str:
@@ -35,10 +40,6 @@ def codeable_concept(*codings: dict, text: str | None = None) -> dict:
 
 def identifier(system: str, value: str) -> dict:
     return {"system": system, "value": value}
-
-
-def reference(full_url: str, display: str | None = None) -> dict:
-    return {"reference": full_url, **({"display": display} if display else {})}
 
 
 def period(start: datetime | date | None, end: datetime | date | None = None) -> dict:

@@ -135,11 +135,9 @@ US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition"  # V: S3 (6.1.0)
 US_CORE_PATIENT = f"{US_CORE}/us-core-patient"
 US_CORE_PRACTITIONER = f"{US_CORE}/us-core-practitioner"
 US_CORE_ORGANIZATION = f"{US_CORE}/us-core-organization"
-US_CORE_CONDITION = f"{US_CORE}/us-core-condition-problems-health-concerns"
 US_CORE_ENCOUNTER = f"{US_CORE}/us-core-encounter"
 US_CORE_CAREPLAN = f"{US_CORE}/us-core-careplan"
 US_CORE_PROCEDURE = f"{US_CORE}/us-core-procedure"
-US_CORE_QR = f"{US_CORE}/us-core-questionnaireresponse"
 US_CORE_SCREENING = f"{US_CORE}/us-core-observation-screening-assessment"
 US_CORE_BP = f"{US_CORE}/us-core-blood-pressure"
 US_CORE_HEART_RATE = f"{US_CORE}/us-core-heart-rate"
@@ -155,7 +153,6 @@ VITALSIGNS_BODY_WEIGHT = f"{FHIR_SD}/bodyweight"
 EXT_CAREPLAN_ACTIVITY_TITLE = f"{FHIR_SD}/careplan-activity-title"  # V: S1 §1.4
 EXT_CONSENT_WITNESS = f"{FHIR_SD}/consent-Witness"  # V: S1 §1.1
 EXT_ORDINAL_VALUE = f"{FHIR_SD}/ordinalValue"  # V: S1 §3 (SDC basics)
-EXT_QUESTIONNAIRE_URI = f"{US_CORE}/us-core-extension-questionnaire-uri"  # V: S3
 
 # --- categories and fixed codes -------------------------------------------------------------------------------
 
@@ -247,7 +244,6 @@ ROUTE: dict[Route, dict] = {
     Route.ORAL: coding(SNOMED, "26643006", "Oral route"),  # V3: same; also R5 route-codes expansion (S8)
 }
 
-CONDITION_CODE_SYSTEMS = (ICD10CM, SNOMED)
 
 # --- episode and status maps (required bindings; V: S1/S2 enum_values) ---------------------------------------
 
@@ -442,3 +438,32 @@ REMS_CONCEPTS = [
     REMS_SENT_FORM,
     *REMS_DOSE_OPTION.values(),
 ]
+
+# --- documents, audit and capability (moved from the planner and the /fhir API, issue 18) -----------------------
+
+US_CORE_DOCUMENT_REFERENCE = f"{US_CORE}/us-core-documentreference"  # V: S3 (US Core DocumentReference profile)
+# V: hl7.org/fhir/us/core/STU3.1.1/ValueSet-us-core-documentreference-category.html (docs search)
+US_CORE_DOCREF_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+DOCUMENT_CATEGORY_CLINICAL_NOTE = coding(US_CORE_DOCREF_CATEGORY, "clinical-note", "Clinical Note")
+# V: hl7.org/fhir/us/core/stu3.1.1/ValueSet-us-core-clinical-note-type.html lists 11506-3 "Progress note" (docs search)
+PROGRESS_NOTE = coding(LOINC, "11506-3", "Progress note")
+CONSENT_DOCUMENT_TYPE = coding(LOINC, "59284-0")  # V: S1 §1.1 (as CONSENT_CATEGORY_LOINC; sent without display)
+
+# AuditEvent (R4 4.0.1): type, subtype and source type as kapfhir has served them. audit-event-type "rest" and DCM
+# 110106 "Export": hl7.org/fhir/6.0.0-ballot1/valueset-audit-event-type.html and the DSTU2 page (docs search).
+AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+AUDIT_TYPE_REST = coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation")
+AUDIT_TYPE_EXPORT = coding(DICOM_DCM, "110106", "Export")
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"  # R4 AuditEvent.subtype extensible binding
+CS_AUDIT_SUBTYPE = f"{CS}/kap-audit-subtype"  # kapfhir's own subtypes (pdf prints, REMS sendings, ...)
+CLIENT_ID_SYSTEM = f"{KAPFHIR_BASE}/id/client"  # AuditEvent.agent.who: the OAuth client
+SECURITY_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+SOURCE_TYPE_APPLICATION_SERVER = coding(SECURITY_SOURCE_TYPE, "4")  # R4 audit-source-type: "Application Server"
+
+# CapabilityStatement: hl7.org/fhir/2021Mar/valueset-restful-security-service.html (SMART-on-FHIR, docs search)
+RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+SECURITY_SERVICE_SMART = coding(RESTFUL_SECURITY_SERVICE, "SMART-on-FHIR")
+OAUTH_URIS_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"  # SMART App Launch
+OPERATION_VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"  # R4 $validate
+OPERATION_EVALUATE_MEASURE = "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure"  # R4 $evaluate-measure

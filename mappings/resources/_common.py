@@ -166,10 +166,5 @@ def record_fields(meta: RecordMeta) -> dict:
     }
 
 
-def ext_value(element: dict, url: str, key: str) -> object | None:
-    ext = dt.find_extension(element, url)
-    return ext.get(key) if ext else None
-
-
 def sub_extensions(ext: dict) -> dict[str, dict]:
     return {part["url"]: part for part in ext.get("extension", ())}

@@ -35,14 +35,6 @@ _SIMPLE = (
     ("rr", (t.RESP_RATE,), [t.VITALSIGNS_RESP_RATE, t.US_CORE_RESP_RATE], "respiratory_rate_per_min", "/min"),
 )
 _SCORES = (("cadss", t.CADSS_TOTAL, "cadss_total"), ("moaas", t.MOAAS_SCORE, "moaas_score"))
-SUFFIX_CODE = {
-    "bp": t.BP_PANEL["code"],
-    "hr": t.HEART_RATE["code"],
-    "spo2": t.SPO2["code"],
-    "rr": t.RESP_RATE["code"],
-    "cadss": t.CADSS_TOTAL["code"],
-    "moaas": t.MOAAS_SCORE["code"],
-}
 
 
 def reading_suffixes(reading: MonitoringReading) -> list[str]:

@@ -14,7 +14,7 @@ import uuid
 
 from mappings import datatypes as dt
 from mappings import terminology as t
-from mappings.context import MappingContext
+from mappings.context import ORGANIZATION, MappingContext
 from mappings.resources._common import kap_profile
 
 KAPFHIR_AGENT = {"identifier": dt.identifier(t.KAPFHIR_BASE, "kapfhir"), "display": "kapfhir"}
@@ -41,3 +41,13 @@ def to_provenance(ctx: MappingContext, targets: list[tuple[str, int]], recorded:
             },
         ],
     }
+
+
+def to_standalone_provenance(ctx: MappingContext, target: str, version: int, recorded: str) -> dict:
+    """Provenance of one stored write outside an episode (a Patient or Practitioner stored alone): the target is the
+    stored version, and the clinic is named by its stored Organization id, as the /fhir API serves it."""
+    prov = to_provenance(ctx, [(target, version)], recorded)
+    organization = ctx.full_url("Organization", ORGANIZATION, ctx.chart.clinic.id).removeprefix("urn:uuid:")
+    prov["agent"][0]["who"] = {"reference": f"Organization/{organization}"}
+    prov["agent"][1]["onBehalfOf"] = {"reference": f"Organization/{organization}"}
+    return prov

@@ -34,6 +34,7 @@ import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
 
 from mappings import terminology as t
+from mappings.resources.operation_outcome import validation_outcome
 
 LAYERS = ("structure", "bindings", "invariants", "profile")
 
@@ -55,10 +56,7 @@ class Issue:
 
 
 def operation_outcome(issues: Iterable[Issue]) -> dict:
-    found = [i.as_fhir() for i in issues]
-    if not found:
-        found = [{"severity": "information", "code": "informational", "diagnostics": "No issues found."}]
-    return {"resourceType": "OperationOutcome", "issue": found}
+    return validation_outcome(i.as_fhir() for i in issues)
 
 
 # --- 1. structure ----------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from flask import Blueprint, Response, current_app, g, has_request_context, requ
 
 from mappings.conformance import load_all
 from mappings.context import full_url_of
+from mappings.resources import audit_event as audit_event_map
+from mappings.resources import capability_statement as capability_map
 from mappings.validation import Issue
 from service.domain import limits
 from service.domain.errors import DomainError
@@ -232,62 +234,8 @@ def _conformance(rtype: str) -> list[tuple[dict, datetime]]:
     return out
 
 
-_AUDIT_TYPE = {
-    "rest": {
-        "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-        "code": "rest",
-        "display": "RESTful Operation",
-    },
-    "export": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"},
-}
-_RESTFUL = {
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history",
-    "history-instance",
-    "history-type",
-    "history-system",
-    "create",
-    "search",
-    "search-type",
-    "search-system",
-    "capabilities",
-    "transaction",
-    "batch",
-    "operation",
-}
-
-
 def audit_event(row: Any) -> dict:
-    subtype_system = (
-        "http://hl7.org/fhir/restful-interaction"
-        if row.subtype in _RESTFUL
-        else ("https://kapfhir.example.org/fhir/CodeSystem/kap-audit-subtype")
-    )
-    agent: dict[str, Any] = {"requestor": True}
-    if row.client_id:
-        agent["who"] = {"identifier": {"system": "https://kapfhir.example.org/fhir/id/client", "value": row.client_id}}
-    if row.network_address:
-        agent["network"] = {"address": row.network_address, "type": "2"}
-    return {
-        "resourceType": "AuditEvent",
-        "id": row.id,
-        "meta": {"versionId": "1", "lastUpdated": projection.instant(row.recorded)},
-        "type": _AUDIT_TYPE.get(row.type, _AUDIT_TYPE["rest"]),
-        "subtype": [{"system": subtype_system, "code": row.subtype}],
-        "action": row.action,
-        "recorded": projection.instant(row.recorded),
-        "outcome": row.outcome,
-        "agent": [agent],
-        "source": {
-            "observer": {"display": "kapfhir"},
-            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
-        },
-        "entity": [{"what": {"type": e.get("type"), "identifier": {"value": e.get("id")}}} for e in (row.entity or [])],
-    }
+    return audit_event_map.to_audit_event(row)
 
 
 # --- capability statement -----------------------------------------------------------------------------------------
@@ -302,111 +250,30 @@ def _profiles_of(rtype: str) -> list[str]:
 
 
 def capability_statement() -> dict:
-    type_interactions = [cap for _, (_, cap) in sorted(HANDLERS.items()) if cap in registry.READ_INTERACTIONS]
-    resources = []
-    for name, info in sorted(TYPES.items()):
-        entry: dict[str, Any] = {"type": name}
-        profiles = _profiles_of(name)
-        if profiles:
-            entry["supportedProfile"] = profiles
-        codes = [code for code in registry.READ_INTERACTIONS if code in type_interactions]
-        codes += ["create"] if name in inbound.CREATE_TYPES else []
-        codes += ["update", "patch"] if name in inbound.UPDATE_TYPES else []
-        codes += ["delete"] if name in inbound.DELETE_TYPES else []
-        entry["interaction"] = [{"code": code} for code in codes]
-        if name in inbound.DERIVED_TYPES:
-            entry["documentation"] = inbound.DERIVED_TYPES[name]
-        entry["versioning"] = "versioned"
-        entry["readHistory"] = True
-        entry["updateCreate"] = False
-        if name in inbound.CREATE_TYPES:
-            entry["conditionalCreate"] = True
-        if name in inbound.UPDATE_TYPES:
-            entry["conditionalUpdate"] = True
-        entry["conditionalRead"] = "not-supported"
-        entry["conditionalDelete"] = "not-supported"
-        includes = registry.includes(name)
-        if includes:
-            entry["searchInclude"] = includes
-        params = []
-        for code, param in info.params.items():
-            definition = registry.r4_definition(name, code)
-            item = {"name": code, "type": param.type}
-            if definition:
-                item["definition"] = definition["url"]
-            params.append(item)
-        entry["searchParam"] = params
-        if "fhir.validate_type" in HANDLERS:
-            entry["operation"] = [
-                {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
-            ]
-        resources.append(entry)
-    if "fhir.measures.read" in current_app.view_functions:  # service.entrypoints.fhir_measures
-        resources.append(
-            {
-                "type": "Measure",
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchParam": [
-                    {"name": "_id", "type": "token"},
-                    {"name": "url", "type": "uri"},
-                    {"name": "status", "type": "token"},
-                    {"name": "name", "type": "string"},
-                ],
-                "operation": [
-                    {
-                        "name": "evaluate-measure",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
-                    }
-                ],
-            }
+    type_interactions = {cap for _, (_, cap) in HANDLERS.items() if cap in registry.READ_INTERACTIONS}
+    resources = [
+        capability_map.ResourceCapability(
+            type=name,
+            read_interactions=[code for code in registry.READ_INTERACTIONS if code in type_interactions],
+            create=name in inbound.CREATE_TYPES,
+            update=name in inbound.UPDATE_TYPES,
+            delete=name in inbound.DELETE_TYPES,
+            profiles=_profiles_of(name),
+            documentation=inbound.DERIVED_TYPES.get(name),
+            search_includes=registry.includes(name),
+            search_params=[
+                capability_map.SearchParam(code, param.type, (registry.r4_definition(name, code) or {}).get("url"))
+                for code, param in info.params.items()
+            ],
+            validate="fhir.validate_type" in HANDLERS,
         )
-    system = [{"code": cap} for _, (_, cap) in sorted(HANDLERS.items()) if cap in ("transaction", "batch")]
+        for name, info in sorted(TYPES.items())
+    ]
+    system = [cap for _, (_, cap) in sorted(HANDLERS.items()) if cap in ("transaction", "batch")]
     if "fhir.transaction" in HANDLERS:
-        system = [{"code": "transaction"}, {"code": "batch"}]
-    base = _base()
-    root = base.removesuffix("/fhir")
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-22",
-        "publisher": "kapfhir",
-        "kind": "instance",
-        "software": {"name": "kapfhir", "version": "0.1.0"},
-        "implementation": {"description": "kapfhir FHIR R4 API", "url": base},
-        "fhirVersion": FHIR_VERSION,
-        "format": ["application/fhir+json", "json"],
-        "rest": [
-            {
-                "mode": "server",
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "code": "SMART-on-FHIR",
-                                }
-                            ]
-                        }
-                    ],
-                    "description": "SMART Backend Services bearer tokens with v2 scopes (system/<Type>.cruds); "
-                    f"see {root}/.well-known/smart-configuration",
-                    "extension": [
-                        {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                            "extension": [{"url": "token", "valueUri": f"{root}/oauth2/token"}],
-                        }
-                    ],
-                },
-                "resource": resources,
-                "interaction": system,
-                "operation": [
-                    {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
-                ],
-            }
-        ],
-    }
+        system = ["transaction", "batch"]
+    measures = "fhir.measures.read" in current_app.view_functions  # service.entrypoints.fhir_measures
+    return capability_map.to_capability_statement(_base(), resources, system, measures=measures)
 
 
 @_handler(

@@ -28,19 +28,22 @@
   server's answer reveals.)
 * **Session summary fallback.** When the target accepts DocumentReference but skips KAP clinical types, each
   session gets a DocumentReference (US Core clinical note, LOINC 11506-3 progress note) whose text lists the
-  session's doses, vitals, scores, side effects and safety flags. Psychotherapy notes are never in the Bundle,
-  so never in a summary.
+  session's doses, vitals, scores, side effects and safety flags; when it refuses Consent, the treatment consent
+  goes as a DocumentReference. Both are built by :mod:`mappings.resources.document_reference`. Psychotherapy notes
+  are never in the Bundle, so never in a summary.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from mappings import terminology as t
+from mappings.resources.document_reference import consent_documents, session_summaries
 
 TRANSACTION, BATCH, SINGLE, NONE = "transaction", "batch", "single", "none"
 ADMINISTRATIVE_TYPES = ("Patient", "Practitioner", "Organization")
@@ -59,9 +62,7 @@ KAP_CLINICAL_TYPES = frozenset(
 )
 # The session summary goes out when the target refuses any of these (doses, vitals and scores would be lost).
 SUMMARY_TRIGGER_TYPES = frozenset({"MedicationAdministration", "Observation"})
-NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
-US_CORE_DOCREF = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
-SUMMARY_KIND = "session-summary"
+NPI_SYSTEM = t.NPI
 CREATE, UPSERT, UPDATE = "create", "upsert", "update"
 
 
@@ -112,28 +113,30 @@ def parse_capabilities(statement: Mapping[str, Any]) -> Capabilities:
     rests = [r for r in statement.get("rest", []) or [] if r.get("mode", "server") == "server"]
     rest = rests[0] if rests else {}
     system = {i.get("code") for i in rest.get("interaction", []) or []}
-    types: dict[str, TypeCapability] = {}
-    for res in rest.get("resource", []) or []:
-        rtype = res.get("type")
-        if not rtype:
-            continue
-        types[rtype] = TypeCapability(
-            interactions=frozenset(i.get("code") for i in res.get("interaction", []) or [] if i.get("code")),
-            conditional_create=bool(res.get("conditionalCreate", False)),
-            conditional_update=bool(res.get("conditionalUpdate", False)),
-            versioning=res.get("versioning", "no-version"),
-            update_create=res.get("updateCreate", True) is not False,
-            search_params=frozenset(p.get("name") for p in res.get("searchParam", []) or [] if p.get("name")),
-            supported_profiles=frozenset(
-                _canonical(p) for p in [*(res.get("supportedProfile") or []), res.get("profile")] if p
-            ),
-        )
+    types = {res["type"]: _type_capability(res) for res in rest.get("resource", []) or [] if res.get("type")}
     return Capabilities(
         fhir_version=statement.get("fhirVersion"),
         transaction="transaction" in system,
         batch="batch" in system,
         types=types,
         formats=tuple(statement.get("format", []) or ()),
+    )
+
+
+def _codes(items: list[dict] | None, name: str) -> frozenset[str]:
+    return frozenset(i.get(name) for i in items or [] if i.get(name))
+
+
+def _type_capability(res: Mapping[str, Any]) -> TypeCapability:
+    profiles = [*(res.get("supportedProfile") or []), res.get("profile")]
+    return TypeCapability(
+        interactions=_codes(res.get("interaction"), "code"),
+        conditional_create=bool(res.get("conditionalCreate", False)),
+        conditional_update=bool(res.get("conditionalUpdate", False)),
+        versioning=res.get("versioning", "no-version"),
+        update_create=res.get("updateCreate", True) is not False,
+        search_params=_codes(res.get("searchParam"), "name"),
+        supported_profiles=frozenset(_canonical(p) for p in profiles if p),
     )
 
 
@@ -445,44 +448,74 @@ def rewrite_references(resource: dict, mapping: Mapping[str, dict]) -> None:
 # ---------------------------------------------------------------------------------------------- planner
 
 
+@dataclass
+class _Planning:
+    """What one planning pass knows so far; each decision below reads and adds to it."""
+
+    capabilities: Capabilities
+    policy: PushPolicy
+    links: Links
+    plan: Plan = field(default_factory=lambda: Plan(NONE))
+    static: dict[str, dict] = field(default_factory=dict)  # fullUrl -> replacement reference
+    dropped: set[str] = field(default_factory=set)  # fullUrls never sent (linked or referenced logically)
+    candidates: list[tuple[dict, str]] = field(default_factory=list)  # (entry, action)
+    known_refs: dict[str, dict] = field(default_factory=dict)  # fullUrl -> literal reference of a known resource
+
+
 def plan_push(
     bundle: Mapping[str, Any], capabilities: Capabilities, policy: PushPolicy, links: Links | None = None
 ) -> Plan:
-    links = links or Links()
     entries = list(bundle.get("entry", []) or [])
-    by_url = {e["fullUrl"]: e for e in entries}
     if policy.read_only:
         return Plan(NONE, held="the target is read-only: nothing is pushed to it")
-    patient_entry = next((e for e in entries if e["resource"]["resourceType"] == "Patient"), None)
-    plan = Plan(NONE)
-    static: dict[str, dict] = {}  # fullUrl -> replacement reference
-    dropped: set[str] = set()
+    state = _Planning(capabilities, policy, links or Links())
+    held = _place_administrative(entries, state)  # who is created where
+    if held is not None:
+        return held
+    if not any(e["resource"]["resourceType"] == "Patient" for e in entries):
+        return Plan(NONE, held="the bundle has no Patient")
+    _accept(entries, state)  # what the target accepts
+    _add_fallback_documents(bundle, state)  # session summaries and consent documents for EHRs that take few writes
+    planned_urls = {e["fullUrl"] for e, _ in state.candidates}
+    requests = [r for e, a in state.candidates if (r := _request(e, a, state, planned_urls)) is not None]
+    plan = state.plan
+    plan.requests = _order(requests, plan)
+    plan.references = {**state.static, **state.known_refs}
+    plan.mode = _mode(plan.requests, capabilities)  # how it is sent
+    return plan
 
-    # --- administrative resources: who is created where -------------------------------------------------
-    sandbox = policy.write_policy == "sandbox"
+
+# --- who is created where ---------------------------------------------------------------------------------------
+
+
+def _linked_id(rtype: str, links: Links, local: tuple[str, str] | None) -> str | None:
+    if rtype == "Patient":
+        return links.patient_id
+    if rtype == "Organization":
+        return links.organization_id
+    return links.practitioner_ids.get(local[1]) if local is not None else None
+
+
+def _place_administrative(entries: list[dict], state: _Planning) -> Plan | None:
+    """Patient, Practitioner, Organization: referenced by their linked id; created on a sandbox; else (an EHR)
+    never sent. Returns the held plan when an EHR target's Patient is not linked."""
+    sandbox = state.policy.write_policy == "sandbox"
     for entry in entries:
-        resource = entry["resource"]
-        rtype = resource["resourceType"]
+        rtype = entry["resource"]["resourceType"]
         if rtype not in ADMINISTRATIVE_TYPES:
             continue
-        url = entry["fullUrl"]
-        if sandbox and entry_key(entry) in links.remote:
+        if sandbox and entry_key(entry) in state.links.remote:
             continue  # pushed by us before: updated (or left alone) like any other resource
+        url = entry["fullUrl"]
         local = _parse_identifier(identifier_query(entry))
-        linked: str | None = None
-        if rtype == "Patient":
-            linked = links.patient_id
-        elif rtype == "Organization":
-            linked = links.organization_id
-        elif local is not None:
-            linked = links.practitioner_ids.get(local[1])
+        linked = _linked_id(rtype, state.links, local)
         if linked:
-            static[url] = {"reference": f"{rtype}/{linked}"}
-            dropped.add(url)
+            state.static[url] = {"reference": f"{rtype}/{linked}"}
+            state.dropped.add(url)
             continue
         if sandbox:
             continue  # created (conditionally) like any other resource
-        dropped.add(url)
+        state.dropped.add(url)
         if rtype == "Patient":
             return Plan(
                 NONE,
@@ -490,183 +523,223 @@ def plan_push(
                 "an EHR target never gets a Patient created",
             )
         if rtype == "Practitioner":
-            npi = next((i for i in resource.get("identifier", []) if i.get("system") == NPI_SYSTEM), None)
-            ident = (npi["system"], npi["value"]) if npi else local
-            if ident:
-                static[url] = logical_reference("Practitioner", *ident, display=_name_display(resource))
-            plan.notes.append(
-                f"Practitioner {local[1] if local else '?'} referenced by "
-                f"{'NPI' if npi else 'kapfhir identifier'} (not created on an EHR target)"
-            )
+            _reference_practitioner(entry, local, state)
         else:
-            ident = policy.organization_identifier or local
-            if ident:
-                static[url] = logical_reference("Organization", *ident, display=resource.get("name"))
-            if not policy.organization_identifier:
-                plan.notes.append("Organization referenced by kapfhir's identifier: set organization_identifier")
-    if patient_entry is None:
-        return Plan(NONE, held="the bundle has no Patient")
+            _reference_organization(entry, local, state)
+    return None
 
-    # --- what the target accepts ------------------------------------------------------------------------
-    candidates: list[tuple[dict, str]] = []  # (entry, action)
-    skipped_urls: set[str] = set()
+
+def _reference_practitioner(entry: dict, local: tuple[str, str] | None, state: _Planning) -> None:
+    """On an EHR, a practitioner is referenced logically: by NPI, else by kapfhir's identifier."""
+    resource = entry["resource"]
+    npi = next((i for i in resource.get("identifier", []) if i.get("system") == NPI_SYSTEM), None)
+    ident = (npi["system"], npi["value"]) if npi else local
+    if ident:
+        state.static[entry["fullUrl"]] = logical_reference("Practitioner", *ident, display=_name_display(resource))
+    state.plan.notes.append(
+        f"Practitioner {local[1] if local else '?'} referenced by "
+        f"{'NPI' if npi else 'kapfhir identifier'} (not created on an EHR target)"
+    )
+
+
+def _reference_organization(entry: dict, local: tuple[str, str] | None, state: _Planning) -> None:
+    """On an EHR, the organization is referenced by the target's organization_identifier, else kapfhir's."""
+    ident = state.policy.organization_identifier or local
+    if ident:
+        state.static[entry["fullUrl"]] = logical_reference(
+            "Organization", *ident, display=entry["resource"].get("name")
+        )
+    if not state.policy.organization_identifier:
+        state.plan.notes.append("Organization referenced by kapfhir's identifier: set organization_identifier")
+
+
+# --- what the target accepts ------------------------------------------------------------------------------------
+
+
+def _action(entry: Mapping[str, Any], known: RemoteRecord | None) -> str:
+    if known:
+        return UPDATE
+    request = entry["request"]
+    return UPSERT if request["method"] == "PUT" and "?" in request["url"] else CREATE
+
+
+def _accept(entries: list[dict], state: _Planning) -> None:
+    """Candidates are the entries the target takes; a skipped one is reported and referenced logically."""
+    skipped: list[dict] = []
     for entry in entries:
-        url = entry["fullUrl"]
-        if url in dropped:
+        if entry["fullUrl"] in state.dropped:
             continue
         rtype = entry["resource"]["resourceType"]
         key = entry_key(entry)
-        cap = capabilities.type(rtype)
-        known = links.remote.get(key)
-        reason = _refusal(cap, rtype, entry, known)
+        known = state.links.remote.get(key)
+        reason = _refusal(state.capabilities.type(rtype), rtype, entry, known)
         if reason:
-            plan.skipped.append(Skipped(key, rtype, reason))
-            skipped_urls.add(url)
+            state.plan.skipped.append(Skipped(key, rtype, reason))
+            skipped.append(entry)
             continue
-        candidates.append(
-            (
-                entry,
-                UPDATE
-                if known
-                else (UPSERT if entry["request"]["method"] == "PUT" and "?" in entry["request"]["url"] else CREATE),
-            )
-        )
-
-    for url in skipped_urls:
-        entry = by_url[url]
+        state.candidates.append((entry, _action(entry, known)))
+    for entry in skipped:
         ident = _parse_identifier(identifier_query(entry))
         if ident:
-            static[url] = logical_reference(entry["resource"]["resourceType"], *ident)
-    known_refs: dict[str, dict] = {}  # fullUrl -> literal reference of a resource already on the server
-    for entry, _action in candidates:
-        known = links.remote.get(entry_key(entry))
+            state.static[entry["fullUrl"]] = logical_reference(entry["resource"]["resourceType"], *ident)
+    for entry, _ in state.candidates:
+        known = state.links.remote.get(entry_key(entry))
         if known:
-            known_refs[entry["fullUrl"]] = {"reference": f"{entry['resource']['resourceType']}/{known.id}"}
+            state.known_refs[entry["fullUrl"]] = {"reference": f"{entry['resource']['resourceType']}/{known.id}"}
 
-    # --- session summaries for EHRs that accept few writes ----------------------------------------------
-    skipped_types = {s.resource_type for s in plan.skipped}
-    docref = capabilities.type("DocumentReference")
-    if policy.summary_fallback and docref is not None and docref.create and skipped_types & SUMMARY_TRIGGER_TYPES:
-        for summary in session_summaries(bundle, accepted_urls={e["fullUrl"] for e, _ in candidates}):
-            key = entry_key(summary)
-            known = links.remote.get(key)
-            if known and not docref.update:
-                plan.skipped.append(Skipped(key, "DocumentReference", "summary changed but updates are refused"))
-                continue
-            candidates.append((summary, UPDATE if known else CREATE))
-            by_url[summary["fullUrl"]] = summary
-        plan.notes.append(
+
+def _add_fallback_documents(bundle: Mapping[str, Any], state: _Planning) -> None:
+    """Session summaries when doses or observations are refused; the consent as a document when Consent is."""
+    docref = state.capabilities.type("DocumentReference")
+    if not (state.policy.summary_fallback and docref is not None and docref.create):
+        return
+    skipped_types = {s.resource_type for s in state.plan.skipped}
+    if skipped_types & SUMMARY_TRIGGER_TYPES:
+        accepted = {e["fullUrl"] for e, _ in state.candidates}
+        _add_documents(session_summaries(bundle, accepted_urls=accepted), docref, "summary", state)
+        state.plan.notes.append(
             "session summaries (DocumentReference) sent because the target does not accept: "
             + ", ".join(sorted(skipped_types & KAP_CLINICAL_TYPES))
         )
-    if policy.summary_fallback and docref is not None and docref.create and "Consent" in skipped_types:
-        for document in consent_documents(bundle):
-            key = entry_key(document)
-            known = links.remote.get(key)
-            if known and not docref.update:
-                plan.skipped.append(Skipped(key, "DocumentReference", "consent changed but updates are refused"))
-                continue
-            candidates.append((document, UPDATE if known else CREATE))
-            by_url[document["fullUrl"]] = document
-        plan.notes.append("the treatment consent sent as a DocumentReference because the target refuses Consent")
+    if "Consent" in skipped_types:
+        _add_documents(consent_documents(bundle), docref, "consent", state)
+        state.plan.notes.append("the treatment consent sent as a DocumentReference because the target refuses Consent")
 
-    # --- requests ---------------------------------------------------------------------------------------
-    planned_urls = {e["fullUrl"] for e, _ in candidates}
-    requests: list[PlannedRequest] = []
-    for entry, action in candidates:
-        resource = copy.deepcopy(entry["resource"])
-        rewrite_references(resource, static)
-        # the hash is taken before known ids replace urn:uuid references, so it is the same on every push
-        digest = content_hash(resource)
-        rewrite_references(resource, known_refs)
-        rtype = resource["resourceType"]
-        key = entry_key(entry)
-        cap = capabilities.type(rtype)
-        assert cap is not None
-        known = links.remote.get(key)
-        if known and known.content_hash == digest:
-            plan.unchanged.append(Unchanged(key, rtype, known))
+
+def _add_documents(documents: list[dict], docref: TypeCapability, what: str, state: _Planning) -> None:
+    for document in documents:
+        key = entry_key(document)
+        known = state.links.remote.get(key)
+        if known and not docref.update:
+            state.plan.skipped.append(Skipped(key, "DocumentReference", f"{what} changed but updates are refused"))
             continue
-        query = identifier_query(entry)
-        deps = tuple(
-            sorted(
-                {r["reference"] for r in walk_references(resource) if r["reference"] in planned_urls}
-                - {entry["fullUrl"]}
-            )
-        )
-        req = PlannedRequest(
-            key=key,
-            resource_type=rtype,
-            full_url=entry["fullUrl"],
-            resource=resource,
-            action=action,
-            method="POST",
-            url=rtype,
-            identifier_query=query,
-            depends_on=deps,
-            content_hash=digest,
-            generated=bool(entry.get("_generated")),
-        )
-        fits = search_fits(rtype, query, cap)
-        if action == UPDATE:
-            assert known is not None
-            resource["id"] = known.id
-            req.method, req.url, req.known_id = "PUT", f"{rtype}/{known.id}", known.id
-            if cap.versioned and known.version:
-                req.if_match = f'W/"{known.version}"'
-        elif action == UPSERT and fits:
-            if cap.conditional_update:
-                req.method, req.url = "PUT", entry["request"]["url"]
-            elif cap.search:
-                req.method, req.url, req.search_first = "PUT", entry["request"]["url"], True
-            else:
-                req.guarded = False
-                plan.notes.append(f"{rtype}: no conditional update or search; created without a duplicate guard")
-        elif entry["request"]["method"] == "PUT" and "?" not in entry["request"]["url"]:  # client-assigned id
-            if cap.update and cap.update_create and rtype not in policy.no_client_ids:
-                req.method, req.url = "PUT", entry["request"]["url"]
-                resource.setdefault("id", entry["request"]["url"].split("/", 1)[1])
-            else:  # the server chooses the id; it is remembered (Links.remote) for later updates
-                resource.pop("id", None)
-                req.guarded = False
-                plan.adaptations.append(
-                    Adaptation(CREATE_NOT_PUT, rtype, "sent as a create: the target does not take client-assigned ids")
-                )
-        elif not fits:  # no R4 search parameter fits: a plain create; the server's id is remembered
-            req.guarded = False
-            name = (query or "").split("=", 1)[0] or "?"
-            why = (
-                f"R4 defines no '{name}' search parameter for {rtype}"
-                if query and not r4_defines_search_parameter(rtype, name)
-                else f"the target lists no '{name}' search parameter for {rtype}"
-            )
-            plan.adaptations.append(
-                Adaptation(PLAIN_CREATE, rtype, f"created without a condition ({why}); the server's id is remembered")
-            )
-        elif cap.conditional_create:
-            req.if_none_exist = query
-        elif cap.search:
-            req.search_first = True
-        else:
-            req.guarded = False
-            plan.notes.append(f"{rtype}: no conditional create or search; created without a duplicate guard")
-        for claim, why in adapt_profiles(resource, cap, policy.drop_profiles):
-            plan.adaptations.append(Adaptation(PROFILE_REMOVED, rtype, f"profile claim {claim} left out ({why})"))
-        if rtype == "Patient":
-            plan.patient_key = key
-        requests.append(req)
+        state.candidates.append((document, UPDATE if known else CREATE))
 
-    plan.requests = _order(requests, plan)
-    plan.references = {**static, **known_refs}
-    if not plan.requests:
-        plan.mode = NONE
-    elif capabilities.transaction and not any(r.search_first for r in plan.requests):
-        plan.mode = TRANSACTION
-    elif capabilities.batch and not any(r.search_first for r in plan.requests):
-        plan.mode = BATCH
+
+# --- how each resource is sent ----------------------------------------------------------------------------------
+
+
+def _request(entry: dict, action: str, state: _Planning, planned_urls: set[str]) -> PlannedRequest | None:
+    """The request of one candidate, or None when its content is unchanged since the last push."""
+    resource = copy.deepcopy(entry["resource"])
+    rewrite_references(resource, state.static)
+    # the hash is taken before known ids replace urn:uuid references, so it is the same on every push
+    digest = content_hash(resource)
+    rewrite_references(resource, state.known_refs)
+    rtype = resource["resourceType"]
+    key = entry_key(entry)
+    cap = state.capabilities.type(rtype)
+    assert cap is not None
+    known = state.links.remote.get(key)
+    if known and known.content_hash == digest:
+        state.plan.unchanged.append(Unchanged(key, rtype, known))
+        return None
+    references = {r["reference"] for r in walk_references(resource) if r["reference"] in planned_urls}
+    req = PlannedRequest(
+        key=key,
+        resource_type=rtype,
+        full_url=entry["fullUrl"],
+        resource=resource,
+        action=action,
+        method="POST",
+        url=rtype,
+        identifier_query=identifier_query(entry),
+        depends_on=tuple(sorted(references - {entry["fullUrl"]})),
+        content_hash=digest,
+        generated=bool(entry.get("_generated")),
+    )
+    _choose_interaction(req, entry, cap, known, state)
+    for claim, why in adapt_profiles(resource, cap, state.policy.drop_profiles):
+        state.plan.adaptations.append(Adaptation(PROFILE_REMOVED, rtype, f"profile claim {claim} left out ({why})"))
+    if rtype == "Patient":
+        state.plan.patient_key = key
+    return req
+
+
+def _choose_interaction(
+    req: PlannedRequest, entry: Mapping[str, Any], cap: TypeCapability, known: RemoteRecord | None, state: _Planning
+) -> None:
+    """Update by known id; conditional update; PUT with a client id; plain or conditional create (in that order)."""
+    fits = search_fits(req.resource_type, req.identifier_query, cap)
+    method, url = entry["request"]["method"], entry["request"]["url"]
+    if req.action == UPDATE:
+        assert known is not None
+        _update_known(req, cap, known)
+    elif req.action == UPSERT and fits:
+        _conditional_update(req, cap, url, state.plan)
+    elif method == "PUT" and "?" not in url:  # client-assigned id
+        _client_assigned_id(req, cap, url, state)
+    elif not fits:  # no R4 search parameter fits: a plain create; the server's id is remembered
+        _plain_create(req, state.plan)
     else:
-        plan.mode = SINGLE
-    return plan
+        _conditional_create(req, cap, state.plan)
+
+
+def _update_known(req: PlannedRequest, cap: TypeCapability, known: RemoteRecord) -> None:
+    req.resource["id"] = known.id
+    req.method, req.url, req.known_id = "PUT", f"{req.resource_type}/{known.id}", known.id
+    if cap.versioned and known.version:
+        req.if_match = f'W/"{known.version}"'
+
+
+def _conditional_update(req: PlannedRequest, cap: TypeCapability, url: str, plan: Plan) -> None:
+    if cap.conditional_update:
+        req.method, req.url = "PUT", url
+    elif cap.search:
+        req.method, req.url, req.search_first = "PUT", url, True
+    else:
+        req.guarded = False
+        plan.notes.append(f"{req.resource_type}: no conditional update or search; created without a duplicate guard")
+
+
+def _client_assigned_id(req: PlannedRequest, cap: TypeCapability, url: str, state: _Planning) -> None:
+    if cap.update and cap.update_create and req.resource_type not in state.policy.no_client_ids:
+        req.method, req.url = "PUT", url
+        req.resource.setdefault("id", url.split("/", 1)[1])
+        return
+    # the server chooses the id; it is remembered (Links.remote) for later updates
+    req.resource.pop("id", None)
+    req.guarded = False
+    state.plan.adaptations.append(
+        Adaptation(CREATE_NOT_PUT, req.resource_type, "sent as a create: the target does not take client-assigned ids")
+    )
+
+
+def _plain_create(req: PlannedRequest, plan: Plan) -> None:
+    req.guarded = False
+    rtype, query = req.resource_type, req.identifier_query
+    name = (query or "").split("=", 1)[0] or "?"
+    why = (
+        f"R4 defines no '{name}' search parameter for {rtype}"
+        if query and not r4_defines_search_parameter(rtype, name)
+        else f"the target lists no '{name}' search parameter for {rtype}"
+    )
+    plan.adaptations.append(
+        Adaptation(PLAIN_CREATE, rtype, f"created without a condition ({why}); the server's id is remembered")
+    )
+
+
+def _conditional_create(req: PlannedRequest, cap: TypeCapability, plan: Plan) -> None:
+    if cap.conditional_create:
+        req.if_none_exist = req.identifier_query
+    elif cap.search:
+        req.search_first = True
+    else:
+        req.guarded = False
+        plan.notes.append(f"{req.resource_type}: no conditional create or search; created without a duplicate guard")
+
+
+def _mode(requests: list[PlannedRequest], capabilities: Capabilities) -> str:
+    """One transaction when the server takes it, else batch, else single requests (and always single when a
+    request must search first)."""
+    searching = any(r.search_first for r in requests)
+    if not requests:
+        return NONE
+    if capabilities.transaction and not searching:
+        return TRANSACTION
+    if capabilities.batch and not searching:
+        return BATCH
+    return SINGLE
 
 
 def _refusal(
@@ -720,287 +793,3 @@ def _order(requests: list[PlannedRequest], plan: Plan) -> list[PlannedRequest]:
         if state.get(req.full_url) is None:
             visit(req)
     return out
-
-
-# ------------------------------------------------------------------------------------- session summaries
-
-
-def _text(concept: Mapping[str, Any] | None) -> str:
-    if not concept:
-        return ""
-    if concept.get("text"):
-        return concept["text"]
-    for coding in concept.get("coding", []) or []:
-        if coding.get("display"):
-            return coding["display"]
-    codings = concept.get("coding", []) or []
-    return codings[0].get("code", "") if codings else ""
-
-
-def _quantity(q: Mapping[str, Any] | None) -> str:
-    if not q:
-        return ""
-    value = q.get("value")
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    unit = q.get("unit") or q.get("code") or ""
-    return f"{text} {unit}".strip()
-
-
-def _value(obs: Mapping[str, Any]) -> str:
-    for key in ("valueQuantity", "valueInteger", "valueString", "valueCodeableConcept", "valueBoolean"):
-        if key in obs:
-            val = obs[key]
-            if key == "valueQuantity":
-                return _quantity(val)
-            if key == "valueCodeableConcept":
-                return _text(val)
-            return str(val)
-    parts = []
-    for comp in obs.get("component", []) or []:
-        v = _value(comp)
-        if v:
-            parts.append(f"{_text(comp.get('code'))} {v}")
-    return ", ".join(parts)
-
-
-def _period(period: Mapping[str, Any] | None) -> str:
-    if not period:
-        return ""
-    start, end = period.get("start", ""), period.get("end", "")
-    return f"{start} to {end}" if end else start
-
-
-def session_summaries(bundle: Mapping[str, Any], accepted_urls: set[str] | None = None) -> list[dict]:
-    """One DocumentReference (transaction entry) per session Encounter of the Bundle, text/plain.
-
-    Content: session type, period and status; doses (MedicationAdministration), vitals and monitoring
-    (Observation without ``derivedFrom``), scores (Observation derived from a QuestionnaireResponse), side
-    effects (AdverseEvent) and safety flags (DetectedIssue implicating the session's resources). Entered-in-error
-    items are left out. Psychotherapy notes are not in the Bundle, so they cannot be in a summary.
-    """
-    entries = list(bundle.get("entry", []) or [])
-    security = (bundle.get("meta") or {}).get("security", [])
-    patient_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Patient"), None)
-    org_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
-    out = []
-    for enc_entry in entries:
-        enc = enc_entry["resource"]
-        if enc["resourceType"] != "Encounter":
-            continue
-        ident = next(iter(enc.get("identifier", []) or []), None)
-        if not ident or not str(ident.get("system", "")).endswith("/session"):
-            continue
-        base = ident["system"][: -len("/session")]
-        enc_url = enc_entry["fullUrl"]
-        members = [e for e in entries if _refers_to(e["resource"], enc_url, ("encounter", "context"))]
-        member_urls = {e["fullUrl"] for e in members} | {enc_url}
-        lines = [
-            f"KAP session summary: {_text((enc.get('type') or [{}])[0])}",
-            f"Period: {_period(enc.get('period'))} (status: {enc.get('status', 'unknown')})",
-        ]
-        doses, vitals, scores, effects, flags = [], [], [], [], []
-        for e in members:
-            r = e["resource"]
-            if r.get("status") == "entered-in-error":
-                continue
-            if r["resourceType"] == "MedicationAdministration":
-                med = _text(r.get("medicationCodeableConcept")) or _text(
-                    next((c.get("code") for c in r.get("contained", []) if c.get("resourceType") == "Medication"), None)
-                )
-                dosage = r.get("dosage") or {}
-                when = _period(r.get("effectivePeriod")) or r.get("effectiveDateTime", "")
-                doses.append(
-                    f"- {med}: {_quantity(dosage.get('dose'))} {_text(dosage.get('route'))} "
-                    f"({when}; {r.get('status', '')})".replace("  ", " ")
-                )
-            elif r["resourceType"] == "Observation":
-                item = f"- {_text(r.get('code'))}: {_value(r)} ({r.get('effectiveDateTime', '')})"
-                (scores if r.get("derivedFrom") else vitals).append(item)
-            elif r["resourceType"] == "AdverseEvent":
-                effects.append(
-                    f"- {_text(r.get('event'))}: severity {_text(r.get('severity')) or 'unknown'}, "
-                    f"{_text(r.get('seriousness'))}, outcome {_text(r.get('outcome')) or 'unknown'} "
-                    f"(onset {r.get('date', '')})"
-                )
-        for e in entries:
-            r = e["resource"]
-            if r["resourceType"] == "DetectedIssue" and any(
-                ref.get("reference") in member_urls for ref in r.get("implicated", []) or []
-            ):
-                flags.append(f"- {_text(r.get('code'))} ({r.get('severity', '')}): {r.get('detail', '')}")
-        for title, items in (
-            ("Doses", doses),
-            ("Vitals and monitoring", vitals),
-            ("Scores", scores),
-            ("Side effects", effects),
-            ("Safety flags", flags),
-        ):
-            lines.append(f"{title}:")
-            lines.extend(items or ["- none recorded"])
-        lines.append("Psychotherapy notes are not shared.")
-        text = "\n".join(lines) + "\n"
-        session_id = ident["value"]
-        system = f"{base}/{SUMMARY_KIND}"
-        context: dict[str, Any] = {"period": enc.get("period", {})}
-        if accepted_urls is None or enc_url in accepted_urls:
-            context["encounter"] = [{"reference": enc_url}]
-        authors = [copy.deepcopy(p["individual"]) for p in enc.get("participant", []) or [] if p.get("individual")]
-        doc: dict[str, Any] = {
-            "resourceType": "DocumentReference",
-            "meta": {"profile": [US_CORE_DOCREF], "security": copy.deepcopy(security)},
-            "identifier": [{"system": system, "value": session_id}],
-            "status": "current",
-            "docStatus": "final",
-            "type": {
-                "coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}],
-                "text": "KAP session summary",
-            },
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
-                            "code": "clinical-note",
-                            "display": "Clinical Note",
-                        }
-                    ]
-                }
-            ],
-            "subject": {"reference": patient_url},
-            "date": _summary_date(enc),
-            "description": f"KAP session summary {session_id}",
-            "content": [
-                {
-                    "attachment": {
-                        "contentType": "text/plain; charset=utf-8",
-                        "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
-                        "title": "KAP session summary",
-                    }
-                }
-            ],
-            "context": context,
-        }
-        if authors:
-            doc["author"] = authors
-        if org_url:
-            doc["custodian"] = {"reference": org_url}
-        from mappings.context import full_url_of  # local import: the planner is otherwise free of mappings
-
-        out.append(
-            {
-                "fullUrl": full_url_of(base, "DocumentReference", SUMMARY_KIND, session_id),
-                "resource": doc,
-                "request": {
-                    "method": "POST",
-                    "url": "DocumentReference",
-                    "ifNoneExist": f"identifier={system}|{session_id}",
-                },
-                "_generated": True,
-            }
-        )
-    return out
-
-
-CONSENT_DOCUMENT_KIND = "consent-document"
-
-
-def consent_documents(bundle: Mapping[str, Any]) -> list[dict]:
-    """One DocumentReference (LOINC 59284-0, the consent category the reference file verifies) per treatment
-    Consent of the Bundle, for EHRs that take documents but not Consent: its text states what was consented to,
-    when and on which form, and the attachment points at the clinic's versioned consent form (``policy.uri``).
-    kapfhir holds no scanned signature; the form URL and this record are what it has."""
-    entries = list(bundle.get("entry", []) or [])
-    patient_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Patient"), None)
-    org_url = next((e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
-    out = []
-    for entry in entries:
-        consent = entry["resource"]
-        if consent["resourceType"] != "Consent" or consent.get("status") == "entered-in-error":
-            continue
-        ident = next(iter(consent.get("identifier", []) or []), None)
-        if not ident:
-            continue
-        form = next((p.get("uri") for p in consent.get("policy", []) or [] if p.get("uri")), None)
-        provision = consent.get("provision") or {}
-        lines = [
-            "KAP informed consent (ketamine-assisted psychotherapy)",
-            f"Status: {consent.get('status', 'unknown')}",
-            f"Signed: {consent.get('dateTime', 'unknown')}",
-            f"Consent form: {form or 'not recorded'}",
-            f"Valid: {_period(provision.get('period')) or 'not limited'}",
-            "Covers: " + (", ".join(_text(c) for c in provision.get("code", []) or []) or "ketamine treatment"),
-        ]
-        text = "\n".join(lines) + "\n"
-        system = f"{ident['system']}/{CONSENT_DOCUMENT_KIND}"
-        attachment: dict[str, Any] = {
-            "contentType": "text/plain; charset=utf-8",
-            "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
-            "title": "KAP informed consent",
-        }
-        doc: dict[str, Any] = {
-            "resourceType": "DocumentReference",
-            "meta": {
-                "profile": [US_CORE_DOCREF],
-                "security": copy.deepcopy((consent.get("meta") or {}).get("security", [])),
-            },
-            "identifier": [{"system": system, "value": ident["value"]}],
-            "status": "current" if consent.get("status") == "active" else "superseded",
-            "docStatus": "final",
-            "type": {"coding": [{"system": "http://loinc.org", "code": "59284-0"}], "text": "Consent document"},
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
-                            "code": "clinical-note",
-                            "display": "Clinical Note",
-                        }
-                    ]
-                }
-            ],
-            "subject": {"reference": patient_url},
-            "date": _summary_date({"period": {"start": consent.get("dateTime")}}),
-            "description": "KAP informed consent" + (f" ({form})" if form else ""),
-            "content": [{"attachment": attachment}],
-        }
-        if form:
-            doc["content"].append(
-                {"attachment": {"contentType": "text/html", "url": form, "title": "Consent form (blank, versioned)"}}
-            )
-        if org_url:
-            doc["custodian"] = {"reference": org_url}
-        from mappings.context import full_url_of  # local import: the planner is otherwise free of mappings
-
-        out.append(
-            {
-                "fullUrl": full_url_of(ident["system"], "DocumentReference", CONSENT_DOCUMENT_KIND, ident["value"]),
-                "resource": doc,
-                "request": {
-                    "method": "POST",
-                    "url": "DocumentReference",
-                    "ifNoneExist": f"identifier={system}|{ident['value']}",
-                },
-                "_generated": True,
-            }
-        )
-    return out
-
-
-def _summary_date(enc: Mapping[str, Any]) -> str:
-    period = enc.get("period") or {}
-    value = period.get("end") or period.get("start") or "1970-01-01T00:00:00+00:00"
-    return value if "T" in value else f"{value}T00:00:00+00:00"
-
-
-def _refers_to(resource: Mapping[str, Any], url: str, fields: tuple[str, ...]) -> bool:
-    for name in fields:
-        ref = resource.get(name)
-        if isinstance(ref, dict) and ref.get("reference") == url:
-            return True
-    return False
-
-
-def summary_text(document_reference: Mapping[str, Any]) -> str:
-    """The plain text of a session summary DocumentReference."""
-    data = document_reference["content"][0]["attachment"]["data"]
-    return base64.b64decode(data).decode("utf-8")

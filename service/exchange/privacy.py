@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mappings import terminology as t
+
 PATIENT_PRIVACY = "patient-privacy"  # Consent.scope, http://terminology.hl7.org/CodeSystem/consentscope
 PERMIT, DENY = "permit", "deny"
 ACTIVE = "active"
 ETH_CODE = "ETH"  # v3-ActCode: substance abuse information sensitivity
-V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+V3_ACT_CODE = t.V3_ACT_CODE
+CONSENT_SCOPE = t.CONSENT_SCOPE
 
 
 @dataclass(frozen=True)
@@ -121,27 +123,33 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def _recipients(provision: Mapping[str, Any]) -> tuple[OrganizationRef, ...]:
+    idents = ((actor.get("reference") or {}).get("identifier") for actor in provision.get("actor", []) or [])
+    return tuple(OrganizationRef(i["system"], i["value"]) for i in idents if i and i.get("system") and i.get("value"))
+
+
+def _permitted_labels(provision: Mapping[str, Any]) -> list[dict]:
+    """Security labels and classes of the provision and of its nested permit provisions."""
+    labels = [*(provision.get("securityLabel") or []), *(provision.get("class") or [])]
+    for nested in provision.get("provision", []) or []:
+        if nested.get("type", PERMIT) == PERMIT:
+            labels += [*(nested.get("securityLabel") or []), *(nested.get("class") or [])]
+    return labels
+
+
 def privacy_consent_from_fhir(resource: Mapping[str, Any]) -> PrivacyConsent | None:
     """A :class:`PrivacyConsent` from a FHIR R4 Consent; ``None`` when it is not a patient-privacy consent."""
     scope_codes = {c.get("code") for c in (resource.get("scope") or {}).get("coding", []) or []}
     if PATIENT_PRIVACY not in scope_codes:
         return None
     provision = resource.get("provision") or {}
-    recipients = []
-    for actor in provision.get("actor", []) or []:
-        ident = (actor.get("reference") or {}).get("identifier")
-        if ident and ident.get("system") and ident.get("value"):
-            recipients.append(OrganizationRef(ident["system"], ident["value"]))
-    labels = [*(provision.get("securityLabel") or []), *(provision.get("class") or [])]
-    for nested in provision.get("provision", []) or []:
-        if nested.get("type", PERMIT) == PERMIT:
-            labels += [*(nested.get("securityLabel") or []), *(nested.get("class") or [])]
+    labels = _permitted_labels(provision)
     period = provision.get("period") or {}
     return PrivacyConsent(
         id=str(resource.get("id", "")),
         status=resource.get("status", ""),
         decision=provision.get("type", PERMIT),
-        recipients=tuple(recipients),
+        recipients=_recipients(provision),
         period_start=_dt(period.get("start")),
         period_end=_dt(period.get("end")),
         substance_use_disclosure=any(label.get("code") == ETH_CODE for label in labels),

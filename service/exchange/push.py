@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from mappings import terminology as t
 from service.exchange.client import (
     FhirClient,
     FhirError,
@@ -772,7 +773,7 @@ def pull_patient(
             for cond in client.search_all("Condition", [("patient", patient["id"])], max_pages=5):
                 codings = (cond.get("code") or {}).get("coding", []) or []
                 icd = next((c.get("code") for c in codings if "icd-10" in str(c.get("system", ""))), None)
-                sct = next((c.get("code") for c in codings if c.get("system") == "http://snomed.info/sct"), None)
+                sct = next((c.get("code") for c in codings if c.get("system") == t.SNOMED), None)
                 status = next((c.get("code") for c in (cond.get("clinicalStatus") or {}).get("coding", []) or []), None)
                 display = (cond.get("code") or {}).get("text") or next(
                     (c.get("display") for c in codings if c.get("display")), None

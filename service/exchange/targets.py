@@ -289,36 +289,52 @@ def target_from_dict(
 ) -> Target:
     """Build a :class:`Target`. ``secrets_allowed`` is True only for values that came from the environment."""
     environ = os.environ if environ is None else environ
-    data = dict(raw)
+    data = _with_preset(name, dict(raw))
+    auth = _auth_config(name, dict(data.get("auth") or {}), environ, secrets_allowed)
+    return Target(name=name, auth=auth, **_target_fields(name, data))
+
+
+def _with_preset(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A named preset's defaults under the target's own values."""
     preset = data.get("preset")
-    if preset:
-        if preset not in PRESETS:
-            raise TargetConfigError(f"target {name}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        data = _follow_base_url(PRESETS[preset], data, _merge(PRESETS[preset], data))
-    auth_raw = dict(data.get("auth") or {})
+    if not preset:
+        return data
+    if preset not in PRESETS:
+        raise TargetConfigError(f"target {name}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return _follow_base_url(PRESETS[preset], data, _merge(PRESETS[preset], data))
+
+
+def _secret(auth_raw: Mapping[str, Any], key: str, environ: Mapping[str, str]) -> str | None:
+    """A secret from the environment values, else the variable ``<key>_env`` names, else the file ``<key>_file``."""
+    value = auth_raw.get(key)
+    if not value and auth_raw.get(f"{key}_env"):
+        value = environ.get(auth_raw[f"{key}_env"])
+    if not value and auth_raw.get(f"{key}_file"):
+        value = _read_secret_file(auth_raw[f"{key}_file"])
+    return value
+
+
+def _auth_config(name: str, auth_raw: dict[str, Any], environ: Mapping[str, str], secrets_allowed: bool) -> AuthConfig:
     if not secrets_allowed:
         for key in _SECRET_KEYS:
             if auth_raw.get(key):
                 raise TargetConfigError(
                     f"target {name}: auth.{key} must not be written in the config file; use {key}_env or {key}_file"
                 )
-    token = auth_raw.get("token")
-    secret = auth_raw.get("client_secret")
-    if not token and auth_raw.get("token_env"):
-        token = environ.get(auth_raw["token_env"])
-    if not token and auth_raw.get("token_file"):
-        token = _read_secret_file(auth_raw["token_file"])
-    if not secret and auth_raw.get("client_secret_env"):
-        secret = environ.get(auth_raw["client_secret_env"])
-    if not secret and auth_raw.get("client_secret_file"):
-        secret = _read_secret_file(auth_raw["client_secret_file"])
-    known = {f for f in AuthConfig.__dataclass_fields__}
-    unknown = set(auth_raw) - known
+    token = _secret(auth_raw, "token", environ)
+    secret = _secret(auth_raw, "client_secret", environ)
+    unknown = set(auth_raw) - set(AuthConfig.__dataclass_fields__)
     if unknown:
         raise TargetConfigError(f"target {name}: unknown auth field(s) {sorted(unknown)}")
     auth = AuthConfig(
         **{**{k: v for k, v in auth_raw.items() if k not in _SECRET_KEYS}, "token": token, "client_secret": secret}
     )
+    _check_auth(name, auth)
+    return auth
+
+
+def _check_auth(name: str, auth: AuthConfig) -> None:
+    """Each auth type has what it needs to get a token."""
     if auth.type not in AUTH_TYPES:
         raise TargetConfigError(f"target {name}: auth.type must be one of {AUTH_TYPES}")
     if auth.type == "bearer" and not auth.token:
@@ -327,11 +343,14 @@ def target_from_dict(
         raise TargetConfigError(f"target {name}: client_credentials needs client_id, token_url and a secret")
     if auth.type == "smart" and not (auth.client_id and auth.private_key_path):
         raise TargetConfigError(f"target {name}: smart auth needs client_id and private_key_path")
+
+
+def _target_fields(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Target fields other than name and auth, checked and normalised."""
     base_url = data.get("base_url")
     if not base_url or not str(base_url).startswith(("https://", "http://")):
         raise TargetConfigError(f"target {name}: base_url must be an http(s) URL")
-    policy = data.get("write_policy", EHR)
-    if policy not in WRITE_POLICIES:
+    if data.get("write_policy", EHR) not in WRITE_POLICIES:
         raise TargetConfigError(f"target {name}: write_policy must be 'sandbox' or 'ehr'")
     allowed = set(Target.__dataclass_fields__) - {"name", "auth"}
     unknown = set(data) - allowed - {"auth"}
@@ -344,7 +363,7 @@ def target_from_dict(
     fields["drop_profiles"] = tuple(
         p.strip() for p in (drop.split(",") if isinstance(drop, str) else drop) if p.strip()
     )
-    return Target(name=name, auth=auth, **fields)
+    return fields
 
 
 def _follow_base_url(preset: Mapping[str, Any], own: Mapping[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
@@ -373,23 +392,42 @@ def load_targets(
 ) -> dict[str, Target]:
     """Targets from ``KAPFHIR_TARGETS_FILE`` (or ``path``), ``KAPFHIR_TARGETS`` presets and per-target env vars."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, dict[str, Any]] = {}
     file = path or environ.get("KAPFHIR_TARGETS_FILE")
-    if file:
-        text = Path(file).read_text("utf-8")
-        doc = json.loads(text) if str(file).endswith(".json") else yaml.safe_load(text)
-        doc = doc or {}
-        if not isinstance(doc, Mapping):
-            raise TargetConfigError(f"{file}: expected a mapping")
-        targets = doc.get("targets", doc)
-        if not isinstance(targets, Mapping):
-            raise TargetConfigError(f"{file}: 'targets' must be a mapping of name -> target")
-        for name, body in targets.items():
-            if not isinstance(body, Mapping):
-                raise TargetConfigError(f"{file}: target {name} must be a mapping")
-            raw[str(name)] = dict(body)
+    in_file = _targets_in_file(file) if file else {}
+    raw = {name: dict(body) for name, body in in_file.items()}
     for name in filter(None, (n.strip() for n in environ.get("KAPFHIR_TARGETS", "").split(","))):
         raw.setdefault(name, {"preset": name} if name in PRESETS else {})
+    env_secret_names = _apply_environment(raw, environ)
+    out: dict[str, Target] = {}
+    for name, body in raw.items():
+        # secrets are only accepted when the environment supplied them; a file that also wrote one is refused
+        file_auth = dict(in_file[name].get("auth") or {}) if name in in_file else {}
+        if any(file_auth.get(k) for k in _SECRET_KEYS):
+            raise TargetConfigError(f"target {name}: secrets must not be written in the config file")
+        out[name] = target_from_dict(name, body, environ=environ, secrets_allowed=name in env_secret_names)
+    return out
+
+
+def _targets_in_file(file: str | os.PathLike[str]) -> dict[str, Mapping[str, Any]]:
+    """name -> target body of a YAML or JSON targets file (``targets:`` or the names at the top level)."""
+    text = Path(file).read_text("utf-8")
+    doc = json.loads(text) if str(file).endswith(".json") else yaml.safe_load(text)
+    doc = doc or {}
+    if not isinstance(doc, Mapping):
+        raise TargetConfigError(f"{file}: expected a mapping")
+    targets = doc.get("targets", doc)
+    if not isinstance(targets, Mapping):
+        raise TargetConfigError(f"{file}: 'targets' must be a mapping of name -> target")
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, body in targets.items():
+        if not isinstance(body, Mapping):
+            raise TargetConfigError(f"{file}: target {name} must be a mapping")
+        out[str(name)] = body
+    return out
+
+
+def _apply_environment(raw: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> set[str]:
+    """Merge the ``KAPFHIR_TARGET_<NAME>_*`` overrides into ``raw``; the names whose secrets the environment gave."""
     by_env = {env_name(n): n for n in raw}
     env_secret_names: set[str] = set()
     for env_key, over in _env_overrides(environ).items():
@@ -397,16 +435,7 @@ def load_targets(
         raw[name] = _merge(raw.get(name, {}), over)
         if any(k in over.get("auth", {}) for k in _SECRET_KEYS):
             env_secret_names.add(name)
-    out: dict[str, Target] = {}
-    for name, body in raw.items():
-        # secrets are only accepted when the environment supplied them; a file that also wrote one is refused
-        file_auth = {}
-        if file and name in (targets := (doc.get("targets", doc))) and isinstance(targets[name], Mapping):
-            file_auth = dict(targets[name].get("auth") or {})
-        if any(file_auth.get(k) for k in _SECRET_KEYS):
-            raise TargetConfigError(f"target {name}: secrets must not be written in the config file")
-        out[name] = target_from_dict(name, body, environ=environ, secrets_allowed=name in env_secret_names)
-    return out
+    return env_secret_names
 
 
 # ------------------------------------------------------------------------------------------------- building

@@ -660,11 +660,7 @@ def _store_alone(
     version, changed = result[(resource["resourceType"], resource["id"])]
     if changed:  # the Provenance of this write, as for an episode's
         target = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
-        prov = provenance.to_provenance(ctx, [(target, version)], dt.instant(now))
-        prov["target"] = [{"reference": target}]
-        organization = ctx.full_url("Organization", ORGANIZATION, ctx.chart.clinic.id).removeprefix("urn:uuid:")
-        prov["agent"][0]["who"] = {"reference": f"Organization/{organization}"}
-        prov["agent"][1]["onBehalfOf"] = prov["agent"][0]["who"]
+        prov = provenance.to_standalone_provenance(ctx, target, version, dt.instant(now))
         projection.store_resources(session, clinic_id, [prov], episode_id=None, patient_ref=patient_ref, now=now)
 
 

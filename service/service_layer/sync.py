@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import sessionmaker
 
 from mappings.bundle import to_transaction_bundle
+from mappings.resources import operation_outcome as fhir_outcome
 from mappings.validation import operation_outcome, validate_bundle
 from service.adapters import audit, outbox
 from service.domain.model import PrivacyConsent
@@ -131,13 +132,10 @@ class Deliverer:
             return self._retry_or_dead(
                 job,
                 None,
-                {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        # FhirError messages carry no URL query (no identifiers); others: the class only.
-                        {"severity": "error", "code": "transient", "diagnostics": f"push failed: {_describe(exc)}"}
-                    ],
-                },
+                # FhirError messages carry no URL query (no identifiers); others: the class only.
+                fhir_outcome.operation_outcome(
+                    [fhir_outcome.issue("error", "transient", f"push failed: {_describe(exc)}")]
+                ),
             )
         self._remember(job, chart.patient.id, target, report)
         if report.held:

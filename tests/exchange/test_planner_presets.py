@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mappings.bundle import to_transaction_bundle
+from mappings.resources.document_reference import summary_text
 from service.exchange.planner import (
     ADMINISTRATIVE_TYPES,
     NONE,
@@ -15,7 +16,6 @@ from service.exchange.planner import (
     entry_key,
     parse_capabilities,
     plan_push,
-    summary_text,
 )
 from service.exchange.targets import PRESETS, preset_fixture, target_from_dict
 from tests.mappings.charts import CHARTS, NOTE
@@ -91,7 +91,11 @@ def test_epic_gets_session_summaries_in_single_mode() -> None:
     assert len(summaries) == 4  # one per session
     dosing = next(r for r in summaries if r.key.endswith("|s-dose-1"))
     text = summary_text(dosing.resource)
-    assert "35 mg" in text and "Doses:" in text and "Vitals and monitoring:" in text and "Scores:" not in text[:0]
+    assert "35 mg" in text and "Doses:" in text and "Vitals and monitoring:" in text
+    # every section is there, in order; the dosing session has no questionnaire, so no score is listed
+    sections = ["Doses:", "Vitals and monitoring:", "Scores:", "Side effects:", "Safety flags:"]
+    assert [text.index(s) for s in sections] == sorted(text.index(s) for s in sections)
+    assert "Scores:\n- none recorded\n" in text and "PHQ-9" not in text
     assert "Nausea" in text and NOTE not in text and "SECRET-NOTE-MARKER" not in text
     assert dosing.resource["subject"] == {"reference": "Patient/ehr-pt-1"}
     assert dosing.resource["category"][0]["coding"][0]["code"] == "clinical-note"

@@ -311,9 +311,100 @@ def test_entered_in_error_doses_are_not_judged():
     assert rules_raised(ep) == set()
 
 
-def test_every_rule_id_is_exercised_by_this_module():
-    source = open(__file__).read()
-    assert [rule for rule in RULE_IDS if f'"{rule}"' not in source] == []
+def _esketamine_without_the_40_minute_reading():
+    return esketamine_episode(
+        readings=[
+            bp("r1", T0 + timedelta(minutes=5), ReadingTiming.PRE_DOSE),
+            bp("r3", T0 + timedelta(minutes=140), ReadingTiming.DISCHARGE),
+        ]
+    )
+
+
+def _esketamine_by_the_sublingual_route():
+    ep = esketamine_episode()
+    ep.add(replace(ep.records["d-1"], route=Route.SUBLINGUAL, id="d-2"), now=NOW)
+    return ep
+
+
+# One episode per rule that breaks it, and the clinical time it is judged at (the REMS deadlines follow the clock).
+_A_CASE_OF = {
+    "dose-without-active-consent": lambda: (
+        with_records(episode(), dosing_session(), bp("r-pre", PRE, ReadingTiming.PRE_DOSE), iv_dose()),
+        NOW,
+    ),
+    "off-label-use-not-acknowledged": lambda: (
+        with_records(
+            episode(),
+            consent(off_label_use_acknowledged=False),
+            dosing_session(),
+            bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+            iv_dose(),
+        ),
+        NOW,
+    ),
+    "dose-outside-dosing-phase": lambda: (
+        with_records(
+            episode(in_dosing_from=None),
+            consent(),
+            dosing_session(),
+            bp("r-pre", PRE, ReadingTiming.PRE_DOSE),
+            iv_dose(),
+        ),
+        NOW,
+    ),
+    "no-pre-dose-blood-pressure": lambda: (with_records(episode(), consent(), dosing_session(), iv_dose()), NOW),
+    "home-dose-without-check-in": lambda: (home_episode(check_in_minutes_after_dose=None), NOW),
+    "home-dose-route": lambda: (
+        with_records(
+            episode(),
+            consent(),
+            dosing_session(setting=DosingSetting.HOME, check_in_at=T0 + timedelta(minutes=15)),
+            iv_dose(setting=DosingSetting.HOME),
+        ),
+        NOW,
+    ),
+    "racemic-dose-above-max-mg-per-kg": lambda: (clean_iv_episode(dose_mg=70.0), NOW),
+    "racemic-dose-without-weight": lambda: (clean_iv_episode(weight_kg=None), NOW),
+    "esketamine-dose-not-usual": lambda: (esketamine_episode(dose_mg=28.0), NOW),
+    "esketamine-route": lambda: (_esketamine_by_the_sublingual_route(), NOW),
+    "esketamine-at-home": lambda: (
+        with_records(
+            episode(),
+            consent(),
+            dosing_session(setting=DosingSetting.HOME, check_in_at=T0 + timedelta(minutes=15)),
+            esketamine_dose(setting=DosingSetting.HOME),
+        ),
+        NOW,
+    ),
+    "esketamine-observation-too-short": lambda: (esketamine_episode(discharge_after_min=90), NOW),
+    "esketamine-blood-pressure-missing": lambda: (_esketamine_without_the_40_minute_reading(), NOW),
+    "esketamine-no-pulse-oximetry": lambda: (
+        esketamine_episode(
+            readings=[
+                bp("r1", T0, ReadingTiming.PRE_DOSE, spo2_percent=None),
+                bp("r2", T0 + timedelta(minutes=55), ReadingTiming.POST_DOSE, spo2_percent=None),
+                bp("r3", T0 + timedelta(minutes=140), ReadingTiming.DISCHARGE, spo2_percent=None),
+            ]
+        ),
+        NOW,
+    ),
+    "suicide-risk-positive": lambda: (with_records(episode(), phq9("m-1", [1, 1, 1, 1, 1, 1, 1, 1, 1])), NOW),
+    "rems-form-due": lambda: (esketamine_episode(), T0 + timedelta(days=5)),
+    "rems-form-overdue": lambda: (esketamine_episode(), T0 + timedelta(days=8)),
+}
+
+
+def test_every_rule_has_a_case_here():
+    assert sorted(_A_CASE_OF) == sorted(RULE_IDS)  # a new rule fails here until it has a case
+
+
+@pytest.mark.parametrize("rule_id", RULE_IDS)
+def test_each_rule_flags_the_episode_that_breaks_it(rule_id):
+    ep, now = _A_CASE_OF[rule_id]()
+    ep.evaluate_safety(POLICY, now=now)
+    raised = [f for f in ep.open_flags() if f.rule_id == rule_id]
+    assert raised, f"{rule_id} was not raised"
+    assert all(f.record_ids for f in raised)  # each flag names the records it is about
 
 
 # --- Spravato REMS Patient Monitoring Form deadlines: they follow the clock (a fixed one here) -----------------
