@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import jsonpointer
-import orjson
 from flask import Blueprint, Response, current_app, g, has_request_context, request
 
 from mappings.conformance import load_all
@@ -23,6 +22,7 @@ from mappings.resources import capability_statement as capability_map
 from mappings.validation import Issue
 from service.domain import limits
 from service.domain.errors import DomainError
+from service.entrypoints.fhir_http import FHIR_JSON, error_response, fhir_response  # noqa: F401 - used by siblings
 from service.entrypoints.http import ApiProblem, json_body_for_permissions, principal, read, state, write
 from service.entrypoints.routes import ROUTES, Route, declare
 from service.fhir import inbound, projection, registry, search
@@ -33,7 +33,6 @@ from service.service_layer import services
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
-FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
 # Endpoints under /fhir that need no token (the CapabilityStatement).
 _ACCEPTED = ("application/fhir+json", "application/json", "application/*", "*/*", "application/json+fhir")
@@ -88,56 +87,6 @@ def _validated_type(view_args: Mapping[str, Any]) -> Requirement:
 
 
 # --- plumbing -----------------------------------------------------------------------------------------------------
-
-_ISSUE_CODE = {
-    400: "invalid",
-    401: "login",
-    403: "forbidden",
-    404: "not-found",
-    405: "not-supported",
-    406: "not-supported",
-    409: "conflict",
-    412: "conflict",
-    413: "too-long",
-    415: "not-supported",
-    422: "processing",
-    429: "throttled",
-    503: "transient",
-}
-
-
-def fhir_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    option = orjson.OPT_NON_STR_KEYS
-    if has_request_context() and request.args.get("_pretty") == "true":
-        option |= orjson.OPT_INDENT_2
-    response = Response(orjson.dumps(body, option=option), status=status, mimetype=FHIR_JSON)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-def error_response(
-    status: int,
-    title: str,
-    detail: str,
-    errors: list[dict[str, str]] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    """Every error under /fhir is an OperationOutcome; each field error is an issue pointing at its element."""
-    code = _ISSUE_CODE.get(status, "exception")
-    issues = [
-        {
-            "severity": e.get("severity", "error"),
-            "code": e.get("code", code),
-            "diagnostics": e.get("message", detail),
-            "expression": [e["field"]],
-        }
-        for e in errors or []
-        if e.get("field")
-    ]
-    if not issues:
-        issues = [{"severity": "error", "code": code, "diagnostics": f"{title}: {detail}"}]
-    return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status, headers)
 
 
 def _problem(status: int, title: str, expression: str, message: str, code: str | None = None) -> ApiProblem:

@@ -82,9 +82,9 @@ def problem_response(
 ) -> Response:
     """An error answer: RFC 9457 problem+json, or an OperationOutcome under /fhir."""
     if request.path == "/fhir" or request.path.startswith("/fhir/"):
-        from service.entrypoints import fhir_api
+        from service.entrypoints.fhir_http import error_response
 
-        return fhir_api.error_response(status, title, detail, errors, headers)
+        return error_response(status, title, detail, errors, headers)
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
         "title": title,
@@ -357,7 +357,7 @@ def _context() -> Context:
 def read(fn: Callable[[UnitOfWork], Response]) -> Response:
     """Runs a query in a read transaction, then audits it through the group-commit audit log: readers never hold
     the write lock while they read, and share one short audit transaction with the reads answered beside them."""
-    from service.entrypoints.auth import audit_record
+    from service.entrypoints.audit_trail import audit_record
 
     query_args()
     with UnitOfWork(state().session_factory, principal().clinic_id, write=False) as uow:
@@ -420,7 +420,7 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
 def _audit_and_commit(uow: UnitOfWork, response: Response) -> None:
     """The audit record of a write commits with the write: no change without its audit, and no audit of a change
     that was rolled back."""
-    from service.entrypoints.auth import audit_record, created_id_of
+    from service.entrypoints.audit_trail import audit_record, created_id_of
 
     audit.append(uow.session, audit_record(response.status_code, created_id_of(response)))
     uow.commit()
