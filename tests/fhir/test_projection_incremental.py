@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -278,6 +278,10 @@ def full_refresh(chart: Chart) -> None:
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(sequence=st.lists(commands, min_size=1, max_size=7))
+# A flag acknowledged by a practitioner no record names (shown by name), who a later dose then names (a reference),
+# and who an amendment stops naming again: the DetectedIssue follows.
+@example(sequence=[("acknowledge", 0, True), ("session", False, 0, True)])
+@example(sequence=[("acknowledge", 0, True), ("session", False, 0, True), ("phase",), ("amend-dose", 1, False)])
 def test_incremental_projection_equals_a_full_refresh(app: Flask, sequence: list[tuple]) -> None:
     chart = Chart(app)
     apply(chart, ("session", False, 1, False))  # something to amend, mark and flag from the start
