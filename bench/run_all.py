@@ -40,7 +40,8 @@ from bench import harness
 from tests.integration import seed
 
 HERE = Path(__file__).resolve().parent
-RATE_ENV = {"KAPFHIR_RATE_LIMIT": "10000000 per minute"}
+# Both limits raised for the run: the per-address one (3000 a minute) otherwise answers most of the load with 429.
+RATE_ENV = {"KAPFHIR_RATE_LIMIT": "10000000 per minute", "KAPFHIR_RATE_LIMIT_PER_ADDRESS": "10000000 per minute"}
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DROPPED: set[str] = set()
 SEKMET_UNCONDITIONAL: set[str] = set()
@@ -920,12 +921,13 @@ def issue_13_goals(results: dict) -> list[tuple[str, str, str, str]]:
             return statistics.median(r["rps"] for r in b[key])
 
         writes = rps("session_write")
+        failed = sum(r["status_errors"] + r["socket_errors"] for r in b["session_write"])
         rows.append(
             (
-                f"{backend}: session writes >= {GOALS_13['session_write_rps']:.0f} req/s",
-                f"{writes:,.0f} req/s",
+                f"{backend}: session writes >= {GOALS_13['session_write_rps']:.0f} req/s (all 2xx)",
+                f"{writes:,.0f} req/s" + (f", {failed} non-2xx/socket errors" if failed else ""),
                 f"{writes / ceiling:.3f}",
-                verdict(writes >= GOALS_13["session_write_rps"]),
+                verdict(writes >= GOALS_13["session_write_rps"] and not failed),
             )
         )
         p99 = b["session_write_half"]["p99_us"] / 1000
