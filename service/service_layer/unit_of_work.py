@@ -87,6 +87,7 @@ class UnitOfWork:
         # (FHIR type, id) -> (version, changed) of what the follow-up work projected, for answers that name versions
         self.projected: Projected = {}
         self._changes: dict[str, EpisodeChanges] = {}
+        self._whole: set[str] = set()
         self.session = self._session_factory()
         engine = self.session.get_bind()
         if self.write and engine.dialect.name == "sqlite":
@@ -122,10 +123,16 @@ class UnitOfWork:
         changes.add(events)
         changes.full = changes.full or full
 
+    def project_whole(self, episode_id: str) -> None:
+        """Every projection of the episode in this unit of work maps all of it: a caller answers for every
+        resource of the episode from ``projected`` (a whole-episode Bundle)."""
+        self._whole.add(episode_id)
+
     def project_episode(self, episode_id: str, now: datetime) -> Projected:
         """Projects what was collected for the episode (everything when nothing was: a caller that asks without
         saying what changed)."""
         changes = self._changes.pop(episode_id, None) or EpisodeChanges(full=True)
+        changes.full = changes.full or episode_id in self._whole
         return self.projector.project_episode(self, episode_id, changes, now)
 
     @contextmanager
