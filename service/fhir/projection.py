@@ -1,8 +1,9 @@
 """The FHIR projection: resources mapped from the domain by ``mappings.bundle.map_chart`` (one source of truth),
 kept with every version.
 
-Every write's unit of work calls ``refresh_projection(session, clinic_id, chart, now)`` before it commits (the
-use cases schedule it): the chart is mapped and a new version is stored of each resource whose JSON changed (an
+Every write's unit of work projects what its commands changed before it commits (the use cases collect the
+aggregate's events; ``service.fhir.projector`` calls ``project_changes``): the affected part of the chart (or all of
+it, when its context changed) is mapped and a new version is stored of each resource whose JSON changed (an
 unchanged resource keeps its version), plus one Provenance of that write whose targets are exactly the versions
 it stored. ``catch_up`` projects, once at start-up, episodes stored without a projection (``sync_clinic`` finds
 them by their fingerprint: episode, patient, body weights and practitioners).
