@@ -9,7 +9,7 @@ Psychotherapy notes are never read here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import orjson
@@ -96,33 +96,58 @@ def _body_weight(ctx: MappingContext, weight: BodyWeight, in_episode: bool, in_c
     return mapped
 
 
-def map_chart(chart: EpisodeChart) -> tuple[MappingContext, list[Mapped]]:
+@dataclass(frozen=True)
+class ChartPart:
+    """The part of a chart a change touched, for mapping only that (a write to a long episode): these records,
+    flags and practitioners, with the episode-level resources every change touches (Conditions, EpisodeOfCare,
+    CarePlan) and the REMS forms (derived from several sessions). The clinic, the patient and the body weights are
+    the context of everything: a change to them maps the whole chart."""
+
+    record_ids: frozenset[str] = frozenset()
+    flag_ids: frozenset[str] = frozenset()
+    practitioner_ids: frozenset[str] = frozenset()
+
+
+def map_chart(chart: EpisodeChart, part: ChartPart | None = None) -> tuple[MappingContext, list[Mapped]]:
+    """Every resource of the chart; with ``part``, only those of that part (each mapped exactly as in the whole)."""
     ctx = MappingContext(chart)
     episode = chart.episode
+    whole = part is None
     for record in [*episode.records.values(), *ctx.body_weights]:
         resource_type, kind = PRIMARY[type(record)]
         ctx.primary_url[record.id] = ctx.full_url(resource_type, kind, _primary_value(record))
-    out: list[Mapped] = [organization.to_organization(ctx, chart.clinic)]
-    out += [practitioner.to_practitioner(ctx, p) for p in chart.practitioners]
-    out.append(patient.to_patient(ctx, chart.patient))
+    out: list[Mapped] = [organization.to_organization(ctx, chart.clinic)] if whole else []
+    out += [practitioner.to_practitioner(ctx, p) for p in chart.practitioners if whole or p.id in part.practitioner_ids]
+    if whole:
+        out.append(patient.to_patient(ctx, chart.patient))
     out += [condition.to_condition(ctx, episode, i, ind) for i, ind in enumerate(episode.indications)]
     out.append(episode_of_care.to_episode_of_care(ctx, episode))
     out.append(care_plan.to_care_plan(ctx, episode))
-    chart_weight_ids = {w.id for w in chart.body_weights}
-    episode_weight_ids = {w.id for w in episode.all_of(BodyWeight)}
-    out += [_body_weight(ctx, w, w.id in episode_weight_ids, w.id in chart_weight_ids) for w in ctx.body_weights]
-    out += list(_records(ctx, episode))
+    if whole:
+        chart_weight_ids = {w.id for w in chart.body_weights}
+        episode_weight_ids = {w.id for w in episode.all_of(BodyWeight)}
+        out += [_body_weight(ctx, w, w.id in episode_weight_ids, w.id in chart_weight_ids) for w in ctx.body_weights]
+    out += list(_records(ctx, episode, None if whole else part.record_ids))
     for form in rems.forms_of(chart):  # derived from the session records: the Spravato REMS form and its sending
         out += [rems_form.to_questionnaire_response(ctx, form), rems_form.to_task(ctx, form)]
     for item in episode.flags:
-        out.append(detected_issue.to_detected_issue(ctx, item))
-        if item.rule_id == flag.SUICIDE_RISK_RULE:
-            out.append(flag.to_flag(ctx, item))
+        if whole or item.id in part.flag_ids:
+            out.append(detected_issue.to_detected_issue(ctx, item))
+            if item.rule_id == flag.SUICIDE_RISK_RULE:
+                out.append(flag.to_flag(ctx, item))
     return ctx, out
 
 
-def _records(ctx: MappingContext, episode: Episode) -> Iterator[Mapped]:
+def reference_targets(ctx: MappingContext) -> dict[str, str]:
+    """fullUrl -> ``Type/id`` of every resource the mapping named (mapped or referenced), whether or not this
+    mapping produced it (a part of a chart refers to resources mapped before)."""
+    return {url: f"{rtype}/{url.removeprefix('urn:uuid:')}" for (rtype, _, _), url in ctx._full_urls.items()}
+
+
+def _records(ctx: MappingContext, episode: Episode, only: frozenset[str] | None = None) -> Iterator[Mapped]:
     for record in episode.records.values():
+        if only is not None and record.id not in only:
+            continue
         if isinstance(record, Consent):
             yield consent.to_consent(ctx, record)
         elif isinstance(record, DosingOrder):

@@ -51,6 +51,9 @@ class Repository:
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
         self._loaded_submissions: dict[str, set[str]] = {}
+        # Records as decoded, by id, for the version they hold: a unit of work loads an episode twice (the command's
+        # aggregate, then the projection's chart) and decoding every record again was what grew with the episode.
+        self._decoded: dict[str, Record] = {}
 
     # --- clinics ---------------------------------------------------------------------------------------
 
@@ -365,11 +368,17 @@ class Repository:
             raise NotFound(f"No episode {episode_id}.")
         episode = from_data(Episode, {**row.data, "records": {}, "flags": []})
         r = orm.clinical_records
-        for rec in self.session.execute(
-            select(r.c.kind, r.c.data).where(r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
-        ):
-            record = record_from_data(rec.kind, rec.data)
-            episode.records[record.id] = record
+        where = (r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
+        rows = self.session.execute(select(r.c.id, r.c.version).where(*where)).all()
+        decoded = self._decoded
+        missing = [row.id for row in rows if row.id not in decoded or decoded[row.id].version != row.version]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            for rec in self.session.execute(select(r.c.kind, r.c.data).where(*where, r.c.id.in_(chunk))):
+                record = record_from_data(rec.kind, rec.data)
+                decoded[record.id] = record
+        for row in rows:  # in the order the table gives them, as a single query would
+            episode.records[row.id] = decoded[row.id]
         f = orm.safety_flags
         flag_rows = self.session.execute(
             select(f.c.data).where(f.c.clinic_id == self.clinic_id, f.c.episode_id == episode_id)

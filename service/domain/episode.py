@@ -22,6 +22,7 @@ from service.domain.model import (
     PhaseTransition,
     Record,
     RemsLedger,
+    RemsSubmission,
     SafetyFlag,
     SideEffect,
 )
@@ -61,6 +62,42 @@ def allowed_next(phase: Phase) -> list[Phase]:
     return following + ([Phase.DISCONTINUED] if phase not in _TERMINAL else [])
 
 
+# --- domain events: what a command changed, for the work that follows it (the FHIR projection) -----------------
+
+
+@dataclass(frozen=True)
+class RecordChanged:
+    """A record was added, amended or marked entered-in-error; ``previous``: its version before (None if new)."""
+
+    record_id: str
+    previous: Record | None = None
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    to_phase: Phase
+
+
+@dataclass(frozen=True)
+class FlagChanged:
+    """A safety flag was raised, reopened, resolved or acknowledged."""
+
+    flag_id: str
+
+
+@dataclass(frozen=True)
+class HeaderChanged:
+    """Indications, care team or status: what every resource of the episode may carry (labels, references)."""
+
+
+@dataclass(frozen=True)
+class RemsSubmitted:
+    session_id: str
+
+
+EpisodeEvent = RecordChanged | PhaseChanged | FlagChanged | HeaderChanged | RemsSubmitted
+
+
 @dataclass
 class FlagChanges:
     raised: list[SafetyFlag] = field(default_factory=list)
@@ -86,6 +123,15 @@ class Episode:
     flags: list[SafetyFlag] = field(default_factory=list)
     # REMS form submissions and the clinic's time zone (loaded beside the records; see RemsLedger).
     rems: RemsLedger = field(default_factory=RemsLedger)
+
+    def __post_init__(self) -> None:
+        # Not a field: not stored, not compared, not copied by dataclasses.replace.
+        self._events: list[EpisodeEvent] = []
+
+    def pull_events(self) -> list[EpisodeEvent]:
+        """What the commands on this aggregate changed since the last pull, in order."""
+        events, self._events = self._events, []
+        return events
 
     # --- queries -------------------------------------------------------------------------------------
 
@@ -146,7 +192,18 @@ class Episode:
             self.status = EpisodeStatus.FINISHED if took_place else EpisodeStatus.CANCELLED
         elif self.status is EpisodeStatus.PLANNED:
             self.status = EpisodeStatus.ACTIVE
+        self._events.append(PhaseChanged(to_phase))
         return transition
+
+    def amend_header(
+        self, *, indications: list[Indication], care_team: list[CareTeamMember], status: EpisodeStatus
+    ) -> None:
+        self.indications, self.care_team, self.status = indications, care_team, status
+        self._events.append(HeaderChanged())
+
+    def record_rems_submission(self, submission: RemsSubmission) -> None:
+        self.rems.submissions.append(submission)
+        self._events.append(RemsSubmitted(submission.session_id))
 
     # --- records -----------------------------------------------------------------------------------
 
@@ -156,6 +213,7 @@ class Episode:
         record = self._prepared(record)
         record.version, record.recorded_at, record.updated_at = 1, now, now
         self.records[record.id] = record
+        self._events.append(RecordChanged(record.id))
         return record
 
     def amend(self, record_id: str, amended: Record, *, now: datetime) -> Record:
@@ -168,6 +226,7 @@ class Episode:
         amended.version = existing.version + 1
         amended.recorded_at, amended.updated_at = existing.recorded_at, now
         self.records[record_id] = amended
+        self._events.append(RecordChanged(record_id, existing))
         return amended
 
     def mark_entered_in_error(self, record_id: str, *, now: datetime) -> Record:
@@ -178,6 +237,7 @@ class Episode:
             raise Conflict(f"Record {record_id} is already entered-in-error.")
         marked = replace(record, entered_in_error=True, version=record.version + 1, updated_at=now)
         self.records[record_id] = marked
+        self._events.append(RecordChanged(record_id, record))
         return marked
 
     def _prepared(self, record: Record) -> Record:
@@ -248,13 +308,16 @@ class Episode:
                 )
                 self.flags.append(flag)
                 changes.raised.append(flag)
+                self._events.append(FlagChanged(flag.id))
             elif flag.status is FlagStatus.RESOLVED:
                 flag.status, flag.resolved_at, flag.explanation = FlagStatus.OPEN, None, deviation.explanation
                 changes.changed.append(flag)
+                self._events.append(FlagChanged(flag.id))
         for key, flag in existing.items():
             if key not in deviations and flag.status is FlagStatus.OPEN:
                 flag.status, flag.resolved_at = FlagStatus.RESOLVED, now
                 changes.changed.append(flag)
+                self._events.append(FlagChanged(flag.id))
         return changes
 
     def acknowledge_flag(self, flag_id: str, *, by: str, at: datetime, comment: str | None) -> SafetyFlag:
@@ -265,6 +328,7 @@ class Episode:
             raise Conflict(f"Safety flag {flag_id} is {flag.status}, not open.")
         flag.status = FlagStatus.ACKNOWLEDGED
         flag.acknowledgement = FlagAcknowledgement(by=by, at=at, comment=comment)
+        self._events.append(FlagChanged(flag.id))
         return flag
 
 

@@ -343,7 +343,21 @@ def is_reportable(episode: Episode, session: ClinicalSession) -> bool:
 
 
 def reportable_sessions(episode: Episode) -> list[ClinicalSession]:
-    sessions = [s for s in episode.current(ClinicalSession) if is_reportable(episode, s)]
+    # The sessions with an esketamine dose given in clinic, in one pass over the records (is_reportable per
+    # session scans them all: quadratic in the episode's length, and this runs on every write).
+    in_clinic = {
+        r.session_id
+        for r in episode.records.values()
+        if isinstance(r, DosingRecord)
+        and not r.entered_in_error
+        and r.medication is Medication.ESKETAMINE
+        and r.setting is DosingSetting.CLINIC
+    }
+    sessions = [
+        s
+        for s in episode.current(ClinicalSession)
+        if s.id in in_clinic and s.kind is SessionKind.DOSING and s.status is SessionStatus.COMPLETED
+    ]
     return sorted(sessions, key=lambda s: (s.start, s.id))
 
 

@@ -101,9 +101,23 @@ _DOSING_PHASES = (Phase.DOSING, Phase.MAINTENANCE)
 
 def evaluate(episode: Episode, policy: SafetyPolicy) -> list[Deviation]:
     deviations: list[Deviation] = []
+    # The doses and readings of every session in one pass over the records, not one pass per session: an
+    # evaluation follows every write, and its cost must not grow with the square of the episode's length.
+    doses: dict[str, list[DosingRecord]] = {}
+    readings: dict[str, list[MonitoringReading]] = {}
+    for record in episode.records.values():
+        if isinstance(record, DosingRecord) and not record.entered_in_error:
+            doses.setdefault(record.session_id, []).append(record)
+        elif isinstance(record, MonitoringReading) and not record.entered_in_error:
+            readings.setdefault(record.session_id, []).append(record)
+    consents = episode.current(Consent)
     for session in episode.current(ClinicalSession):
         if session.kind is SessionKind.DOSING and session.status is SessionStatus.COMPLETED:
-            deviations.extend(_dosing_session(episode, session, policy))
+            deviations.extend(
+                _dosing_session(
+                    episode, session, policy, doses.get(session.id, []), readings.get(session.id, []), consents
+                )
+            )
     for measure in episode.current(OutcomeMeasure):
         if is_suicide_risk_positive(measure.instrument, measure.items):
             deviations.append(
@@ -118,10 +132,16 @@ def evaluate(episode: Episode, policy: SafetyPolicy) -> list[Deviation]:
     return deviations
 
 
-def _dosing_session(episode: Episode, session: ClinicalSession, policy: SafetyPolicy) -> Iterator[Deviation]:
-    doses = sorted(episode.doses_in(session.id), key=lambda d: d.start)
-    readings = sorted(episode.readings_in(session.id), key=lambda r: r.taken_at)
-    consents = episode.current(Consent)
+def _dosing_session(
+    episode: Episode,
+    session: ClinicalSession,
+    policy: SafetyPolicy,
+    session_doses: list[DosingRecord],
+    session_readings: list[MonitoringReading],
+    consents: list[Consent],
+) -> Iterator[Deviation]:
+    doses = sorted(session_doses, key=lambda d: d.start)
+    readings = sorted(session_readings, key=lambda r: r.taken_at)
     for dose in doses:
         yield from _consent(dose, consents)
         phase = episode.phase_at(dose.start)

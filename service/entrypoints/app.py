@@ -31,7 +31,9 @@ from service.entrypoints.http import (
     request_id,
 )
 from service.entrypoints.logs import configure_logging
+from service.fhir.projector import FhirProjector
 from service.service_layer.audit_log import GroupCommitAuditLog, RefusalAggregator
+from service.service_layer.unit_of_work import install_projector
 
 log = logging.getLogger("kapfhir.request")
 
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    install_projector(FhirProjector())  # the FHIR projection follows every command's unit of work
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     app.extensions["kapfhir"] = AppState(

@@ -756,6 +756,8 @@ def import_chart(
     already is left as it is unless the sender may update it (a PUT entry); every operation needs the scope of its
     meaning. Returns the episode id."""
     repo = uow.repo
+    # The Bundle is answered entry by entry from what the projection stored: every resource of the episode.
+    uow.project_whole(chart.episode.id)
     known: dict[str, str] = {}  # ids of the Bundle -> the ids the same people have here (NPI, MRN)
     for practitioner in chart.practitioners:
         if not repo.missing_practitioners({practitioner.id}):

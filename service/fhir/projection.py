@@ -1,8 +1,9 @@
 """The FHIR projection: resources mapped from the domain by ``mappings.bundle.map_chart`` (one source of truth),
 kept with every version.
 
-Every write's unit of work calls ``refresh_projection(session, clinic_id, chart, now)`` before it commits (the
-use cases schedule it): the chart is mapped and a new version is stored of each resource whose JSON changed (an
+Every write's unit of work projects what its commands changed before it commits (the use cases collect the
+aggregate's events; ``service.fhir.projector`` calls ``project_changes``): the affected part of the chart (or all of
+it, when its context changed) is mapped and a new version is stored of each resource whose JSON changed (an
 unchanged resource keeps its version), plus one Provenance of that write whose targets are exactly the versions
 it stored. ``catch_up`` projects, once at start-up, episodes stored without a projection (``sync_clinic`` finds
 them by their fingerprint: episode, patient, body weights and practitioners).
@@ -26,14 +27,24 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
-from mappings.bundle import _latest, _primary_value, map_chart  # noqa: F401 - the bundle's own helpers
+from mappings.bundle import (  # noqa: F401 - the bundle's own helpers
+    ChartPart,
+    _latest,
+    _primary_value,
+    map_chart,
+    reference_targets,
+)
+from mappings.context import PATIENT, full_url_of
 from mappings.resources import provenance
 from service.adapters import orm
 from service.adapters.database import upsert_insert
 from service.adapters.fhir_store import fhir_projection_state, fhir_resources, fhir_search_index
 from service.adapters.repository import Repository
 from service.domain.chart import EpisodeChart
+from service.domain.model import BodyWeight
 from service.fhir.registry import TYPES
+from service.service_layer.services import practitioner_refs
+from service.service_layer.unit_of_work import EpisodeChanges
 
 NOT_IN_PATIENT_COMPARTMENT = {"Organization", "Practitioner"}
 
@@ -77,18 +88,12 @@ def _reference_swaps(urls: dict[str, str]) -> dict[bytes, bytes]:
     return {url.encode(): b'"reference":' + orjson.dumps(target) for url, target in urls.items()}
 
 
-def chart_resources(chart: EpisodeChart) -> tuple[list[dict], Any]:
-    """Every resource of the chart as the FHIR API serves it: ``id`` set, references as ``Type/id``; and the
-    function that makes the Provenance of a write from what it changed."""
-    ctx, mapped = map_chart(chart)
-    urls: dict[str, str] = {}
-    items: list[tuple[str, dict]] = []
-    for m in mapped:
-        rtype = m.resource["resourceType"]
-        url = ctx.full_url(rtype, m.kind, m.value)
-        urls[url] = f"{rtype}/{url.removeprefix('urn:uuid:')}"
-        items.append((url, m.resource))
-    swaps = _reference_swaps(urls)
+def chart_resources(chart: EpisodeChart, part: ChartPart | None = None) -> tuple[list[dict], Any]:
+    """Every resource of the chart (or of a part of it) as the FHIR API serves it: ``id`` set, references as
+    ``Type/id``; and the function that makes the Provenance of a write from what it changed."""
+    ctx, mapped = map_chart(chart, part)
+    items = [(ctx.full_url(m.resource["resourceType"], m.kind, m.value), m.resource) for m in mapped]
+    swaps = _reference_swaps(reference_targets(ctx))
 
     def served(url: str, resource: dict) -> dict:
         body = _rewritten(resource, swaps)
@@ -240,13 +245,19 @@ def _reindex(session: Session, clinic_id: str, resources: list[dict]) -> None:
 
 
 def refresh_projection(
-    session: Session, clinic_id: str, chart: EpisodeChart, now: datetime
+    session: Session,
+    clinic_id: str,
+    chart: EpisodeChart,
+    now: datetime,
+    part: ChartPart | None = None,
+    fingerprint: str | None = None,
 ) -> dict[tuple[str, str], tuple[int, bool]]:
-    """Maps the chart and stores new versions of what changed, in the caller's transaction. Call it after an
-    episode (or its patient, body weights, practitioners) was saved."""
-    resources, provenance_of = chart_resources(chart)
-    patient = next(r for r in resources if r["resourceType"] == "Patient")
-    patient_ref = f"Patient/{patient['id']}"
+    """Maps the chart (or only ``part`` of it) and stores new versions of what changed, in the caller's transaction.
+    Call it after an episode (or its patient, body weights, practitioners) was saved."""
+    resources, provenance_of = chart_resources(chart, part)
+    patient_ref = "Patient/" + full_url_of(
+        chart.clinic.identifier_system.rstrip("/"), "Patient", PATIENT, chart.patient.id
+    ).removeprefix("urn:uuid:")
     result = store_resources(
         session, clinic_id, resources, episode_id=chart.episode.id, patient_ref=patient_ref, now=now
     )
@@ -256,7 +267,8 @@ def refresh_projection(
         result |= store_resources(
             session, clinic_id, [prov], episode_id=chart.episode.id, patient_ref=patient_ref, now=now
         )
-    fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
+    if fingerprint is None:
+        fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
     if fingerprint is not None:
         st = fhir_projection_state
         done = session.execute(
@@ -271,6 +283,43 @@ def refresh_projection(
                 )
             )
     return result
+
+
+def project_changes(
+    session: Session, clinic_id: str, chart: EpisodeChart, changes: EpisodeChanges, now: datetime
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """Maps and stores only what ``changes`` affect (see ``ChartPart``); the whole chart when its context changed
+    since it was last projected, or when the changes do not say enough to know."""
+    fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
+    part = None if changes.full else _part_of(session, clinic_id, chart, changes, fingerprint)
+    return refresh_projection(session, clinic_id, chart, now, part, fingerprint)
+
+
+def _part_of(
+    session: Session, clinic_id: str, chart: EpisodeChart, changes: EpisodeChanges, fingerprint: str | None
+) -> ChartPart | None:
+    episode = chart.episode
+    st = fhir_projection_state
+    projected = session.execute(
+        select(st.c.fingerprint).where(st.c.clinic_id == clinic_id, st.c.episode_id == episode.id)
+    ).scalar_one_or_none()
+    # The fingerprint's head is the episode's version (every command bumps it); the rest is the context: the
+    # patient, body weights, practitioners and clinic. Changed since the last projection: map the whole chart.
+    if fingerprint is None or projected is None or projected.split("|", 1)[1] != fingerprint.split("|", 1)[1]:
+        return None
+    records = [episode.records.get(rid) for rid in changes.record_ids]
+    touched = [*records, *changes.previous]
+    if any(r is None or isinstance(r, BodyWeight) for r in touched):
+        return None  # a record not in the episode, or a body weight (the context of dosing): be safe
+    named = {pid for r in touched for pid in practitioner_refs(r).values()}
+    # A flag's acknowledger is a reference or a display depending on whether any record names them: a change that
+    # names a practitioner (or stops naming them) may change the DetectedIssues they acknowledged.
+    acknowledged = {f.id for f in episode.flags if f.acknowledgement is not None and f.acknowledgement.by in named}
+    return ChartPart(
+        record_ids=frozenset(changes.record_ids),
+        flag_ids=frozenset(changes.flag_ids | acknowledged),
+        practitioner_ids=frozenset(named & {p.id for p in chart.practitioners}),
+    )
 
 
 def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None = None) -> dict[str, str]:

@@ -35,8 +35,7 @@ from service.domain.model import (
 )
 from service.domain.rules import SafetyPolicy
 from service.domain.vocabulary import EpisodeStatus, Phase, RemsChannel, SessionStatus
-from service.fhir import projection
-from service.service_layer.unit_of_work import UnitOfWork
+from service.service_layer.unit_of_work import Projected, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def _check_times(record: Any, ctx: Context, prefix: str = "") -> None:
             raise Incoherent.at(prefix + second, f"{second} ({b.isoformat()}) is before {first} ({a.isoformat()})")
 
 
-def _practitioner_refs(obj: Any) -> dict[str, str]:
+def practitioner_refs(obj: Any) -> dict[str, str]:
     """Field path -> practitioner id, for every practitioner reference in a record or episode."""
     refs: dict[str, str] = {}
     for name in ("prescriber_id", "administered_by_id", "supervised_by_id", "witness_practitioner_id"):
@@ -108,7 +107,7 @@ def _practitioner_refs(obj: Any) -> dict[str, str]:
 
 
 def _check_practitioners(uow: UnitOfWork, obj: Any) -> None:
-    refs = _practitioner_refs(obj)
+    refs = practitioner_refs(obj)
     missing = uow.repo.missing_practitioners(set(refs.values()))
     if missing:
         raise Incoherent(
@@ -122,14 +121,10 @@ def _check_practitioners(uow: UnitOfWork, obj: Any) -> None:
 
 def register_practitioner(uow: UnitOfWork, ctx: Context, practitioner: Practitioner) -> Practitioner:
     uow.repo.add_practitioner(practitioner, actor=ctx.actor, now=ctx.now)
-    from service.fhir.inbound import project_practitioner_alone  # local: inbound itself calls these use cases
-
     # A practitioner is served under /fhir from registration on, not only once an episode names them.
     uow.before_commit(
         f"practitioner:{practitioner.id}",
-        lambda: project_practitioner_alone(
-            uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_practitioner(practitioner.id), ctx.now
-        ),
+        lambda: uow.projector.project_practitioner_alone(uow, practitioner.id, ctx.now),
     )
     return practitioner
 
@@ -197,27 +192,26 @@ def _patient_changed(uow: UnitOfWork, ctx: Context, patient_id: str) -> None:
     without an episode still gets a current Patient resource under /fhir."""
     episode_ids = uow.repo.episode_ids_of(patient_id)
     for episode_id in episode_ids:
-        _episode_changed(uow, ctx, episode_id)
+        _episode_changed(uow, ctx, episode_id, full=True)  # the patient is part of every resource's context
     if not episode_ids:
-        from service.fhir.inbound import project_patient_alone  # local: inbound itself calls these use cases
-
         uow.before_commit(
-            f"patient:{patient_id}",
-            lambda: project_patient_alone(
-                uow.session, uow.clinic_id, uow.repo.get_clinic(), uow.repo.get_patient(patient_id), ctx.now
-            ),
+            f"patient:{patient_id}", lambda: uow.projector.project_patient_alone(uow, patient_id, ctx.now)
         )
 
 
-def follow_up_change(uow: UnitOfWork, ctx: Context, episode_id: str) -> dict[tuple[str, str], tuple[int, bool]]:
+def follow_up_change(uow: UnitOfWork, ctx: Context, episode_id: str) -> Projected:
     """Whatever follows a change to an episode, in its transaction: the outbox job of every target, and new
     versions of the FHIR resources the change affects (returned: (type, id) -> (version, changed))."""
     outbox.enqueue(uow.session, uow.clinic_id, episode_id, ctx.sync_targets, ctx.now)
-    return projection.refresh_projection(uow.session, uow.clinic_id, episode_chart(uow, episode_id), ctx.now)
+    return uow.project_episode(episode_id, ctx.now)
 
 
-def _episode_changed(uow: UnitOfWork, ctx: Context, episode_id: str) -> None:
-    """The follow-up of a change, once per unit of work, just before it commits."""
+def _episode_changed(
+    uow: UnitOfWork, ctx: Context, episode_id: str, episode: Episode | None = None, *, full: bool = False
+) -> None:
+    """The follow-up of a change, once per unit of work, just before it commits. The unit of work collects what
+    changed (the aggregate's events; everything when the change is not the aggregate's own, or unknown)."""
+    uow.note_changes(episode_id, episode.pull_events() if episode is not None else (), full=full or episode is None)
     uow.before_commit(f"episode:{episode_id}", lambda: uow.projected.update(follow_up_change(uow, ctx, episode_id)))
 
 
@@ -284,7 +278,7 @@ def amend_episode(
     ):
         raise Incoherent.at("status", f"the episode has ended (phase {episode.phase})")
     before = episode.version
-    episode.indications, episode.care_team, episode.status = indications, care_team, status
+    episode.amend_header(indications=indications, care_team=care_team, status=status)
     _check_practitioners(uow, episode)
     _reevaluate_and_save(uow, ctx, episode, before, episode_change=("amended", reason))
     return episode
@@ -323,7 +317,7 @@ def _reevaluate_and_save(
     uow.repo.save_episode(
         episode, expected_version=before, actor=ctx.actor, now=ctx.now, notes=notes, episode_change=episode_change
     )
-    _episode_changed(uow, ctx, episode.id)
+    _episode_changed(uow, ctx, episode.id, episode)
 
 
 # --- records of an episode ------------------------------------------------------------------------------------
@@ -465,7 +459,7 @@ def acknowledge_flag(
     before = episode.version
     flag = episode.acknowledge_flag(flag_id, by=by, at=when, comment=comment)
     uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
-    _episode_changed(uow, ctx, episode.id)
+    _episode_changed(uow, ctx, episode.id, episode)
     return flag
 
 
@@ -474,7 +468,7 @@ def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
     episode = uow.repo.get_episode(episode_id)
     practitioner_ids: set[str] = {m.practitioner_id for m in episode.care_team}
     for record in episode.records.values():
-        practitioner_ids.update(_practitioner_refs(record).values())
+        practitioner_ids.update(practitioner_refs(record).values())
     practitioner_ids.update(s.submitted_by for s in episode.rems.submissions)  # who sent a REMS form
     return EpisodeChart(
         clinic=uow.repo.get_clinic(),
@@ -556,7 +550,7 @@ def submit_rems_form(
         recorded_at=ctx.now,
         recorded_by=ctx.actor,
     )
-    episode.rems.submissions.append(submission)  # saved with the episode
+    episode.record_rems_submission(submission)  # saved with the episode
     form.submissions.append(submission)
     _reevaluate_and_save(uow, ctx, episode, episode.version)
     return submission, form, True
@@ -588,7 +582,7 @@ def _review_deadlines(uow: UnitOfWork, ctx: Context, episode_id: str) -> int:
     if not changes.raised and not changes.changed:
         return 0
     uow.repo.save_episode(episode, expected_version=before, actor=ctx.actor, now=ctx.now)
-    _episode_changed(uow, ctx, episode_id)
+    _episode_changed(uow, ctx, episode_id, episode)
     return len(changes.raised) + len(changes.changed)
 
 
