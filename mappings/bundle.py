@@ -112,30 +112,43 @@ def map_chart(chart: EpisodeChart, part: ChartPart | None = None) -> tuple[Mappi
     """Every resource of the chart; with ``part``, only those of that part (each mapped exactly as in the whole)."""
     ctx = MappingContext(chart)
     episode = chart.episode
-    whole = part is None
     for record in [*episode.records.values(), *ctx.body_weights]:
         resource_type, kind = PRIMARY[type(record)]
         ctx.primary_url[record.id] = ctx.full_url(resource_type, kind, _primary_value(record))
-    out: list[Mapped] = [organization.to_organization(ctx, chart.clinic)] if whole else []
-    out += [practitioner.to_practitioner(ctx, p) for p in chart.practitioners if whole or p.id in part.practitioner_ids]
-    if whole:
-        out.append(patient.to_patient(ctx, chart.patient))
+    out = _context_resources(ctx, chart, part)
     out += [condition.to_condition(ctx, episode, i, ind) for i, ind in enumerate(episode.indications)]
     out.append(episode_of_care.to_episode_of_care(ctx, episode))
     out.append(care_plan.to_care_plan(ctx, episode))
-    if whole:
+    if part is None:
         chart_weight_ids = {w.id for w in chart.body_weights}
         episode_weight_ids = {w.id for w in episode.all_of(BodyWeight)}
         out += [_body_weight(ctx, w, w.id in episode_weight_ids, w.id in chart_weight_ids) for w in ctx.body_weights]
-    out += list(_records(ctx, episode, None if whole else part.record_ids))
+    out += list(_records(ctx, episode, None if part is None else part.record_ids))
     for form in rems.forms_of(chart):  # derived from the session records: the Spravato REMS form and its sending
         out += [rems_form.to_questionnaire_response(ctx, form), rems_form.to_task(ctx, form)]
+    out += _flags(ctx, episode, None if part is None else part.flag_ids)
+    return ctx, out
+
+
+def _context_resources(ctx: MappingContext, chart: EpisodeChart, part: ChartPart | None) -> list[Mapped]:
+    """The clinic, the patient and the practitioners: all of them for the whole chart, the named ones for a part."""
+    if part is None:
+        return [
+            organization.to_organization(ctx, chart.clinic),
+            *(practitioner.to_practitioner(ctx, p) for p in chart.practitioners),
+            patient.to_patient(ctx, chart.patient),
+        ]
+    return [practitioner.to_practitioner(ctx, p) for p in chart.practitioners if p.id in part.practitioner_ids]
+
+
+def _flags(ctx: MappingContext, episode: Episode, only: frozenset[str] | None) -> list[Mapped]:
+    out: list[Mapped] = []
     for item in episode.flags:
-        if whole or item.id in part.flag_ids:
+        if only is None or item.id in only:
             out.append(detected_issue.to_detected_issue(ctx, item))
             if item.rule_id == flag.SUICIDE_RISK_RULE:
                 out.append(flag.to_flag(ctx, item))
-    return ctx, out
+    return out
 
 
 def reference_targets(ctx: MappingContext) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Writes service/fhir/r4_search_parameters.json: the FHIR R4 (4.0.1) SearchParameter definitions of the resource
+"""Writes mappings/r4_search_parameters.json: the FHIR R4 (4.0.1) SearchParameter definitions of the resource
 types kapfhir serves (code -> type, expression, target types), extracted from the official definitions.
 
 Source: the ``search-parameters.json`` Bundle (FHIR R4 4.0.1 SearchParameter resources, as published by HL7 in
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "service" / "fhir" / "r4_search_parameters.json"
+OUT = REPO / "mappings" / "r4_search_parameters.json"
 TYPES = (
     "Resource DomainResource Patient Practitioner Organization Condition EpisodeOfCare CarePlan Encounter Procedure "
     "Consent MedicationRequest MedicationAdministration MedicationStatement Observation QuestionnaireResponse "

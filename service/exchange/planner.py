@@ -355,7 +355,7 @@ def _canonical(url: str) -> str:
     return url.split("|", 1)[0]
 
 
-# R4 search parameters of types the shared table (service/fhir/r4_search_parameters.json) does not cover but the
+# R4 search parameters of types the shared table (mappings/r4_search_parameters.json) does not cover but the
 # exchange sends. DocumentReference ``identifier`` (DocumentReference.masterIdentifier | .identifier):
 # http://hl7.org/fhir/R4/documentreference.html#search (SearchParameter DocumentReference-identifier).
 _R4_SEARCH_SUPPLEMENT: dict[str, frozenset[str]] = {"DocumentReference": frozenset({"identifier"})}
@@ -367,7 +367,7 @@ def r4_defines_search_parameter(resource_type: str, code: str) -> bool:
     by strict servers.)"""
     if code in _R4_SEARCH_SUPPLEMENT.get(resource_type, ()):
         return True
-    from service.fhir.registry import r4_definition  # the shared R4 table (read once, cached)
+    from mappings.search_parameters import r4_definition  # the shared R4 table (read once, cached)
 
     return r4_definition(resource_type, code) is not None
 

@@ -2,15 +2,15 @@
 router, the indexer and the tests all read this one table, so nothing is declared that is not served.
 
 Search parameter names, types and paths follow the R4 SearchParameter definitions (vendored extract in
-``r4_search_parameters.json``; a test checks every declaration against it).
+``mappings/r4_search_parameters.json``; a test checks every declaration against it).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
+
+from mappings.search_parameters import r4_definition, r4_definitions  # noqa: F401 - the R4 table, re-exported
 
 HERE = Path(__file__).resolve().parent
 
@@ -310,20 +310,6 @@ TYPES: dict[str, TypeInfo] = {
     for name, (source, params, date_param) in _DEFS.items()
 }
 PROJECTED_TYPES = tuple(n for n, t in TYPES.items() if t.source == "projection")
-
-
-@cache
-def r4_definitions() -> dict[str, dict[str, dict]]:
-    return json.loads((HERE / "r4_search_parameters.json").read_text())["parameters"]
-
-
-def r4_definition(resource_type: str, code: str) -> dict | None:
-    defs = r4_definitions()
-    for base in (resource_type, "DomainResource", "Resource"):
-        found = defs.get(base, {}).get(code)
-        if found:
-            return found
-    return None
 
 
 def includes(resource_type: str) -> list[str]:
