@@ -488,6 +488,9 @@ def set_healthcare_setting(uow: UnitOfWork, ctx: Context, *, time_zone: str, set
         ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise Incoherent.at("time_zone", f"{time_zone!r} is not an IANA time zone (e.g. America/Denver)") from None
+    current = uow.repo.get_clinic()
+    if current.time_zone == time_zone and current.setting == setting:
+        return current  # the same setting again changes nothing (and sends nothing to the targets again)
     uow.repo.update_clinic_setting(time_zone=time_zone, setting=setting)
     rems_episodes = uow.repo.rems_episode_ids()
     for episode_id in rems_episodes:
