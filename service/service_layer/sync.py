@@ -146,6 +146,14 @@ class Deliverer:
             job, report, report.last_operation_outcome or report.as_dict(), retryable=report.retryable
         )
 
+    def release(self, job: outbox.SyncJob, exc: BaseException) -> Delivery:
+        """A claimed job whose delivery failed outside the push (reading the episode, recording what was sent): it
+        is retried like a transport failure, never left claimed. Only the error's class is kept (no patient data)."""
+        error = fhir_outcome.operation_outcome(
+            [fhir_outcome.issue("error", "exception", f"delivery failed: {type(exc).__name__}")]
+        )
+        return self._retry_or_dead(job, None, error)
+
     def _retry_or_dead(
         self, job: outbox.SyncJob, report: PushReport | None, error: Any, *, retryable: bool = True
     ) -> Delivery:

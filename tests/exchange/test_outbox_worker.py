@@ -408,3 +408,22 @@ def test_push_to_a_stricter_server_reports_what_was_adapted_and_remembers_the_id
         assert sekmet.read(f"Provenance/{provenance[0]['remote_id']}")["resourceType"] == "Provenance"
     finally:
         proxy.close()
+
+
+def test_a_delivery_that_fails_outside_the_push_is_released_for_a_retry(
+    tmp_path: Path, sekmet: Sekmet, monkeypatch: Any
+):
+    """The worker survives a failure it did not foresee: the job is queued again with its attempt counted."""
+    app = _app(tmp_path, sekmet.root_url + "/fhir")
+    api = Api(app.test_client())
+    ids = _seed(api)
+    _consent_to_share(api, ids["patient"])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the episode cannot be read")
+
+    monkeypatch.setattr("service.service_layer.sync.services.episode_chart", broken)
+    (released,) = _drain(app, limit=1)
+    assert released.status == "queued"
+    status = _sync(api, ids["episode"])
+    assert status["status"] == "queued" and status["attempts"] == 1 and "RuntimeError" in str(status["last_error"])
