@@ -19,6 +19,7 @@ from mappings.conformance import load_all
 from mappings.context import full_url_of
 from mappings.resources import audit_event as audit_event_map
 from mappings.resources import capability_statement as capability_map
+from mappings.resources import operation_outcome as outcome_map
 from mappings.validation import Issue
 from service.domain import limits
 from service.domain.errors import DomainError
@@ -731,11 +732,7 @@ def _prefer_response(resource: dict | None, status: int, headers: dict[str, str]
             response.headers[name] = value
         return response
     if wanted == "OperationOutcome" or resource is None:
-        outcome = {
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"Stored: {what}."}],
-        }
-        return fhir_response(outcome, status, headers)
+        return fhir_response(outcome_map.information(f"Stored: {what}."), status, headers)
     return fhir_response(resource, status, headers)
 
 
@@ -811,10 +808,7 @@ def update(rtype: str, rid: str) -> Response:
                 f"no {rtype}/{rid}: kapfhir assigns ids (updateCreate is false); create with POST {rtype}",
                 "not-supported",
             )
-        if expected is not None and expected != stored.version_id:
-            raise _problem(
-                412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
-            )
+        _check_if_match(stored, expected)
         try:
             inbound.RestWrite(uow, ctx, _authorize).update(stored, body)
         except inbound.InboundRefused as exc:
@@ -876,10 +870,7 @@ def patch(rtype: str, rid: str) -> Response:
         if stored is None:
             raise _not_found(rtype, rid)
         operations = _patch_document()
-        if expected is not None and expected != stored.version_id:
-            raise _problem(
-                412, "Precondition failed", "If-Match", f"{rtype}/{rid} is at version {stored.version_id}", "conflict"
-            )
+        _check_if_match(stored, expected)
         current = stored.resource()
         try:
             if isinstance(operations, list):
@@ -960,19 +951,17 @@ def delete(rtype: str, rid: str) -> Response:
             raise _refused(exc) from None
         uow.run_pending()
         g.audit_entities = [{"type": rtype, "id": rid}]
-        outcome = {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "information",
-                    "code": "informational",
-                    "diagnostics": f"{rtype}/{rid} is marked entered-in-error; it stays readable with its history.",
-                }
-            ],
-        }
-        return fhir_response(outcome, 200)
+        note = f"{rtype}/{rid} is marked entered-in-error; it stays readable with its history."
+        return fhir_response(outcome_map.information(note), 200)
 
     return write(run)
+
+
+def _check_if_match(stored: projection.Stored, expected: int | None) -> None:
+    """412 when If-Match names another version than the current one."""
+    if expected is not None and expected != stored.version_id:
+        where = f"{stored.resource_type}/{stored.id}"
+        raise _problem(412, "Precondition failed", "If-Match", f"{where} is at version {stored.version_id}", "conflict")
 
 
 def _if_match() -> int | None:
@@ -1232,39 +1221,17 @@ def _batch_answer(
     for i in range(size):
         if i in refused or i in failures:
             issues = (
-                [
-                    {"severity": x.severity, "code": x.code, "diagnostics": x.diagnostics, "expression": [x.expression]}
-                    for x in refused[i]
-                ]
+                [outcome_map.issue(x.severity, x.code, x.diagnostics, x.expression) for x in refused[i]]
                 if i in refused
-                else [
-                    {
-                        "severity": "error",
-                        "code": failures[i].code,
-                        "diagnostics": failures[i].message,
-                        "expression": [failures[i].expression],
-                    }
-                ]
+                else [outcome_map.issue("error", failures[i].code, failures[i].message, failures[i].expression)]
             )
             status = 400 if i in refused else failures[i].status
-            responses.append(
-                {"response": {"status": str(status), "outcome": {"resourceType": "OperationOutcome", "issue": issues}}}
-            )
+            responses.append({"response": {"status": str(status), "outcome": outcome_map.operation_outcome(issues)}})
             continue
         done = outcomes.get(i)
         if done is None:
             note = "derived by kapfhir from the records; not stored as sent" if i in derived else "nothing to store"
-            responses.append(
-                {
-                    "response": {
-                        "status": "200 OK",
-                        "outcome": {
-                            "resourceType": "OperationOutcome",
-                            "issue": [{"severity": "information", "code": "informational", "diagnostics": note}],
-                        },
-                    }
-                }
-            )
+            responses.append({"response": {"status": "200 OK", "outcome": outcome_map.information(note)}})
             continue
         found = stored.get((done.resource_type, done.id))
         response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}

@@ -1085,7 +1085,7 @@ class RestWrite(Inbound):
     def update(self, stored: Any, resource: dict) -> Outcome:
         """``stored``: the current version (``projection.Stored``) of the resource the update names."""
         rtype = stored.resource_type
-        found = _Target(rtype, stored.id, stored.body, self._episode_of(stored))
+        found = _Target(rtype, stored.id, stored.body, stored.episode_id)
         kind, value = self._kind(found)
         where = rtype
         try:
@@ -1200,7 +1200,7 @@ class RestWrite(Inbound):
     def delete(self, stored: Any) -> Outcome:
         """DELETE marks the record entered-in-error: it stays readable, out of the rules, with its history."""
         rtype = stored.resource_type
-        found = _Target(rtype, stored.id, stored.body, self._episode_of(stored))
+        found = _Target(rtype, stored.id, stored.body, stored.episode_id)
         kind, value = self._kind(found)
         if found.episode_id is None or (kind not in _READERS and kind != "monitoring-reading"):
             reason = DERIVED_TYPES.get(rtype) or (
@@ -1222,22 +1222,11 @@ class RestWrite(Inbound):
         return Outcome(rtype, found.id, False, current.id)
 
     def _kind(self, found: _Target) -> tuple[str, str]:
-        for ident in identifiers(found.body):
-            system = ident.get("system", "")
-            if system.startswith(self.base + "/") and ident.get("value"):
-                return system[len(self.base) + 1 :], ident["value"]
-        raise InboundRefused(405, found.resource_type, _not_written(found.resource_type), "not-supported")
-
-    def _episode_of(self, stored: Any) -> str | None:
-        r = fhir_resources
-        return self.session.execute(
-            select(r.c.episode_id).where(
-                r.c.clinic_id == self.clinic,
-                r.c.resource_type == stored.resource_type,
-                r.c.id == stored.id,
-                r.c.is_current.is_(True),
-            )
-        ).scalar_one_or_none()
+        """(kind, value) of our business identifier: the record a served resource stands for."""
+        ours = ReverseContext(base=self.base).kind_of(found.body)
+        if ours is None or not ours[1]:
+            raise InboundRefused(405, found.resource_type, _not_written(found.resource_type), "not-supported")
+        return ours
 
 
 def _not_written(rtype: str) -> str:

@@ -56,6 +56,7 @@ class Stored:
     version_id: int
     last_updated: datetime
     body: dict
+    episode_id: str | None = None  # the episode whose projection holds it (None: a patient or practitioner alone)
 
     def resource(self) -> dict:
         """The resource as served: meta.versionId and meta.lastUpdated from the stored version."""
@@ -405,7 +406,8 @@ def catch_up(session_factory: Any) -> int:
 
 
 def _stored(row: Any) -> Stored:
-    return Stored(row.resource_type, row.id, row.version_id, row.last_updated, orjson.loads(row.body))
+    body = orjson.loads(row.body)
+    return Stored(row.resource_type, row.id, row.version_id, row.last_updated, body, getattr(row, "episode_id", None))
 
 
 def read(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Stored | None:
