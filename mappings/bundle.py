@@ -19,9 +19,9 @@ from mappings import terminology as t
 from mappings.context import (
     CONDITION,
     OUTCOME_SCORE,
-    PRIMARY,
     Mapped,
     MappingContext,
+    PrimaryUrls,
 )
 from mappings.resources import (
     adverse_event,
@@ -112,9 +112,7 @@ def map_chart(chart: EpisodeChart, part: ChartPart | None = None) -> tuple[Mappi
     """Every resource of the chart; with ``part``, only those of that part (each mapped exactly as in the whole)."""
     ctx = MappingContext(chart)
     episode = chart.episode
-    for record in [*episode.records.values(), *ctx.body_weights]:
-        resource_type, kind = PRIMARY[type(record)]
-        ctx.primary_url[record.id] = ctx.full_url(resource_type, kind, _primary_value(record))
+    ctx.primary_url = PrimaryUrls(ctx, _primary_value)
     out = _context_resources(ctx, chart, part)
     out += [condition.to_condition(ctx, episode, i, ind) for i, ind in enumerate(episode.indications)]
     out.append(episode_of_care.to_episode_of_care(ctx, episode))
