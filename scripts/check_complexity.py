@@ -36,7 +36,6 @@ ALLOWED: dict[str, str] = {
     "service/domain/rems.py:_effect": _LATER,
     "service/domain/rems.py:_ready": _LATER,
     "service/domain/rules.py:_rems_monitoring": _LATER,
-    "service/domain/limits.py:fhir_length_errors": _LATER,
     "service/exchange/client.py:FhirClient.request": _LATER,
     "service/exchange/push.py:pull_patient": _LATER,
     "service/exchange/push.py:_Run.send_bundle": _LATER,
