@@ -32,7 +32,6 @@ ALLOWED: dict[str, str] = {
     "service/fhir/inbound.py:_import_records": _LEAD + " (import_chart's own step)",
     "service/fhir/inbound.py:Inbound._apply_one": _LEAD + " (inbound.py is shared with the FHIR-writes work)",
     "service/fhir/projection.py:store_resources": _PERF,
-    "service/exchange/client.py:FhirClient.request": _LATER,
     "service/exchange/push.py:pull_patient": _LATER,
     "service/exchange/push.py:_Run.send_bundle": _LATER,
     "service/exchange/push.py:_Run.entry_result": _LATER,
