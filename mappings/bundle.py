@@ -213,6 +213,11 @@ def _bundle(chart: EpisodeChart, transaction: bool) -> dict:
     }
 
 
+def request_bundle(bundle_type: str, entries: list[dict]) -> dict:
+    """A transaction or batch Bundle of request entries already built (what the exchange sends a target)."""
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
+
+
 def to_transaction_bundle(chart: EpisodeChart) -> dict:
     return _bundle(chart, transaction=True)
 
