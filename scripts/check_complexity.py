@@ -42,8 +42,6 @@ ALLOWED: dict[str, str] = {
     "service/fhir/validate.py:_check_sd_constraints": _VALIDATION,
     "service/fhir/validate.py:_check_references": _VALIDATION,
     "service/fhir/validate.py:_profile_issues": _VALIDATION,
-    "service/entrypoints/cli.py:pull_patient_command": _LATER,
-    "service/entrypoints/cli.py:push": _LATER,
     "service/entrypoints/charts.py:scale_trend": _LATER,
     "service/entrypoints/charts.py:dosing_timeline": _LATER,
     "service/entrypoints/charts.py:blood_pressure": _LATER,
