@@ -42,8 +42,6 @@ ALLOWED: dict[str, str] = {
     "service/fhir/validate.py:_check_sd_constraints": _VALIDATION,
     "service/fhir/validate.py:_check_references": _VALIDATION,
     "service/fhir/validate.py:_profile_issues": _VALIDATION,
-    "service/entrypoints/config_report.py:warnings": _LATER,
-    "service/entrypoints/config_report.py:report": _LATER,
     "service/entrypoints/cli_output.py:delivery_reasons": _LATER,
     "service/service_layer/outcomes.py:outcomes_summary": _LATER,
     "mappings/bundle.py:from_bundle": _LATER,
