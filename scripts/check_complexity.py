@@ -42,7 +42,6 @@ ALLOWED: dict[str, str] = {
     "service/fhir/validate.py:_check_sd_constraints": _VALIDATION,
     "service/fhir/validate.py:_check_references": _VALIDATION,
     "service/fhir/validate.py:_profile_issues": _VALIDATION,
-    "mappings/bundle.py:from_bundle": _LATER,
     "mappings/resources/medication_administration.py:from_medication_administration": _LATER,
     "mappings/validation/base.py:Walker.extension": _VALIDATION,
     "mappings/validation/base.py:Walker._specific": _VALIDATION,
