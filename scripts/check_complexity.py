@@ -42,7 +42,6 @@ ALLOWED: dict[str, str] = {
     "service/fhir/validate.py:_check_sd_constraints": _VALIDATION,
     "service/fhir/validate.py:_check_references": _VALIDATION,
     "service/fhir/validate.py:_profile_issues": _VALIDATION,
-    "mappings/resources/medication_administration.py:from_medication_administration": _LATER,
     "mappings/validation/base.py:Walker.extension": _VALIDATION,
     "mappings/validation/base.py:Walker._specific": _VALIDATION,
     "mappings/validation/base.py:Walker.complex": _VALIDATION,
