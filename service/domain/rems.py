@@ -717,8 +717,3 @@ def _ready(
 def forms_of(chart: EpisodeChart) -> list[RemsForm]:
     reportable = reportable_sessions(chart.episode)
     return [build_form(chart, s, reportable) for s in reportable]
-
-
-def validate_submission(form: RemsForm) -> list[str]:
-    """What keeps a form from being sent: the missing facts, in clinical words."""
-    return list(form.missing)

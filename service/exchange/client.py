@@ -144,9 +144,6 @@ class RetryPolicy:
         return ceiling * rng() if self.jitter else ceiling
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; ``None`` when absent or unreadable."""
     if not value:

@@ -268,10 +268,6 @@ class Plan:
     references: dict[str, dict] = field(default_factory=dict)  # fullUrl -> reference replacing it (static)
     adaptations: list[Adaptation] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not self.requests
-
     def waves(self) -> list[list[PlannedRequest]]:
         """Requests grouped by dependency depth (batch mode sends one Bundle per wave)."""
         out: dict[int, list[PlannedRequest]] = {}

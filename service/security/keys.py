@@ -126,13 +126,6 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     return key
 
 
-def load_public_key_pem(data: bytes) -> PublicKey:
-    key = serialization.load_pem_public_key(data)
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise TypeError("public key must be RSA or EC")
-    return key
-
-
 # --------------------------------------------------------------------------------------------------- JWK
 
 
@@ -310,9 +303,6 @@ class StaticJWKS:
         except KeyError:
             raise UnknownKeyError(kid) from None
 
-    def kids(self) -> list[str]:
-        return list(self._keys)
-
 
 class FileJWKS:
     """A JWKS file, re-read when its modification time or size changes."""
@@ -381,10 +371,8 @@ class RemoteJWKS:
         self._keys: dict[str, VerificationKey] | None = None
         self._fetched_at: float | None = None  # time of the last successful fetch
         self._attempted_at: float | None = None  # time of the last attempt, successful or not
-        self.fetch_count = 0
 
     def _fetch(self) -> dict[str, VerificationKey]:
-        self.fetch_count += 1
         try:
             with self._session.get(
                 self.url,
