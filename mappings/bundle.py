@@ -219,6 +219,21 @@ def request_bundle(bundle_type: str, entries: list[dict]) -> dict:
     return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
 
 
+def searchset_bundle(resources: list[dict], self_url: str, base: str) -> dict:
+    """A searchset holding every match on one page: the total, a self link, each resource under its fullUrl
+    (``base``/Type/id)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
+
+
 def to_transaction_bundle(chart: EpisodeChart) -> dict:
     return _bundle(chart, transaction=True)
 
