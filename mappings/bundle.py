@@ -1,4 +1,5 @@
-"""Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back.
+"""Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back; also the Bundles
+that only wrap what others built (a target's transaction or batch of planned requests, a one-page searchset).
 
 Transaction entries: ``POST`` with ``ifNoneExist: identifier=<system>|<value>``; a record with version > 1
 (an amendment or an entered-in-error mark) and the safety flags (state without versions) map to a conditional

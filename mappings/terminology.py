@@ -1,4 +1,4 @@
-"""Every system URL and code the mapping sends, each with its source.
+"""Every system URL and code kapfhir sends or reads (the mappings, the exchange, the /fhir API), each with its source.
 
 Legend (from ../shared/kap-fhir-reference.md): ``# V:`` read in an official artifact; ``# V3:`` read only in
 third-party material. Concepts nobody could verify live in the kapfhir CodeSystems under ``KAPFHIR_BASE``,
