@@ -67,6 +67,12 @@ def append(session: Session, record: AuditRecord, *, occurrences: int = 1) -> No
     session.execute(insert(orm.audit_events).values(**_values(record), occurrences=occurrences))
 
 
+def append_many(session: Session, records: list[AuditRecord]) -> None:
+    """Appends the records in one statement (the reads answered together share one audit transaction)."""
+    if records:
+        session.execute(insert(orm.audit_events), [{**_values(r), "occurrences": 1} for r in records])
+
+
 def list_for_clinic(
     session: Session, clinic_id: str, *, since: datetime | None, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:

@@ -506,16 +506,17 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
                 included = [s.resource() for s in projection.current_by_ids(uow.session, clinic, refs)]
         else:
             resources, total = _search_other(uow, info, q)
+        base = _base()
         entries = [
             {
-                "fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}",
+                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
                 "resource": shape.apply(r),
                 "search": {"mode": "match"},
             }
             for r in resources
         ] + [
             {
-                "fullUrl": f"{_base()}/{r['resourceType']}/{r['id']}",
+                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
                 "resource": shape.apply(r),
                 "search": {"mode": "include"},
             }

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
@@ -417,14 +417,27 @@ def _stored(row: Any) -> Stored:
 
 
 def read(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Stored | None:
-    row = session.execute(read_statement(clinic_id, rtype, rid, version)).one_or_none()
+    params = {"clinic_id": clinic_id, "resource_type": rtype, "id": rid}
+    if version is None:
+        row = session.execute(_READ_CURRENT, params).one_or_none()
+    else:
+        row = session.execute(_READ_VERSION, {**params, "version_id": version}).one_or_none()
     return _stored(row) if row is not None else None
 
 
-def read_statement(clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Any:
+def _read_statement(*criteria: Any) -> Any:
     t = fhir_resources
-    query = select(t).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid)
-    return query.where(t.c.version_id == version) if version is not None else query.where(t.c.is_current.is_(True))
+    return select(t).where(
+        t.c.clinic_id == bindparam("clinic_id"),
+        t.c.resource_type == bindparam("resource_type"),
+        t.c.id == bindparam("id"),
+        *criteria,
+    )
+
+
+# Built once: a read by id is the most frequent request, and building the statement cost as much as running it.
+_READ_CURRENT = _read_statement(fhir_resources.c.is_current.is_(True))
+_READ_VERSION = _read_statement(fhir_resources.c.version_id == bindparam("version_id"))
 
 
 def current_rows_statement(clinic_id: str, types: list[str], ids: list[str], columns: tuple) -> Any:

@@ -16,6 +16,7 @@ Typical wiring (the lead's)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,6 +47,9 @@ def _get_header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
 def bearer_token(headers: Mapping[str, str]) -> str:
     """The token of ``Authorization: Bearer <token>``.
 
@@ -59,7 +63,7 @@ def bearer_token(headers: Mapping[str, str]) -> str:
     if scheme.lower() != "bearer":
         raise MissingTokenError()
     token = token.strip()
-    if not token or any(c.isspace() for c in token):
+    if not token or _WHITESPACE.search(token):
         raise AuthenticationError("invalid_token", "malformed bearer credentials")
     return token
 

@@ -91,8 +91,7 @@ class GroupCommitAuditLog:
 
     def _commit(self, batch: list[_Pending]) -> None:
         with UnitOfWork(self._session_factory, clinic_id="", write=True) as uow:
-            for pending in batch:
-                audit.append(uow.session, pending.record)
+            audit.append_many(uow.session, [pending.record for pending in batch])
             uow.commit()
 
 
