@@ -83,8 +83,10 @@ class Repository:
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
         self._loaded_submissions: dict[str, set[str]] = {}
-        # Records as decoded or written in this unit of work, by id; shared with the process once it commits.
+        # Records as decoded or written in this unit of work, by id; shared with the process once it commits
+        # (those not taken from there: ``_shared``).
         self._decoded: dict[str, Record] = {}
+        self._shared: set[str] = set()
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
         self._saved: dict[str, Episode] = {}
 
@@ -425,6 +427,7 @@ class Repository:
                 shared = DECODED.get(self.clinic_id, row.id, row.version)
                 if shared is not None:
                     decoded[row.id] = shared
+                    self._shared.add(row.id)
         missing = [row.id for row in rows if row.id not in decoded or decoded[row.id].version != row.version]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
@@ -458,7 +461,7 @@ class Repository:
 
     def publish_decoded(self) -> None:
         """Once the unit of work committed (or only read): share the records it decoded or wrote."""
-        DECODED.add(self.clinic_id, list(self._decoded.values()))
+        DECODED.add(self.clinic_id, [r for rid, r in self._decoded.items() if rid not in self._shared])
 
     def list_episodes(
         self, *, patient_id: str | None, status: str | None, phase: str | None, limit: int, offset: int
@@ -495,13 +498,14 @@ class Repository:
         self._insert_records(added, patient_id=episode.patient_id, episode_id=episode.id, actor=actor)
         for record_id, record in episode.records.items():
             before = loaded.get(record_id)
-            if before is None:
-                pass  # inserted above, together
-            elif record.version != before:
+            if before == record.version:
+                continue
+            if before is not None:
                 change, reason = notes.get(record_id, ("amended", None))
                 self._update_record(record, change=change, reason=reason, actor=actor)
             loaded[record_id] = record.version
-            self._decoded[record_id] = record
+            self._decoded[record_id] = record  # written: shared once committed
+            self._shared.discard(record_id)
         loaded_flags = self._loaded_flags.setdefault(episode.id, {})
         for flag in episode.flags:
             data = to_data(flag)

@@ -5,6 +5,7 @@ Datetimes keep their UTC offset (ISO 8601 text), so a time stored is the time se
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import cattrs
 
 from service.domain.episode import Episode
-from service.domain.model import RECORD_TYPES, Record
+from service.domain.model import RECORD_TYPES, Record, RemsLedger
 
 T = TypeVar("T")
 
@@ -41,9 +42,10 @@ def record_from_data(kind: str, data: dict[str, Any]) -> Record:
 
 
 def episode_header_data(episode: Episode) -> dict[str, Any]:
-    """The episode's own fields: records and flags are stored in their own rows."""
-    data = to_data(episode)
+    """The episode's own fields: records and flags are stored in their own rows, REMS sendings in
+    rems_form_submissions (the time zone is the clinic's)."""
+    data = to_data(replace(episode, records={}, flags=[], rems=RemsLedger()))
     data.pop("records")
     data.pop("flags")
-    data.pop("rems", None)  # stored in rems_form_submissions; the time zone is the clinic's
+    data.pop("rems", None)
     return data

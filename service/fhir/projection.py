@@ -197,19 +197,15 @@ def store_resources(
         }
         for key, resource, row, digest in changes
     ]
-    stored: set[tuple[str, str]] = set()
-    for start in range(0, len(rows), 200):
-        stored.update(
-            (r.resource_type, r.id)
-            for r in session.execute(
-                upsert_insert(session)(t)
-                .values(rows[start : start + 200])
-                # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be
-                # projected by two transactions at once on PostgreSQL: the first one's version stands.
-                .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
-                .returning(t.c.resource_type, t.c.id)
-            )
-        )
+    # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be projected by two
+    # transactions at once on PostgreSQL: the first one's version stands. An executemany (one statement, compiled
+    # once per process) that SQLAlchemy sends as multi-row INSERTs with RETURNING.
+    statement = (
+        upsert_insert(session)(t)
+        .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
+        .returning(t.c.resource_type, t.c.id)
+    )
+    stored = {(r.resource_type, r.id) for r in session.execute(statement, rows)}
     _reindex(
         session,
         clinic_id,
