@@ -134,7 +134,7 @@ def with_records(ep: Episode, *records: Any) -> Episode:
     return ep
 
 
-# The REMS form deadlines follow the clock, not the session record: tests/unit/test_rems.py covers them.
+# The REMS form deadlines follow the clock, not the session record: tests/unit/domain/test_rems.py covers them.
 REMS_DEADLINE_RULES = {"rems-form-due", "rems-form-overdue"}
 
 

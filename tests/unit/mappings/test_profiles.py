@@ -4,7 +4,7 @@ fhircraft builds pydantic models offline from local StructureDefinitions: the ka
 mappings/conformance/ and the US Core 6.1.0 ones (KAPFHIR_US_CORE_DIR, default ../shared/us-core-6.1.0). Each
 profile model is built once per module (fhircraft takes seconds to import and to build a model). The FHIR core
 vital-signs profiles we also claim (bp, heartrate, ...) are not checked here; their base, vitalsigns, is loaded from
-tests/mappings/r4-core/ because the US Core vital-sign profiles derive from it.
+tests/unit/mappings/r4-core/ because the US Core vital-sign profiles derive from it.
 """
 
 from __future__ import annotations
