@@ -1,4 +1,5 @@
-"""Shared fixtures: real keys, a real issuer and validator, and a loopback JWKS server."""
+"""Key fixtures shared by the unit and integration security tests (a plugin of tests/conftest.py): real keys, a real
+issuer and validator, and a loopback JWKS server."""
 
 from __future__ import annotations
 
