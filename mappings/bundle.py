@@ -1,4 +1,5 @@
-"""Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back.
+"""Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back; also the Bundles
+that only wrap what others built (a target's transaction or batch of planned requests, a one-page searchset).
 
 Transaction entries: ``POST`` with ``ifNoneExist: identifier=<system>|<value>``; a record with version > 1
 (an amendment or an entered-in-error mark) and the safety flags (state without versions) map to a conditional
@@ -19,9 +20,9 @@ from mappings import terminology as t
 from mappings.context import (
     CONDITION,
     OUTCOME_SCORE,
-    PRIMARY,
     Mapped,
     MappingContext,
+    PrimaryUrls,
 )
 from mappings.resources import (
     adverse_event,
@@ -50,6 +51,7 @@ from service.domain.chart import EpisodeChart
 from service.domain.episode import Episode
 from service.domain.model import (
     BodyWeight,
+    Clinic,
     ClinicalSession,
     ConcomitantMedication,
     Consent,
@@ -112,9 +114,7 @@ def map_chart(chart: EpisodeChart, part: ChartPart | None = None) -> tuple[Mappi
     """Every resource of the chart; with ``part``, only those of that part (each mapped exactly as in the whole)."""
     ctx = MappingContext(chart)
     episode = chart.episode
-    for record in [*episode.records.values(), *ctx.body_weights]:
-        resource_type, kind = PRIMARY[type(record)]
-        ctx.primary_url[record.id] = ctx.full_url(resource_type, kind, _primary_value(record))
+    ctx.primary_url = PrimaryUrls(ctx, _primary_value)
     out = _context_resources(ctx, chart, part)
     out += [condition.to_condition(ctx, episode, i, ind) for i, ind in enumerate(episode.indications)]
     out.append(episode_of_care.to_episode_of_care(ctx, episode))
@@ -213,6 +213,26 @@ def _bundle(chart: EpisodeChart, transaction: bool) -> dict:
     }
 
 
+def request_bundle(bundle_type: str, entries: list[dict]) -> dict:
+    """A transaction or batch Bundle of request entries already built (what the exchange sends a target)."""
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
+
+
+def searchset_bundle(resources: list[dict], self_url: str, base: str) -> dict:
+    """A searchset holding every match on one page: the total, a self link, each resource under its fullUrl
+    (``base``/Type/id)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
+
+
 def to_transaction_bundle(chart: EpisodeChart) -> dict:
     return _bundle(chart, transaction=True)
 
@@ -235,18 +255,8 @@ def from_bundle(bundle: dict) -> EpisodeChart:
     Psychotherapy notes were never exported, so sessions come back with ``psychotherapy_notes=None``.
     """
     entries = bundle.get("entry", [])
-    org = next((e["resource"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
-    if org is None:
-        raise MappingRefusedError("Bundle.entry.resource.ofType(Organization)", "the clinic Organization is missing")
-    clinic = organization.from_organization(org)
-    rctx = ReverseContext(base=clinic.identifier_system)
-    for entry in entries:
-        rctx.index(entry["fullUrl"], entry["resource"])
-    by_kind: dict[str, list[dict]] = {}
-    for entry in entries:
-        found = rctx.kind_of(entry["resource"])
-        if found:
-            by_kind.setdefault(found[0], []).append(entry["resource"])
+    clinic, rctx = _clinic_context(entries)
+    by_kind = _resources_by_kind(rctx, entries)
     patients = by_kind.get("patient", [])
     if not patients:
         raise MappingRefusedError("Bundle.entry.resource.ofType(Patient)", "the Patient is missing")
@@ -256,14 +266,70 @@ def from_bundle(bundle: dict) -> EpisodeChart:
         raise MappingRefusedError(
             "Bundle.entry.resource.ofType(EpisodeOfCare)", "the EpisodeOfCare and CarePlan are required"
         )
+    records, chart_weights = _body_weights(rctx, by_kind.get("body-weight", []))
+    records |= _clinical_records(rctx, by_kind)
+    flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
+    submissions = [s for r in by_kind.get(rems_form.TASK_KIND, []) for s in rems_form.from_task(rctx, r)]
+    episode = Episode(
+        **episode_of_care.from_episode_of_care(rctx, episodes[0]),
+        **care_plan.from_care_plan(plans[0]),
+        indications=[condition.from_condition(r) for r in by_kind.get(CONDITION, [])],
+        records=records,
+        flags=flags,
+        rems=RemsLedger(
+            time_zone=clinic.time_zone, submissions=sorted(submissions, key=lambda s: (s.recorded_at, s.id))
+        ),
+    )
+    return EpisodeChart(
+        clinic=clinic,
+        patient=patient.from_patient(rctx, patients[0]),
+        episode=episode,
+        practitioners=[practitioner.from_practitioner(rctx, r) for r in by_kind.get("practitioner", [])],
+        body_weights=chart_weights,
+    )
+
+
+def _clinic_context(entries: list[dict]) -> tuple[Clinic, ReverseContext]:
+    """The clinic (from its Organization, which the Bundle must carry) and a reverse context indexing every entry
+    under the clinic's identifier system."""
+    org = next((e["resource"] for e in entries if e["resource"]["resourceType"] == "Organization"), None)
+    if org is None:
+        raise MappingRefusedError("Bundle.entry.resource.ofType(Organization)", "the clinic Organization is missing")
+    clinic = organization.from_organization(org)
+    rctx = ReverseContext(base=clinic.identifier_system)
+    for entry in entries:
+        rctx.index(entry["fullUrl"], entry["resource"])
+    return clinic, rctx
+
+
+def _resources_by_kind(rctx: ReverseContext, entries: list[dict]) -> dict[str, list[dict]]:
+    """The resources by the record kind their identifier names (resources kapfhir did not write are left out)."""
+    by_kind: dict[str, list[dict]] = {}
+    for entry in entries:
+        found = rctx.kind_of(entry["resource"])
+        if found:
+            by_kind.setdefault(found[0], []).append(entry["resource"])
+    return by_kind
+
+
+def _body_weights(rctx: ReverseContext, resources: list[dict]) -> tuple[dict[str, Record], list[BodyWeight]]:
+    """(the weights recorded in the episode, by id; the weights of the patient's chart): a weight carrying the
+    episode extension is an episode record, one marked ``chartBodyWeight`` belongs to the chart; it may be both."""
     records: dict[str, Record] = {}
     chart_weights: list[BodyWeight] = []
-    for resource in by_kind.get("body-weight", []):
+    for resource in resources:
         weight = observation.from_body_weight(rctx, resource)
         if dt.find_extension(resource, EXT_EPISODE_OF_CARE):
             records[weight.id] = weight
         if any(p["url"] == "chartBodyWeight" for p in dt.find_extension(resource, t.EXT_RECORD)["extension"]):
             chart_weights.append(weight)
+    return records, chart_weights
+
+
+def _clinical_records(rctx: ReverseContext, by_kind: dict[str, list[dict]]) -> dict[str, Record]:
+    """Consents, orders, sessions, doses, side effects, concomitant medications, readings and outcome measures
+    (each QuestionnaireResponse with the score Observations derived from it), by id."""
+    records: dict[str, Record] = {}
     readers = {
         "consent": consent.from_consent,
         "dosing-order": medication_request.from_medication_request,
@@ -286,25 +352,7 @@ def from_bundle(bundle: dict) -> EpisodeChart:
         records[measure_id] = questionnaire_response.from_questionnaire_response(
             rctx, resource, scores.get(measure_id, [])
         )
-    flags: list[SafetyFlag] = [detected_issue.from_detected_issue(rctx, r) for r in by_kind.get("safety-flag", [])]
-    submissions = [s for r in by_kind.get(rems_form.TASK_KIND, []) for s in rems_form.from_task(rctx, r)]
-    episode = Episode(
-        **episode_of_care.from_episode_of_care(rctx, episodes[0]),
-        **care_plan.from_care_plan(plans[0]),
-        indications=[condition.from_condition(r) for r in by_kind.get(CONDITION, [])],
-        records=records,
-        flags=flags,
-        rems=RemsLedger(
-            time_zone=clinic.time_zone, submissions=sorted(submissions, key=lambda s: (s.recorded_at, s.id))
-        ),
-    )
-    return EpisodeChart(
-        clinic=clinic,
-        patient=patient.from_patient(rctx, patients[0]),
-        episode=episode,
-        practitioners=[practitioner.from_practitioner(rctx, r) for r in by_kind.get("practitioner", [])],
-        body_weights=chart_weights,
-    )
+    return records
 
 
 def _from_readings(rctx: ReverseContext, resources: list[dict]) -> Iterator[MonitoringReading]:

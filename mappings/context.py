@@ -7,7 +7,9 @@ record always gets the same fullUrl and the same conditional request.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -49,8 +51,31 @@ KINDS_WITH_SUFFIX = frozenset({"monitoring-reading", OUTCOME_SCORE})
 RECORD_REFERENCE_KIND = "record"  # identifier-only reference to a record that is not in the export
 
 
+@functools.lru_cache(maxsize=65_536)  # pure; uuid5 (a SHA-1) is most of the cost of a reference
 def full_url_of(base: str, resource_type: str, kind: str, value: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{base}|{resource_type}|{kind}|{value}')}"
+
+
+class PrimaryUrls:
+    """Record id -> fullUrl of its primary resource, for the records of the chart; worked out when first asked for,
+    since the mapping of a part of a long chart names only a few of them."""
+
+    def __init__(self, ctx: MappingContext, value_of: Callable[[Record], str]) -> None:
+        self._ctx, self._value_of = ctx, value_of
+        self._weights = {w.id: w for w in ctx.body_weights}
+
+    def get(self, record_id: str, default: str | None = None) -> str | None:
+        record = self._ctx.chart.episode.records.get(record_id) or self._weights.get(record_id)
+        if record is None:
+            return default
+        resource_type, kind = PRIMARY[type(record)]
+        return self._ctx.full_url(resource_type, kind, self._value_of(record))
+
+    def __getitem__(self, record_id: str) -> str:
+        url = self.get(record_id)
+        if url is None:
+            raise KeyError(record_id)
+        return url
 
 
 @dataclass
@@ -58,7 +83,7 @@ class MappingContext:
     chart: EpisodeChart
     base: str = ""
     security: list[dict] = field(default_factory=list)
-    primary_url: dict[str, str] = field(default_factory=dict)  # record id -> fullUrl of its primary resource
+    primary_url: PrimaryUrls | dict[str, str] = field(default_factory=dict)  # set by the mapping of a chart
     practitioner_ids: frozenset[str] = frozenset()
     body_weights: list[BodyWeight] = field(default_factory=list)  # the chart's, then the episode's others
     # fullUrls computed in this mapping (uuid5 is most of a reference's cost; the patient's is asked for per resource)

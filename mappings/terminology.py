@@ -1,4 +1,4 @@
-"""Every system URL and code the mapping sends, each with its source.
+"""Every system URL and code kapfhir sends or reads (the mappings, the exchange, the /fhir API), each with its source.
 
 Legend (from ../shared/kap-fhir-reference.md): ``# V:`` read in an official artifact; ``# V3:`` read only in
 third-party material. Concepts nobody could verify live in the kapfhir CodeSystems under ``KAPFHIR_BASE``,
@@ -161,6 +161,8 @@ CATEGORY_SURVEY = coding(OBSERVATION_CATEGORY, "survey", "Survey")  # V: S1 §1.
 CATEGORY_ASSESS_PLAN = coding(CAREPLAN_CATEGORY, "assess-plan", "Assessment and Plan of Treatment")  # V: S3 §3
 CATEGORY_PROBLEM_LIST = coding(CONDITION_CATEGORY, "problem-list-item", "Problem List Item")  # V: S3 §1.9
 CONSENT_SCOPE_TREATMENT = coding(CONSENT_SCOPE, "treatment", "Treatment")  # V: S1 §1.1
+# V: hl7.org/fhir/R4/codesystem-consent-scope.html (docs search): the scope the exchange's privacy gate requires
+CONSENT_SCOPE_PATIENT_PRIVACY = coding(CONSENT_SCOPE, "patient-privacy", "Privacy Consent")
 CONSENT_CATEGORY_LOINC = coding(LOINC, "59284-0", "Patient Consent")  # V: S1 §1.1 (R4 display)
 CLINICAL_ACTIVE = coding(CONDITION_CLINICAL, "active")  # V: S1 §1.9
 CLINICAL_INACTIVE = coding(CONDITION_CLINICAL, "inactive")  # V: S1 §1.9
@@ -439,7 +441,7 @@ REMS_CONCEPTS = [
     *REMS_DOSE_OPTION.values(),
 ]
 
-# --- documents, audit and capability (moved from the planner and the /fhir API, issue 18) -----------------------
+# --- documents, audit and capability ---------------------------------------------------------------------------
 
 US_CORE_DOCUMENT_REFERENCE = f"{US_CORE}/us-core-documentreference"  # V: S3 (US Core DocumentReference profile)
 # V: hl7.org/fhir/us/core/STU3.1.1/ValueSet-us-core-documentreference-category.html (docs search)

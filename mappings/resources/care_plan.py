@@ -57,6 +57,7 @@ def to_care_plan(ctx: MappingContext, episode: Episode) -> Mapped:
         extensions=extensions,
     )
     sessions = episode.current(ClinicalSession)
+    phase_of = {s.id: episode.phase_at(s.start) for s in sessions}
     activities, rows = [], []
     for phase in CARE_PHASES:
         status = activity_status(episode, phase)
@@ -66,7 +67,7 @@ def to_care_plan(ctx: MappingContext, episode: Episode) -> Mapped:
             "extension": [dt.extension(t.EXT_CAREPLAN_ACTIVITY_TITLE, valueString=title)],
             "detail": {"code": dt.codeable_concept(t.PHASE[phase]), "status": status},
         }
-        outcomes = [ctx.primary_url[s.id] for s in sessions if episode.phase_at(s.start) is phase]
+        outcomes = [ctx.primary_url[s.id] for s in sessions if phase_of[s.id] is phase]
         if outcomes:
             activity["outcomeReference"] = [{"reference": url} for url in outcomes]
         activities.append(activity)

@@ -121,3 +121,15 @@ def to_measure(definition: MeasureDefinition, *, pcl5_cut_point: int = PCL5_DEFA
         "guidance": SIMPLIFICATIONS,
         "group": groups,
     }
+
+
+def to_served_measure(definition: MeasureDefinition, *, pcl5_cut_point: int = PCL5_DEFAULT_CUT_POINT) -> dict:
+    """The Measure as /fhir serves it: version 1, last updated on ``MEASURE_DATE`` (a Measure changes only with a
+    kapfhir release)."""
+    resource = to_measure(definition, pcl5_cut_point=pcl5_cut_point)
+    return {
+        "resourceType": "Measure",
+        "id": definition.id,
+        "meta": {"versionId": "1", "lastUpdated": f"{MEASURE_DATE}T00:00:00Z"},
+        **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
+    }

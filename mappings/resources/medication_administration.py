@@ -149,34 +149,11 @@ def to_medication_administration(ctx: MappingContext, dose: DosingRecord) -> Map
 
 def from_medication_administration(rctx: ReverseContext, resource: dict) -> DosingRecord:
     """Our MedicationAdministration, or an EHR's with the same codes."""
-    for required in ("context", "dosage", "effectivePeriod"):
-        if required not in resource:
-            raise MappingRefusedError(f"MedicationAdministration.{required}", "required to record a KAP dose")
-    if "dose" not in resource["dosage"] or resource["dosage"]["dose"].get("code") != "mg":
-        raise MappingRefusedError("MedicationAdministration.dosage.dose", "the dose must be a UCUM mg quantity")
-    if "route" not in resource["dosage"] or resource["dosage"]["route"]["coding"][0]["code"] not in _ROUTE_OF:
-        raise MappingRefusedError(
-            "MedicationAdministration.dosage.route", "a SNOMED CT route kapfhir knows is required"
-        )
+    _require_kap_dose(resource)
     eie = resource["status"] == "entered-in-error"
     medication = rctx.resolve(resource.get("medicationReference"), resource)
     concept = medication["code"] if medication else resource.get("medicationCodeableConcept", {})
-    batch = (medication or {}).get("batch", {})
-    parts = sub_extensions(dt.find_extension(resource, t.EXT_WASTE) or {})
-    amounts = {attr: parts[name]["valueQuantity"]["value"] for name, attr in _AMOUNTS if name in parts}
-    cs = ControlledSubstanceRecord(
-        ndc=dt.code_in(concept, t.NDC),
-        lot_number=batch.get("lotNumber"),
-        expiry=dt.parse_date(batch["expirationDate"]) if "expirationDate" in batch else None,
-        waste_witness_id=rctx.local_id(parts["wasteWitness"]["valueReference"]) if "wasteWitness" in parts else None,
-        **amounts,
-    )
     functions = {p["function"]["coding"][0]["code"]: rctx.local_id(p["actor"]) for p in resource.get("performer", ())}
-    weight = None
-    for ref in resource.get("supportingInformation", ()):
-        observation = rctx.resolve(ref, resource)
-        if observation and dt.code_in(observation.get("code"), t.LOINC) == t.BODY_WEIGHT["code"]:
-            weight = observation["valueQuantity"]["value"]
     dosage = resource["dosage"]
     period = resource["effectivePeriod"]
     off_label, _ = read_off_label(resource)
@@ -190,13 +167,53 @@ def from_medication_administration(rctx: ReverseContext, resource: dict) -> Dosi
         route=Route(_ROUTE_OF[dosage["route"]["coding"][0]["code"]]),
         setting=_SETTING_OF.get(dt.code_in(resource.get("category"), t.MED_ADMIN_CATEGORY), DosingSetting.CLINIC),
         dose_mg=dosage["dose"]["value"],
-        weight_kg=weight,
+        weight_kg=_body_weight_kg(rctx, resource),
         infusion_duration_min=dosage["rateRatio"]["denominator"]["value"] if "rateRatio" in dosage else None,
         start=dt.parse_datetime(period["start"]),
         end=dt.parse_datetime(period["end"]) if "end" in period else None,
         administered_by_id=functions.get("performer"),
         supervised_by_id=functions.get("verifier"),
         override_reason=override["valueString"] if override else None,
-        controlled_substance=cs,
+        controlled_substance=_controlled_substance(rctx, resource, medication, concept),
         off_label=True if off_label is None else off_label,
     )
+
+
+def _require_kap_dose(resource: dict) -> None:
+    """What a KAP dose cannot be recorded without: the session, a dose in UCUM mg by a known SNOMED CT route, and
+    when it was given."""
+    for required in ("context", "dosage", "effectivePeriod"):
+        if required not in resource:
+            raise MappingRefusedError(f"MedicationAdministration.{required}", "required to record a KAP dose")
+    if "dose" not in resource["dosage"] or resource["dosage"]["dose"].get("code") != "mg":
+        raise MappingRefusedError("MedicationAdministration.dosage.dose", "the dose must be a UCUM mg quantity")
+    if "route" not in resource["dosage"] or resource["dosage"]["route"]["coding"][0]["code"] not in _ROUTE_OF:
+        raise MappingRefusedError(
+            "MedicationAdministration.dosage.route", "a SNOMED CT route kapfhir knows is required"
+        )
+
+
+def _controlled_substance(
+    rctx: ReverseContext, resource: dict, medication: dict | None, concept: dict
+) -> ControlledSubstanceRecord:
+    """NDC, lot and expiry of the medication's batch, and the waste extension's amounts and witness."""
+    batch = (medication or {}).get("batch", {})
+    parts = sub_extensions(dt.find_extension(resource, t.EXT_WASTE) or {})
+    amounts = {attr: parts[name]["valueQuantity"]["value"] for name, attr in _AMOUNTS if name in parts}
+    return ControlledSubstanceRecord(
+        ndc=dt.code_in(concept, t.NDC),
+        lot_number=batch.get("lotNumber"),
+        expiry=dt.parse_date(batch["expirationDate"]) if "expirationDate" in batch else None,
+        waste_witness_id=rctx.local_id(parts["wasteWitness"]["valueReference"]) if "wasteWitness" in parts else None,
+        **amounts,
+    )
+
+
+def _body_weight_kg(rctx: ReverseContext, resource: dict) -> float | None:
+    """The value of the last body-weight Observation (LOINC 29463-7) among the supporting information."""
+    weight = None
+    for ref in resource.get("supportingInformation", ()):
+        observation = rctx.resolve(ref, resource)
+        if observation and dt.code_in(observation.get("code"), t.LOINC) == t.BODY_WEIGHT["code"]:
+            weight = observation["valueQuantity"]["value"]
+    return weight

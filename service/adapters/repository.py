@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,36 @@ from service.domain.model import (
     RemsSubmission,
     SafetyFlag,
 )
+
+
+class DecodedRecords:
+    """Records as decoded from storage, shared by every unit of work of the process, by (clinic, id, version).
+
+    A committed version of a record never changes (a change is a new version), so a decoded one stands for as long
+    as it is kept; units of work add what they decoded or wrote only once they committed. The domain never changes a
+    loaded record in place (amendments and entered-in-error marks are new objects), so units of work can share
+    them. Without it, every command decoded every record of its episode again: the cost of a write grew with the
+    episode."""
+
+    def __init__(self, max_records: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self._records: LRUCache[tuple[str, str, int], Record] = LRUCache(max_records)
+
+    def get(self, clinic_id: str, record_id: str, version: int) -> Record | None:
+        with self._lock:
+            return self._records.get((clinic_id, record_id, version))
+
+    def add(self, clinic_id: str, records: list[Record]) -> None:
+        with self._lock:
+            for record in records:
+                self._records[(clinic_id, record.id, record.version)] = record
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+DECODED = DecodedRecords()
 
 
 @dataclass(frozen=True)
@@ -51,9 +83,10 @@ class Repository:
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
         self._loaded_submissions: dict[str, set[str]] = {}
-        # Records as decoded, by id, for the version they hold: a unit of work loads an episode twice (the command's
-        # aggregate, then the projection's chart) and decoding every record again was what grew with the episode.
+        # Records as decoded or written in this unit of work, by id; shared with the process once it commits.
         self._decoded: dict[str, Record] = {}
+        # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
+        self._saved: dict[str, Episode] = {}
 
     # --- clinics ---------------------------------------------------------------------------------------
 
@@ -131,17 +164,33 @@ class Repository:
     ) -> None:
         self.session.execute(
             insert(orm.record_versions).values(
-                entity_kind=kind,
-                entity_id=entity_id,
-                version=version,
-                clinic_id=self.clinic_id,
-                change=change,
-                reason=reason,
-                actor=actor,
-                changed_at=at,
-                data=data,
+                **self._version_row(kind, entity_id, version, data, change=change, reason=reason, actor=actor, at=at)
             )
         )
+
+    def _version_row(
+        self,
+        kind: str,
+        entity_id: str,
+        version: int,
+        data: dict[str, Any],
+        *,
+        change: str,
+        reason: str | None,
+        actor: str,
+        at: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "entity_kind": kind,
+            "entity_id": entity_id,
+            "version": version,
+            "clinic_id": self.clinic_id,
+            "change": change,
+            "reason": reason,
+            "actor": actor,
+            "changed_at": at,
+            "data": data,
+        }
 
     def history(self, kind: str, entity_id: str) -> list[VersionEntry]:
         t = orm.record_versions
@@ -371,6 +420,11 @@ class Repository:
         where = (r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
         rows = self.session.execute(select(r.c.id, r.c.version).where(*where)).all()
         decoded = self._decoded
+        for row in rows:
+            if row.id not in decoded or decoded[row.id].version != row.version:
+                shared = DECODED.get(self.clinic_id, row.id, row.version)
+                if shared is not None:
+                    decoded[row.id] = shared
         missing = [row.id for row in rows if row.id not in decoded or decoded[row.id].version != row.version]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
@@ -391,6 +445,20 @@ class Repository:
         self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
+
+    def episode_as_saved(self, episode_id: str) -> Episode:
+        """The episode as this unit of work last saved it (the aggregate itself), else as stored."""
+        saved = self._saved.get(episode_id)
+        return saved if saved is not None else self.get_episode(episode_id)
+
+    def forget_unsaved(self) -> None:
+        """After a savepoint rolled back: what this unit of work saved or decoded since may not be stored."""
+        self._saved.clear()
+        self._decoded.clear()
+
+    def publish_decoded(self) -> None:
+        """Once the unit of work committed (or only read): share the records it decoded or wrote."""
+        DECODED.add(self.clinic_id, list(self._decoded.values()))
 
     def list_episodes(
         self, *, patient_id: str | None, status: str | None, phase: str | None, limit: int, offset: int
@@ -423,14 +491,17 @@ class Repository:
         """Writes what changed in the aggregate and bumps the episode's version (optimistic check)."""
         notes = notes or {}
         loaded = self._loaded_versions.setdefault(episode.id, {})
+        added = [record for record_id, record in episode.records.items() if record_id not in loaded]
+        self._insert_records(added, patient_id=episode.patient_id, episode_id=episode.id, actor=actor)
         for record_id, record in episode.records.items():
             before = loaded.get(record_id)
             if before is None:
-                self._insert_record(record, patient_id=episode.patient_id, episode_id=episode.id, actor=actor)
+                pass  # inserted above, together
             elif record.version != before:
                 change, reason = notes.get(record_id, ("amended", None))
                 self._update_record(record, change=change, reason=reason, actor=actor)
             loaded[record_id] = record.version
+            self._decoded[record_id] = record
         loaded_flags = self._loaded_flags.setdefault(episode.id, {})
         for flag in episode.flags:
             data = to_data(flag)
@@ -475,30 +546,50 @@ class Repository:
             self._write_version(
                 "episode", episode.id, episode.version, data, change=change, reason=reason, actor=actor, at=now
             )
+        self._saved[episode.id] = episode
 
     # --- record rows -------------------------------------------------------------------------------------
 
     def _insert_record(self, record: Record, *, patient_id: str, episode_id: str | None, actor: str) -> None:
-        kind = RECORD_KIND_OF[type(record)]
-        data = to_data(record)
-        assert record.recorded_at is not None and record.updated_at is not None
-        self.session.execute(
-            insert(orm.clinical_records).values(
-                id=record.id,
-                clinic_id=self.clinic_id,
-                patient_id=patient_id,
-                episode_id=episode_id,
-                kind=kind,
-                version=record.version,
-                entered_in_error=record.entered_in_error,
-                data=data,
-                recorded_at=record.recorded_at,
-                updated_at=record.updated_at,
+        self._insert_records([record], patient_id=patient_id, episode_id=episode_id, actor=actor)
+
+    def _insert_records(self, records: list[Record], *, patient_id: str, episode_id: str | None, actor: str) -> None:
+        """New records with their first version: two statements for all of them (a session comes with its doses and
+        readings)."""
+        if not records:
+            return
+        rows, versions = [], []
+        for record in records:
+            kind, data = RECORD_KIND_OF[type(record)], to_data(record)
+            assert record.recorded_at is not None and record.updated_at is not None
+            rows.append(
+                {
+                    "id": record.id,
+                    "clinic_id": self.clinic_id,
+                    "patient_id": patient_id,
+                    "episode_id": episode_id,
+                    "kind": kind,
+                    "version": record.version,
+                    "entered_in_error": record.entered_in_error,
+                    "data": data,
+                    "recorded_at": record.recorded_at,
+                    "updated_at": record.updated_at,
+                }
             )
-        )
-        self._write_version(
-            kind, record.id, record.version, data, change="created", reason=None, actor=actor, at=record.updated_at
-        )
+            versions.append(
+                self._version_row(
+                    kind,
+                    record.id,
+                    record.version,
+                    data,
+                    change="created",
+                    reason=None,
+                    actor=actor,
+                    at=record.updated_at,
+                )
+            )
+        self.session.execute(insert(orm.clinical_records), rows)
+        self.session.execute(insert(orm.record_versions), versions)
 
     def _update_record(self, record: Record, *, change: str, reason: str | None, actor: str) -> None:
         kind = RECORD_KIND_OF[type(record)]

@@ -82,6 +82,26 @@ def _too_long(errors: list[FieldError], where: str, value: Any, limit: int) -> N
         errors.append(FieldError(where, f"at most {limit} characters (got {len(value)})"))
 
 
+def _identifier_errors(errors: list[FieldError], here: str, child: Any) -> None:
+    """Identifier.value and .system of one ``identifier`` element (a list or a single Identifier)."""
+    for i, ident in enumerate(child if isinstance(child, list) else [child]):
+        if isinstance(ident, dict):
+            at = f"{here}[{i}]" if isinstance(child, list) else here
+            _too_long(errors, f"{at}.value", ident.get("value"), MAX_IDENTIFIER_VALUE)
+            _too_long(errors, f"{at}.system", ident.get("system"), MAX_IDENTIFIER_SYSTEM)
+
+
+def _human_name_errors(errors: list[FieldError], here: str, names: list) -> None:
+    """HumanName.family, .text and each .given of a ``name`` list."""
+    for i, name in enumerate(names):
+        if isinstance(name, dict):
+            _too_long(errors, f"{here}[{i}].family", name.get("family"), MAX_NAME_PART)
+            _too_long(errors, f"{here}[{i}].text", name.get("text"), MAX_NAME_PART)
+            given = name.get("given")
+            for j, part in enumerate(given if isinstance(given, list) else []):
+                _too_long(errors, f"{here}[{i}].given[{j}]", part, MAX_NAME_PART)
+
+
 def fhir_length_errors(body: Any, root: str = "Bundle", limit: int = 20) -> list[FieldError]:
     """Identifiers and human names anywhere in a FHIR JSON body, held to the limits /api/v1 applies: every
     ``identifier`` (Identifier.value, .system) and every HumanName (``name`` entries with family/given/text)."""
@@ -97,19 +117,9 @@ def fhir_length_errors(body: Any, root: str = "Bundle", limit: int = 20) -> list
         for key, child in item.items():
             here = f"{where}.{key}"
             if key == "identifier":
-                for i, ident in enumerate(child if isinstance(child, list) else [child]):
-                    if isinstance(ident, dict):
-                        at = f"{here}[{i}]" if isinstance(child, list) else here
-                        _too_long(errors, f"{at}.value", ident.get("value"), MAX_IDENTIFIER_VALUE)
-                        _too_long(errors, f"{at}.system", ident.get("system"), MAX_IDENTIFIER_SYSTEM)
+                _identifier_errors(errors, here, child)
             elif key == "name" and isinstance(child, list):
-                for i, name in enumerate(child):
-                    if isinstance(name, dict):
-                        _too_long(errors, f"{here}[{i}].family", name.get("family"), MAX_NAME_PART)
-                        _too_long(errors, f"{here}[{i}].text", name.get("text"), MAX_NAME_PART)
-                        given = name.get("given")
-                        for j, part in enumerate(given if isinstance(given, list) else []):
-                            _too_long(errors, f"{here}[{i}].given[{j}]", part, MAX_NAME_PART)
+                _human_name_errors(errors, here, child)
             if isinstance(child, (dict, list)):
                 stack.append((child, here))
     return errors[:limit]

@@ -542,22 +542,40 @@ def _session(
     b: _Builder, episode: Episode, session: ClinicalSession, doses: list[DosingRecord], first: datetime
 ) -> None:
     if doses:
-        b.answer("session.treatment-date", b.form.treatment_date, doses[0].id)
-        total = sum(d.dose_mg for d in doses)
-        dose_ids = [d.id for d in doses]
-        if total in (56, 84):
-            b.answer("session.dose", f"{total:g} mg", *dose_ids)
-        else:
-            b.answer("session.dose", "Other", *dose_ids)
-            b.answer("session.dose-other-mg", float(total), *dose_ids)
-        lots = sorted({d.controlled_substance.lot_number for d in doses if d.controlled_substance.lot_number})
-        # Every dose needs its lot: a form naming only some of the devices' lots is not complete.
-        if lots and all(d.controlled_substance.lot_number for d in doses):
-            b.answer("session.lot-number", ", ".join(lots), *dose_ids)
+        _dose(b, doses)
     if session.discharge_at is not None and doses:
         minutes = int((session.discharge_at - first).total_seconds() // 60)
         b.answer("session.total-minutes", minutes, session.id, doses[0].id)
     readings = sorted(episode.readings_in(session.id), key=lambda r: (r.taken_at, r.id))
+    _blood_pressures(b, readings, first)
+    _pulse_oximetry(b, readings)
+    effects = _side_effects(episode, session.id)
+    after = [r for r in readings if r.taken_at >= first]
+    _adverse_effects(b, session, effects, after)
+    if readings or effects:
+        serious = [e.id for e in effects if e.serious]
+        b.answer("session.serious-adverse-event", bool(serious), *(serious or [session.id]))
+    _ready(b, session, effects, after, first)
+
+
+def _dose(b: _Builder, doses: list[DosingRecord]) -> None:
+    """Treatment date, total dose (56 or 84 mg, else Other with the amount) and the devices' lot numbers."""
+    b.answer("session.treatment-date", b.form.treatment_date, doses[0].id)
+    total = sum(d.dose_mg for d in doses)
+    dose_ids = [d.id for d in doses]
+    if total in (56, 84):
+        b.answer("session.dose", f"{total:g} mg", *dose_ids)
+    else:
+        b.answer("session.dose", "Other", *dose_ids)
+        b.answer("session.dose-other-mg", float(total), *dose_ids)
+    lots = sorted({d.controlled_substance.lot_number for d in doses if d.controlled_substance.lot_number})
+    # Every dose needs its lot: a form naming only some of the devices' lots is not complete.
+    if lots and all(d.controlled_substance.lot_number for d in doses):
+        b.answer("session.lot-number", ", ".join(lots), *dose_ids)
+
+
+def _blood_pressures(b: _Builder, readings: list[MonitoringReading], first: datetime) -> None:
+    """Blood pressure (and acceptable vitals) before the dose, about 40 minutes after it, and at discharge."""
     with_bp = [r for r in readings if r.has_blood_pressure]
     before = [r for r in with_bp if r.taken_at <= first]
     if before:
@@ -572,13 +590,22 @@ def _session(
     if at_discharge:
         b.answer("session.bp-before-completion", _bp(at_discharge[-1]), at_discharge[-1].id)
         b.answer("session.vitals-before-completion", _acceptable(at_discharge[-1]), at_discharge[-1].id)
+
+
+def _pulse_oximetry(b: _Builder, readings: list[MonitoringReading]) -> None:
+    """Yes when any reading has an SpO2; no when readings exist without one; unanswered with no reading."""
     oximetry = [r.id for r in readings if r.spo2_percent is not None]
     if oximetry:
         b.answer("session.pulse-oximetry", True, *oximetry)
     elif readings:
         b.answer("session.pulse-oximetry", False, *(r.id for r in readings))
-    effects = _side_effects(episode, session.id)
-    after = [r for r in readings if r.taken_at >= first]
+
+
+def _adverse_effects(
+    b: _Builder, session: ClinicalSession, effects: list[SideEffect], after: list[MonitoringReading]
+) -> None:
+    """Sedation (MOAA/S below 5), dissociation (CADSS above 0) and respiratory depression (recorded side effects
+    only: no reading measures it), each experienced and resolved."""
     _effect(
         b,
         "session.sedation",
@@ -603,10 +630,6 @@ def _session(
         after,
         lambda r: None,
     )
-    if readings or effects:
-        serious = [e.id for e in effects if e.serious]
-        b.answer("session.serious-adverse-event", bool(serious), *(serious or [session.id]))
-    _ready(b, session, effects, after, first)
 
 
 def _effect(
@@ -623,14 +646,35 @@ def _effect(
     measured = [(r, sign(r)) for r in readings if sign(r) is not None]
     showing = [r.id for r, s in measured if s]
     if not effects and not showing:
-        if measured or readings:
-            b.answer(key, False, *(r.id for r, _ in measured), *([] if measured else [r.id for r in readings]))
+        _not_experienced(b, key, measured, readings)
         return
     b.answer(key, True, *(e.id for e in effects), *showing)
-    end = session.discharge_at or session.end
-    effects_resolved = all(e.resolved_at is not None and (end is None or e.resolved_at <= end) for e in effects)
     if effects and not all(e.resolved_at is not None for e in effects):
         return  # unknown until the resolution is recorded
+    _effect_resolved(b, key, session, effects, measured, showing)
+
+
+def _not_experienced(
+    b: _Builder, key: str, measured: list[tuple[MonitoringReading, bool]], readings: list[MonitoringReading]
+) -> None:
+    """No, from the readings that measured the sign (or every reading after the dose when none did); unanswered
+    when nothing was read after the dose."""
+    if measured or readings:
+        b.answer(key, False, *(r.id for r, _ in measured), *([] if measured else [r.id for r in readings]))
+
+
+def _effect_resolved(
+    b: _Builder,
+    key: str,
+    session: ClinicalSession,
+    effects: list[SideEffect],
+    measured: list[tuple[MonitoringReading, bool]],
+    showing: list[str],
+) -> None:
+    """Resolved: every side effect resolved by discharge (or the session's end) and the last reading that measured
+    the sign no longer shows it."""
+    end = session.discharge_at or session.end
+    effects_resolved = all(e.resolved_at is not None and (end is None or e.resolved_at <= end) for e in effects)
     last_measured = measured[-1] if measured else None
     signs_resolved = last_measured is None or not last_measured[1]
     if showing and last_measured is not None and last_measured[0].id in showing:
@@ -639,23 +683,27 @@ def _effect(
     b.answer(f"{key}-resolved", effects_resolved and signs_resolved, *sources)
 
 
+def _settled_from(readings: list[MonitoringReading]) -> MonitoringReading | None:
+    """The first reading that measured alertness or dissociation from which on every reading shows the patient
+    alert (MOAA/S 5) and without dissociation (CADSS 0)."""
+    for index, reading in enumerate(readings):
+        if reading.moaas_score is None and reading.cadss_total is None:
+            continue
+        if all(
+            (r.moaas_score is None or r.moaas_score >= MOAAS_ALERT) and (r.cadss_total is None or r.cadss_total == 0)
+            for r in readings[index:]
+        ):
+            return reading
+    return None
+
+
 def _ready(
     b: _Builder, session: ClinicalSession, effects: list[SideEffect], readings: list[MonitoringReading], first: datetime
 ) -> None:
     """When the record shows the patient ready: the first reading after the dose from which on every reading shows
     the patient alert (MOAA/S 5) and without dissociation (CADSS 0), and no earlier than every side effect's
     resolution."""
-    ready_at = None
-    for index, reading in enumerate(readings):
-        rest = readings[index:]
-        if any(r.moaas_score is None and r.cadss_total is None for r in rest[:1]):
-            continue
-        if all(
-            (r.moaas_score is None or r.moaas_score >= MOAAS_ALERT) and (r.cadss_total is None or r.cadss_total == 0)
-            for r in rest
-        ):
-            ready_at = reading
-            break
+    ready_at = _settled_from(readings)
     if ready_at is None:
         return
     resolved = [e.resolved_at for e in effects]
@@ -669,8 +717,3 @@ def _ready(
 def forms_of(chart: EpisodeChart) -> list[RemsForm]:
     reportable = reportable_sessions(chart.episode)
     return [build_form(chart, s, reportable) for s in reportable]
-
-
-def validate_submission(form: RemsForm) -> list[str]:
-    """What keeps a form from being sent: the missing facts, in clinical words."""
-    return list(form.missing)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from service.domain.model import (
@@ -286,16 +286,7 @@ def _rems_monitoring(
             f"to discharge; {how_long}.",
             ids,
         )
-    bp = [r for r in readings if r.has_blood_pressure]
-    target = first + timedelta(minutes=policy.esketamine_bp_after_dose_min)
-    tolerance = timedelta(minutes=policy.esketamine_bp_tolerance_min)
-    missing = []
-    if not any(r.taken_at <= first for r in bp):
-        missing.append("before the dose")
-    if not any(abs(r.taken_at - target) <= tolerance for r in bp):
-        missing.append(f"about {policy.esketamine_bp_after_dose_min} minutes after the dose")
-    if not any(r.timing is ReadingTiming.DISCHARGE for r in bp):
-        missing.append("before discharge")
+    missing = _missing_blood_pressures(readings, first, policy)
     if missing:
         yield Deviation(
             "esketamine-blood-pressure-missing",
@@ -310,6 +301,22 @@ def _rems_monitoring(
             "REMS monitoring includes pulse oximetry; no SpO2 reading was recorded in this session.",
             ids,
         )
+
+
+def _missing_blood_pressures(readings: list[MonitoringReading], first: datetime, policy: SafetyPolicy) -> list[str]:
+    """Which of the three REMS blood pressures (before the dose, about 40 minutes after it, before discharge) no
+    reading holds, in clinical words."""
+    bp = [r for r in readings if r.has_blood_pressure]
+    target = first + timedelta(minutes=policy.esketamine_bp_after_dose_min)
+    tolerance = timedelta(minutes=policy.esketamine_bp_tolerance_min)
+    missing = []
+    if not any(r.taken_at <= first for r in bp):
+        missing.append("before the dose")
+    if not any(abs(r.taken_at - target) <= tolerance for r in bp):
+        missing.append(f"about {policy.esketamine_bp_after_dose_min} minutes after the dose")
+    if not any(r.timing is ReadingTiming.DISCHARGE for r in bp):
+        missing.append("before discharge")
+    return missing
 
 
 def is_off_label(dose: DosingRecord | DosingOrder, episode: Episode) -> bool:

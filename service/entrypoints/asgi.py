@@ -1,9 +1,9 @@
 """ASGI entry point for gunicorn's asyncio worker: ``service.entrypoints.asgi:app`` (see gunicorn.conf.py).
 
 Why not the WSGI entry under gthread: a gthread worker gives a thread to each connection while it reads the
-request headers, so a few clients trickling header lines stopped /healthz for every caller (issue 14). Under the
-asyncio worker a connection costs nothing until its request is complete; then the Flask app runs, unchanged, in a
-bounded thread pool (a2wsgi).
+request headers, so a few clients trickling header lines would stop /healthz for every caller. Under the asyncio
+worker a connection costs nothing until its request is complete; then the Flask app runs, unchanged, in a bounded
+thread pool (a2wsgi).
 """
 
 from __future__ import annotations

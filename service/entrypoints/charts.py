@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 
 from service.domain import measures as m
 from service.domain.episode import Episode
-from service.domain.model import ClinicalSession, DosingRecord, OutcomeMeasure
+from service.domain.model import ClinicalSession, DosingRecord, MonitoringReading, OutcomeMeasure
 from service.domain.scales import GAD7_BANDS, PHQ9_BANDS
 from service.domain.vocabulary import Instrument, Phase, ReadingTiming, SessionKind, SessionStatus
 
@@ -83,6 +84,21 @@ def scale_trend(episode: Episode, instrument: Instrument, pcl5_cut_point: int) -
     rules = m.criteria(instrument, pcl5_cut_point)
     fig, ax = _figure()
     top = _SCALE_MAX[instrument]
+    _severity_bands(ax, instrument, pcl5_cut_point, top)
+    when = [s.administered_at for s in scores]
+    ax.plot(when, [s.total for s in scores], color="#1a237e", marker="o", linewidth=1.8, zorder=3, label="total")
+    ax.axhline(rules.remission_below - 0.5, color="#2e7d32", linestyle="--", linewidth=1.2, label="remission below")
+    _response_line(ax, episode, instrument, rules)
+    _suicide_risk_marks(ax, episode, instrument, scores)
+    ax.set_ylim(-0.5, top + 0.5)
+    ax.set_ylabel(f"{SCALE_NAMES[instrument]} total")
+    _dates(ax)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=7, frameon=False)
+    return _svg(fig, f"trend-{instrument}")
+
+
+def _severity_bands(ax: Any, instrument: Instrument, pcl5_cut_point: int, top: int) -> None:
+    """The instrument's severity bands as coloured stripes, each named at the right edge."""
     for (low, high, name), colour in zip(_bands(instrument, pcl5_cut_point), _BAND_COLOURS, strict=False):
         ax.axhspan(low - 0.5, high - 0.5, color=colour, zorder=0)
         ax.text(
@@ -94,17 +110,24 @@ def scale_trend(episode: Episode, instrument: Instrument, pcl5_cut_point: int) -
             va="center",
             color="#555",
         )
-    when = [s.administered_at for s in scores]
-    ax.plot(when, [s.total for s in scores], color="#1a237e", marker="o", linewidth=1.8, zorder=3, label="total")
-    ax.axhline(rules.remission_below - 0.5, color="#2e7d32", linestyle="--", linewidth=1.2, label="remission below")
+
+
+def _response_line(ax: Any, episode: Episode, instrument: Instrument, rules: Any) -> None:
+    """The response threshold counted from the index score (a drop in points, or in percent: 50 unless the
+    instrument says otherwise), and the index score named."""
     index = m.index_score(episode, instrument, rules)
-    if index is not None:
-        if rules.response_drop_points is not None:
-            response_at = index.total - rules.response_drop_points
-        else:
-            response_at = index.total * (100 - (rules.response_drop_percent or 50)) / 100
-        ax.axhline(response_at, color="#6a1b9a", linestyle=":", linewidth=1.4, label="response (from index)")
-        ax.annotate("index", (index.at, index.total), textcoords="offset points", xytext=(4, 6), fontsize=7)
+    if index is None:
+        return
+    if rules.response_drop_points is not None:
+        response_at = index.total - rules.response_drop_points
+    else:
+        response_at = index.total * (100 - (rules.response_drop_percent or 50)) / 100
+    ax.axhline(response_at, color="#6a1b9a", linestyle=":", linewidth=1.4, label="response (from index)")
+    ax.annotate("index", (index.at, index.total), textcoords="offset points", xytext=(4, 6), fontsize=7)
+
+
+def _suicide_risk_marks(ax: Any, episode: Episode, instrument: Instrument, scores: list[OutcomeMeasure]) -> None:
+    """PHQ-9 totals whose item 9 is above 0 crossed out in red; every positive C-SSRS screener a red line."""
     positives = [s for s in scores if instrument is Instrument.PHQ9 and len(s.items) == 9 and s.items[8] > 0]
     if positives:
         ax.scatter(
@@ -121,11 +144,6 @@ def scale_trend(episode: Episode, instrument: Instrument, pcl5_cut_point: int) -
         ax.axvline(
             s.administered_at, color="#c62828", linestyle="-.", linewidth=1, label="C-SSRS positive" if n == 0 else None
         )
-    ax.set_ylim(-0.5, top + 0.5)
-    ax.set_ylabel(f"{SCALE_NAMES[instrument]} total")
-    _dates(ax)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=7, frameon=False)
-    return _svg(fig, f"trend-{instrument}")
 
 
 def blood_pressure(episode: Episode) -> str | None:
@@ -138,14 +156,7 @@ def blood_pressure(episode: Episode) -> str | None:
         ),
         key=lambda s: s.start,
     )
-    rows = []
-    for n, session in enumerate(sessions, start=1):
-        readings = sorted(
-            (r for r in episode.readings_in(session.id) if r.has_blood_pressure), key=lambda r: r.taken_at
-        )
-        before = next((r for r in readings if r.timing is ReadingTiming.PRE_DOSE), None)
-        after = [r for r in readings if r.timing in (ReadingTiming.POST_DOSE, ReadingTiming.DISCHARGE)]
-        rows.append((n, before, after[-1] if after else None))
+    rows = [(n, *_before_and_after_dose(episode, session)) for n, session in enumerate(sessions, start=1)]
     if not any(b or a for _, b, a in rows):
         return None
     fig, ax = _figure(2.6)
@@ -165,38 +176,25 @@ def blood_pressure(episode: Episode) -> str | None:
     return _svg(fig, "bp")
 
 
+def _before_and_after_dose(
+    episode: Episode, session: ClinicalSession
+) -> tuple[MonitoringReading | None, MonitoringReading | None]:
+    """(the session's pre-dose blood pressure, its last post-dose or discharge one)."""
+    readings = sorted((r for r in episode.readings_in(session.id) if r.has_blood_pressure), key=lambda r: r.taken_at)
+    before = next((r for r in readings if r.timing is ReadingTiming.PRE_DOSE), None)
+    after = [r for r in readings if r.timing in (ReadingTiming.POST_DOSE, ReadingTiming.DISCHARGE)]
+    return before, after[-1] if after else None
+
+
 def dosing_timeline(episode: Episode, now: datetime) -> str | None:
     """Doses in mg/kg (mg when no weight is known) by route, over the phases of the episode."""
     doses = sorted(episode.current(DosingRecord), key=lambda d: d.start)
     if not doses and not episode.phase_history:
         return None
     fig, ax = _figure(2.4)
-    transitions = [(episode.period_start, Phase.ASSESSMENT)] + [(t.at, t.to_phase) for t in episode.phase_history]
     end = episode.period_end or max([now, *(d.start for d in doses)])
-    for (start, phase), following in zip(transitions, [*transitions[1:], (end, None)], strict=False):
-        if phase in _PHASE_COLOURS and following[0] > start:
-            ax.axvspan(start, following[0], color=_PHASE_COLOURS[phase], zorder=0)
-            ax.text(
-                start + (following[0] - start) / 2,
-                1.02,
-                str(phase),
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                fontsize=7,
-                color="#444",
-            )
-    per_kg = all(d.dose_mg_per_kg is not None for d in doses) and bool(doses)
-    for route in dict.fromkeys(str(d.route) for d in doses):
-        chosen = [d for d in doses if str(d.route) == route]
-        ax.scatter(
-            [d.start for d in chosen],
-            [(d.dose_mg_per_kg if per_kg else d.dose_mg) for d in chosen],
-            marker=_ROUTE_MARKERS.get(route, "o"),
-            s=36,
-            color="#4a148c",
-            zorder=3,
-            label=route,
-        )
+    _phase_spans(ax, episode, end)
+    per_kg = _doses_by_route(ax, doses)
     ax.set_ylabel("mg/kg" if per_kg else "mg")
     ax.set_xlim(episode.period_start, end + timedelta(days=1))
     ax.set_ylim(bottom=0)
@@ -212,6 +210,40 @@ def dosing_timeline(episode: Episode, now: datetime) -> str | None:
             title_fontsize=7,
         )
     return _svg(fig, "doses")
+
+
+def _phase_spans(ax: Any, episode: Episode, end: datetime) -> None:
+    """Each phase of the episode (assessment from its start, then every transition) as a named coloured span."""
+    transitions = [(episode.period_start, Phase.ASSESSMENT)] + [(t.at, t.to_phase) for t in episode.phase_history]
+    for (start, phase), following in zip(transitions, [*transitions[1:], (end, None)], strict=False):
+        if phase in _PHASE_COLOURS and following[0] > start:
+            ax.axvspan(start, following[0], color=_PHASE_COLOURS[phase], zorder=0)
+            ax.text(
+                start + (following[0] - start) / 2,
+                1.02,
+                str(phase),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                fontsize=7,
+                color="#444",
+            )
+
+
+def _doses_by_route(ax: Any, doses: list[DosingRecord]) -> bool:
+    """One marker per route; True when every dose has its mg/kg (then plotted in mg/kg, else in mg)."""
+    per_kg = all(d.dose_mg_per_kg is not None for d in doses) and bool(doses)
+    for route in dict.fromkeys(str(d.route) for d in doses):
+        chosen = [d for d in doses if str(d.route) == route]
+        ax.scatter(
+            [d.start for d in chosen],
+            [(d.dose_mg_per_kg if per_kg else d.dose_mg) for d in chosen],
+            marker=_ROUTE_MARKERS.get(route, "o"),
+            s=36,
+            color="#4a148c",
+            zorder=3,
+            label=route,
+        )
+    return per_kg
 
 
 def monthly_rates(months: Sequence[tuple[str, float | None, float | None, int]], title: str) -> str | None:

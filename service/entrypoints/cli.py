@@ -472,27 +472,14 @@ def target_check(name: str) -> None:
 @click.option("--all", "push_all", is_flag=True, help="every episode of every clinic")
 def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
     """Push episodes to a target now (queue, deliver, report)."""
-    from sqlalchemy import select as sql_select
-
     from service.adapters import outbox
-    from service.exchange.push import CREATED, EXISTING, FAILED, SKIPPED, UPDATED
 
     if bool(episode_id) == push_all:
         raise click.UsageError("give --episode ID or --all")
     settings = _cli_settings()
     _target(settings, target_name)
     deliverer = _deliverer(settings)
-    with deliverer.session_factory() as session:
-        keys = (
-            outbox.all_episode_keys(session)
-            if push_all
-            else [
-                (r.clinic_id, r.id)
-                for r in session.execute(
-                    sql_select(orm.episodes.c.clinic_id, orm.episodes.c.id).where(orm.episodes.c.id == episode_id)
-                )
-            ]
-        )
+    keys = _episode_keys(deliverer, episode_id, push_all)
     if not keys:
         raise click.ClickException("no episode to push")
     totals: dict[str, dict[str, int]] = {}
@@ -506,25 +493,55 @@ def push(target_name: str, episode_id: str | None, push_all: bool) -> None:
             deliveries.append(delivery)
             held += delivery.status == outbox.HELD
             failed += delivery.status in (outbox.DEAD, outbox.QUEUED)
-            for resource_type, counts in (delivery.report.counts() if delivery.report else {}).items():
-                for outcome, n in counts.items():
-                    totals.setdefault(resource_type, {}).setdefault(outcome, 0)
-                    totals[resource_type][outcome] += n
-            for item in delivery.report.adapted() if delivery.report else ():
-                adapted[(item["type"], item["detail"])] = adapted.get((item["type"], item["detail"]), 0) + item["count"]
+            if delivery.report:
+                _add_report(delivery.report, totals, adapted)
+    _echo_push_totals(target_name, totals, adapted)
+    echo_problems(deliveries)
+    click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _episode_keys(deliverer: Any, episode_id: str | None, push_all: bool) -> list[tuple[str, str]]:
+    """(clinic id, episode id) of every episode (``push_all``) or of the one episode given."""
+    from sqlalchemy import select as sql_select
+
+    from service.adapters import outbox
+
+    with deliverer.session_factory() as session:
+        if push_all:
+            return outbox.all_episode_keys(session)
+        return [
+            (r.clinic_id, r.id)
+            for r in session.execute(
+                sql_select(orm.episodes.c.clinic_id, orm.episodes.c.id).where(orm.episodes.c.id == episode_id)
+            )
+        ]
+
+
+def _add_report(report: Any, totals: dict[str, dict[str, int]], adapted: dict[tuple[str, str], int]) -> None:
+    """Add one delivery's outcomes per resource type, and what was adapted for the target, to the totals."""
+    for resource_type, counts in report.counts().items():
+        for outcome, n in counts.items():
+            totals.setdefault(resource_type, {}).setdefault(outcome, 0)
+            totals[resource_type][outcome] += n
+    for item in report.adapted():
+        adapted[(item["type"], item["detail"])] = adapted.get((item["type"], item["detail"]), 0) + item["count"]
+
+
+def _echo_push_totals(target_name: str, totals: dict[str, dict[str, int]], adapted: dict[tuple[str, str], int]) -> None:
+    """A table of outcomes per resource type, then what was sent differently so that this target takes it."""
+    from service.exchange.push import CREATED, EXISTING, FAILED, SKIPPED, UPDATED
+
     outcomes = (CREATED, EXISTING, UPDATED, SKIPPED, FAILED)
     if totals:  # nothing was sent when every episode was held
         click.echo(f"{'resource type':<26}" + "".join(f"{o.replace('-', ' '):<15}" for o in outcomes))
     for resource_type in sorted(totals):
         click.echo(f"{resource_type:<26}" + "".join(f"{totals[resource_type].get(o, 0):<15}" for o in outcomes))
-    if adapted:  # what was sent differently so that this target takes it
+    if adapted:
         click.echo(f"adapted for {target_name}:")
         for (resource_type, detail), n in adapted.items():
             click.echo(f"  {resource_type} x{n}: {detail}")
-    echo_problems(deliveries)
-    click.echo(f"episodes: {len(keys)}, held: {held}, failed: {failed}")
-    if failed:
-        raise SystemExit(1)
 
 
 def _queue_one(deliverer: Any, clinic_id: str, episode_id: str, target_name: str) -> Any:
@@ -560,25 +577,14 @@ def pull_patient_command(
 ) -> None:
     """Find the Patient on a target by MRN and link it to the local patient (differences are reported,
     local demographics are never overwritten)."""
-    from service.adapters import outbox
+    from service.exchange.client import FhirError
     from service.exchange.push import pull_patient
-    from service.service_layer.unit_of_work import UnitOfWork
 
     settings = _cli_settings()
     t = _target(settings, target_name)
     deliverer = _deliverer(settings)
     clinic = clinic_id or settings.default_clinic_id
-    with UnitOfWork(deliverer.session_factory, clinic, write=False) as uow:
-        local = None
-        rows = (
-            uow.session.execute(
-                select(orm.patients.c.id).where(orm.patients.c.clinic_id == clinic, orm.patients.c.mrn_value == mrn)
-            )
-            .scalars()
-            .all()
-        )
-        if rows:
-            local = uow.repo.get_patient(rows[0])
+    local = _local_patient(deliverer, clinic, mrn)
     system = mrn_system or (local.mrn.system if local else None)
     if system is None:
         raise click.UsageError(
@@ -586,8 +592,6 @@ def pull_patient_command(
             f"{target_name} with. Register the patient first (POST /api/v1/patients), or give --system to only look "
             "the MRN up on the target."
         )
-    from service.exchange.client import FhirError
-
     try:
         result = pull_patient(t, system, mrn, local=local, conditions=conditions)
     except FhirError as exc:
@@ -595,6 +599,33 @@ def pull_patient_command(
     if not result.found:
         raise click.ClickException(f"MRN {system}|{mrn} on {target_name}: {result.reason}")
     click.echo(f"found Patient/{result.patient_id} on {target_name}")
+    _echo_differences(target_name, result, local)
+    if conditions and not result.conditions:
+        click.echo(f"  no Conditions for this patient on {target_name}")
+    for c in result.conditions:
+        click.echo(_candidate_line(c))
+    if local is not None:
+        _link_patient(deliverer, clinic, local.id, target_name, result.patient_id)
+        click.echo(f"linked local patient {local.id} to Patient/{result.patient_id}; their episodes are queued")
+
+
+def _local_patient(deliverer: Any, clinic: str, mrn: str) -> Any:
+    """The clinic's patient with this MRN value, or None."""
+    from service.service_layer.unit_of_work import UnitOfWork
+
+    with UnitOfWork(deliverer.session_factory, clinic, write=False) as uow:
+        rows = (
+            uow.session.execute(
+                select(orm.patients.c.id).where(orm.patients.c.clinic_id == clinic, orm.patients.c.mrn_value == mrn)
+            )
+            .scalars()
+            .all()
+        )
+        return uow.repo.get_patient(rows[0]) if rows else None
+
+
+def _echo_differences(target_name: str, result: Any, local: Any) -> None:
+    """Demographics that differ between the local patient and the target's (reported, never changed)."""
     if local is not None and not result.differences:
         click.echo("  demographics: same as the local patient")
     for difference in result.differences:
@@ -602,24 +633,30 @@ def pull_patient_command(
             f"  differs: {difference.field}: here {difference.local!r}, on {target_name} {difference.remote!r} "
             "(not changed anywhere)"
         )
-    if conditions and not result.conditions:
-        click.echo(f"  no Conditions for this patient on {target_name}")
-    for c in result.conditions:
-        codes = ", ".join(
-            x for x in (f"ICD-10-CM {c.icd10cm}" if c.icd10cm else "", f"SNOMED CT {c.snomed}" if c.snomed else "") if x
-        )
-        click.echo(
-            f"  candidate indication: Condition/{c.condition_id} {c.display or '(no text)'}"
-            f" [{codes or 'no ICD-10-CM or SNOMED CT code'}] clinical status {c.clinical_status or 'unknown'}"
-            + (f"; would be a {c.suggested_kind} indication" if c.suggested_kind else "")
-        )
-    if local is not None:
-        with UnitOfWork(deliverer.session_factory, clinic, write=True) as uow:
-            outbox.link_patient(uow.session, clinic, local.id, target_name, result.patient_id, datetime.now(UTC))
-            for episode_id in uow.repo.episode_ids_of(local.id):
-                outbox.enqueue(uow.session, clinic, episode_id, (target_name,), datetime.now(UTC))
-            uow.commit()
-        click.echo(f"linked local patient {local.id} to Patient/{result.patient_id}; their episodes are queued")
+
+
+def _candidate_line(c: Any) -> str:
+    """One of the target's Conditions as a candidate indication: codes, clinical status, the kind it suggests."""
+    codes = ", ".join(
+        x for x in (f"ICD-10-CM {c.icd10cm}" if c.icd10cm else "", f"SNOMED CT {c.snomed}" if c.snomed else "") if x
+    )
+    return (
+        f"  candidate indication: Condition/{c.condition_id} {c.display or '(no text)'}"
+        f" [{codes or 'no ICD-10-CM or SNOMED CT code'}] clinical status {c.clinical_status or 'unknown'}"
+        + (f"; would be a {c.suggested_kind} indication" if c.suggested_kind else "")
+    )
+
+
+def _link_patient(deliverer: Any, clinic: str, patient_id: str, target_name: str, remote_id: str) -> None:
+    """Store the link to the target's Patient and queue the patient's episodes for that target."""
+    from service.adapters import outbox
+    from service.service_layer.unit_of_work import UnitOfWork
+
+    with UnitOfWork(deliverer.session_factory, clinic, write=True) as uow:
+        outbox.link_patient(uow.session, clinic, patient_id, target_name, remote_id, datetime.now(UTC))
+        for episode_id in uow.repo.episode_ids_of(patient_id):
+            outbox.enqueue(uow.session, clinic, episode_id, (target_name,), datetime.now(UTC))
+        uow.commit()
 
 
 @main.command()

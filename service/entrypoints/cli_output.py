@@ -51,16 +51,22 @@ def delivery_reasons(delivery: Any) -> list[str]:
     by_reason: dict[str, list[str]] = {}
     report = delivery.report
     for failure in report.failed if report is not None else []:
-        status = f"HTTP {failure.status} " if failure.status else ""
-        server = outcome_text(failure.operation_outcome)
-        said = f"; the server said: {server}" if server and server not in (failure.reason or "") else ""
-        types = by_reason.setdefault(f"{status}{failure.reason or 'failed'}{said}", [])
+        types = by_reason.setdefault(failure_reason(failure), [])
         if failure.resource_type not in types:
             types.append(failure.resource_type)
     reasons = [f"{reason} ({', '.join(types)})" for reason, types in by_reason.items()]
     if not reasons:
         reasons.append(outcome_text(delivery.error) or delivery.detail or "failed (no reason recorded)")
     return reasons
+
+
+def failure_reason(failure: Any) -> str:
+    """One failed resource's reason: the HTTP status, kapfhir's reason, and what the server's OperationOutcome
+    said when the reason does not already say it."""
+    status = f"HTTP {failure.status} " if failure.status else ""
+    server = outcome_text(failure.operation_outcome)
+    said = f"; the server said: {server}" if server and server not in (failure.reason or "") else ""
+    return f"{status}{failure.reason or 'failed'}{said}"
 
 
 def delivery_line(delivery: Any) -> str:

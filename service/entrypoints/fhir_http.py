@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from flask import Response, has_request_context, request
 
+from mappings.resources.operation_outcome import issue, operation_outcome
+
 FHIR_JSON = "application/fhir+json"
 
 _ISSUE_CODE = {
@@ -48,15 +50,10 @@ def error_response(
     """Every error under /fhir is an OperationOutcome; each field error is an issue pointing at its element."""
     code = _ISSUE_CODE.get(status, "exception")
     issues = [
-        {
-            "severity": e.get("severity", "error"),
-            "code": e.get("code", code),
-            "diagnostics": e.get("message", detail),
-            "expression": [e["field"]],
-        }
+        issue(e.get("severity", "error"), e.get("code", code), e.get("message", detail), e["field"])
         for e in errors or []
         if e.get("field")
     ]
     if not issues:
-        issues = [{"severity": "error", "code": code, "diagnostics": f"{title}: {detail}"}]
-    return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status, headers)
+        issues = [issue("error", code, f"{title}: {detail}")]
+    return fhir_response(operation_outcome(issues), status, headers)

@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from mappings.resources.measure import MEASURE_DATE, to_measure
+from mappings.bundle import searchset_bundle
+from mappings.resources.measure import to_served_measure
 from mappings.resources.measure_report import patient_fhir_id, to_measure_report
 from service.domain.errors import NotFound
 from service.domain.measures import MEASURES
@@ -23,7 +24,6 @@ from service.service_layer import outcomes
 
 bp = Blueprint("measures", __name__, url_prefix="/Measure")
 
-_LAST_UPDATED = f"{MEASURE_DATE}T00:00:00Z"
 _SEARCH_PARAMS = {"_id", "url", "status", "name", "_format", "_count"}  # six Measures: one page
 _EVALUATE_PARAMS = {"periodStart", "periodEnd", "subject", "reportType", "measure", "_format"}
 
@@ -33,13 +33,7 @@ def _cut_point() -> int:
 
 
 def _served(measure_id: str) -> dict:
-    resource = to_measure(MEASURES[measure_id], pcl5_cut_point=_cut_point())
-    return {
-        "resourceType": "Measure",
-        "id": measure_id,
-        "meta": {"versionId": "1", "lastUpdated": _LAST_UPDATED},
-        **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
-    }
+    return to_served_measure(MEASURES[measure_id], pcl5_cut_point=_cut_point())
 
 
 def _unknown(allowed: set[str]) -> None:
@@ -74,17 +68,7 @@ def search_measures() -> Response:
         found = [r for r in (_served(mid) for mid in MEASURES) if matches(r)]
         base = request.url_root.rstrip("/") + "/fhir"
         g.audit_entities = [{"type": "Measure", "id": r["id"]} for r in found]
-        return fhir_api.fhir_response(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(found),
-                "link": [{"relation": "self", "url": request.url}],
-                "entry": [
-                    {"fullUrl": f"{base}/Measure/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in found
-                ],
-            }
-        )
+        return fhir_api.fhir_response(searchset_bundle(found, request.url, base))
 
     return fhir_api._read(run)
 

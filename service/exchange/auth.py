@@ -131,9 +131,6 @@ class _TokenAuth(NoAuth):
             self._expires_at = 0.0
         return True
 
-    def invalidate(self) -> None:
-        self.renew()
-
     def _fetch(self) -> None:
         token_url = self.resolve_token_url()
         data, headers = self._request_parts(token_url)

@@ -144,9 +144,6 @@ class RetryPolicy:
         return ceiling * rng() if self.jitter else ceiling
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; ``None`` when absent or unreadable."""
     if not value:
@@ -246,6 +243,27 @@ class Learned:
     no_client_ids: set[str] = field(default_factory=set)
 
 
+def _final_response(
+    resp: requests.Response, method: str, url: str, attempt: int, ok_statuses: tuple[int, ...]
+) -> FhirResponse:
+    """The response as answered; a status >= 400 not listed in ``ok_statuses`` raises :class:`FhirHttpError`
+    carrying the server's OperationOutcome when it sent one."""
+    body = _parse_body(resp)
+    status = resp.status_code
+    if status >= 400 and status not in ok_statuses:
+        outcome = body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
+        raise FhirHttpError(
+            status,
+            method=method,
+            url=url,
+            outcome=outcome,
+            body=resp.text,
+            headers=resp.headers,
+            attempts=attempt,
+        )
+    return FhirResponse(status, dict(resp.headers), body, url, attempt)
+
+
 class FhirClient:
     """HTTP access to one FHIR server. Thread-safe for use by one worker thread at a time per instance."""
 
@@ -318,67 +336,78 @@ class FhirClient:
         attempt = 0
         while True:
             attempt += 1
-            send_headers = dict(hdrs)
-            if self.auth is not None:
-                send_headers.update(self.auth.headers())
             try:
-                resp = self.session.request(
-                    method, url, json=json, params=params, headers=send_headers, timeout=self.timeout
-                )
+                resp = self._send(method, url, json, params, hdrs)
             except requests.exceptions.SSLError as exc:  # never retried: a TLS failure will not heal by itself
                 raise FhirTransportError(f"TLS error: {exc}", method=method, url=url, attempts=attempt) from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
-                certain_not_processed = isinstance(exc, requests.exceptions.ConnectTimeout) or (
-                    isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-                )
-                if (idempotent or certain_not_processed) and attempt < self.retry.max_attempts:
-                    delay = self.retry.backoff(attempt)
-                    if slept + delay <= self.retry.max_elapsed:
-                        log.info(
-                            "%s %s: %s; retry %d in %.2fs", method, _redact(url), type(exc).__name__, attempt, delay
-                        )
-                        self._sleep(delay)
-                        slept += delay
-                        continue
-                raise FhirTransportError(
-                    f"{type(exc).__name__} ({transport_cause(exc)}) talking to {urlsplit(url).netloc}"
-                    f" after {attempt} attempt(s)",
-                    method=method,
-                    url=url,
-                    attempts=attempt,
-                ) from exc
+                delay = self._transport_retry_delay(exc, attempt, slept, idempotent)
+                if delay is None:
+                    raise FhirTransportError(
+                        f"{type(exc).__name__} ({transport_cause(exc)}) talking to {urlsplit(url).netloc}"
+                        f" after {attempt} attempt(s)",
+                        method=method,
+                        url=url,
+                        attempts=attempt,
+                    ) from exc
+                log.info("%s %s: %s; retry %d in %.2fs", method, _redact(url), type(exc).__name__, attempt, delay)
+                self._sleep(delay)
+                slept += delay
+                continue
             status = resp.status_code
             if status == 401 and self.auth is not None and not renewed and self.auth.renew():
                 renewed = True  # a fresh token, once; does not count as an attempt
                 attempt -= 1
                 continue
-            retry_status = status in self.retry.retry_statuses and (idempotent or status in (429, 503))
-            if retry_status and attempt < self.retry.max_attempts:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                delay = (
-                    min(retry_after, self.retry.retry_after_cap)
-                    if retry_after is not None
-                    else self.retry.backoff(attempt)
-                )
-                if slept + delay <= self.retry.max_elapsed:
-                    log.info("%s %s -> %d; retry %d in %.2fs", method, _redact(url), status, attempt, delay)
-                    resp.close()
-                    self._sleep(delay)
-                    slept += delay
-                    continue
-            body = _parse_body(resp)
-            if status >= 400 and status not in ok_statuses:
-                outcome = body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
-                raise FhirHttpError(
-                    status,
-                    method=method,
-                    url=url,
-                    outcome=outcome,
-                    body=resp.text,
-                    headers=resp.headers,
-                    attempts=attempt,
-                )
-            return FhirResponse(status, dict(resp.headers), body, url, attempt)
+            delay = self._status_retry_delay(resp, attempt, slept, idempotent)
+            if delay is not None:
+                log.info("%s %s -> %d; retry %d in %.2fs", method, _redact(url), status, attempt, delay)
+                resp.close()
+                self._sleep(delay)
+                slept += delay
+                continue
+            return _final_response(resp, method, url, attempt, ok_statuses)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        params: Mapping[str, str] | list[tuple[str, str]] | None,
+        headers: dict[str, str],
+    ) -> requests.Response:
+        """One HTTP exchange, carrying the current token."""
+        send_headers = dict(headers)
+        if self.auth is not None:
+            send_headers.update(self.auth.headers())
+        return self.session.request(method, url, json=json, params=params, headers=send_headers, timeout=self.timeout)
+
+    def _within_budget(self, delay: float, slept: float) -> float | None:
+        return delay if slept + delay <= self.retry.max_elapsed else None
+
+    def _transport_retry_delay(self, exc: Exception, attempt: int, slept: float, idempotent: bool) -> float | None:
+        """The wait before retrying after a connection failure or timeout, None when it is not retried: only an
+        idempotent request, or one the server certainly never received (connect timeout, connection refused), is
+        sent again, within the attempts and the time budget."""
+        certain_not_processed = isinstance(exc, requests.exceptions.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
+        )
+        if not (idempotent or certain_not_processed) or attempt >= self.retry.max_attempts:
+            return None
+        return self._within_budget(self.retry.backoff(attempt), slept)
+
+    def _status_retry_delay(
+        self, resp: requests.Response, attempt: int, slept: float, idempotent: bool
+    ) -> float | None:
+        """The wait before retrying after a retryable status, None when it is not retried: a non-idempotent request
+        only on 429 and 503 (the server did not process it); Retry-After (capped) when given, else the backoff."""
+        status = resp.status_code
+        retry_status = status in self.retry.retry_statuses and (idempotent or status in (429, 503))
+        if not retry_status or attempt >= self.retry.max_attempts:
+            return None
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        delay = min(retry_after, self.retry.retry_after_cap) if retry_after is not None else self.retry.backoff(attempt)
+        return self._within_budget(delay, slept)
 
     # --- interactions ---------------------------------------------------------------------------------------
 

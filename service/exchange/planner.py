@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mappings import terminology as t
+from mappings.bundle import request_bundle
 from mappings.resources.document_reference import consent_documents, session_summaries
 
 TRANSACTION, BATCH, SINGLE, NONE = "transaction", "batch", "single", "none"
@@ -267,10 +268,6 @@ class Plan:
     references: dict[str, dict] = field(default_factory=dict)  # fullUrl -> reference replacing it (static)
     adaptations: list[Adaptation] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not self.requests
-
     def waves(self) -> list[list[PlannedRequest]]:
         """Requests grouped by dependency depth (batch mode sends one Bundle per wave)."""
         out: dict[int, list[PlannedRequest]] = {}
@@ -279,11 +276,8 @@ class Plan:
         return [out[d] for d in sorted(out)]
 
     def to_bundle(self, bundle_type: str = TRANSACTION, requests: list[PlannedRequest] | None = None) -> dict:
-        return {
-            "resourceType": "Bundle",
-            "type": bundle_type,
-            "entry": [r.bundle_entry() for r in (self.requests if requests is None else requests)],
-        }
+        chosen = self.requests if requests is None else requests
+        return request_bundle(bundle_type, [r.bundle_entry() for r in chosen])
 
     def summary(self) -> dict[str, Any]:
         by_type: dict[str, dict[str, int]] = {}

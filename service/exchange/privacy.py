@@ -8,9 +8,9 @@ period. An active ``deny`` naming the organization wins over any permit. Data of
 ``provision.securityLabel`` or ``provision.class`` carrying ``ETH``/the SUD code). Otherwise the push is held
 with a reason a clinician can act on.
 
-The domain has no privacy consent record yet: :class:`PrivacyConsent` is the input, one field per element of the
-FHIR Consent it stands for, so a domain record maps to it one to one (``privacy_consent_from_fhir`` reads one
-from a FHIR Consent).
+The gate's input is :class:`PrivacyConsent`, one field per element of the FHIR Consent it stands for; the domain's
+privacy consent records (``service.domain.model.PrivacyConsent``) become gate consents in
+``service.service_layer.sync.gate_consents``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from typing import Any
 
 from mappings import terminology as t
 
-PATIENT_PRIVACY = "patient-privacy"  # Consent.scope, http://terminology.hl7.org/CodeSystem/consentscope
+PATIENT_PRIVACY = t.CONSENT_SCOPE_PATIENT_PRIVACY["code"]  # Consent.scope
 PERMIT, DENY = "permit", "deny"
 ACTIVE = "active"
-ETH_CODE = "ETH"  # v3-ActCode: substance abuse information sensitivity
-V3_ACT_CODE = t.V3_ACT_CODE
-CONSENT_SCOPE = t.CONSENT_SCOPE
 
 
 @dataclass(frozen=True)
@@ -116,41 +113,5 @@ def evaluate_privacy(
 def bundle_has_substance_use(bundle: Mapping[str, Any]) -> bool:
     """True when the Bundle is labelled ETH (mappings label every episode with a substance-use indication)."""
     labels = (bundle.get("meta") or {}).get("security", []) or []
-    return any(label.get("code") == ETH_CODE and label.get("system") == V3_ACT_CODE for label in labels)
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def _recipients(provision: Mapping[str, Any]) -> tuple[OrganizationRef, ...]:
-    idents = ((actor.get("reference") or {}).get("identifier") for actor in provision.get("actor", []) or [])
-    return tuple(OrganizationRef(i["system"], i["value"]) for i in idents if i and i.get("system") and i.get("value"))
-
-
-def _permitted_labels(provision: Mapping[str, Any]) -> list[dict]:
-    """Security labels and classes of the provision and of its nested permit provisions."""
-    labels = [*(provision.get("securityLabel") or []), *(provision.get("class") or [])]
-    for nested in provision.get("provision", []) or []:
-        if nested.get("type", PERMIT) == PERMIT:
-            labels += [*(nested.get("securityLabel") or []), *(nested.get("class") or [])]
-    return labels
-
-
-def privacy_consent_from_fhir(resource: Mapping[str, Any]) -> PrivacyConsent | None:
-    """A :class:`PrivacyConsent` from a FHIR R4 Consent; ``None`` when it is not a patient-privacy consent."""
-    scope_codes = {c.get("code") for c in (resource.get("scope") or {}).get("coding", []) or []}
-    if PATIENT_PRIVACY not in scope_codes:
-        return None
-    provision = resource.get("provision") or {}
-    labels = _permitted_labels(provision)
-    period = provision.get("period") or {}
-    return PrivacyConsent(
-        id=str(resource.get("id", "")),
-        status=resource.get("status", ""),
-        decision=provision.get("type", PERMIT),
-        recipients=_recipients(provision),
-        period_start=_dt(period.get("start")),
-        period_end=_dt(period.get("end")),
-        substance_use_disclosure=any(label.get("code") == ETH_CODE for label in labels),
-    )
+    eth = t.SECURITY_ETH
+    return any(label.get("code") == eth["code"] and label.get("system") == eth["system"] for label in labels)

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from mappings import terminology as t
+from mappings.bundle import request_bundle
 from service.exchange.client import (
     FhirClient,
     FhirError,
@@ -236,6 +237,21 @@ def refused_condition(req: PlannedRequest, status: int, outcome: Mapping[str, An
 # ----------------------------------------------------------------------------------------------- execution
 
 
+def _entry_status(status_text: str) -> int:
+    """The status code of a Bundle response entry ("201 Created" -> 201); 0 when it has none."""
+    try:
+        return int(status_text.split()[0])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _diagnostics(outcome: Any) -> str:
+    """The diagnostics of an entry's OperationOutcome, joined; empty when it carries none."""
+    if not isinstance(outcome, dict):
+        return ""
+    return "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) or [])
+
+
 class _Run:
     def __init__(self, client: FhirClient, plan: Plan) -> None:
         self.client = client
@@ -433,31 +449,13 @@ class _Run:
         ``MAX_ADAPTATION_ROUNDS`` times. ``prepared``: rewrite references to ids assigned by earlier Bundles."""
         for round_ in range(MAX_ADAPTATION_ROUNDS + 1):
             last = round_ == MAX_ADAPTATION_ROUNDS
-            ready: list[PlannedRequest] = []
-            bodies = []
-            for req in reqs:
-                resource = self.prepare(req) if prepared else req.resource
-                if resource is None:
-                    self.fail(req, "not sent: a resource it references failed", retryable=True)
-                    continue
-                ready.append(req)
-                entry = req.bundle_entry()
-                entry["resource"] = resource
-                bodies.append(entry)
+            ready, entries = self.bundle_entries(reqs, prepared=prepared)
             if not ready:
                 return
             try:
-                response = self.client.bundle(
-                    {"resourceType": "Bundle", "type": kind, "entry": bodies},
-                    idempotent=all(r.guarded for r in ready),
-                )
+                response = self.client.bundle(request_bundle(kind, entries), idempotent=all(r.guarded for r in ready))
             except FhirHttpError as exc:
-                if (
-                    kind == TRANSACTION
-                    and not last
-                    and not exc.retryable
-                    and any([self.adapt(r, exc.status, exc.outcome, whole=True) for r in ready])
-                ):
+                if kind == TRANSACTION and not last and self.adapt_transaction(ready, exc):
                     reqs = ready
                     continue
                 for req in ready:
@@ -467,44 +465,55 @@ class _Run:
                 for req in ready:
                     self.fail_error(req, exc)
                 return
-            entries = response.get("entry", []) or []
-            if len(entries) != len(ready):
-                for req in ready:
-                    self.fail(
-                        req, f"{kind}-response has {len(entries)} entries for {len(ready)} requests", retryable=True
-                    )
-                return
-            self.resend = []
-            for req, entry in zip(ready, entries, strict=True):
-                self.entry_result(req, entry, adaptable=not last)
-            if not self.resend:
+            if not self.entry_results(kind, ready, response, adaptable=not last):
                 return
             # entries refused one by one (a batch, or a server running transactions as batches): again, alone,
             # with references to what the first round created
             reqs, prepared = self.resend, True
 
+    def bundle_entries(self, reqs: list[PlannedRequest], *, prepared: bool) -> tuple[list[PlannedRequest], list[dict]]:
+        """(the requests that can be sent, their Bundle entries); a request whose dependency failed fails here."""
+        ready: list[PlannedRequest] = []
+        entries = []
+        for req in reqs:
+            resource = self.prepare(req) if prepared else req.resource
+            if resource is None:
+                self.fail(req, "not sent: a resource it references failed", retryable=True)
+                continue
+            ready.append(req)
+            entry = req.bundle_entry()
+            entry["resource"] = resource
+            entries.append(entry)
+        return ready, entries
+
+    def adapt_transaction(self, ready: list[PlannedRequest], exc: FhirHttpError) -> bool:
+        """A transaction refused whole for a reason kapfhir adapts to: each request is offered the refusal (all of
+        them, so every one adapts); True when any changed and the transaction is worth sending again."""
+        if exc.retryable:
+            return False
+        return any([self.adapt(r, exc.status, exc.outcome, whole=True) for r in ready])
+
+    def entry_results(
+        self, kind: str, ready: list[PlannedRequest], response: Mapping[str, Any], *, adaptable: bool
+    ) -> bool:
+        """Record each entry of the response Bundle; True when some were refused for a reason kapfhir adapts to
+        (they wait in ``self.resend``)."""
+        entries = response.get("entry", []) or []
+        if len(entries) != len(ready):
+            for req in ready:
+                self.fail(req, f"{kind}-response has {len(entries)} entries for {len(ready)} requests", retryable=True)
+            return False
+        self.resend = []
+        for req, entry in zip(ready, entries, strict=True):
+            self.entry_result(req, entry, adaptable=adaptable)
+        return bool(self.resend)
+
     def entry_result(self, req: PlannedRequest, entry: Mapping[str, Any], *, adaptable: bool = False) -> None:
         response = entry.get("response") or {}
         status_text = str(response.get("status", ""))
-        try:
-            status = int(status_text.split()[0])
-        except (ValueError, IndexError):
-            status = 0
+        status = _entry_status(status_text)
         if status >= 400 or status == 0:
-            outcome = response.get("outcome")
-            if adaptable and status and self.adapt(req, status, outcome, whole=False):
-                self.resend.append(req)
-                return
-            diag = ""
-            if isinstance(outcome, dict):
-                diag = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) or [])
-            self.fail(
-                req,
-                diag or f"entry status {status_text!r}",
-                status=status or None,
-                outcome=outcome,
-                retryable=status in (429,) or status >= 500,
-            )
+            self.entry_refused(req, status, status_text, response.get("outcome"), adaptable=adaptable)
             return
         ident = identity_of(req.resource_type, body=entry.get("resource"), location=response.get("location"))
         if ident is not None and ident.version is None and response.get("etag"):
@@ -512,6 +521,22 @@ class _Run:
 
             ident = RemoteIdentity(ident.resource_type, ident.id, version_from_etag(response["etag"]))
         self.done(req, self.outcome_of(req, status), ident, status)
+
+    def entry_refused(
+        self, req: PlannedRequest, status: int, status_text: str, outcome: Any, *, adaptable: bool
+    ) -> None:
+        """A refused entry is adapted and queued to send again, or recorded as failed with the server's
+        diagnostics (retryable on 429 and 5xx)."""
+        if adaptable and status and self.adapt(req, status, outcome, whole=False):
+            self.resend.append(req)
+            return
+        self.fail(
+            req,
+            _diagnostics(outcome) or f"entry status {status_text!r}",
+            status=status or None,
+            outcome=outcome,
+            retryable=status in (429,) or status >= 500,
+        )
 
     @staticmethod
     def outcome_of(req: PlannedRequest, status: int) -> str:
@@ -771,18 +796,24 @@ def pull_patient(
             result.differences = demographic_differences(local, patient)
         if conditions:
             for cond in client.search_all("Condition", [("patient", patient["id"])], max_pages=5):
-                codings = (cond.get("code") or {}).get("coding", []) or []
-                icd = next((c.get("code") for c in codings if "icd-10" in str(c.get("system", ""))), None)
-                sct = next((c.get("code") for c in codings if c.get("system") == t.SNOMED), None)
-                status = next((c.get("code") for c in (cond.get("clinicalStatus") or {}).get("coding", []) or []), None)
-                display = (cond.get("code") or {}).get("text") or next(
-                    (c.get("display") for c in codings if c.get("display")), None
-                )
-                result.conditions.append(CandidateIndication(cond["id"], display, icd, sct, status, _suggest_kind(icd)))
+                result.conditions.append(candidate_indication(cond))
         return result
     finally:
         if own:
             client.close()
+
+
+def candidate_indication(cond: Mapping[str, Any]) -> CandidateIndication:
+    """A target's Condition as a candidate indication: its ICD-10-CM and SNOMED CT codes, clinical status and
+    display, with the indication kind the ICD-10-CM code suggests."""
+    codings = (cond.get("code") or {}).get("coding", []) or []
+    icd = next((c.get("code") for c in codings if "icd-10" in str(c.get("system", ""))), None)
+    sct = next((c.get("code") for c in codings if c.get("system") == t.SNOMED), None)
+    status = next((c.get("code") for c in (cond.get("clinicalStatus") or {}).get("coding", []) or []), None)
+    display = (cond.get("code") or {}).get("text") or next(
+        (c.get("display") for c in codings if c.get("display")), None
+    )
+    return CandidateIndication(cond["id"], display, icd, sct, status, _suggest_kind(icd))
 
 
 __all__ = [

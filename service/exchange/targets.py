@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,11 +121,6 @@ class Target:
     live_checked: bool = False  # presets: False = written from vendor documentation, not checked live
     # profile claims never sent to this target (e.g. the base vital-signs "bp" profile a strict server refuses)
     drop_profiles: tuple[str, ...] = ()
-
-    @property
-    def creates_administrative(self) -> bool:
-        """May Patient/Practitioner/Organization be created here? Only on a ``sandbox`` target."""
-        return self.write_policy == SANDBOX
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -481,7 +476,3 @@ def build_client(target: Target, **overrides: Any) -> FhirClient:
         ca_bundle=target.ca_bundle,
         **overrides,
     )
-
-
-def with_base_url(target: Target, base_url: str) -> Target:
-    return replace(target, base_url=base_url.rstrip("/"))

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
@@ -171,10 +171,15 @@ def store_resources(
             changes.append((key, resource, row, digest))
     if not changes:
         return result
-    for rtype, ids in _by_type([key for key, _, row, _ in changes if row is not None]).items():
+    replaced = [key for key, _, row, _ in changes if row is not None]
+    for start in range(0, len(replaced), 500):
         session.execute(
             update(t)
-            .where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id.in_(ids), t.c.is_current.is_(True))
+            .where(
+                t.c.clinic_id == clinic_id,
+                tuple_(t.c.resource_type, t.c.id).in_(replaced[start : start + 500]),
+                t.c.is_current.is_(True),
+            )
             .values(is_current=False)
         )
     rows = [
@@ -205,17 +210,15 @@ def store_resources(
                 .returning(t.c.resource_type, t.c.id)
             )
         )
-    _reindex(session, clinic_id, [resource for key, resource, _, _ in changes if key in stored])
+    _reindex(
+        session,
+        clinic_id,
+        [resource for key, resource, _, _ in changes if key in stored],
+        replaced=[key for key in replaced if key in stored],
+    )
     for (key, _, _, _), row in zip(changes, rows, strict=True):
         result[key] = (row["version_id"], key in stored)
     return result
-
-
-def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for rtype, rid in keys:
-        out.setdefault(rtype, []).append(rid)
-    return out
 
 
 def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
@@ -224,18 +227,21 @@ def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]
     return {(row.resource_type, row.id): orjson.loads(row.body) for row in rows}
 
 
-def _reindex(session: Session, clinic_id: str, resources: list[dict]) -> None:
-    """Replaces the search index rows of the resources: one DELETE per type, one INSERT for all."""
+def _reindex(
+    session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]] | None = None
+) -> None:
+    """Replaces the search index rows of the resources: one DELETE for those that had a version before (all of
+    them unless ``replaced`` names them: a new resource has no rows), one INSERT for all."""
     from service.fhir.values import index_rows
 
     s = fhir_search_index
-    for rtype, ids in _by_type([(r["resourceType"], r["id"]) for r in resources]).items():
-        for start in range(0, len(ids), 500):
-            session.execute(
-                delete(s).where(
-                    s.c.clinic_id == clinic_id, s.c.resource_type == rtype, s.c.id.in_(ids[start : start + 500])
-                )
+    keys = [(r["resourceType"], r["id"]) for r in resources] if replaced is None else replaced
+    for start in range(0, len(keys), 500):
+        session.execute(
+            delete(s).where(
+                s.c.clinic_id == clinic_id, tuple_(s.c.resource_type, s.c.id).in_(keys[start : start + 500])
             )
+        )
     rows = [
         {"clinic_id": clinic_id, "resource_type": r["resourceType"], "id": r["id"], **row}
         for r in resources

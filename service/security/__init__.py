@@ -1,2 +1,2 @@
-"""Security building blocks (issue 3): SMART scopes, keys and JWKS, access tokens, the token endpoint,
+"""Security building blocks: SMART scopes, keys and JWKS, access tokens, the token endpoint,
 discovery and settings. Framework-free except :mod:`service.security.flask_integration`."""

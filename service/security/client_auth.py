@@ -36,6 +36,7 @@ from service.security.keys import (
     RemoteJWKS,
     StaticJWKS,
     UnknownKeyError,
+    VerificationKey,
 )
 from service.security.scopes import InvalidScopeError, ScopeSet
 from service.security.settings import is_loopback_url
@@ -317,22 +318,30 @@ class TokenEndpoint:
         return client
 
     def _authenticate_assertion(self, params: Mapping[str, str]) -> ClientRegistration:
-        if params.get("client_assertion_type") != JWT_BEARER_ASSERTION_TYPE:
-            raise OAuthError("invalid_request", f"client_assertion_type must be {JWT_BEARER_ASSERTION_TYPE}")
-        assertion = params.get("client_assertion") or ""
-        if not assertion or len(assertion) > MAX_ASSERTION_BYTES:
-            raise OAuthError("invalid_request", "client_assertion missing or too large")
-        fail = "client assertion rejected"
-        try:
-            header = jwt.get_unverified_header(assertion)
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise OAuthError("invalid_client", "client assertion malformed") from None
+        """A private_key_jwt client assertion (SMART Backend Services, RFC 7523): read unverified to find the
+        client and its key, then verified, then its lifetime and single use checked."""
+        assertion, header, unverified = _read_assertion(params)
+        alg, kid = self._assertion_key_id(header)
+        client = self._asserting_client(params, header, unverified)
+        client_id = unverified["iss"]  # the client the assertion names, checked by _asserting_client
+        claims = self._verified_claims(assertion, self._verification_key(client, kid, alg), alg, client_id)
+        self._accept_once(client_id, claims)
+        return client
+
+    def _assertion_key_id(self, header: Mapping[str, Any]) -> tuple[str, str]:
+        """(alg, kid) of the assertion header: an accepted algorithm and a key id."""
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in self.assertion_algorithms:
             raise OAuthError("invalid_client", f"assertion alg must be one of {', '.join(self.assertion_algorithms)}")
         if not isinstance(kid, str) or not kid:
             raise OAuthError("invalid_client", "assertion header lacks kid")
+        return alg, kid
+
+    def _asserting_client(
+        self, params: Mapping[str, str], header: Mapping[str, Any], unverified: Mapping[str, Any]
+    ) -> ClientRegistration:
+        """The enabled asymmetric client the assertion names (iss = sub = client_id), its jku if any matching the
+        registered JWKS URL."""
         client_id = unverified.get("iss")
         if not isinstance(client_id, str) or not client_id or unverified.get("sub") != client_id:
             raise OAuthError("invalid_client", "assertion iss and sub must both be the client_id")
@@ -340,10 +349,14 @@ class TokenEndpoint:
             raise OAuthError("invalid_request", "client_id does not match the assertion")
         client = self.clients.get(client_id)
         if client is None or not client.enabled or not client.asymmetric:
-            raise OAuthError("invalid_client", fail)
+            raise OAuthError("invalid_client", _ASSERTION_REJECTED)
         jku = header.get("jku")
         if jku is not None and jku != client.jwks_url:
             raise OAuthError("invalid_client", "assertion jku does not match the registered JWKS URL")
+        return client
+
+    def _verification_key(self, client: ClientRegistration, kid: str, alg: str) -> VerificationKey:
+        """The client's key ``kid`` from its JWKS, fit for ``alg``."""
         try:
             vkey = self._keys_for(client).get(kid)
         except UnknownKeyError:
@@ -352,8 +365,12 @@ class TokenEndpoint:
             raise OAuthError("invalid_client", "client JWKS unavailable") from None
         if not vkey.permits(alg):
             raise OAuthError("invalid_client", "assertion alg does not fit the key")
+        return vkey
+
+    def _verified_claims(self, assertion: str, vkey: VerificationKey, alg: str, client_id: str) -> dict[str, Any]:
+        """The assertion's claims once its signature, audience (this token endpoint), issuer and expiry hold."""
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 assertion,
                 vkey.key,
                 algorithms=[alg],
@@ -371,7 +388,10 @@ class TokenEndpoint:
         except jwt.MissingRequiredClaimError as exc:
             raise OAuthError("invalid_client", f"client assertion lacks {exc.claim}") from None
         except jwt.PyJWTError:
-            raise OAuthError("invalid_client", fail) from None
+            raise OAuthError("invalid_client", _ASSERTION_REJECTED) from None
+
+    def _accept_once(self, client_id: str, claims: Mapping[str, Any]) -> None:
+        """An assertion lives at most ``max_assertion_lifetime`` and its jti is used once (replay refused)."""
         now = time.time()
         exp = claims["exp"]
         if exp > now + self.max_assertion_lifetime + self.leeway:
@@ -381,7 +401,6 @@ class TokenEndpoint:
             raise OAuthError("invalid_client", "client assertion jti malformed")
         if not self.replay_store.remember(client_id, jti, int(exp) + self.leeway):
             raise OAuthError("invalid_client", "client assertion jti already used")
-        return client
 
     def _keys_for(self, client: ClientRegistration) -> JWKSSource:
         if client.jwks is not None:
@@ -391,6 +410,24 @@ class TokenEndpoint:
         if source is None:
             source = self._remote[client.jwks_url] = self.jwks_url_factory(client.jwks_url)
         return source
+
+
+_ASSERTION_REJECTED = "client assertion rejected"
+
+
+def _read_assertion(params: Mapping[str, str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(assertion, header, claims) read without verifying: the JWT bearer type, a size within bounds, a JWT."""
+    if params.get("client_assertion_type") != JWT_BEARER_ASSERTION_TYPE:
+        raise OAuthError("invalid_request", f"client_assertion_type must be {JWT_BEARER_ASSERTION_TYPE}")
+    assertion = params.get("client_assertion") or ""
+    if not assertion or len(assertion) > MAX_ASSERTION_BYTES:
+        raise OAuthError("invalid_request", "client_assertion missing or too large")
+    try:
+        header = jwt.get_unverified_header(assertion)
+        unverified = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise OAuthError("invalid_client", "client assertion malformed") from None
+    return assertion, header, unverified
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

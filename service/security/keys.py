@@ -126,13 +126,6 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     return key
 
 
-def load_public_key_pem(data: bytes) -> PublicKey:
-    key = serialization.load_pem_public_key(data)
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise TypeError("public key must be RSA or EC")
-    return key
-
-
 # --------------------------------------------------------------------------------------------------- JWK
 
 
@@ -219,34 +212,44 @@ def verification_key_from_jwk(jwk: Mapping[str, Any]) -> VerificationKey:
     kid = jwk.get("kid")
     if not isinstance(kid, str) or not kid:
         raise ValueError("JWK without kid")
-    if any(m in jwk for m in ("d", "p", "q", "dp", "dq", "qi", "k")):
-        raise ValueError("JWK contains private key material")
-    if jwk.get("use", "sig") != "sig":
-        raise ValueError("JWK use is not sig")
-    if "key_ops" in jwk and "verify" not in (jwk.get("key_ops") or ()):
-        raise ValueError("JWK key_ops lacks verify")
-    kty = jwk.get("kty")
-    data = json.dumps(dict(jwk))
-    if kty == "RSA":
-        key = _from_jwk(RSAAlgorithm, data)
-        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_KEY_SIZE:
-            raise ValueError("RSA JWK is not a public key of at least 2048 bits")
-        algs: tuple[str, ...] = ("RS256", "RS384")
-    elif kty == "EC":
-        if jwk.get("crv") not in _CURVE_BYTES:
-            raise ValueError("EC JWK curve must be P-256 or P-384")
-        key = _from_jwk(ECAlgorithm, data)
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _ALG_FOR_CURVE:
-            raise ValueError("EC JWK is not a P-256/P-384 public key")
-        algs = (_ALG_FOR_CURVE[key.curve.name],)
-    else:
-        raise ValueError(f"unsupported kty {kty!r}")
+    _check_public_signing_jwk(jwk)
+    key, algs = _public_key(jwk)
     declared = jwk.get("alg")
     if declared is not None:
         if declared not in algs:
             raise ValueError(f"JWK alg {declared!r} does not fit the key")
         algs = (declared,)
     return VerificationKey(kid, key, algs)
+
+
+def _check_public_signing_jwk(jwk: Mapping[str, Any]) -> None:
+    """No private members; meant for signatures (``use`` sig, ``key_ops`` with verify)."""
+    if any(m in jwk for m in ("d", "p", "q", "dp", "dq", "qi", "k")):
+        raise ValueError("JWK contains private key material")
+    if jwk.get("use", "sig") != "sig":
+        raise ValueError("JWK use is not sig")
+    if "key_ops" in jwk and "verify" not in (jwk.get("key_ops") or ()):
+        raise ValueError("JWK key_ops lacks verify")
+
+
+def _public_key(jwk: Mapping[str, Any]) -> tuple[PublicKey, tuple[str, ...]]:
+    """(the public key, the algorithms it verifies): RSA of at least 2048 bits (RS256, RS384), or EC on P-256
+    (ES256) or P-384 (ES384)."""
+    kty = jwk.get("kty")
+    data = json.dumps(dict(jwk))
+    if kty == "RSA":
+        key = _from_jwk(RSAAlgorithm, data)
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_KEY_SIZE:
+            raise ValueError("RSA JWK is not a public key of at least 2048 bits")
+        return key, ("RS256", "RS384")
+    if kty == "EC":
+        if jwk.get("crv") not in _CURVE_BYTES:
+            raise ValueError("EC JWK curve must be P-256 or P-384")
+        key = _from_jwk(ECAlgorithm, data)
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _ALG_FOR_CURVE:
+            raise ValueError("EC JWK is not a P-256/P-384 public key")
+        return key, (_ALG_FOR_CURVE[key.curve.name],)
+    raise ValueError(f"unsupported kty {kty!r}")
 
 
 def _from_jwk(algorithm: Any, data: str) -> Any:
@@ -299,9 +302,6 @@ class StaticJWKS:
             return self._keys[kid]
         except KeyError:
             raise UnknownKeyError(kid) from None
-
-    def kids(self) -> list[str]:
-        return list(self._keys)
 
 
 class FileJWKS:
@@ -371,10 +371,8 @@ class RemoteJWKS:
         self._keys: dict[str, VerificationKey] | None = None
         self._fetched_at: float | None = None  # time of the last successful fetch
         self._attempted_at: float | None = None  # time of the last attempt, successful or not
-        self.fetch_count = 0
 
     def _fetch(self) -> dict[str, VerificationKey]:
-        self.fetch_count += 1
         try:
             with self._session.get(
                 self.url,

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 INTERACTIONS = "cruds"
 """The five v2 interactions, in canonical order: create, read, update, delete, search."""
 
-CONTEXTS = ("system", "user", "patient")
 DEFAULT_GRANTING_CONTEXTS = ("system", "user")
 
 _V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}

@@ -25,6 +25,7 @@ from service.security.keys import (
     JWKSSource,
     SigningKey,
     UnknownKeyError,
+    VerificationKey,
     ensure_local_signing_key,
     jwks_source,
 )
@@ -265,6 +266,18 @@ class TokenValidator:
     def _validate(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES:
             raise self._fail("token too large")
+        vkey, alg = self._signing_key(token)
+        claims = self._verified_claims(token, vkey, alg)
+        for name in ("exp", "nbf", "iat"):  # PyJWT reads "123" as 123; RFC 7519 NumericDate is a JSON number
+            value = claims.get(name)
+            if name in claims and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise self._fail(f"token {name} is not a number")
+        return self._principal(claims)
+
+    def _signing_key(self, token: str) -> tuple[VerificationKey, str]:
+        """(the trusted key the token header names by kid, the header's alg): an allowed algorithm that fits it."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -281,8 +294,12 @@ class TokenValidator:
             raise self._fail("token signing key unknown") from None
         if not vkey.permits(alg):
             raise self._fail("token algorithm does not fit its key")
+        return vkey, alg
+
+    def _verified_claims(self, token: str, vkey: VerificationKey, alg: str) -> dict[str, Any]:
+        """The claims once signature, audience, issuer, time claims and the required claims hold."""
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 vkey.key,
                 algorithms=[alg],
@@ -298,27 +315,10 @@ class TokenValidator:
                 if isinstance(exc, cls):
                     raise self._fail(text) from None
             raise self._fail("token invalid") from None
-        for name in ("exp", "nbf", "iat"):  # PyJWT reads "123" as 123; RFC 7519 NumericDate is a JSON number
-            value = claims.get(name)
-            if name in claims and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            ):
-                raise self._fail(f"token {name} is not a number")
-        return self._principal(claims)
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
-        clinic = claims.get(self.clinic_claim)
-        if isinstance(clinic, int) and not isinstance(clinic, bool):
-            clinic = str(clinic)
-        if not isinstance(clinic, str) or not clinic.strip():
-            raise self._fail("token lacks clinic claim")
-        if len(clinic) > MAX_CLINIC_ID or bad_character(clinic):
-            raise self._fail(f"token clinic claim is not an id (at most {MAX_CLINIC_ID} characters)")
-        client_id = next((claims[c] for c in CLIENT_ID_CLAIMS if isinstance(claims.get(c), str) and claims[c]), None)
-        if client_id is None:
-            raise self._fail("token lacks client id")
-        if len(client_id) > MAX_CLIENT_ID or bad_character(client_id):
-            raise self._fail(f"token client id is not an id (at most {MAX_CLIENT_ID} characters)")
+        clinic = self._clinic_id(claims)
+        client_id = self._client_id(claims)
         scope = claims.get("scope", claims.get("scp"))
         if scope is not None and not isinstance(scope, (str, list)):
             raise self._fail("token scope malformed")
@@ -331,6 +331,26 @@ class TokenValidator:
             token_id=jti if isinstance(jti, str) else None,
             expires_at=int(exp),
         )
+
+    def _clinic_id(self, claims: Mapping[str, Any]) -> str:
+        """The clinic claim as an id (a number is read as its digits)."""
+        clinic = claims.get(self.clinic_claim)
+        if isinstance(clinic, int) and not isinstance(clinic, bool):
+            clinic = str(clinic)
+        if not isinstance(clinic, str) or not clinic.strip():
+            raise self._fail("token lacks clinic claim")
+        if len(clinic) > MAX_CLINIC_ID or bad_character(clinic):
+            raise self._fail(f"token clinic claim is not an id (at most {MAX_CLINIC_ID} characters)")
+        return clinic
+
+    def _client_id(self, claims: Mapping[str, Any]) -> str:
+        """The first non-empty client id claim (CLIENT_ID_CLAIMS, in order) as an id."""
+        client_id = next((claims[c] for c in CLIENT_ID_CLAIMS if isinstance(claims.get(c), str) and claims[c]), None)
+        if client_id is None:
+            raise self._fail("token lacks client id")
+        if len(client_id) > MAX_CLIENT_ID or bad_character(client_id):
+            raise self._fail(f"token client id is not an id (at most {MAX_CLIENT_ID} characters)")
+        return client_id
 
 
 # ------------------------------------------------------------------------------------------ from settings

@@ -126,6 +126,17 @@ def outcomes_summary(
         m.time_to_first_response(i, episodes, period_start, period_end, indication=INDICATION_OF[i], **kw)
         for i in SCALES
     ]
+    by_indication = _by_indication(episodes, period_start, period_end, pcl5_cut_point)
+    months = _by_month(episodes, period_start, period_end, pcl5_cut_point) if by_month else []
+    return OutcomesSummary(period_start, period_end, results, times, by_indication, months)
+
+
+def _by_indication(
+    episodes: list[Episode], period_start: date, period_end: date, pcl5_cut_point: int
+) -> list[IndicationOutcomes]:
+    """The short-term measures and the time to response for each indication kind among the episodes not
+    cancelled (an episode with two indications counts in both cohorts)."""
+    kw = {"pcl5_cut_point": pcl5_cut_point}
     treated = [e for e in episodes if e.status is not EpisodeStatus.CANCELLED]
     kinds = sorted({i.kind for e in treated for i in e.indications}, key=list(IndicationKind).index)
     by_indication = []
@@ -144,13 +155,17 @@ def outcomes_summary(
                 time_to_response=[m.time_to_first_response(i, cohort, period_start, period_end, **kw) for i in SCALES],
             )
         )
-    months = []
-    if by_month:
-        for first, last in _months(period_start, period_end):
-            months.append(
-                MonthFigures(first, [m.evaluate(d, episodes, first, last, **kw) for d in SHORT_TERM.values()])
-            )
-    return OutcomesSummary(period_start, period_end, results, times, by_indication, months)
+    return by_indication
+
+
+def _by_month(episodes: list[Episode], period_start: date, period_end: date, pcl5_cut_point: int) -> list[MonthFigures]:
+    """The short-term measures for each calendar month the period touches."""
+    return [
+        MonthFigures(
+            first, [m.evaluate(d, episodes, first, last, pcl5_cut_point=pcl5_cut_point) for d in SHORT_TERM.values()]
+        )
+        for first, last in _months(period_start, period_end)
+    ]
 
 
 # --- the episode page ---------------------------------------------------------------------------------------------

@@ -464,8 +464,8 @@ def acknowledge_flag(
 
 
 def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
-    """The episode with everything it references, for export."""
-    episode = uow.repo.get_episode(episode_id)
+    """The episode with everything it references, for export (as this unit of work saved it, if it did)."""
+    episode = uow.repo.episode_as_saved(episode_id)
     practitioner_ids: set[str] = {m.practitioner_id for m in episode.care_team}
     for record in episode.records.values():
         practitioner_ids.update(practitioner_refs(record).values())

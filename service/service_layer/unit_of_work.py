@@ -101,6 +101,8 @@ class UnitOfWork:
     ) -> None:
         try:
             self.session.rollback()  # no-op after commit; undoes everything otherwise
+            if exc_type is None and not self.write:
+                self.repo.publish_decoded()  # a reader decodes only what is committed
         finally:
             self.session.close()
             self._stack.close()
@@ -146,6 +148,7 @@ class UnitOfWork:
             yield
         except BaseException:
             nested.rollback()
+            self.repo.forget_unsaved()
             self._before_commit = pending
             self._changes = changes
             raise
@@ -160,3 +163,4 @@ class UnitOfWork:
     def commit(self) -> None:
         self.run_pending()
         self.session.commit()
+        self.repo.publish_decoded()

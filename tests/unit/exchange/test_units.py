@@ -7,12 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.exchange.client import FhirClient, identity_from_location, identity_of, parse_retry_after
-from service.exchange.privacy import (
-    OrganizationRef,
-    PrivacyConsent,
-    evaluate_privacy,
-    privacy_consent_from_fhir,
-)
+from service.exchange.privacy import OrganizationRef, PrivacyConsent, bundle_has_substance_use, evaluate_privacy
 from service.exchange.targets import TargetConfigError, build_client, load_targets
 
 NOW = datetime(2026, 3, 10, tzinfo=UTC)
@@ -40,30 +35,12 @@ def test_privacy_gate() -> None:
     assert not evaluate_privacy([pc()], None, substance_use=False, now=NOW).allowed
 
 
-def test_privacy_consent_from_fhir() -> None:
-    consent = privacy_consent_from_fhir(
-        {
-            "resourceType": "Consent",
-            "id": "x",
-            "status": "active",
-            "scope": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
-            },
-            "provision": {
-                "type": "permit",
-                "period": {"start": "2026-01-01T00:00:00Z"},
-                "actor": [
-                    {
-                        "role": {"text": "recipient"},
-                        "reference": {"identifier": {"system": ORG.system, "value": ORG.value}},
-                    }
-                ],
-                "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}],
-            },
-        }
-    )
-    assert consent is not None and consent.substance_use_disclosure and consent.recipients == (ORG,)
-    assert evaluate_privacy([consent], ORG, substance_use=True, now=NOW).allowed
+def test_only_an_eth_security_label_marks_a_bundle_as_substance_use() -> None:
+    eth = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}
+    assert bundle_has_substance_use({"meta": {"security": [eth]}})
+    assert not bundle_has_substance_use({"meta": {"security": [{**eth, "code": "PSY"}]}})
+    assert not bundle_has_substance_use({"meta": {"security": [{**eth, "system": "urn:other"}]}})
+    assert not bundle_has_substance_use({})
 
 
 def test_targets_from_file_and_env(tmp_path) -> None:
