@@ -44,7 +44,7 @@ bench: $(STAMP) system-packages fhir-definitions
 
 ## make soak: the longer reliability runs (more kill -9 rounds, more episodes through the scale-out).
 soak: $(STAMP) system-packages
-	KAPFHIR_SOAK=1 $(PY) -m pytest -q tests/reliability
+	KAPFHIR_SOAK=1 $(PY) -m pytest -q tests/e2e/reliability
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import Api, make_app
-from tests.integration.seed import dosing_session_body, seed_episode
+from tests.support.app import Api, make_app
+from tests.support.seed import dosing_session_body, seed_episode
 
 
 def _run(seconds: float, readers: int, with_writer: bool) -> tuple[float, float, list[float]]:

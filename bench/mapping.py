@@ -1,6 +1,6 @@
 """Benchmark (not a test): map + validate + serialize an episode, beside fhir.resources R4B parsing the result.
 
-For each fixture chart (tests/mappings/charts.py) and a generated batch of about 10,000 resources it prints:
+For each fixture chart (tests/support/charts.py) and a generated batch of about 10,000 resources it prints:
 - ``produce``: to_transaction_bundle + validate_bundle(layers) + orjson.dumps, with the layers ``$validate``
   applies (mappings.validation.LAYERS: structure, bindings, invariants, profile), and again with the fast
   layers only (bindings, invariants, profile: no structural pass);
@@ -41,7 +41,7 @@ from mappings.validation import FAST_LAYERS, LAYERS, validate_bundle
 from service.domain.chart import EpisodeChart
 from service.domain.model import MonitoringReading
 from service.domain.vocabulary import ReadingTiming
-from tests.mappings.charts import CHARTS, T0
+from tests.support.charts import CHARTS, T0
 
 FAST = FAST_LAYERS
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import harness
 from bench import run_all as ra
+from tests.support import harness
 
 OUT = Path(__file__).resolve().parent / "profiles"
 

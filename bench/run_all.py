@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from bench import harness
-from tests.integration import seed
+from tests.support import harness
+from tests.support.seed import seed_episodes, session_bodies
 
 HERE = Path(__file__).resolve().parent
 # Both limits raised for the run: the per-address one (3000 a minute) otherwise answers most of the load with 429.
@@ -265,71 +265,6 @@ def lua_str(s: str) -> str:
     return "[==[" + s + "]==]"
 
 
-def session_bodies(episodes: list[dict[str, str]], count: int, offset: int) -> list[tuple[str, str]]:
-    """Distinct, non-overlapping dosing sessions (path, body), round-robin over the episodes."""
-    base = dt.datetime(2026, 2, 11, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
-    out = []
-    for n in range(offset, offset + count):
-        ids = episodes[n % len(episodes)]
-        start = base + dt.timedelta(hours=3 * (n // len(episodes)))
-
-        def at(minutes: int, start: dt.datetime = start) -> str:
-            return (start + dt.timedelta(minutes=minutes)).isoformat()
-
-        body = {
-            "kind": "dosing",
-            "status": "completed",
-            "start": at(0),
-            "end": at(120),
-            "clinician_ids": [ids["prescriber"], ids["therapist"]],
-            "setting": "clinic",
-            "discharge_at": at(105),
-            "doses": [
-                {
-                    "medication": "racemic-ketamine",
-                    "route": "intravenous",
-                    "dose_mg": 35,
-                    "weight_kg": 70,
-                    "infusion_duration_min": 40,
-                    "start": at(15),
-                    "end": at(55),
-                    "administered_by_id": ids["prescriber"],
-                    "controlled_substance": {
-                        "lot_number": "LOT-SYN-1",
-                        "amount_drawn_mg": 50,
-                        "amount_administered_mg": 35,
-                        "amount_wasted_mg": 15,
-                        "waste_witness_id": ids["therapist"],
-                    },
-                }
-            ],
-            "monitoring_readings": [
-                {
-                    "taken_at": at(5),
-                    "timing": "pre-dose",
-                    "systolic_mmhg": 126,
-                    "diastolic_mmhg": 80,
-                    "heart_rate_per_min": 70,
-                    "spo2_percent": 98,
-                },
-                {"taken_at": at(90), "timing": "discharge", "systolic_mmhg": 122, "diastolic_mmhg": 78},
-            ],
-        }
-        out.append((f"/api/v1/episodes/{ids['episode']}/sessions", json.dumps(body)))
-    return out
-
-
-def seed_episodes(http: harness.Http, count: int) -> list[dict[str, str]]:
-    """Episodes in the dosing phase with a signed consent (tests/integration/seed.py), each with its own patient and
-    a prescriber without an NPI (NPIs are unique per clinic)."""
-    prescriber = {k: v for k, v in seed.PRESCRIBER.items() if k != "npi"}
-    out = []
-    for _ in range(count):
-        patient = {**seed.PATIENT, "mrn": {**seed.PATIENT["mrn"], "value": f"SYN-{uuid.uuid4().hex[:10]}"}}
-        out.append(seed.seed_episode(http, patient=patient, prescriber=prescriber))
-    return out
-
-
 def write_p50_by_episode_size(http: harness.Http, episodes: list[dict[str, str]], writes: int) -> dict:
     """p50 of a session write (one client, one at a time) into an episode with 1 earlier session and into one with
     EARLIER_SESSIONS: with the projection following what changed, the cost of a write must not grow with the
@@ -385,7 +320,7 @@ def bench_api(args: argparse.Namespace, results: dict) -> None:
     out: dict[str, Any] = {"seconds": seconds, "connections": conns, "threads": 2}
     plain = write_script(Path(tempfile.mkdtemp(prefix="kapfhir-wrk-")) / "plain.lua", "")
 
-    trivial = harness.start_trivial()
+    trivial = harness.start_app_module("bench.trivial_app:app")
     try:
         runs = [wrk(f"{trivial.base_url}/trivial", plain, seconds, conns) for _ in range(args.repeats)]
         out["trivial"] = runs
@@ -490,7 +425,7 @@ def bench_push(args: argparse.Namespace, results: dict) -> None:
     from service.config import Settings
     from service.entrypoints.cli import make_engine
     from service.service_layer.sync import Deliverer, run_worker
-    from tests.exchange.proxy import FaultProxy
+    from tests.support.proxy import FaultProxy
 
     episodes_per_round = 4 if args.quick else 8
     out: dict[str, Any] = {"episodes_per_round": episodes_per_round, "rounds": []}
@@ -853,7 +788,7 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             "## Push to a local sekmet-fhir (outbox worker, in-process Deliverer)",
             "",
             f"{push['episodes_per_round']} fixture episodes per round (fresh MRNs), each with a privacy "
-            "consent; requests counted by tests/exchange/proxy.FaultProxy in front of sekmet.",
+            "consent; requests counted by tests/support/proxy.FaultProxy in front of sekmet.",
             "",
             "| episodes/s | round trips per episode | requests seen |",
             "|---|---|---|",

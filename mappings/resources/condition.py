@@ -2,7 +2,7 @@
 only), SNOMED CT where known, and the kapfhir indication kind.
 
 No US Core claim: us-core-condition-problems-health-concerns needs the core condition-assertedDate extension
-definition, which is not available offline, so fhircraft cannot check it (tests/mappings/test_profiles.py)."""
+definition, which is not available offline, so fhircraft cannot check it (tests/unit/mappings/test_profiles.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.postgres import PostgresServer
 from tests.support.processes import RunningService, free_port, run_dockerfile_cmd, venv_bin
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.security.keys import ensure_local_signing_key
 from service.security.settings import DEV_AUDIENCE, DEV_ISSUER
 from service.security.tokens import TokenIssuer
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.processes import RunningService, free_port, run_dockerfile_cmd, venv_bin
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from service.entrypoints.pages import kapfhir_version
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.processes import RunningService, run_dockerfile_cmd
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.processes import RunningService, run_dockerfile_cmd, venv_bin
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from service.fixture_loader import fixture_paths, load_fixture, replay
 from service.security.keys import ensure_local_signing_key
 from service.security.settings import DEV_AUDIENCE, DEV_ISSUER
 from service.security.tokens import TokenIssuer
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.processes import RunningService, run_dockerfile_cmd
 
 pytestmark = pytest.mark.e2e

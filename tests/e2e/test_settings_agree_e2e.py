@@ -13,7 +13,7 @@ from service.entrypoints.cli import main as cli
 from service.exchange.auth import ASSERTION_TYPE, SmartBackendAuth, client_assertion
 from service.exchange.client import FhirClient
 from service.security.keys import SigningKey, load_private_key
-from tests.conftest import REPO_ROOT
+from tests.support.app import REPO_ROOT
 from tests.support.processes import RunningService, free_port, run_dockerfile_cmd
 
 pytestmark = pytest.mark.e2e

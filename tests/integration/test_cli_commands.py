@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from flask import Flask
 
 from service.entrypoints.cli import main as cli
-from tests.conftest import make_app
+from tests.support.app import make_app
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
-from tests.conftest import Api
-from tests.integration.seed import dosing_session_body, seed_episode
+from tests.support.app import Api
+from tests.support.seed import dosing_session_body, seed_episode
 
 CLIENTS = 8
 SESSIONS_EACH = 4

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Api
-from tests.integration.seed import PATIENT, dosing_session_body, seed_episode
+from tests.support.app import Api
+from tests.support.seed import PATIENT, dosing_session_body, seed_episode
 
 
 def test_a_whole_dosing_session_is_one_request_and_the_episode_reads_back_whole(api: Api):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from service.fixture_loader import fixture_paths, load_fixture, replay
-from tests.conftest import authorized_app
+from tests.support.app import authorized_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES = ROOT / "fixtures" / "episodes"

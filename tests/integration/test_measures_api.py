@@ -28,7 +28,7 @@ from flask import Flask
 from service.entrypoints.cli import ensure_clinic
 from service.fixture_loader import fixture_paths, load_fixture, replay
 from service.security import view_links
-from tests.conftest import REPO_ROOT, Api, make_app, token_for
+from tests.support.app import REPO_ROOT, Api, make_app, token_for
 
 EPISODES = REPO_ROOT / "fixtures" / "episodes"
 PERIOD = "periodStart=2026-01-01&periodEnd=2026-12-31"

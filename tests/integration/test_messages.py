@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from tests.conftest import Api, bearer, token_for
+from tests.support.app import Api, bearer, token_for
 
 PATIENT = {
     "mrn": {"system": "https://demo-clinic.example.org/fhir/mrn", "value": "SYN-MSG-1"},

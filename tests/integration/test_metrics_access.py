@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 
 from service.entrypoints.metrics import allowed_networks
-from tests.conftest import make_app
+from tests.support.app import make_app
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from service.fixture_loader import load_fixture, replay
-from tests.conftest import authorized_app
+from tests.support.app import authorized_app
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_C = ROOT / "fixtures" / "episodes" / "c-esketamine-rems.json"

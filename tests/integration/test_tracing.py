@@ -6,8 +6,8 @@ from __future__ import annotations
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.entrypoints import tracing
-from tests.conftest import Api, make_app
-from tests.integration.seed import seed_episode
+from tests.support.app import Api, make_app
+from tests.support.seed import seed_episode
 
 
 def test_off_unless_the_standard_variables_ask():

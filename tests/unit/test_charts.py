@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from service.domain.vocabulary import Instrument, ReadingTiming
 from service.entrypoints import charts
-from tests import builders as b
+from tests.support import builders as b
 
 
 def _phq9(measure_id: str, items: list[int], days: int):

@@ -107,7 +107,7 @@ def test_config_show_warns_about_contradictions(monkeypatch: pytest.MonkeyPatch)
 def test_env_example_loads_in_a_shell_gives_the_defaults_and_is_documented(tmp_path):
     import subprocess
 
-    from tests.conftest import REPO_ROOT
+    from tests.support.app import REPO_ROOT
 
     example = REPO_ROOT / ".env.example"
     shown = subprocess.run(

@@ -3,7 +3,7 @@
 With ``is_current`` as a key column, SQLite chose that index over the primary key for lookups by id
 (``clinic, type, id IN (...), is_current``) and scanned every current resource of the type: writes, ingest and
 searches grew with the clinic. As a partial index it serves listing and sorting of current resources, and lookups
-by id go through the primary key (tests/fhir/test_query_plans.py).
+by id go through the primary key (tests/integration/fhir/test_query_plans.py).
 
 Revision ID: 0005
 Revises: 0004

@@ -1,0 +1,177 @@
+"""The repository and the unit of work on SQLite and on PostgreSQL: an aggregate added comes back the same in another
+unit of work, a unit of work that fails or does not commit leaves nothing (neither the rows of the change nor its
+FHIR projection nor its outbox job), the optimistic version check holds, and the aggregate's events decide what the
+projection maps."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from service.adapters import orm
+from service.adapters.database import make_engine, make_session_factory
+from service.adapters.fhir_store import fhir_resources
+from service.config import Settings
+from service.domain.errors import Conflict, NotFound
+from service.domain.model import HumanName, Identifier, Patient
+from service.domain.vocabulary import AdministrativeGender, ReadingTiming
+from service.entrypoints.cli import prepare_database
+from service.fhir.projector import FhirProjector
+from service.security.settings import SecuritySettings
+from service.service_layer import services
+from service.service_layer.unit_of_work import EpisodeChanges, Projected, UnitOfWork
+from tests.support.builders import NOW, POLICY, T0, bp, consent, dosing_session, episode, iv_dose
+
+CLINIC = "demo"  # the default clinic prepare_database registers
+PRE = T0.replace(minute=5)
+
+
+class RecordingProjector(FhirProjector):
+    """The real FHIR projection, noting what each unit of work asked it to map."""
+
+    def __init__(self) -> None:
+        self.asked: list[EpisodeChanges] = []
+
+    def project_episode(self, uow: UnitOfWork, episode_id: str, changes: EpisodeChanges, now) -> Projected:  # type: ignore[no-untyped-def]
+        self.asked.append(changes)
+        return super().project_episode(uow, episode_id, changes, now)
+
+
+@pytest.fixture
+def session_factory(database_url: str, tmp_path: Path) -> Iterator[sessionmaker]:
+    prepare_database(
+        Settings(database_url=database_url, security=SecuritySettings(signing_key_file=str(tmp_path / "key.pem")))
+    )
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def projector() -> RecordingProjector:
+    return RecordingProjector()
+
+
+def patient() -> Patient:
+    return Patient(
+        id="pt-1",
+        mrn=Identifier(system="https://clinic.example.org/mrn", value="SYN-REPO-1"),
+        name=HumanName(family="Testperson", given=["Alex"]),
+        birth_date=date(1984, 5, 17),
+        gender=AdministrativeGender.OTHER,
+    )
+
+
+def stored_episode(session_factory: sessionmaker, projector: RecordingProjector) -> None:
+    """Patient pt-1 and episode ep-1 (dosing phase) with a treatment consent, committed."""
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        uow.repo.add_patient(patient(), actor="test", now=T0)
+        ep = episode()
+        uow.repo.add_episode(ep, actor="test", now=T0)
+        ep.add(consent(), now=NOW)
+        uow.repo.save_episode(ep, expected_version=ep.version, actor="test", now=NOW)
+        uow.commit()
+
+
+def count(session_factory: sessionmaker, table, **where: str) -> int:  # type: ignore[no-untyped-def]
+    with session_factory() as session:
+        query = select(func.count()).select_from(table)
+        for column, value in where.items():
+            query = query.where(table.c[column] == value)
+        return session.execute(query).scalar_one()
+
+
+def a_session() -> list[tuple[str, object]]:
+    return [
+        ("", dosing_session()),
+        ("monitoring_readings[0].", bp("r-pre", PRE, ReadingTiming.PRE_DOSE)),
+        ("doses[0].", iv_dose()),
+    ]
+
+
+def test_an_aggregate_added_comes_back_the_same_in_another_unit_of_work(session_factory, projector) -> None:
+    stored_episode(session_factory, projector)
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        assert uow.repo.get_patient("pt-1") == replace(patient(), recorded_at=T0, updated_at=T0)  # stamped when added
+        ep = uow.repo.get_episode("ep-1")
+    built = episode()
+    assert (ep.id, ep.patient_id, ep.phase, ep.indications) == (
+        built.id,
+        built.patient_id,
+        built.phase,
+        built.indications,
+    )
+    assert ep.records == {"consent-1": consent(recorded_at=NOW, updated_at=NOW)}
+    assert ep.version == 2
+
+
+def test_another_clinic_does_not_see_the_aggregate(session_factory, projector) -> None:
+    stored_episode(session_factory, projector)
+    with UnitOfWork(session_factory, "another-clinic", write=False, projector=projector) as uow:
+        with pytest.raises(NotFound):
+            uow.repo.get_episode("ep-1")
+        with pytest.raises(NotFound):
+            uow.repo.get_patient("pt-1")
+
+
+@pytest.mark.parametrize("how", ["an error", "no commit"])
+def test_a_unit_of_work_that_does_not_commit_leaves_nothing(session_factory, projector, how: str) -> None:
+    stored_episode(session_factory, projector)
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY, sync_targets=("ehr",))
+    resources_before = count(session_factory, fhir_resources)
+    with pytest.raises(RuntimeError) if how == "an error" else contextlib.nullcontext():
+        with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+            services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+            uow.run_pending()  # the projection and the outbox job are written in this transaction too
+            assert count_in(uow, orm.sync_jobs) == 1
+            if how == "an error":
+                raise RuntimeError("the response could not be written")
+    assert count(session_factory, orm.clinical_records, episode_id="ep-1") == 1  # the consent alone
+    assert count(session_factory, orm.sync_jobs) == 0
+    assert count(session_factory, fhir_resources) == resources_before
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        assert uow.repo.get_episode("ep-1").version == 2
+
+
+def test_a_committed_change_keeps_its_rows_its_projection_and_its_outbox_job(session_factory, projector) -> None:
+    stored_episode(session_factory, projector)
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY, sync_targets=("ehr",))
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        uow.commit()
+    assert count(session_factory, orm.clinical_records, episode_id="ep-1") == 4
+    assert count(session_factory, orm.sync_jobs, episode_id="ep-1", target="ehr") == 1
+    assert count(session_factory, fhir_resources, resource_type="MedicationAdministration") == 1
+
+
+def test_a_save_on_a_stale_version_is_refused(session_factory, projector) -> None:
+    stored_episode(session_factory, projector)
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        ep = uow.repo.get_episode("ep-1", for_update=True)
+        ep.add(dosing_session(), now=NOW)
+        with pytest.raises(Conflict):
+            uow.repo.save_episode(ep, expected_version=ep.version - 1, actor="test", now=NOW)
+
+
+def test_the_events_of_the_aggregate_decide_what_the_projection_maps(session_factory, projector) -> None:
+    stored_episode(session_factory, projector)
+    projector.asked.clear()
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY)
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        services.add_records(uow, ctx, "ep-1", [("", dosing_session("s-2", start=T0.replace(day=3)))])
+        uow.commit()
+    (changes,) = projector.asked  # two commands, one projection at the commit
+    assert changes.record_ids == {"s-1", "r-pre", "d-1", "s-2"} and not changes.full
+    assert uow.projected  # the versions it stored, for answers that name them
+
+
+def count_in(uow: UnitOfWork, table) -> int:  # type: ignore[no-untyped-def]
+    return uow.session.execute(select(func.count()).select_from(table)).scalar_one()

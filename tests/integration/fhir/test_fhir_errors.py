@@ -1,0 +1,172 @@
+"""Every error class of /fhir (issue 5 item 6) is an OperationOutcome with the right status: 400, 404, 405 with
+Allow, 406, 409, 412, 415, 422, and never a 500 for bad input (an unknown resourceType inside a Bundle is a 400)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.integration.fhir.fhir_support import FHIR_JSON, INVALID, app_on
+
+
+@pytest.fixture(scope="module")
+def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    app: Flask
+    with app_on(request, "sqlite", tmp_path_factory.mktemp("fhir-errors"), "errors") as app:
+        yield app.test_client()
+
+
+def outcome(r: Any, status: int) -> list[dict]:
+    assert r.status_code == status, r.get_data(as_text=True)
+    assert r.mimetype == FHIR_JSON
+    body = r.get_json()
+    assert body["resourceType"] == "OperationOutcome" and body["issue"]
+    assert all(i["severity"] and i["code"] and i.get("diagnostics") for i in body["issue"])
+    return body["issue"]
+
+
+def bundle(*resources: dict, method: str = "POST", url: str | None = None) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": method, "url": url or str(r.get("resourceType"))}} for r in resources
+        ],
+    }
+
+
+def patient(system: str, value: str) -> dict:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": system, "value": value}],
+        "name": [{"family": "Errorcase"}],
+        "gender": "unknown",
+        "birthDate": "1970-01-01",
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/fhir/Provenance/x"),
+        ("DELETE", "/fhir/AuditEvent/x"),
+        ("PATCH", "/fhir/Organization/x"),
+        ("POST", "/fhir/CarePlan"),
+        ("DELETE", "/fhir/Patient"),
+        ("PUT", "/fhir/metadata"),
+    ],
+)
+def test_405_names_the_allowed_methods(client: Any, method: str, path: str) -> None:
+    r = client.open(path, method=method, json={"resourceType": "Patient"})
+    outcome(r, 405)
+    assert r.headers["Allow"] and method not in r.headers["Allow"].split(", ")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/fhir/Patient?_format=xml", {}),
+        ("/fhir/Patient?_format=application/fhir%2Bxml", {}),
+        ("/fhir/Patient", {"Accept": "application/fhir+xml"}),
+        ("/fhir/metadata", {"Accept": "text/html"}),
+    ],
+)
+def test_406_when_only_xml_or_html_is_acceptable(client: Any, path: str, headers: dict) -> None:
+    assert outcome(client.get(path, headers=headers), 406)[0]["code"] == "not-supported"
+
+
+@pytest.mark.parametrize("path", ["/fhir", "/fhir/$validate", "/fhir/Patient/$validate"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "application/fhir+xml"])
+def test_415_for_a_body_that_is_not_json(client: Any, path: str, content_type: str) -> None:
+    outcome(client.post(path, data="<Patient/>", content_type=content_type), 415)
+
+
+def test_409_a_second_patient_with_a_registered_mrn(client: Any) -> None:
+    assert client.post("/fhir", json=bundle(patient("https://ehr.example.org/mrn", "E-409"))).status_code == 200
+    issues = outcome(client.post("/fhir", json=bundle(patient("https://ehr.example.org/mrn", "E-409"))), 409)
+    assert issues[0]["expression"] == ["Bundle.entry[0].resource.identifier"]
+
+
+def test_412_a_conditional_put_that_matches_more_than_one_resource(client: Any) -> None:
+    for system in ("https://ehr-a.example.org/mrn", "https://ehr-b.example.org/mrn"):
+        assert client.post("/fhir", json=bundle(patient(system, "E-412"))).status_code == 200
+    body = bundle(patient("https://ehr-a.example.org/mrn", "E-412"), method="PUT", url="Patient?identifier=E-412")
+    issues = outcome(client.post("/fhir", json=body), 412)
+    assert issues[0]["code"] == "multiple-matches" and issues[0]["expression"] == ["Bundle.entry[0].request.url"]
+
+
+def test_422_profile_violation_and_incoherent_content(client: Any) -> None:
+    bad_code = json.loads((INVALID / "bad-code-required-binding.json").read_text())["resource"]
+    issues = outcome(client.post("/fhir", json=bundle(bad_code)), 422)
+    assert "Bundle.entry[0].resource.status" in [e for i in issues for e in i["expression"]]
+    # kap-off-label-1 is a warning-level constraint: it does not refuse; a dosing order that names no episode is
+    off_label = json.loads((INVALID / "off-label-without-reason.json").read_text())["resource"]
+    issues = outcome(client.post("/fhir", json=bundle(off_label)), 422)
+    assert issues[0]["expression"] == ["Bundle.entry[0].resource.encounter"]
+    no_mrn = {k: v for k, v in patient("x", "y").items() if k != "identifier"}
+    assert outcome(client.post("/fhir", json=bundle(no_mrn)), 422)[0]["expression"] == [
+        "Bundle.entry[0].resource.identifier"
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        bundle({"resourceType": "Nonsense"}),
+        bundle({"resourceType": "Patient"}, {"resourceType": "Bogus", "id": "1"}),
+        bundle({"resourceType": 42}),
+        bundle({"resourceType": "patient"}),
+        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "X"}}]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": "nope"},
+        {"resourceType": "Bundle", "type": "searchset", "entry": []},
+        {"resourceType": "Nonsense"},
+        [],
+    ],
+)
+def test_400_for_an_unknown_resource_type_or_a_malformed_bundle(client: Any, body: Any) -> None:
+    outcome(client.post("/fhir", json=body), 400)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        bundle({"resourceType": "Nonsense"}),
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Bogus"}}]},
+        {"resourceType": "Nonsense"},
+        {"resourceType": "Patient", "birthDate": {"not": "a date"}},
+        {"resourceType": "Observation", "status": 5, "code": []},
+    ],
+)
+def test_validate_reports_unknown_types_as_issues_and_never_fails(client: Any, body: Any) -> None:
+    r = client.post("/fhir/$validate", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    issues = r.get_json()["issue"]
+    assert any(i["severity"] in ("error", "fatal") for i in issues)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/fhir/Nope/$validate", 404),
+        ("/fhir/Nope/x", 404),
+        ("/fhir/Nope/x/_history/1", 404),
+        ("/fhir/Patient/x/_history/abc", 404),
+        ("/fhir/Patient?_count=abc", 400),
+        ("/fhir/Patient?birthdate=1990-02-30", 400),
+        ("/fhir/Patient?_sort=name", 400),
+        ("/fhir/Patient?_include=Patient:nope", 400),
+        ("/fhir/Patient?gender:foo=x", 400),
+    ],
+)
+def test_bad_reads_and_searches(client: Any, path: str, status: int) -> None:
+    method = "POST" if path.endswith("$validate") else "GET"
+    outcome(client.open(path, method=method, json={"resourceType": "Patient"}), status)
+
+
+def test_malformed_json_is_400(client: Any) -> None:
+    for path in ("/fhir", "/fhir/$validate"):
+        outcome(client.post(path, data='{"resourceType": "Bundle",', content_type=FHIR_JSON), 400)
