@@ -49,6 +49,26 @@ from service.service_layer.unit_of_work import EpisodeChanges
 NOT_IN_PATIENT_COMPARTMENT = {"Organization", "Practitioner"}
 
 
+def _served_body(resource: dict, version: int, last_updated: datetime) -> str:
+    """The resource as a read serves it (see ``Stored.resource``), stored so that a read can send it as it is."""
+    body = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+    meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+    served = {
+        "resourceType": resource["resourceType"],
+        "id": resource["id"],
+        "meta": {"versionId": str(version), "lastUpdated": instant(last_updated), **meta},
+        **body,
+    }
+    return orjson.dumps(served).decode()
+
+
+def served_bytes(row: Any) -> bytes | None:
+    """The stored body of a ``read_row`` as the read serves it, without parsing it; None for a body stored before
+    bodies carried their version (``Stored.resource`` serves those)."""
+    head = f'{{"resourceType":"{row.resource_type}","id":"{row.id}","meta":{{"versionId":"{row.version_id}",'
+    return row.body.encode() if row.body.startswith(head) else None
+
+
 @dataclass(frozen=True)
 class Stored:
     resource_type: str
@@ -187,15 +207,21 @@ def store_resources(
             "clinic_id": clinic_id,
             "resource_type": key[0],
             "id": key[1],
-            "version_id": 1 if row is None else row.version_id + 1,
+            "version_id": version,
             "is_current": True,
-            "last_updated": _last_updated(resource, row.last_updated if row is not None else None, now),
+            "last_updated": when,
             "episode_id": episode_id,
             "patient_ref": None if key[0] in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
             "content_hash": digest,
-            "body": orjson.dumps(resource).decode(),
+            "body": _served_body(resource, version, when),
         }
         for key, resource, row, digest in changes
+        for version, when in [
+            (
+                1 if row is None else row.version_id + 1,
+                _last_updated(resource, row.last_updated if row is not None else None, now),
+            )
+        ]
     ]
     # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be projected by two
     # transactions at once on PostgreSQL: the first one's version stands. An executemany (one statement, compiled
@@ -413,12 +439,24 @@ def _stored(row: Any) -> Stored:
 
 
 def read(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Stored | None:
+    row = read_row(session, clinic_id, rtype, rid, version)
+    return _stored(row) if row is not None else None
+
+
+def read_row(session: Session, clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Any:
+    """The stored row of a resource (its current version, or ``version``), body unparsed; None when there is none."""
     params = {"clinic_id": clinic_id, "resource_type": rtype, "id": rid}
     if version is None:
-        row = session.execute(_READ_CURRENT, params).one_or_none()
-    else:
-        row = session.execute(_READ_VERSION, {**params, "version_id": version}).one_or_none()
-    return _stored(row) if row is not None else None
+        return session.execute(_READ_CURRENT, params).one_or_none()
+    return session.execute(_READ_VERSION, {**params, "version_id": version}).one_or_none()
+
+
+def read_statement(clinic_id: str, rtype: str, rid: str, version: int | None = None) -> Any:
+    """The statement ``read_row`` runs, with its values bound (for its query plan)."""
+    params = {"clinic_id": clinic_id, "resource_type": rtype, "id": rid}
+    if version is None:
+        return _READ_CURRENT.params(params)
+    return _READ_VERSION.params({**params, "version_id": version})
 
 
 def _read_statement(*criteria: Any) -> Any:

@@ -165,6 +165,50 @@ def test_read_vread_history_etag_and_include(fhir: Any) -> None:
         assert fhir.get(f"/fhir/{rtype}/{first['id']}").status_code == 200
 
 
+def test_a_plain_read_sends_the_stored_bytes_and_they_equal_the_built_answer(fhir: Any, fhir_app: Flask) -> None:
+    """A read without result parameters sends the stored body as it is; with ``_pretty`` the resource is parsed and
+    built again: both say the same, headers included. A body stored before bodies carried their version is still
+    served with the version of its row."""
+    from sqlalchemy import update
+
+    from service.adapters.fhir_store import fhir_resources as t
+
+    for rtype in ("Patient", "Observation", "Encounter", "CarePlan"):
+        found = _entries(fhir.get(f"/fhir/{rtype}?_count=1").get_json())[0]
+        plain, built = fhir.get(f"/fhir/{rtype}/{found['id']}"), fhir.get(f"/fhir/{rtype}/{found['id']}?_pretty=true")
+        assert plain.status_code == built.status_code == 200
+        assert plain.get_json() == built.get_json() == found
+        for header in ("ETag", "Last-Modified", "Content-Type"):
+            assert plain.headers[header] == built.headers[header]
+        assert (
+            fhir.get(f"/fhir/{rtype}/{found['id']}", headers={"If-None-Match": plain.headers["ETag"]}).status_code
+            == 304
+        )
+
+    found = _entries(fhir.get("/fhir/Encounter?_count=1").get_json())[0]
+    old_style = {k: v for k, v in found.items() if k != "meta"} | {
+        "meta": {k: v for k, v in found["meta"].items() if k not in ("versionId", "lastUpdated")}
+    }
+    engine = fhir_app.extensions["kapfhir.engine"]
+    with engine.begin() as conn:
+        conn.execute(
+            update(t)
+            .where(t.c.resource_type == "Encounter", t.c.id == found["id"], t.c.is_current.is_(True))
+            .values(body=json.dumps(old_style))
+        )
+    try:
+        again = fhir.get(f"/fhir/Encounter/{found['id']}")
+        assert again.status_code == 200 and again.get_json() == found
+        assert again.headers["ETag"] == f'W/"{found["meta"]["versionId"]}"'
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.resource_type == "Encounter", t.c.id == found["id"], t.c.is_current.is_(True))
+                .values(body=json.dumps(found, separators=(",", ":")))
+            )
+
+
 def test_an_amendment_gives_a_new_version_and_the_old_one_stays_readable(fhir: Any, fhir_app: Flask) -> None:
     ids = fhir_app.config["EPISODE_IDS"]["a-trd-iv-ketamine"]
     patient_id = ids["patient"]
