@@ -179,13 +179,13 @@ def _value_condition(c: Criterion, value: Any) -> Any:
 
 
 def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[Any, list[Any]]:
-    """FROM and WHERE of a search. The first indexed criterion drives the query: its matching ids (through the
-    token/date index) are joined to the resources by primary key (tests/fhir/test_query_plans.py for SQLite).
-    PostgreSQL picks that plan once it has statistics; on a database loaded less than a minute ago, before autovacuum
-    analysed it, it scanned every current resource of the type per match (run ANALYZE after bulk imports)."""
+    """FROM and WHERE of a search: the current resources of the type whose id is among the matches of each indexed
+    criterion (``id IN (SELECT id FROM the token/date index ...)``), so that the index of the criterion's parameter
+    and value finds the matches and the primary key the resources (tests/integration/fhir/test_query_plans.py for
+    SQLite). A join from a DISTINCT list of ids made SQLite walk every index row of the type instead.
+    PostgreSQL picks that plan once it has statistics (run ANALYZE after bulk imports)."""
     t, s = fhir_resources, fhir_search_index
     where = [t.c.clinic_id == clinic_id, t.c.resource_type == query.resource_type, t.c.is_current.is_(True)]
-    source: Any = t
     for c in query.criteria:
         if c.param.code == "_id":
             where.append(t.c.id.in_([code for _, code in c.values]) if c.values else false())
@@ -198,12 +198,8 @@ def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[An
                 s.c.param == c.param.code,
                 or_(*(_value_condition(c, v) for v in c.values)),
             )
-            if source is t:
-                driving = matching.distinct().subquery("matching")
-                source = driving.join(t, t.c.id == driving.c.id)
-            else:
-                where.append(t.c.id.in_(matching))
-    return source, where
+            where.append(t.c.id.in_(matching))
+    return t, where
 
 
 def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
