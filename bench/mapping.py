@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fhir.resources.R4B.bundle import Bundle
 
 from mappings.bundle import to_transaction_bundle
-from mappings.validation import FAST_LAYERS, LAYERS, validate_bundle
 from service.domain.chart import EpisodeChart
 from service.domain.model import MonitoringReading
 from service.domain.vocabulary import ReadingTiming
 from tests.mappings.charts import CHARTS, T0
+from validation import FAST_LAYERS, LAYERS, validate_bundle
 
 FAST = FAST_LAYERS
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from mappings.validation.base import Issue
+from mappings.conformance import load_all
+from validation.issues import Issue
 
 # item type -> the answer value[x] keys it accepts (R4 QuestionnaireItemType)
 ANSWER_TYPES: dict[str, tuple[str, ...]] = {
@@ -147,3 +148,128 @@ def candidates(url: str, containers: Iterator[dict]) -> dict | None:
         if resource.get("resourceType") == "Questionnaire" and resource.get("url") == canonical:
             return resource
     return None
+
+
+# --- the write path: a QuestionnaireResponse against the kapfhir Questionnaire it names -----------------------------
+# What a write (and $validate without the R4 definitions) checks: stricter than ``check`` above on what kapfhir's
+# own forms mean (enableWhen, amended responses), and silent on Questionnaires kapfhir does not publish.
+
+_ANSWER_KEY = {
+    "boolean": "valueBoolean",
+    "string": "valueString",
+    "text": "valueString",
+    "date": "valueDate",
+    "integer": "valueInteger",
+    "decimal": "valueDecimal",
+    "choice": "valueCoding",
+}
+
+
+def check_against_kapfhir(resource: dict, root: str) -> list[Issue]:
+    """Items, answer types, answer options, enableWhen and (when completed or amended) required items, against the
+    kapfhir Questionnaire named by ``questionnaire``. A Questionnaire kapfhir does not publish is not checked."""
+    canonical = str(resource.get("questionnaire", "")).split("|")[0]
+    questionnaire = load_all().get(canonical)
+    if questionnaire is None or questionnaire.get("resourceType") != "Questionnaire":
+        return []
+    items = resource.get("item", [])
+    if not isinstance(items, list):
+        return []
+    issues: list[Issue] = []
+    complete = resource.get("status") in ("completed", "amended")
+    answers = _answers_by_link_id(items, {})
+    _check_items(questionnaire.get("item", []), items, answers, root, complete, issues)
+    return issues
+
+
+def _answers_by_link_id(items: list, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    for item in items or []:
+        if isinstance(item, dict):
+            found.setdefault(str(item.get("linkId")), []).extend(
+                a for a in item.get("answer", []) or [] if isinstance(a, dict)
+            )
+            _answers_by_link_id(item.get("item", []), found)
+    return found
+
+
+def _enabled(question: dict, answers: dict[str, list[dict]]) -> bool:
+    """enableWhen with the '=' operator (the only one kapfhir's Questionnaires use); several conditions: any."""
+    conditions = question.get("enableWhen") or []
+    if not conditions:
+        return True
+    return any(_condition_met(condition, answers) for condition in conditions)
+
+
+def _condition_met(condition: dict, answers: dict[str, list[dict]]) -> bool:
+    expected = {k: w for k, w in condition.items() if k.startswith("answer")}
+    for key, wanted in expected.items():
+        value_key = "value" + key.removeprefix("answer")
+        for answer in answers.get(condition.get("question"), []):
+            got = answer.get(value_key)
+            if isinstance(wanted, dict) and isinstance(got, dict):
+                if (got.get("system"), got.get("code")) == (wanted.get("system"), wanted.get("code")):
+                    return True
+            elif got == wanted:
+                return True
+    return False
+
+
+def _check_items(
+    questions: list[dict], items: list, answers: dict[str, list[dict]], path: str, complete: bool, issues: list[Issue]
+) -> None:
+    by_link = {q["linkId"]: q for q in questions}
+    seen: set[str] = set()
+    for i, item in enumerate(items or []):
+        where = f"{path}.item[{i}]"
+        link_id = item.get("linkId") if isinstance(item, dict) else None
+        question = by_link.get(link_id)
+        if question is None:
+            issues.append(
+                Issue("error", "structure", f"{where}.linkId", f"no item {link_id!r} here in the Questionnaire")
+            )
+            continue
+        seen.add(link_id)
+        if question["type"] == "group":
+            _check_items(question.get("item", []), item.get("item", []), answers, where, complete, issues)
+            continue
+        _check_answers(question, item, answers, where, issues)
+    if complete:
+        _required_answered(questions, seen, answers, path, issues)
+
+
+def _check_answers(question: dict, item: dict, answers: dict[str, list[dict]], where: str, issues: list[Issue]) -> None:
+    link_id = question["linkId"]
+    given = item.get("answer", []) or []
+    if len(given) > 1 and not question.get("repeats"):
+        issues.append(Issue("error", "structure", f"{where}.answer", f"item {link_id!r} takes one answer"))
+    key = _ANSWER_KEY.get(question["type"])
+    for j, answer in enumerate(given):
+        if key is not None and key not in answer:
+            issues.append(
+                Issue("error", "value", f"{where}.answer[{j}]", f"item {link_id!r} is {question['type']}: {key}")
+            )
+        elif key == "valueCoding" and question.get("answerOption") and not _an_option(answer[key], question):
+            issues.append(
+                Issue("error", "code-invalid", f"{where}.answer[{j}]", f"not an answer option of {link_id!r}")
+            )
+    if given and not _enabled(question, answers):
+        issues.append(Issue("error", "business-rule", f"{where}.answer", f"item {link_id!r} is not enabled"))
+
+
+def _an_option(coding: dict, question: dict) -> bool:
+    allowed = {
+        (o["valueCoding"].get("system"), o["valueCoding"].get("code"))
+        for o in question["answerOption"]
+        if "valueCoding" in o
+    }
+    return (coding.get("system"), coding.get("code")) in allowed
+
+
+def _required_answered(
+    questions: list[dict], seen: set[str], answers: dict[str, list[dict]], path: str, issues: list[Issue]
+) -> None:
+    for question in questions:
+        if question.get("required") and question["linkId"] not in seen and _enabled(question, answers):
+            issues.append(
+                Issue("error", "required", f"{path}.item", f"required item {question['linkId']!r} is not answered")
+            )

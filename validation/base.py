@@ -29,9 +29,11 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fhirpath_models
 
-from mappings.validation import narrative, ucum
-from mappings.validation import us_core as uc
-from mappings.validation.definitions import CORE, Constraint, Definitions, ElementDef, ExtensionDef, extension_def, load
+from validation import narrative, questionnaire, ucum
+from validation import us_core as uc
+from validation.definitions import CORE, Constraint, Definitions, ElementDef, ExtensionDef, extension_def, load
+from validation.invariants import DIRECT, later_than
+from validation.issues import Issue
 
 TERMINOLOGY_NOTE = (
     "Terminology not checked: codes are checked only against required bindings to FHIR-defined code systems; "
@@ -43,7 +45,7 @@ MAX_STRING_BYTES = 1024 * 1024
 # (contained resources), per-1 (dateTime comparison with offsets). dom-6 is best practice the reference only reports
 # on request; txt-1/txt-2 need an XHTML checker.
 _DIRECT_KEYS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6", "per-1", "txt-1", "txt-2"})
-# txt-1 and txt-2 are checked by mappings.validation.narrative
+# txt-1 and txt-2 are checked by validation.narrative
 
 
 def _ref_1(value: dict, scope: _Scope) -> bool:
@@ -61,8 +63,6 @@ def _qty_3(value: dict, scope: _Scope) -> bool:
 def _direct(key: str) -> Callable[[dict, _Scope], bool] | None:
     """Python equivalents of the FHIRPath of the invariants checked most often (tests/mappings/test_validation.py
     proves obs-6 and obs-7 agree with fhirpathpy; ref-1 and qty-3 are tested in tests/fhir/test_validate_reference)."""
-    from mappings.validation import DIRECT
-
     table: dict[str, Callable[[dict, _Scope], bool]] = {
         "ref-1": _ref_1,
         "qty-3": _qty_3,
@@ -84,14 +84,6 @@ _TYPED_REFERENCE = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64}
 # a RESTful fullUrl: [base]/Type/id (R4 Bundle "fullUrl": "the fullUrl SHALL be the same as the resource's id")
 _FULL_URL = re.compile(r"https?://\S+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _QUANTITIES = frozenset({"Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"})
-
-
-@dataclass(frozen=True)
-class Issue:
-    severity: str
-    code: str
-    expression: str
-    diagnostics: str
 
 
 def _has_value(inputs: list) -> list[bool]:
@@ -252,8 +244,6 @@ class Walker:
             self.resource(item, where, root=res)
 
     def _questionnaire_response(self, res: dict, label: str, contained: dict[str, dict]) -> None:
-        from mappings.validation import questionnaire
-
         url = res.get("questionnaire")
         found = None
         if isinstance(url, str):
@@ -867,10 +857,8 @@ def _base64(value: str) -> bytes | None:
 
 
 def _later(start: str, end: str) -> bool:
-    from mappings.validation import _later_than  # one dateTime comparison for both layers
-
     try:
-        return _later_than(start, end)
+        return later_than(start, end)  # one dateTime comparison for both layers
     except ValueError:
         return False
 

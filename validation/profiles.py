@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from mappings.validation import base
-from mappings.validation import us_core as uc
-from mappings.validation.definitions import CORE, Definitions, Profile, load
+from validation import base
+from validation import us_core as uc
+from validation.definitions import CORE, Definitions, Profile, load
+from validation.issues import Issue
 
 LOINC = "http://loinc.org"
 
@@ -51,18 +52,18 @@ def classify(url: str, rtype: str, kap_profiles: frozenset[str], asked: bool) ->
     return Claim(canonical, "unknown", asked)
 
 
-def unknown_issue(claim: Claim, where: str) -> base.Issue:
+def unknown_issue(claim: Claim, where: str) -> Issue:
     if claim.kind == "wrong-type":
-        return base.Issue("error", "invalid", where, f"The profile '{claim.url}' is for another resource type")
+        return Issue("error", "invalid", where, f"The profile '{claim.url}' is for another resource type")
     if claim.asked:
-        return base.Issue(
+        return Issue(
             "error",
             "not-supported",
             where,
             f"Unable to resolve the profile '{claim.url}': kapfhir "
             "knows the R4 core profiles, US Core 6.1.0 and its own profiles",
         )
-    return base.Issue(
+    return Issue(
         "warning", "not-found", where, f"Profile reference '{claim.url}' has not been checked because it is unknown"
     )
 
@@ -107,10 +108,10 @@ def required_vital_profile(resource: dict) -> str | None:
 # --- a core profile's differential ------------------------------------------------------------------------------
 
 
-def check_core_profile(resource: dict, url: str, where: str) -> list[base.Issue]:
+def check_core_profile(resource: dict, url: str, where: str) -> list[Issue]:
     """The resource against a core profile and the profiles it derives from (their differentials)."""
     defs = load()
-    issues: list[base.Issue] = []
+    issues: list[Issue] = []
     seen: set[str] = set()
     profile = defs.profiles.get(url)
     while profile is not None and profile.url not in seen:
@@ -204,8 +205,8 @@ def _prepared(url: str) -> tuple[list[dict], dict[str, dict], dict[str, list], s
     return elements, slicing, matchers, discriminating
 
 
-def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[base.Issue]:
-    issues: list[base.Issue] = []
+def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[Issue]:
+    issues: list[Issue] = []
     rtype = profile.type
     elements, _slicing, matchers, discriminating = _prepared(profile.url)
 
@@ -247,7 +248,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
             if isinstance(minimum, int) and count < minimum:
                 kind = f"Slice '{label}'" if slice_name else label
                 issues.append(
-                    base.Issue(
+                    Issue(
                         "error",
                         "structure",
                         expr,
@@ -256,9 +257,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
                 )
             if maximum not in (None, "*") and count > int(maximum):
                 issues.append(
-                    base.Issue(
-                        "error", "structure", expr, f"{label}: max allowed = {maximum}, but found {count} {source}"
-                    )
+                    Issue("error", "structure", expr, f"{label}: max allowed = {maximum}, but found {count} {source}")
                 )
             if name.endswith("[x]") and el.get("type"):
                 allowed = {t["code"][:1].upper() + t["code"][1:] for t in el["type"]}
@@ -266,7 +265,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
                     suffix = key.split("[")[0][len(name) - 3 :]
                     if suffix not in allowed:
                         issues.append(
-                            base.Issue(
+                            Issue(
                                 "error",
                                 "structure",
                                 f"{expr}.{key}",
@@ -279,9 +278,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
                 for key, item in found:
                     if not _matches(item, fixed[1]) if fixed[0].startswith("pattern") else item != fixed[1]:
                         issues.append(
-                            base.Issue(
-                                "error", "value", f"{expr}.{key}", f"{label}: value must be {fixed[1]!r} {source}"
-                            )
+                            Issue("error", "value", f"{expr}.{key}", f"{label}: value must be {fixed[1]!r} {source}")
                         )
             for constraint in el.get("constraint", []) or []:
                 expression = constraint.get("expression")
@@ -292,7 +289,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
                     ok = base.holds(expression, node, el.get("path", el["id"]).replace("[x]", ""), resource)
                     if ok is False:
                         issues.append(
-                            base.Issue(
+                            Issue(
                                 constraint.get("severity", "error"),
                                 "invariant",
                                 f"{expr}.{key}",
@@ -302,7 +299,7 @@ def _differential(resource: dict, profile: Profile, where: str, defs: Definition
     return _root_constraints(resource, profile, where, issues)
 
 
-def _root_constraints(resource: dict, profile: Profile, where: str, issues: list[base.Issue]) -> list[base.Issue]:
+def _root_constraints(resource: dict, profile: Profile, where: str, issues: list[Issue]) -> list[Issue]:
     for el in profile.differential:
         if "." in el.get("id", "."):
             continue
@@ -312,7 +309,7 @@ def _root_constraints(resource: dict, profile: Profile, where: str, issues: list
                 continue
             if base.holds(expression, resource, profile.type, resource) is False:
                 issues.append(
-                    base.Issue(
+                    Issue(
                         constraint.get("severity", "error"),
                         "invariant",
                         where,
@@ -325,9 +322,9 @@ def _root_constraints(resource: dict, profile: Profile, where: str, issues: list
 # --- US Core ---------------------------------------------------------------------------------------------------
 
 
-def check_us_core(resource: dict, url: str, where: str) -> list[base.Issue]:
+def check_us_core(resource: dict, url: str, where: str) -> list[Issue]:
     """A claimed US Core 6.1.0 profile: the constraints it adds (its base is the core resource, checked anyway)."""
-    issues: list[base.Issue] = []
+    issues: list[Issue] = []
     pid = url[len(uc.BASE) :]
     for eid, key, severity, expression, human in uc.US_CORE_INVARIANTS.get(pid, ()):
         segs = _segments(eid)
@@ -337,11 +334,9 @@ def check_us_core(resource: dict, url: str, where: str) -> list[base.Issue]:
                 node = {"value": node}
             ok = base.holds(expression, node, eid.split(":")[0], resource)
             if ok is False:
-                issues.append(
-                    base.Issue(severity, "invariant", expr, f"Constraint failed: {key}: '{human}' (from {url})")
-                )
+                issues.append(Issue(severity, "invariant", expr, f"Constraint failed: {key}: '{human}' (from {url})"))
     issues.append(
-        base.Issue(
+        Issue(
             "information",
             "informational",
             where,

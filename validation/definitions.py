@@ -117,7 +117,7 @@ def definitions_dir() -> Path:
     configured = os.environ.get("KAPFHIR_R4_DEFINITIONS")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "var" / "fhir-r4"
+    return Path(__file__).resolve().parents[1] / "var" / "fhir-r4"
 
 
 def available() -> bool:
