@@ -90,14 +90,10 @@ def _items(answers: list[dict], questions: list[dict], where: str, completed: bo
 def _answers(item: dict, question: dict, where: str, completed: bool, issues: list[Issue]) -> None:
     answers = _list(item.get("answer"))
     kind = question.get("type")
-    allowed = ANSWER_TYPES.get(kind) if isinstance(kind, str) else None
-    if completed and question.get("required") is True and not answers and kind not in ("display", "group"):
-        if not question.get("enableWhen"):
-            issues.append(
-                Issue(
-                    "error", "required", where, f"No response answer found for required item '{question.get('linkId')}'"
-                )
-            )
+    if completed and not answers and _required_answer(question):
+        issues.append(
+            Issue("error", "required", where, f"No response answer found for required item '{question.get('linkId')}'")
+        )
     if answers and kind in ("display", "group"):
         issues.append(Issue("error", "structure", where, f"Items of type {kind} do not have answers"))
         return
@@ -105,32 +101,46 @@ def _answers(item: dict, question: dict, where: str, completed: bool, issues: li
         issues.append(
             Issue("error", "structure", where, f"Only one answer is allowed for item '{question.get('linkId')}'")
         )
-    options = _list(question.get("answerOption"))
     for j, answer in enumerate(answers):
-        here = f"{where}.answer[{j}]"
-        keys = [k for k in answer if k.startswith("value")]
-        if allowed is not None and keys and keys[0] not in allowed:
+        _answer(answer, question, f"{where}.answer[{j}]", issues)
+
+
+def _required_answer(question: dict) -> bool:
+    """A required question that takes an answer, not enabled conditionally."""
+    return (
+        question.get("required") is True
+        and question.get("type") not in ("display", "group")
+        and not question.get("enableWhen")
+    )
+
+
+def _answer(answer: dict, question: dict, here: str, issues: list[Issue]) -> None:
+    """One answer: its value type, and a choice among the answer options."""
+    kind = question.get("type")
+    allowed = ANSWER_TYPES.get(kind) if isinstance(kind, str) else None
+    keys = [k for k in answer if k.startswith("value")]
+    if allowed is not None and keys and keys[0] not in allowed:
+        issues.append(
+            Issue(
+                "error",
+                "structure",
+                f"{here}.{keys[0]}",
+                f"Answer value must be of the type {' or '.join(a[5:] for a in allowed)} for an item of type {kind}",
+            )
+        )
+        return
+    options = _list(question.get("answerOption"))
+    if kind == "choice" and options and keys == ["valueCoding"]:
+        coding = answer["valueCoding"]
+        if isinstance(coding, dict) and not any(_same(coding, o.get("valueCoding")) for o in options):
             issues.append(
                 Issue(
                     "error",
-                    "structure",
-                    f"{here}.{keys[0]}",
-                    f"Answer value must be of the type "
-                    f"{' or '.join(a[5:] for a in allowed)} for an item of type {kind}",
+                    "code-invalid",
+                    f"{here}.valueCoding",
+                    f"The code provided ({coding.get('system')}#{coding.get('code')}) is not in the options list",
                 )
             )
-            continue
-        if kind == "choice" and options and keys == ["valueCoding"]:
-            coding = answer["valueCoding"]
-            if isinstance(coding, dict) and not any(_same(coding, o.get("valueCoding")) for o in options):
-                issues.append(
-                    Issue(
-                        "error",
-                        "code-invalid",
-                        f"{here}.valueCoding",
-                        f"The code provided ({coding.get('system')}#{coding.get('code')}) is not in the options list",
-                    )
-                )
 
 
 def _same(coding: dict, option: Any) -> bool:
