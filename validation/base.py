@@ -360,8 +360,19 @@ class Walker:
                 self._primitive_element(item, key[1:], path, where, scope)
                 continue
             found = self.defs.element(path, key)
-            if found is not None:  # fhirkit reports unknown elements
-                self._values(item, key, found, where, scope, context)
+            if found is None:
+                continue  # fhirkit reports unknown elements
+            element, code = found
+            for i, entry in _items(item):
+                here = _at(where, key, i, item)
+                if code in self.defs.primitive_regex or code in ("xhtml", "string"):
+                    self.primitive(code, entry, here, element)
+                elif not isinstance(entry, dict):
+                    continue  # fhirkit reports the JSON type
+                elif code == "Resource" or (entry.get("resourceType") and element.types == ("Resource",)):
+                    self.resource(entry, here)
+                else:
+                    self.complex(entry, element, code, here, scope, context)
 
     def _primitive_element(self, item: Any, name: str, path: str, where: str, scope: _Scope) -> None:
         """The element part (id, extensions) of a primitive, such as ``_birthDate``."""
@@ -370,21 +381,6 @@ class Walker:
         for i, element in _items(item):
             if isinstance(element, dict):
                 self.node(element, "Element", _at(where, name, i, item), scope, (*ctx, "Element"))
-
-    def _values(
-        self, item: Any, key: str, found: tuple[ElementDef, str], where: str, scope: _Scope, context: tuple[str, ...]
-    ) -> None:
-        element, code = found
-        for i, entry in _items(item):
-            here = _at(where, key, i, item)
-            if code in self.defs.primitive_regex or code in ("xhtml", "string"):
-                self.primitive(code, entry, here, element)
-            elif not isinstance(entry, dict):
-                continue  # fhirkit reports the JSON type
-            elif code == "Resource" or (entry.get("resourceType") and element.types == ("Resource",)):
-                self.resource(entry, here)
-            else:
-                self.complex(entry, element, code, here, scope, context)
 
     def complex(self, value: dict, element: ElementDef, code: str, where: str, scope: _Scope, parent: tuple) -> None:
         if not value or set(value) == {"id"}:

@@ -6,7 +6,7 @@ Quantity elements of the invariants layer (per-1, qty-3). The issues are kept pe
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -137,12 +137,14 @@ def walk(value: dict, model: type, path: str, found: Found) -> None:
             continue  # resourceType, _primitive extensions, unknown elements (the structure layer reports those)
         if spec[3] is not None and found.check_primitives:
             _primitives(spec[3], key, item, path, found)
-        else:
-            _elements(spec, key, item, path, found)
-
-
-def _each(item: Any) -> Iterator[tuple[int, Any]]:
-    return enumerate(item) if isinstance(item, list) else iter(((0, item),))
+            continue
+        many = isinstance(item, list)
+        for index, element in enumerate(item) if many else ((0, item),):
+            if isinstance(element, dict):
+                _element(element, spec[0], spec[2], f"{path}.{key}[{index}]" if many else f"{path}.{key}", found)
+            elif spec[1] is not None and found.check_bindings and isinstance(element, str) and element not in spec[1]:
+                where = f"{path}.{key}[{index}]" if many else f"{path}.{key}"
+                found.bindings.append(code_issue(element, spec[1], where))
 
 
 def _at(path: str, key: str, index: int, item: Any) -> str:
@@ -150,20 +152,11 @@ def _at(path: str, key: str, index: int, item: Any) -> str:
 
 
 def _primitives(kind: str, key: str, item: Any, path: str, found: Found) -> None:
-    for index, element in _each(item):
+    for index, element in enumerate(item) if isinstance(item, list) else ((0, item),):
         if isinstance(element, str):
             issue = primitive_issue(kind, element, _at(path, key, index, item))
             if issue is not None:
                 found.primitives.append(issue)
-
-
-def _elements(spec: tuple, key: str, item: Any, path: str, found: Found) -> None:
-    child, enum, kind, _primitive = spec
-    for index, element in _each(item):
-        if isinstance(element, dict):
-            _element(element, child, kind, _at(path, key, index, item), found)
-        elif enum is not None and found.check_bindings and isinstance(element, str) and element not in enum:
-            found.bindings.append(code_issue(element, enum, _at(path, key, index, item)))
 
 
 def _element(element: dict, child: type | None, kind: str | None, where: str, found: Found) -> None:
