@@ -28,7 +28,7 @@ RUN pip install --no-cache-dir . \
 COPY --from=fhir-definitions /defs/out /opt/fhir-r4
 ENV KAPFHIR_R4_DEFINITIONS=/opt/fhir-r4
 # build the definitions' tables once, into the image (the service user cannot write there)
-RUN python -c "from mappings.validation import definitions; definitions.load()"
+RUN python -c "from validation import definitions; definitions.load()"
 
 USER kapfhir
 

@@ -32,7 +32,7 @@ fhir-definitions:
 
 ## make lint: ruff, and no function above cyclomatic complexity 15 without a reason (radon)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service mappings tests bench scripts
+	$(VENV)/bin/ruff check service mappings validation tests bench scripts
 	$(PY) scripts/check_complexity.py
 
 ## make bench: mapping, ingest, API load (wrk) and push, side by side; writes bench/RESULTS.md (~10 min on 2 cores).

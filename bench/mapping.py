@@ -2,14 +2,14 @@
 
 For each fixture chart (tests/support/charts.py) and a generated batch of about 10,000 resources it prints:
 - ``produce``: to_transaction_bundle + validate_bundle(layers) + orjson.dumps, with the layers ``$validate``
-  applies (mappings.validation.LAYERS: structure, bindings, invariants, profile), and again with the fast
+  applies (validation.LAYERS: structure, bindings, invariants, profile), and again with the fast
   layers only (bindings, invariants, profile: no structural pass);
 - ``parse``: ``Bundle.model_validate_json`` of the produced bytes (fhir.resources R4B);
 - ``dumps``: ``orjson.dumps`` of the produced bundle alone;
 and the ratios produce / parse (median, min, max over the repeats) and peak memory (tracemalloc, one run each).
 Nothing is cached across iterations: each run maps the chart anew and validates the new bundle. What lives for the
 process, as in the service, is built on first use and reused: imports and the per-model element tables of the
-typed walk (built from the R4B model metadata). The invariants are direct Python checks (mappings.validation.DIRECT,
+typed walk (built from the R4B model metadata). The invariants are direct Python checks (validation.DIRECT,
 tested to agree with fhirpathpy); fhirpathpy is not on this path.
 The structure layer is fhirkit-rs (R4 4.0.1, in Rust) plus the calendar and id checks of the typed walk; until it
 replaced a pass through the R4B models (``Bundle.model_validate``), that pass alone cost about as much as the parse it
@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fhir.resources.R4B.bundle import Bundle
 
 from mappings.bundle import to_transaction_bundle
-from mappings.validation import FAST_LAYERS, LAYERS, validate_bundle
 from service.domain.chart import EpisodeChart
 from service.domain.model import MonitoringReading
 from service.domain.vocabulary import ReadingTiming
 from tests.support.charts import CHARTS, T0
+from validation import FAST_LAYERS, LAYERS, validate_bundle
 
 FAST = FAST_LAYERS
 

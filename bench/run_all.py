@@ -629,7 +629,7 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             "",
             "## $validate beside pyfhircheck 0.2.0 (bench/validate.py --compare)",
             "",
-            "ms per resource (p50, p99) of `service.fhir.validate.validate` (what POST /fhir/$validate runs after "
+            "ms per resource (p50, p99) of `validation.validate` (what POST /fhir/$validate runs after "
             "parsing the body) and of pyfhircheck's `Validator().validate_resource`, on the same resources in the "
             "same process: the HL7 validator sample cases and every fixture resource; and how many sample cases "
             "each brings to the reference validator's verdict.",

@@ -2,7 +2,7 @@
 
 ``$validate`` sits on the request path (``POST /fhir/$validate``, and every ``POST /fhir`` transaction validates each
 entry first), so it must answer in request time. For each fixture bundle in ``fixtures/fhir/`` this prints the time
-``service.fhir.validate.validate`` needs for the whole Bundle and, grouped by resource type, for each of its
+``validation.validate`` needs for the whole Bundle and, grouped by resource type, for each of its
 resources validated alone (as ``POST /fhir/{type}/$validate`` does), plus the invalid fixtures of
 ``fixtures/invalid-fhir/``: median, min and max over the repeats, and the layers applied:
 
@@ -44,8 +44,12 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mappings import validation as mv  # noqa: E402
-from service.fhir import validate as fv  # noqa: E402
+import validation as fv  # noqa: E402
+from service.domain.rules import SafetyPolicy  # noqa: E402
+from service.fhir.validate import DomainRules  # noqa: E402
+from validation.operation import KAP_PREFIX  # noqa: E402
+
+DOMAIN = DomainRules(SafetyPolicy())  # the domain rules $validate runs, under the default policy
 
 BUNDLES = ROOT / "fixtures" / "fhir"
 INVALID = ROOT / "fixtures" / "invalid-fhir"
@@ -53,7 +57,7 @@ INVALID = ROOT / "fixtures" / "invalid-fhir"
 
 def layers_of(resource: dict) -> str:
     def kap(r: dict) -> bool:
-        return any(str(p).startswith(fv.KAP_PREFIX) for p in r.get("meta", {}).get("profile", []) or [])
+        return any(str(p).startswith(KAP_PREFIX) for p in r.get("meta", {}).get("profile", []) or [])
 
     base = ["structure", "bindings", "invariants", "own"]
     if resource.get("resourceType") == "Bundle":
@@ -70,15 +74,16 @@ def layers_of(resource: dict) -> str:
 
 
 def clear_process_caches() -> None:
-    from mappings.validation import base, definitions
+    from validation import base, definitions, invariants, kapfhir_constraints, typed
 
     for fn in (
-        fv.sd_constraints,
-        fv._compiled,
-        mv._model,
-        mv._fields,
-        mv._typed_fields,
-        mv.compiled_invariants,
+        kapfhir_constraints.sd_constraints,
+        kapfhir_constraints.sd_keys,
+        kapfhir_constraints._compiled,
+        typed.model_of,
+        typed.fields,
+        typed.typed_fields,
+        invariants.compiled_invariants,
         definitions.load,
         base._compiled,
     ):
@@ -86,7 +91,7 @@ def clear_process_caches() -> None:
 
 
 def timed(raw: bytes, repeats: int, cold: bool, expected: str | None = None) -> tuple[list[float], int]:
-    run: Callable[[], list] = lambda: fv.validate(orjson.loads(raw), expected_type=expected)  # noqa: E731
+    run: Callable[[], list] = lambda: fv.validate(orjson.loads(raw), expected_type=expected, domain=DOMAIN)  # noqa: E731
     issues = len(run())  # warm-up: imports and process-level tables, as a running service has them
     times = []
     for _ in range(repeats):
@@ -125,7 +130,7 @@ def compare(repeats: int) -> None:
         samples += [(f"{path.stem} {e['resource']['resourceType']}", e["resource"], None) for e in bundle["entry"]]
     checker = Validator()
     engines: dict[str, Callable[[dict], bool]] = {
-        "kapfhir $validate": lambda r: any(i.severity in ("error", "fatal") for i in fv.validate(r)),
+        "kapfhir $validate": lambda r: any(i.severity in ("error", "fatal") for i in fv.validate(r, domain=DOMAIN)),
         "pyfhircheck 0.2.0": lambda r: any(
             i.severity in ("error", "fatal") for i in checker.validate_resource(r).issues
         ),

@@ -418,24 +418,7 @@ class Repository:
         if row is None:
             raise NotFound(f"No episode {episode_id}.")
         episode = from_data(Episode, {**row.data, "records": {}, "flags": []})
-        r = orm.clinical_records
-        where = (r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
-        rows = self.session.execute(select(r.c.id, r.c.version).where(*where)).all()
-        decoded = self._decoded
-        for row in rows:
-            if row.id not in decoded or decoded[row.id].version != row.version:
-                shared = DECODED.get(self.clinic_id, row.id, row.version)
-                if shared is not None:
-                    decoded[row.id] = shared
-                    self._shared.add(row.id)
-        missing = [row.id for row in rows if row.id not in decoded or decoded[row.id].version != row.version]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            for rec in self.session.execute(select(r.c.kind, r.c.data).where(*where, r.c.id.in_(chunk))):
-                record = record_from_data(rec.kind, rec.data)
-                decoded[record.id] = record
-        for row in rows:  # in the order the table gives them, as a single query would
-            episode.records[row.id] = decoded[row.id]
+        episode.records = self._episode_records(episode_id)
         f = orm.safety_flags
         flag_rows = self.session.execute(
             select(f.c.data).where(f.c.clinic_id == self.clinic_id, f.c.episode_id == episode_id)
@@ -448,6 +431,31 @@ class Repository:
         self._loaded_versions[episode_id] = {rid: rec.version for rid, rec in episode.records.items()}
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
+
+    def _episode_records(self, episode_id: str) -> dict[str, Record]:
+        """The records of an episode, in the order the table gives them: decoded only when neither this unit of work
+        nor the process holds their stored version."""
+        r = orm.clinical_records
+        where = (r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
+        rows = self.session.execute(select(r.c.id, r.c.version).where(*where)).all()
+        decoded = self._decoded
+
+        def held(row: Any) -> bool:
+            return row.id in decoded and decoded[row.id].version == row.version
+
+        for row in rows:
+            shared = None if held(row) else DECODED.get(self.clinic_id, row.id, row.version)
+            if shared is not None:
+                decoded[row.id] = shared
+                self._shared.add(row.id)
+        missing = [row.id for row in rows if not held(row)]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            for rec in self.session.execute(select(r.c.kind, r.c.data).where(*where, r.c.id.in_(chunk))):
+                record = record_from_data(rec.kind, rec.data)
+                decoded[record.id] = record
+                self._shared.discard(record.id)
+        return {row.id: decoded[row.id] for row in rows}
 
     def episode_as_saved(self, episode_id: str) -> Episode:
         """The episode as this unit of work last saved it (the aggregate itself), else as stored."""

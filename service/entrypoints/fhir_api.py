@@ -20,17 +20,17 @@ from mappings.context import full_url_of
 from mappings.resources import audit_event as audit_event_map
 from mappings.resources import capability_statement as capability_map
 from mappings.resources import operation_outcome as outcome_map
-from mappings.validation import Issue
 from service.domain import limits
 from service.domain.errors import DomainError
+from service.entrypoints import fhir_validate
 from service.entrypoints.fhir_http import FHIR_JSON, error_response, fhir_response  # noqa: F401 - used by siblings
 from service.entrypoints.http import ApiProblem, json_body_for_permissions, principal, read, state, write
 from service.entrypoints.routes import ROUTES, Route, declare
 from service.fhir import inbound, projection, registry, search
-from service.fhir import validate as fhir_validate
 from service.fhir.registry import TYPES
 from service.security.scopes import Requirement
 from service.service_layer import services
+from validation import Issue
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 

@@ -14,7 +14,6 @@ from sqlalchemy.orm import sessionmaker
 
 from mappings.bundle import to_transaction_bundle
 from mappings.resources import operation_outcome as fhir_outcome
-from mappings.validation import operation_outcome, validate_bundle
 from service.adapters import audit, outbox
 from service.domain.model import PrivacyConsent
 from service.exchange.client import FhirClient
@@ -25,6 +24,7 @@ from service.exchange.push import PushReport, push_bundle
 from service.exchange.targets import Target, build_client
 from service.service_layer import services
 from service.service_layer.unit_of_work import UnitOfWork
+from validation import operation_outcome, validate_bundle
 
 log = logging.getLogger("kapfhir.sync")
 

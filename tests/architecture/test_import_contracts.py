@@ -1,5 +1,6 @@
 """The layers hold (import-linter contracts in .importlinter): entry points -> use cases -> domain, mappings ->
-domain only, a domain free of frameworks, and no import cycle between the packages of service/ and mappings/."""
+domain only, a domain free of frameworks, a validator (validation/) that imports no service module, and no import
+cycle between the packages of service/, mappings/ and validation/."""
 
 from __future__ import annotations
 
@@ -32,5 +33,8 @@ def test_the_contracts_are_the_ones_the_architecture_names() -> None:
     assert layers == ["service.entrypoints", "service.service_layer", "service.domain"]
     mappings_forbidden = set(config["importlinter:contract:pure-mappings"]["forbidden_modules"].split())
     assert {"service.entrypoints", "service.service_layer", "service.adapters", "service.fhir"} <= mappings_forbidden
+    assert "validation" in mappings_forbidden  # the mappings build resources; they do not call the validator
+    validation_forbidden = set(config["importlinter:contract:validation-no-domain"]["forbidden_modules"].split())
+    assert validation_forbidden == {"service"}  # the validator imports nothing from service itself
     assert config["importlinter:contract:acyclic"]["type"] == "acyclic_siblings"
-    assert set(config["importlinter:contract:acyclic"]["ancestors"].split()) == {"service", "mappings"}
+    assert set(config["importlinter:contract:acyclic"]["ancestors"].split()) == {"service", "mappings", "validation"}

@@ -13,7 +13,6 @@ import pytest
 from flask import Flask
 
 from service.fhir import inbound, registry
-from service.fhir.validate import sd_constraints
 from tests.integration.fhir.fhir_support import (
     BACKENDS,
     FHIR_JSON,
@@ -24,6 +23,7 @@ from tests.integration.fhir.fhir_support import (
     load_episodes,
 )
 from tests.integration.fhir.fhir_support import entries as _entries
+from validation.kapfhir_constraints import sd_constraints
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from mappings.bundle import dumps, from_bundle, to_transaction_bundle, without_notes
-from mappings.validation import validate_bundle
 from service.domain.chart import EpisodeChart
 from service.fixture_loader import fixture_paths
 from tests.integration.mappings.api_fixtures import EPISODES, stored_fixture_charts
 from tests.support.paths import EXPECTED_DIR, REGENERATE
+from validation import validate_bundle
 
 STEMS = [p.stem for p in fixture_paths(EPISODES)]
 

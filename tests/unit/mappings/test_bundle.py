@@ -13,10 +13,10 @@ from fhir.resources.R4B.bundle import Bundle
 
 from mappings import terminology as t
 from mappings.bundle import dumps, from_bundle, to_collection_bundle, to_transaction_bundle, without_notes
-from mappings.validation import validate_bundle
 from service.domain.chart import EpisodeChart
 from tests.support.charts import CHARTS, NOTE
 from tests.support.paths import EXPECTED_DIR, REGENERATE
+from validation import validate_bundle
 
 FAMILIES = {
     "Organization",

@@ -6,9 +6,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 
 from mappings.bundle import dumps, from_bundle, to_collection_bundle, to_transaction_bundle, without_notes
-from mappings.validation import validate_bundle
 from service.domain.chart import EpisodeChart
 from tests.unit.mappings.strategies import RECORD_CLASSES, Census, charts, covering_charts
+from validation import validate_bundle
 
 
 def _round_trips(chart: EpisodeChart) -> None:

@@ -10,7 +10,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from mappings.validation import check_structure, validate_bundle
+from validation import check_structure, validate_bundle
 
 FIXTURE_BUNDLES = sorted((Path(__file__).resolve().parents[3] / "fixtures" / "fhir").glob("*.json"))
 

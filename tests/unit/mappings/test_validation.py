@@ -1,4 +1,4 @@
-"""The direct invariant checks of mappings.validation agree with the compiled fhirpathpy expressions (R4 FHIRPath)
+"""The direct invariant checks of validation.invariants agree with the compiled fhirpathpy expressions (R4 FHIRPath)
 on every resource of the fixture bundles (passing) and on a mutated resource per invariant (failing)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from mappings import terminology as t
 from mappings.bundle import to_transaction_bundle
-from mappings.validation import INVARIANTS, compiled_invariants, invariant_failures
 from tests.support.charts import CHARTS
+from validation import INVARIANTS, compiled_invariants, invariant_failures
 
 
 def _resources() -> list[dict]:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mappings.validation import base, definitions, policy, ucum
+from validation import base, definitions, policy, ucum
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_write_policy_refuses_only_an_unknown_modifier_extension() -> None:
     ],
 )
 def test_narrative_problems_are_named(div: str, problem: str) -> None:
-    from mappings.validation import narrative
+    from validation import narrative
 
     found = narrative.problems(div)
     assert any(problem in p for p in found), found

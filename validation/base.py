@@ -29,9 +29,11 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fhirpath_models
 
-from mappings.validation import narrative, ucum
-from mappings.validation import us_core as uc
-from mappings.validation.definitions import CORE, Constraint, Definitions, ElementDef, ExtensionDef, extension_def, load
+from validation import narrative, questionnaire, ucum
+from validation import us_core as uc
+from validation.definitions import CORE, Constraint, Definitions, ElementDef, ExtensionDef, extension_def, load
+from validation.invariants import DIRECT, later_than
+from validation.issues import Issue
 
 TERMINOLOGY_NOTE = (
     "Terminology not checked: codes are checked only against required bindings to FHIR-defined code systems; "
@@ -43,7 +45,7 @@ MAX_STRING_BYTES = 1024 * 1024
 # (contained resources), per-1 (dateTime comparison with offsets). dom-6 is best practice the reference only reports
 # on request; txt-1/txt-2 need an XHTML checker.
 _DIRECT_KEYS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6", "per-1", "txt-1", "txt-2"})
-# txt-1 and txt-2 are checked by mappings.validation.narrative
+# txt-1 and txt-2 are checked by validation.narrative
 
 
 def _ref_1(value: dict, scope: _Scope) -> bool:
@@ -61,8 +63,6 @@ def _qty_3(value: dict, scope: _Scope) -> bool:
 def _direct(key: str) -> Callable[[dict, _Scope], bool] | None:
     """Python equivalents of the FHIRPath of the invariants checked most often (tests/mappings/test_validation.py
     proves obs-6 and obs-7 agree with fhirpathpy; ref-1 and qty-3 are tested in tests/fhir/test_validate_reference)."""
-    from mappings.validation import DIRECT
-
     table: dict[str, Callable[[dict, _Scope], bool]] = {
         "ref-1": _ref_1,
         "qty-3": _qty_3,
@@ -84,14 +84,6 @@ _TYPED_REFERENCE = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64}
 # a RESTful fullUrl: [base]/Type/id (R4 Bundle "fullUrl": "the fullUrl SHALL be the same as the resource's id")
 _FULL_URL = re.compile(r"https?://\S+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _QUANTITIES = frozenset({"Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"})
-
-
-@dataclass(frozen=True)
-class Issue:
-    severity: str
-    code: str
-    expression: str
-    diagnostics: str
 
 
 def _has_value(inputs: list) -> list[bool]:
@@ -252,8 +244,6 @@ class Walker:
             self.resource(item, where, root=res)
 
     def _questionnaire_response(self, res: dict, label: str, contained: dict[str, dict]) -> None:
-        from mappings.validation import questionnaire
-
         url = res.get("questionnaire")
         found = None
         if isinstance(url, str):
@@ -273,76 +263,92 @@ class Walker:
     def _specific(self, res: dict, rtype: str, label: str) -> None:
         """Rules the reference validator applies from the specification's text rather than an invariant."""
         if rtype == "SearchParameter":
-            if res.get("type") == "composite" and len(res.get("component") or []) < 2:
+            self._search_parameter(res, label)
+        elif rtype == "Bundle":
+            self._full_urls(res, label)
+        elif rtype == "CapabilityStatement":
+            self._search_param_types(res, label)
+
+    def _search_parameter(self, res: dict, label: str) -> None:
+        if res.get("type") == "composite" and len(res.get("component") or []) < 2:
+            self.add(
+                "error",
+                "business-rule",
+                label,
+                "When the SearchParameter has a type of 'composite', then "
+                "the SearchParameter must define two or more components",
+            )
+        derived = res.get("derivedFrom")
+        parent = self.defs.search_parameters.get(derived.split("|", 1)[0]) if isinstance(derived, str) else None
+        if parent is not None:
+            self._derived_search_parameter(res, parent, label)
+
+    def _derived_search_parameter(self, res: dict, parent: tuple[str, str, tuple[str, ...], str], label: str) -> None:
+        """SearchParameter.derivedFrom: "the parameter SHALL be defined the same way" (R4 SearchParameter)."""
+        _code, kind, bases, expression = parent
+        if isinstance(res.get("type"), str) and res["type"] != kind:
+            self.add(
+                "error",
+                "business-rule",
+                label,
+                f"The type {res['type']} is different to the type "
+                f"{kind} in the derivedFrom SearchParameter {res['derivedFrom']}",
+            )
+        for name in res["base"] if isinstance(res.get("base"), list) else []:
+            if isinstance(name, str) and name not in bases and "Resource" not in bases:
                 self.add(
                     "error",
                     "business-rule",
                     label,
-                    "When the SearchParameter has a type of 'composite', then "
-                    "the SearchParameter must define two or more components",
+                    f"The resource type {name} is not listed as a base "
+                    f"in the SearchParameter this is derived from ({res['derivedFrom']})",
                 )
-            derived = res.get("derivedFrom")
-            parent = self.defs.search_parameters.get(derived.split("|", 1)[0]) if isinstance(derived, str) else None
-            if parent is not None:
-                # SearchParameter.derivedFrom: "the parameter SHALL be defined the same way" (R4 SearchParameter)
-                _code, kind, bases, expression = parent
-                if isinstance(res.get("type"), str) and res["type"] != kind:
-                    self.add(
-                        "error",
-                        "business-rule",
-                        label,
-                        f"The type {res['type']} is different to the type "
-                        f"{kind} in the derivedFrom SearchParameter {res['derivedFrom']}",
-                    )
-                for name in res["base"] if isinstance(res.get("base"), list) else []:
-                    if isinstance(name, str) and name not in bases and "Resource" not in bases:
-                        self.add(
-                            "error",
-                            "business-rule",
-                            label,
-                            f"The resource type {name} is not listed as a base "
-                            f"in the SearchParameter this is derived from ({res['derivedFrom']})",
-                        )
-                if isinstance(res.get("expression"), str) and res["expression"] != expression:
-                    self.add(
-                        "warning",
-                        "business-rule",
-                        label,
-                        f"The expression '{res['expression']}' differs from "
-                        f"'{expression}' in the derivedFrom SearchParameter {res['derivedFrom']}",
-                    )
-        elif rtype == "Bundle":
-            entries = res.get("entry")
-            for i, entry in enumerate(entries if isinstance(entries, list) else []):
-                if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-                    continue
-                full_url, inner = entry.get("fullUrl"), entry["resource"]
-                match = _FULL_URL.fullmatch(full_url) if isinstance(full_url, str) else None
-                if match and isinstance(inner.get("id"), str) and isinstance(inner.get("resourceType"), str):
-                    if match.group(1) != inner["resourceType"] or match.group(2) != inner["id"]:
-                        # a warning: published examples (US Core 6.1.0's among them) break it and are read anyway
-                        self.add(
-                            "warning",
-                            "invalid",
-                            f"{label}.entry[{i}]",
-                            f"The fullUrl '{full_url}' does not "
-                            f"match the resource {inner['resourceType']}/{inner['id']}",
-                        )
-        elif rtype == "CapabilityStatement":
-            for r, rest in enumerate(res.get("rest") or []):
-                for j, resource in enumerate(rest.get("resource") or [] if isinstance(rest, dict) else []):
-                    for k, param in enumerate(resource.get("searchParam") or [] if isinstance(resource, dict) else []):
-                        if not isinstance(param, dict):
-                            continue
-                        known = self.defs.search_parameters.get(str(param.get("definition", "")).split("|", 1)[0])
-                        if known is not None and isinstance(param.get("type"), str) and param["type"] != known[1]:
-                            self.add(
-                                "error",
-                                "invalid",
-                                f"{label}.rest[{r}].resource[{j}].searchParam[{k}]",
-                                f"Type mismatch - SearchParameter '{param['definition']}' type is {known[1]}, "
-                                f"but type here is {param['type']}",
-                            )
+        if isinstance(res.get("expression"), str) and res["expression"] != expression:
+            self.add(
+                "warning",
+                "business-rule",
+                label,
+                f"The expression '{res['expression']}' differs from "
+                f"'{expression}' in the derivedFrom SearchParameter {res['derivedFrom']}",
+            )
+
+    def _full_urls(self, res: dict, label: str) -> None:
+        """A RESTful fullUrl names the entry's resource."""
+        entries = res.get("entry")
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+                continue
+            full_url, inner = entry.get("fullUrl"), entry["resource"]
+            match = _FULL_URL.fullmatch(full_url) if isinstance(full_url, str) else None
+            if not (match and isinstance(inner.get("id"), str) and isinstance(inner.get("resourceType"), str)):
+                continue
+            if match.group(1) != inner["resourceType"] or match.group(2) != inner["id"]:
+                # a warning: published examples (US Core 6.1.0's among them) break it and are read anyway
+                self.add(
+                    "warning",
+                    "invalid",
+                    f"{label}.entry[{i}]",
+                    f"The fullUrl '{full_url}' does not match the resource {inner['resourceType']}/{inner['id']}",
+                )
+
+    def _search_param_types(self, res: dict, label: str) -> None:
+        """A CapabilityStatement's searchParam has the type of the core SearchParameter it names."""
+        for r, rest in enumerate(res.get("rest") or []):
+            for j, resource in enumerate(rest.get("resource") or [] if isinstance(rest, dict) else []):
+                for k, param in enumerate(resource.get("searchParam") or [] if isinstance(resource, dict) else []):
+                    if isinstance(param, dict):
+                        self._search_param_type(param, f"{label}.rest[{r}].resource[{j}].searchParam[{k}]")
+
+    def _search_param_type(self, param: dict, where: str) -> None:
+        known = self.defs.search_parameters.get(str(param.get("definition", "")).split("|", 1)[0])
+        if known is not None and isinstance(param.get("type"), str) and param["type"] != known[1]:
+            self.add(
+                "error",
+                "invalid",
+                where,
+                f"Type mismatch - SearchParameter '{param['definition']}' type is {known[1]}, "
+                f"but type here is {param['type']}",
+            )
 
     # --- elements ----------------------------------------------------------------------------------------------
 
@@ -351,11 +357,7 @@ class Walker:
             if key == "resourceType" or key == "contained":
                 continue
             if key.startswith("_"):
-                found = self.defs.element(path, key[1:])
-                ctx = (f"{path}.{key[1:]}", found[1]) if found else (f"{path}.{key[1:]}",)
-                for i, element in _items(item):
-                    if isinstance(element, dict):
-                        self.node(element, "Element", _at(where, key[1:], i, item), scope, (*ctx, "Element"))
+                self._primitive_element(item, key[1:], path, where, scope)
                 continue
             found = self.defs.element(path, key)
             if found is None:
@@ -365,28 +367,48 @@ class Walker:
                 here = _at(where, key, i, item)
                 if code in self.defs.primitive_regex or code in ("xhtml", "string"):
                     self.primitive(code, entry, here, element)
-                    continue
-                if not isinstance(entry, dict):
+                elif not isinstance(entry, dict):
                     continue  # fhirkit reports the JSON type
-                if code == "Resource" or (entry.get("resourceType") and element.types == ("Resource",)):
+                elif code == "Resource" or (entry.get("resourceType") and element.types == ("Resource",)):
                     self.resource(entry, here)
-                    continue
-                self.complex(entry, element, code, here, scope, context)
+                else:
+                    self.complex(entry, element, code, here, scope, context)
+
+    def _primitive_element(self, item: Any, name: str, path: str, where: str, scope: _Scope) -> None:
+        """The element part (id, extensions) of a primitive, such as ``_birthDate``."""
+        found = self.defs.element(path, name)
+        ctx = (f"{path}.{name}", found[1]) if found else (f"{path}.{name}",)
+        for i, element in _items(item):
+            if isinstance(element, dict):
+                self.node(element, "Element", _at(where, name, i, item), scope, (*ctx, "Element"))
 
     def complex(self, value: dict, element: ElementDef, code: str, where: str, scope: _Scope, parent: tuple) -> None:
         if not value or set(value) == {"id"}:
             self.add("error", "invariant", where, "ele-1: All FHIR elements must have a @value or children")
-        if element.content_reference:
-            child_path = element.content_reference
-        elif code in ("BackboneElement", "Element", "") or code not in self.defs.complex_types:
-            child_path = element.path
-        else:
-            child_path = code
+        child_path = self._child_path(element, code)
         own = [c for c in element.constraints if c.key not in _DIRECT_KEYS]
         if own:
             self._constraints(own, value, element.path.replace("[x]", ""), where, scope)
         if child_path == code:
             self._constraints(self.defs.root_constraints.get(code, ()), value, code, where, scope)
+        self._datatype(value, element, code, where, scope, parent)
+        if element.binding and element.binding[0] == "required" and code in ("CodeableConcept", "Coding"):
+            self.required_binding(value, code, where, element.binding[1])
+        context = (element.path, code) if code not in ("BackboneElement", "Element") else (element.path,)
+        if element.content_reference:
+            context = (*context, element.content_reference)  # OperationDefinition.parameter.part is a parameter
+        self.node(value, child_path, where, scope, (*context, "Element"))
+
+    def _child_path(self, element: ElementDef, code: str) -> str:
+        """Where the definitions of the element's children are: the repeated element, the backbone, or the type."""
+        if element.content_reference:
+            return element.content_reference
+        if code in ("BackboneElement", "Element", "") or code not in self.defs.complex_types:
+            return element.path
+        return code
+
+    def _datatype(self, value: dict, element: ElementDef, code: str, where: str, scope: _Scope, parent: tuple) -> None:
+        """The checks of a datatype beside its invariants."""
         if code == "Extension":
             self.extension(value, where, parent, modifier_slot=element.name == "modifierExtension")
         elif code == "Reference":
@@ -395,21 +417,14 @@ class Walker:
             self.attachment(value, where)
         elif code == "Narrative":
             div = value.get("div")
-            if isinstance(div, str):
-                for problem in narrative.problems(div):
-                    self.add("error", "invalid", f"{where}.div", problem)
+            for problem in narrative.problems(div) if isinstance(div, str) else []:
+                self.add("error", "invalid", f"{where}.div", problem)
         elif code == "Period":
             start, end = value.get("start"), value.get("end")
             if isinstance(start, str) and isinstance(end, str) and _later(start, end):
                 self.add("error", "invariant", where, "per-1: If present, start SHALL have a lower value than end")
         if code in _QUANTITIES:
             self.quantity(value, where)
-        if element.binding and element.binding[0] == "required" and code in ("CodeableConcept", "Coding"):
-            self.required_binding(value, code, where, element.binding[1])
-        context = (element.path, code) if code not in ("BackboneElement", "Element") else (element.path,)
-        if element.content_reference:
-            context = (*context, element.content_reference)  # OperationDefinition.parameter.part is a parameter
-        self.node(value, child_path, where, scope, (*context, "Element"))
 
     def primitive(self, code: str, value: Any, where: str, element: ElementDef) -> None:
         if not isinstance(value, str):
@@ -481,23 +496,44 @@ class Walker:
         if "://" not in url and not url.startswith("urn:") and "Extension" in parent:
             return  # a sub-extension of a complex extension: checked by its parent
         if definition is None:
-            if _XVER.match(url) or any(s in url for s in _ALLOWED_UNKNOWN):
-                return
-            if "://" not in url and not url.startswith("urn:"):
-                # a sub-extension of a complex extension (checked by its parent) reached outside one
-                self.add("error", "structure", f"{where}.url", f"Extension.url '{url}' must be an absolute URL")
-                return
-            if url.startswith(CORE):
-                # HL7's namespace: extensions defined after R4 (the HL7 extensions pack, which the reference loads)
-                self.add(
-                    "warning",
-                    "not-found",
-                    where,
-                    f"The extension {url} is not an R4 core extension; it was not checked",
-                )
-                return
-            self.add("error", "structure", where, f"The extension {url} could not be found so is not allowed here")
+            self._undefined_extension(url, where)
             return
+        self._extension_place(definition, url, where, parent, modifier_slot)
+        value_key = next((k for k in ext if k.startswith("value")), None)
+        if value_key is not None:
+            self._extension_value(definition, url, value_key, where)
+        for i, sub in enumerate(ext.get("extension") or []):
+            if (
+                isinstance(sub, dict)
+                and isinstance(sub.get("url"), str)
+                and definition.children
+                and "://" not in sub["url"]
+            ):
+                self._sub_extension(definition, url, sub, f"{where}.extension[{i}]")
+
+    def _undefined_extension(self, url: str, where: str) -> None:
+        """An extension nobody defines: not allowed (as the reference treats it), except the cross-version and
+        example namespaces; one of HL7's namespace defined after R4 is a warning."""
+        if _XVER.match(url) or any(s in url for s in _ALLOWED_UNKNOWN):
+            return
+        if "://" not in url and not url.startswith("urn:"):
+            # a sub-extension of a complex extension (checked by its parent) reached outside one
+            self.add("error", "structure", f"{where}.url", f"Extension.url '{url}' must be an absolute URL")
+        elif url.startswith(CORE):
+            # HL7's namespace: extensions defined after R4 (the HL7 extensions pack, which the reference loads)
+            self.add(
+                "warning",
+                "not-found",
+                where,
+                f"The extension {url} is not an R4 core extension; it was not checked",
+            )
+        else:
+            self.add("error", "structure", where, f"The extension {url} could not be found so is not allowed here")
+
+    def _extension_place(
+        self, definition: ExtensionDef, url: str, where: str, parent: tuple[str, ...], modifier_slot: bool
+    ) -> None:
+        """The extension's context, and modifierExtension for a modifier extension only."""
         if (
             definition.contexts
             and not _in_context(definition.contexts, parent)
@@ -522,50 +558,42 @@ class Walker:
             self.add(
                 "error", "structure", where, f"The extension {url} is not a modifier extension: it must be in extension"
             )
-        value_key = next((k for k in ext if k.startswith("value")), None)
-        if value_key is not None:
-            vtype = self._value_type(value_key)
-            if (
-                definition.value_types
-                and vtype not in definition.value_types
-                and not (vtype in ("uri", "url", "canonical") and "uri" in definition.value_types)
-            ):
-                self.add(
-                    "error",
-                    "structure",
-                    f"{where}.{value_key}",
-                    f"The type '{vtype}' is not valid for the "
-                    f"extension {url} (allowed: {', '.join(definition.value_types)})",
-                )
-            elif not definition.value_types and definition.children:
-                self.add(
-                    "error",
-                    "structure",
-                    f"{where}.{value_key}",
-                    f"The extension {url} is complex: it has sub-extensions, not a value",
-                )
-        for i, sub in enumerate(ext.get("extension") or []):
-            if not isinstance(sub, dict) or not isinstance(sub.get("url"), str):
-                continue
-            if definition.children and "://" not in sub["url"]:
-                types = definition.children.get(sub["url"])
-                if types is None:
-                    self.add(
-                        "error",
-                        "structure",
-                        f"{where}.extension[{i}]",
-                        f"The sub-extension '{sub['url']}' is not defined by {url}",
-                    )
-                    continue
-                sub_value = next((k for k in sub if k.startswith("value")), None)
-                if sub_value and types and self._value_type(sub_value) not in types:
-                    self.add(
-                        "error",
-                        "structure",
-                        f"{where}.extension[{i}].{sub_value}",
-                        f"The type is not valid for "
-                        f"the sub-extension {sub['url']} of {url} (allowed: {', '.join(types)})",
-                    )
+
+    def _extension_value(self, definition: ExtensionDef, url: str, value_key: str, where: str) -> None:
+        vtype = self._value_type(value_key)
+        if (
+            definition.value_types
+            and vtype not in definition.value_types
+            and not (vtype in ("uri", "url", "canonical") and "uri" in definition.value_types)
+        ):
+            self.add(
+                "error",
+                "structure",
+                f"{where}.{value_key}",
+                f"The type '{vtype}' is not valid for the "
+                f"extension {url} (allowed: {', '.join(definition.value_types)})",
+            )
+        elif not definition.value_types and definition.children:
+            self.add(
+                "error",
+                "structure",
+                f"{where}.{value_key}",
+                f"The extension {url} is complex: it has sub-extensions, not a value",
+            )
+
+    def _sub_extension(self, definition: ExtensionDef, url: str, sub: dict, where: str) -> None:
+        types = definition.children.get(sub["url"])
+        if types is None:
+            self.add("error", "structure", where, f"The sub-extension '{sub['url']}' is not defined by {url}")
+            return
+        sub_value = next((k for k in sub if k.startswith("value")), None)
+        if sub_value and types and self._value_type(sub_value) not in types:
+            self.add(
+                "error",
+                "structure",
+                f"{where}.{sub_value}",
+                f"The type is not valid for the sub-extension {sub['url']} of {url} (allowed: {', '.join(types)})",
+            )
 
     def _canonical_context(self, definition: ExtensionDef, parent: tuple[str, ...]) -> bool:
         """An extension stated for one canonical resource (StructureDefinition) used on another (ValueSet, CodeSystem):
@@ -591,56 +619,74 @@ class Walker:
     def reference(self, value: dict, where: str, element: ElementDef, scope: _Scope) -> None:
         targets = element.targets
         ref = value.get("reference")
-        declared = value.get("type")
-        if isinstance(declared, str) and targets and "Resource" not in targets and declared in self.defs.resources:
-            if declared not in targets:
-                self.add(
-                    "error",
-                    "structure",
-                    f"{where}.type",
-                    f"The type '{declared}' is not a valid Target for "
-                    f"this element (must be one of {', '.join(targets)})",
-                )
+        self._declared_type(value.get("type"), targets, where)
         if not isinstance(ref, str) or not ref:
             return
         if ref.startswith("#"):
-            target = scope.resource if ref == "#" else scope.contained.get(ref[1:])
-            if target is None and ref != "#":
-                # inside a contained resource, '#x' refers to the container's contained resources
-                target = _contained_of(scope.root).get(ref[1:])
-            if target is None:
-                self.add(
-                    "error",
-                    "structure",
-                    f"{where}.reference",
-                    f"Unable to resolve the local reference '{ref}' to a contained resource",
-                )
-                return
-            self._target_type(target.get("resourceType"), targets, where)
+            self._local_reference(ref, targets, where, scope)
             return
         resolved, searched = self._resolve(ref)
         if resolved is not None:
             self._target_type(resolved.get("resourceType"), targets, where)
+        elif self._typed_reference(ref, targets, where) and searched:
+            self._unresolved(ref, where, scope)
+
+    def _declared_type(self, declared: Any, targets: tuple[str, ...], where: str) -> None:
+        if (
+            isinstance(declared, str)
+            and targets
+            and "Resource" not in targets
+            and declared in self.defs.resources
+            and declared not in targets
+        ):
+            self.add(
+                "error",
+                "structure",
+                f"{where}.type",
+                f"The type '{declared}' is not a valid Target for this element (must be one of {', '.join(targets)})",
+            )
+
+    def _local_reference(self, ref: str, targets: tuple[str, ...], where: str, scope: _Scope) -> None:
+        target = scope.resource if ref == "#" else scope.contained.get(ref[1:])
+        if target is None and ref != "#":
+            # inside a contained resource, '#x' refers to the container's contained resources
+            target = _contained_of(scope.root).get(ref[1:])
+        if target is None:
+            self.add(
+                "error",
+                "structure",
+                f"{where}.reference",
+                f"Unable to resolve the local reference '{ref}' to a contained resource",
+            )
             return
+        self._target_type(target.get("resourceType"), targets, where)
+
+    def _typed_reference(self, ref: str, targets: tuple[str, ...], where: str) -> bool:
+        """The target type a ``Type/id`` reference names; False when that is no resource type (reported)."""
         match = _TYPED_REFERENCE.fullmatch(ref)
-        if match and "?" not in ref:
-            rtype = match.group(2)
-            if rtype in self.defs.resources:
-                self._target_type(rtype, targets, where)
-            elif not match.group(1):
-                self.add(
-                    "error",
-                    "structure",
-                    f"{where}.reference",
-                    f"'{rtype}' in the reference '{ref}' is not a resource type",
-                )
-                return
+        if not match or "?" in ref:
+            return True
+        rtype = match.group(2)
+        if rtype in self.defs.resources:
+            self._target_type(rtype, targets, where)
+        elif not match.group(1):
+            self.add(
+                "error",
+                "structure",
+                f"{where}.reference",
+                f"'{rtype}' in the reference '{ref}' is not a resource type",
+            )
+            return False
+        return True
+
+    def _unresolved(self, ref: str, where: str, scope: _Scope) -> None:
+        """A reference its enclosing Bundle or Parameters should hold and does not."""
         # in a Parameters, a resource's relative reference names another parameter's resource (a reference of the
         # Parameters itself, such as an operation's valueReference, may name anything on the server)
         inside = bool(self.containers) and scope.resource is not self.containers[-1].owner
-        if searched and inside and self.containers[-1].kind == "Parameters" and not ref.startswith(("http:", "https:")):
+        if inside and self.containers[-1].kind == "Parameters" and not ref.startswith(("http:", "https:")):
             self.add("error", "structure", f"{where}.reference", f"Unable to resolve resource with reference '{ref}'")
-        elif searched and ref.startswith(("urn:uuid:", "urn:oid:")):
+        elif ref.startswith(("urn:uuid:", "urn:oid:")):
             self.add(
                 "error",
                 "structure",
@@ -837,25 +883,26 @@ def _parameter_contents(parameters: list) -> Iterator[tuple[dict, str | None]]:
 
 def _in_context(contexts: tuple[tuple[str, str], ...], here: tuple[str, ...]) -> bool:
     names = set(here)
-    for kind, expression in contexts:
-        if kind == "fhirpath" or expression in ("Element", "Base"):
-            return True
-        if kind == "extension":
-            return True  # checked where the parent extension is
-        plain = {n.replace("[x]", "") for n in names}
-        if expression in names or expression.replace("[x]", "") in plain:
-            return True
-        # the reference validator accepts an extension one level above its stated element (R4's own snapshots put
-        # structuredefinition-fhir-type on ElementDefinition.type, its context ElementDefinition.type.code)
-        if any(expression.startswith(f"{n}.") and "." not in expression[len(n) + 1 :] for n in plain if "." in n):
-            return True
-        # ... and one used on a part of its stated element (R4's own definitions put regex, stated for
-        # ElementDefinition, on ElementDefinition.type): the element still is where the extension's context says
-        if any(n.startswith(f"{expression}.") for n in plain):
-            return True
-        if expression in ("BackboneElement",) and "Element" in names:
-            return True
-    return False
+    plain = {n.replace("[x]", "") for n in names}
+    return any(_context_allows(kind, expression, names, plain) for kind, expression in contexts)
+
+
+def _context_allows(kind: str, expression: str, names: set[str], plain: set[str]) -> bool:
+    if kind == "fhirpath" or expression in ("Element", "Base"):
+        return True
+    if kind == "extension":
+        return True  # checked where the parent extension is
+    if expression in names or expression.replace("[x]", "") in plain:
+        return True
+    # the reference validator accepts an extension one level above its stated element (R4's own snapshots put
+    # structuredefinition-fhir-type on ElementDefinition.type, its context ElementDefinition.type.code)
+    if any(expression.startswith(f"{n}.") and "." not in expression[len(n) + 1 :] for n in plain if "." in n):
+        return True
+    # ... and one used on a part of its stated element (R4's own definitions put regex, stated for
+    # ElementDefinition, on ElementDefinition.type): the element still is where the extension's context says
+    if any(n.startswith(f"{expression}.") for n in plain):
+        return True
+    return expression in ("BackboneElement",) and "Element" in names
 
 
 def _base64(value: str) -> bytes | None:
@@ -867,10 +914,8 @@ def _base64(value: str) -> bytes | None:
 
 
 def _later(start: str, end: str) -> bool:
-    from mappings.validation import _later_than  # one dateTime comparison for both layers
-
     try:
-        return _later_than(start, end)
+        return later_than(start, end)  # one dateTime comparison for both layers
     except ValueError:
         return False
 

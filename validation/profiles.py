@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from mappings.validation import base
-from mappings.validation import us_core as uc
-from mappings.validation.definitions import CORE, Definitions, Profile, load
+from validation import base
+from validation import us_core as uc
+from validation.definitions import CORE, Definitions, Profile, load
+from validation.issues import Issue
 
 LOINC = "http://loinc.org"
 
@@ -51,18 +52,18 @@ def classify(url: str, rtype: str, kap_profiles: frozenset[str], asked: bool) ->
     return Claim(canonical, "unknown", asked)
 
 
-def unknown_issue(claim: Claim, where: str) -> base.Issue:
+def unknown_issue(claim: Claim, where: str) -> Issue:
     if claim.kind == "wrong-type":
-        return base.Issue("error", "invalid", where, f"The profile '{claim.url}' is for another resource type")
+        return Issue("error", "invalid", where, f"The profile '{claim.url}' is for another resource type")
     if claim.asked:
-        return base.Issue(
+        return Issue(
             "error",
             "not-supported",
             where,
             f"Unable to resolve the profile '{claim.url}': kapfhir "
             "knows the R4 core profiles, US Core 6.1.0 and its own profiles",
         )
-    return base.Issue(
+    return Issue(
         "warning", "not-found", where, f"Profile reference '{claim.url}' has not been checked because it is unknown"
     )
 
@@ -107,10 +108,10 @@ def required_vital_profile(resource: dict) -> str | None:
 # --- a core profile's differential ------------------------------------------------------------------------------
 
 
-def check_core_profile(resource: dict, url: str, where: str) -> list[base.Issue]:
+def check_core_profile(resource: dict, url: str, where: str) -> list[Issue]:
     """The resource against a core profile and the profiles it derives from (their differentials)."""
     defs = load()
-    issues: list[base.Issue] = []
+    issues: list[Issue] = []
     seen: set[str] = set()
     profile = defs.profiles.get(url)
     while profile is not None and profile.url not in seen:
@@ -180,129 +181,156 @@ def _prepared(url: str) -> tuple[list[dict], dict[str, dict], dict[str, list], s
     profile = load().profiles[url]
     elements = [el for el in profile.differential if "." in el.get("id", el.get("path", ""))]
     slicing = {el["id"]: el["slicing"] for el in profile.differential if el.get("slicing") and "id" in el}
+    matchers: dict[str, list] = {}
+    discriminating: set[str] = set()
+    for slice_id, members in _slices(elements).items():
+        owner = slice_id.rsplit(":", 1)[0]
+        paths = {d.get("path") for d in slicing.get(owner, {}).get("discriminator", [])}
+        matchers[slice_id] = _slice_rules(slice_id, members, paths, discriminating)
+    return elements, slicing, matchers, discriminating
+
+
+def _slices(elements: list[dict]) -> dict[str, list[dict]]:
+    """Slice id (``Observation.code.coding:loinc``) -> the elements inside it."""
     slices: dict[str, list[dict]] = {}
     for el in elements:
         segs = el["id"].split(".")
         for i, part in enumerate(segs):
             if ":" in part:
                 slices.setdefault(".".join(segs[: i + 1]), []).append(el)
-    matchers: dict[str, list] = {}
-    discriminating: set[str] = set()
-    for slice_id, members in slices.items():
-        owner = slice_id.rsplit(":", 1)[0]
-        paths = {d.get("path") for d in slicing.get(owner, {}).get("discriminator", [])}
-        rules = []
-        for el in members:
-            fixed = _fixed(el)
-            if fixed is None or el["id"] == slice_id:
-                continue
-            plain = ".".join(p.split(":")[0] for p in el["id"][len(slice_id) + 1 :].split("."))
-            if not paths or plain in paths:
-                rules.append(([(p, None) for p in plain.split(".")], fixed[1]))
-                discriminating.add(el["id"])
-        matchers[slice_id] = rules
-    return elements, slicing, matchers, discriminating
+    return slices
 
 
-def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[base.Issue]:
-    issues: list[base.Issue] = []
-    rtype = profile.type
-    elements, _slicing, matchers, discriminating = _prepared(profile.url)
+def _slice_rules(slice_id: str, members: list[dict], paths: set, discriminating: set[str]) -> list:
+    """(path, value) rules an item must match to be in the slice: the fixed and pattern values of its discriminator
+    paths (every fixed value when the slicing names none); the elements they come from join ``discriminating``."""
+    rules = []
+    for el in members:
+        fixed = _fixed(el)
+        if fixed is None or el["id"] == slice_id:
+            continue
+        plain = ".".join(p.split(":")[0] for p in el["id"][len(slice_id) + 1 :].split("."))
+        if not paths or plain in paths:
+            rules.append(([(p, None) for p in plain.split(".")], fixed[1]))
+            discriminating.add(el["id"])
+    return rules
 
-    def matcher(slice_id: str) -> list[tuple[list[tuple[str, str | None]], Any]]:
-        return matchers.get(slice_id, [])
 
-    def in_slice(item: Any, slice_id: str) -> bool:
-        rules = matcher(slice_id)
+def _differential(resource: dict, profile: Profile, where: str, defs: Definitions) -> list[Issue]:
+    check = _DifferentialCheck(resource, profile, where)
+    for el in check.elements:
+        check.element(el)
+    return _root_constraints(resource, profile, where, check.issues)
+
+
+class _DifferentialCheck:
+    """One resource against the elements of one profile's differential: cardinality (of slices too), type choices,
+    fixed and pattern values, constraints."""
+
+    def __init__(self, resource: dict, profile: Profile, where: str) -> None:
+        self.resource = resource
+        self.profile = profile
+        self.where = where
+        self.elements, _slicing, self.matchers, self.discriminating = _prepared(profile.url)
+        self.source = f"(from {profile.url})"
+        self.issues: list[Issue] = []
+
+    def in_slice(self, item: Any, slice_id: str) -> bool:
+        rules = self.matchers.get(slice_id, [])
         return bool(rules) and all(any(_matches(n, v) for n in _nodes(item, rel)) for rel, v in rules)
 
-    def parents(segs: list[tuple[str, str | None]]) -> Iterator[tuple[str, Any]]:
+    def parents(self, segs: list[tuple[str, str | None]]) -> list[tuple[str, Any]]:
         """(expression, node) of each instance of the element path, slices filtered."""
-        current: list[tuple[str, Any]] = [(where, resource)]
-        prefix = rtype
+        current: list[tuple[str, Any]] = [(self.where, self.resource)]
+        prefix = self.profile.type
         for name, slice_name in segs:
             prefix = f"{prefix}.{name}"
-            nxt = []
-            for expr, node in current:
-                for key, item in _children(node, name):
-                    if slice_name is None or in_slice(item, f"{prefix}:{slice_name}"):
-                        nxt.append((f"{expr}.{key}", item))
+            current = [
+                (f"{expr}.{key}", item)
+                for expr, node in current
+                for key, item in _children(node, name)
+                if slice_name is None or self.in_slice(item, f"{prefix}:{slice_name}")
+            ]
             if slice_name:
                 prefix = f"{prefix}:{slice_name}"
-            current = nxt
-        yield from current
+        return current
 
-    source = f"(from {profile.url})"
-    for el in elements:
+    def element(self, el: dict) -> None:
         segs = _segments(el["id"])
         name, slice_name = segs[-1]
-        owners = list(parents(segs[:-1]))
-        minimum, maximum = el.get("min"), el.get("max")
-        for expr, owner in owners:
+        for expr, owner in self.parents(segs[:-1]):
             found = _children(owner, name)
             if slice_name:
-                found = [(k, x) for k, x in found if in_slice(x, el["id"])]
-            count = len(found)
-            label = el["id"]
-            if isinstance(minimum, int) and count < minimum:
-                kind = f"Slice '{label}'" if slice_name else label
-                issues.append(
-                    base.Issue(
+                found = [(k, x) for k, x in found if self.in_slice(x, el["id"])]
+            self._cardinality(el, bool(slice_name), expr, len(found))
+            if name.endswith("[x]") and el.get("type"):
+                self._choice_types(el, name, expr, found)
+            self._fixed_value(el, expr, found)
+            self._constraints(el, expr, found)
+
+    def _cardinality(self, el: dict, sliced: bool, expr: str, count: int) -> None:
+        label = el["id"]
+        minimum, maximum = el.get("min"), el.get("max")
+        if isinstance(minimum, int) and count < minimum:
+            kind = f"Slice '{label}'" if sliced else label
+            self.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    expr,
+                    f"{kind}: minimum required = {minimum}, but only found {count} {self.source}",
+                )
+            )
+        if maximum not in (None, "*") and count > int(maximum):
+            self.issues.append(
+                Issue("error", "structure", expr, f"{label}: max allowed = {maximum}, but found {count} {self.source}")
+            )
+
+    def _choice_types(self, el: dict, name: str, expr: str, found: list[tuple[str, Any]]) -> None:
+        allowed = {t["code"][:1].upper() + t["code"][1:] for t in el["type"]}
+        for key, _ in found:
+            suffix = key.split("[")[0][len(name) - 3 :]
+            if suffix not in allowed:
+                self.issues.append(
+                    Issue(
                         "error",
                         "structure",
-                        expr,
-                        f"{kind}: minimum required = {minimum}, but only found {count} {source}",
+                        f"{expr}.{key}",
+                        f"{el['id']}: the type {suffix} "
+                        f"is not allowed (allowed: {', '.join(sorted(allowed))}) {self.source}",
                     )
                 )
-            if maximum not in (None, "*") and count > int(maximum):
-                issues.append(
-                    base.Issue(
-                        "error", "structure", expr, f"{label}: max allowed = {maximum}, but found {count} {source}"
-                    )
+
+    def _fixed_value(self, el: dict, expr: str, found: list[tuple[str, Any]]) -> None:
+        fixed = _fixed(el)
+        if fixed is None or el["id"] in self.discriminating:
+            return
+        for key, item in found:
+            if not _matches(item, fixed[1]) if fixed[0].startswith("pattern") else item != fixed[1]:
+                self.issues.append(
+                    Issue("error", "value", f"{expr}.{key}", f"{el['id']}: value must be {fixed[1]!r} {self.source}")
                 )
-            if name.endswith("[x]") and el.get("type"):
-                allowed = {t["code"][:1].upper() + t["code"][1:] for t in el["type"]}
-                for key, _ in found:
-                    suffix = key.split("[")[0][len(name) - 3 :]
-                    if suffix not in allowed:
-                        issues.append(
-                            base.Issue(
-                                "error",
-                                "structure",
-                                f"{expr}.{key}",
-                                f"{label}: the type {suffix} "
-                                f"is not allowed (allowed: {', '.join(sorted(allowed))}) {source}",
-                            )
+
+    def _constraints(self, el: dict, expr: str, found: list[tuple[str, Any]]) -> None:
+        for constraint in el.get("constraint", []) or []:
+            expression = constraint.get("expression")
+            if not expression or constraint.get("key") in ("ele-1",):
+                continue
+            for key, item in found:
+                node = item if isinstance(item, dict) else {"value": item}
+                ok = base.holds(expression, node, el.get("path", el["id"]).replace("[x]", ""), self.resource)
+                if ok is False:
+                    self.issues.append(
+                        Issue(
+                            constraint.get("severity", "error"),
+                            "invariant",
+                            f"{expr}.{key}",
+                            f"Constraint failed: {constraint['key']}: '{constraint.get('human', '')}' {self.source}",
                         )
-            fixed = _fixed(el)
-            if fixed is not None and el["id"] not in discriminating:
-                for key, item in found:
-                    if not _matches(item, fixed[1]) if fixed[0].startswith("pattern") else item != fixed[1]:
-                        issues.append(
-                            base.Issue(
-                                "error", "value", f"{expr}.{key}", f"{label}: value must be {fixed[1]!r} {source}"
-                            )
-                        )
-            for constraint in el.get("constraint", []) or []:
-                expression = constraint.get("expression")
-                if not expression or constraint.get("key") in ("ele-1",):
-                    continue
-                for key, item in found:
-                    node = item if isinstance(item, dict) else {"value": item}
-                    ok = base.holds(expression, node, el.get("path", el["id"]).replace("[x]", ""), resource)
-                    if ok is False:
-                        issues.append(
-                            base.Issue(
-                                constraint.get("severity", "error"),
-                                "invariant",
-                                f"{expr}.{key}",
-                                f"Constraint failed: {constraint['key']}: '{constraint.get('human', '')}' {source}",
-                            )
-                        )
-    return _root_constraints(resource, profile, where, issues)
+                    )
 
 
-def _root_constraints(resource: dict, profile: Profile, where: str, issues: list[base.Issue]) -> list[base.Issue]:
+def _root_constraints(resource: dict, profile: Profile, where: str, issues: list[Issue]) -> list[Issue]:
     for el in profile.differential:
         if "." in el.get("id", "."):
             continue
@@ -312,7 +340,7 @@ def _root_constraints(resource: dict, profile: Profile, where: str, issues: list
                 continue
             if base.holds(expression, resource, profile.type, resource) is False:
                 issues.append(
-                    base.Issue(
+                    Issue(
                         constraint.get("severity", "error"),
                         "invariant",
                         where,
@@ -325,9 +353,9 @@ def _root_constraints(resource: dict, profile: Profile, where: str, issues: list
 # --- US Core ---------------------------------------------------------------------------------------------------
 
 
-def check_us_core(resource: dict, url: str, where: str) -> list[base.Issue]:
+def check_us_core(resource: dict, url: str, where: str) -> list[Issue]:
     """A claimed US Core 6.1.0 profile: the constraints it adds (its base is the core resource, checked anyway)."""
-    issues: list[base.Issue] = []
+    issues: list[Issue] = []
     pid = url[len(uc.BASE) :]
     for eid, key, severity, expression, human in uc.US_CORE_INVARIANTS.get(pid, ()):
         segs = _segments(eid)
@@ -337,11 +365,9 @@ def check_us_core(resource: dict, url: str, where: str) -> list[base.Issue]:
                 node = {"value": node}
             ok = base.holds(expression, node, eid.split(":")[0], resource)
             if ok is False:
-                issues.append(
-                    base.Issue(severity, "invariant", expr, f"Constraint failed: {key}: '{human}' (from {url})")
-                )
+                issues.append(Issue(severity, "invariant", expr, f"Constraint failed: {key}: '{human}' (from {url})"))
     issues.append(
-        base.Issue(
+        Issue(
             "information",
             "informational",
             where,

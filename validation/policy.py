@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from mappings.validation import base
+from validation import base
+from validation.issues import Issue
 
 
-def write_issues(resource: Any) -> list[base.Issue]:
+def write_issues(resource: Any) -> list[Issue]:
     """Errors for every unknown modifierExtension in ``resource`` (a Bundle's entries included); information for
     unknown extensions, which are kept."""
     walker = _walker()
-    issues: list[base.Issue] = []
+    issues: list[Issue] = []
     label = str(resource.get("resourceType", "Resource")) if isinstance(resource, dict) else "Resource"
     for where, ext, modifier in _extensions(resource, label):
         url = ext.get("url")
@@ -30,7 +31,7 @@ def write_issues(resource: Any) -> list[base.Issue]:
             continue
         if modifier:
             issues.append(
-                base.Issue(
+                Issue(
                     "error",
                     "not-supported",
                     where,
@@ -41,19 +42,19 @@ def write_issues(resource: Any) -> list[base.Issue]:
             )
         else:
             issues.append(
-                base.Issue(
+                Issue(
                     "information", "informational", where, f"Unknown extension {url}: stored as sent, not interpreted"
                 )
             )
     return issues
 
 
-def refuses(issues: list[base.Issue]) -> bool:
+def refuses(issues: list[Issue]) -> bool:
     return any(i.severity in ("error", "fatal") for i in issues)
 
 
 def _walker() -> base.Walker | None:
-    from mappings.validation import definitions
+    from validation import definitions
 
     if not definitions.available():
         return base.Walker(definitions.Definitions(), base.own_extensions())

@@ -117,7 +117,7 @@ def definitions_dir() -> Path:
     configured = os.environ.get("KAPFHIR_R4_DEFINITIONS")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "var" / "fhir-r4"
+    return Path(__file__).resolve().parents[1] / "var" / "fhir-r4"
 
 
 def available() -> bool:
@@ -142,8 +142,8 @@ def load() -> Definitions:
             saved_stamp, saved = pickle.load(handle)  # noqa: S301 - our own cache file, next to the definitions
         if saved_stamp == stamp:
             return saved
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, TypeError):
-        pass
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, TypeError, ImportError):
+        pass  # none yet, or written by another version of this code (its classes elsewhere): rebuilt
     built = _build(directory)
     try:
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -234,21 +234,26 @@ def _value_sets(resources: list[dict]) -> dict[str, tuple[tuple[str, frozenset[s
         if vs.get("resourceType") != "ValueSet" or not vs.get("url"):
             continue
         compose = vs.get("compose") or {}
-        includes = []
-        for include in compose.get("include", []):
-            system = include.get("system")
-            if include.get("filter") or include.get("valueSet") or not system:
-                includes = []
-                break
-            if include.get("concept"):
-                includes.append((system, frozenset(c["code"] for c in include["concept"] if "code" in c)))
-            elif system in systems and not include.get("version"):
-                includes.append((system, systems[system]))
-            else:
-                includes = []
-                break
+        includes = _includes(compose.get("include", []), systems)
         if includes and not compose.get("exclude"):
             out[vs["url"]] = tuple(includes)
+    return out
+
+
+def _includes(includes: list[dict], systems: dict[str, frozenset[str]]) -> list[tuple[str, frozenset[str]]]:
+    """(code system, codes) of each include of a value set; none when one of them needs a terminology server (a
+    filter, another value set, a code system not held whole)."""
+    out = []
+    for include in includes:
+        system = include.get("system")
+        if include.get("filter") or include.get("valueSet") or not system:
+            return []
+        if include.get("concept"):
+            out.append((system, frozenset(c["code"] for c in include["concept"] if "code" in c)))
+        elif system in systems and not include.get("version"):
+            out.append((system, systems[system]))
+        else:
+            return []
     return out
 
 
@@ -257,33 +262,9 @@ def _build(directory: Path) -> Definitions:
     resources, complex_types, urls = set(), set(), set()
     structures = _entries(directory / "profiles-types.json") + _entries(directory / "profiles-resources.json")
     for sd in structures:
-        if sd.get("resourceType") != "StructureDefinition":
-            continue
-        urls.add(sd["url"])
-        if sd.get("derivation") == "constraint":
-            defs.profiles[sd["url"]] = _profile(sd)
-            continue
-        name, kind = sd["type"], sd.get("kind")
-        elements = sd.get("snapshot", {}).get("element", [])
-        if kind == "primitive-type":
-            for el in elements:
-                if el["path"] == f"{name}.value":
-                    for t in el.get("type", []):
-                        for ext in t.get("extension", []):
-                            if ext.get("url") == f"{CORE}regex":
-                                defs.primitive_regex[name] = ext["valueString"]
-            continue
-        if not sd.get("abstract"):  # Resource, DomainResource, MetadataResource are not instance types
-            (resources if kind == "resource" else complex_types).add(name)
-        for el in elements:
-            if "sliceName" in el:
-                continue
-            element = _element(el)
-            if "." not in element.path:
-                defs.root_constraints[name] = element.constraints
-                continue
-            parent = element.path.rsplit(".", 1)[0]
-            defs.children.setdefault(parent, {})[element.name] = element
+        if sd.get("resourceType") == "StructureDefinition":
+            urls.add(sd["url"])
+            _add_structure(defs, sd, resources, complex_types)
     for sd in _entries(directory / "profiles-others.json"):
         if sd.get("resourceType") == "StructureDefinition":
             urls.add(sd["url"])
@@ -292,19 +273,56 @@ def _build(directory: Path) -> Definitions:
         if sd.get("resourceType") == "StructureDefinition":
             urls.add(sd["url"])
             defs.extensions[sd["url"]] = extension_def(sd)
-    for sp in _entries(directory / "search-parameters.json"):
-        if sp.get("resourceType") == "SearchParameter" and sp.get("url"):
-            defs.search_parameters[sp["url"]] = (
-                sp.get("code", ""),
-                sp.get("type", ""),
-                tuple(sp.get("base", [])),
-                sp.get("expression", ""),
-            )
+    defs.search_parameters = _search_parameters(_entries(directory / "search-parameters.json"))
     defs.value_sets = _value_sets(_entries(directory / "valuesets.json"))
     defs.resources = frozenset(resources)
     defs.complex_types = frozenset(complex_types)
     defs.structure_urls = frozenset(urls)
     return defs
+
+
+def _add_structure(defs: Definitions, sd: dict, resources: set[str], complex_types: set[str]) -> None:
+    """A core resource or datatype: its elements and root constraints, or the regex of a primitive, or a profile."""
+    if sd.get("derivation") == "constraint":
+        defs.profiles[sd["url"]] = _profile(sd)
+        return
+    name, kind = sd["type"], sd.get("kind")
+    elements = sd.get("snapshot", {}).get("element", [])
+    if kind == "primitive-type":
+        regex = _primitive_regex(name, elements)
+        if regex is not None:
+            defs.primitive_regex[name] = regex
+        return
+    if not sd.get("abstract"):  # Resource, DomainResource, MetadataResource are not instance types
+        (resources if kind == "resource" else complex_types).add(name)
+    for el in elements:
+        if "sliceName" in el:
+            continue
+        element = _element(el)
+        if "." not in element.path:
+            defs.root_constraints[name] = element.constraints
+            continue
+        parent = element.path.rsplit(".", 1)[0]
+        defs.children.setdefault(parent, {})[element.name] = element
+
+
+def _primitive_regex(name: str, elements: list[dict]) -> str | None:
+    found = None
+    for el in elements:
+        if el["path"] == f"{name}.value":
+            for t in el.get("type", []):
+                for ext in t.get("extension", []):
+                    if ext.get("url") == f"{CORE}regex":
+                        found = ext["valueString"]
+    return found
+
+
+def _search_parameters(resources: list[dict]) -> dict[str, tuple[str, str, tuple[str, ...], str]]:
+    return {
+        sp["url"]: (sp.get("code", ""), sp.get("type", ""), tuple(sp.get("base", [])), sp.get("expression", ""))
+        for sp in resources
+        if sp.get("resourceType") == "SearchParameter" and sp.get("url")
+    }
 
 
 def _profile(sd: dict) -> Profile:
@@ -317,8 +335,6 @@ def extension_def(sd: dict) -> ExtensionDef:
     """An extension StructureDefinition (core or our own) as its context, value types and sub-extensions."""
     elements = sd.get("snapshot", {}).get("element") or sd.get("differential", {}).get("element", [])
     value_types: tuple[str, ...] = ()
-    children: dict[str, tuple[str, ...]] = {}
-    slice_urls: dict[str, str] = {}
     modifier = False
     for el in elements:
         eid = el.get("id", el.get("path", ""))
@@ -326,20 +342,34 @@ def extension_def(sd: dict) -> ExtensionDef:
             modifier = bool(el.get("isModifier"))
         if eid == "Extension.value[x]" and el.get("max") != "0":
             value_types = tuple(t["code"] for t in el.get("type", []) or [])
+    contexts = tuple((c.get("type", "element"), c.get("expression", "")) for c in sd.get("context", []) or [])
+    return ExtensionDef(sd["url"], contexts, value_types, _sub_extensions(elements), modifier)
+
+
+def _sub_extensions(elements: list[dict]) -> dict[str, tuple[str, ...]]:
+    """Sub-extension url -> its value types, from the slices of Extension.extension."""
+    children: dict[str, tuple[str, ...]] = {}
+    slice_urls: dict[str, str] = {}
+    for el in elements:
+        eid = el.get("id", el.get("path", ""))
         if eid.startswith("Extension.extension:"):
-            rest = eid[len("Extension.extension:") :]
-            name, _, tail = rest.partition(".")
-            if tail == "url" and el.get("fixedUri"):
-                slice_urls[name] = el["fixedUri"]
-                children.setdefault(el["fixedUri"], ())
-            elif tail in ("value[x]", "") and name in slice_urls and el.get("type"):
-                children[slice_urls[name]] = tuple(t["code"] for t in el["type"])
-            elif tail == "value[x]" and el.get("type"):
-                children[f"#{name}"] = tuple(t["code"] for t in el["type"])
+            name, _, tail = eid[len("Extension.extension:") :].partition(".")
+            _sub_extension_element(el, name, tail, children, slice_urls)
     for key in [k for k in children if k.startswith("#")]:
         types = children.pop(key)
         url = slice_urls.get(key[1:])
         if url:
             children[url] = types
-    contexts = tuple((c.get("type", "element"), c.get("expression", "")) for c in sd.get("context", []) or [])
-    return ExtensionDef(sd["url"], contexts, value_types, children, modifier)
+    return children
+
+
+def _sub_extension_element(
+    el: dict, name: str, tail: str, children: dict[str, tuple[str, ...]], slice_urls: dict[str, str]
+) -> None:
+    if tail == "url" and el.get("fixedUri"):
+        slice_urls[name] = el["fixedUri"]
+        children.setdefault(el["fixedUri"], ())
+    elif tail in ("value[x]", "") and name in slice_urls and el.get("type"):
+        children[slice_urls[name]] = tuple(t["code"] for t in el["type"])
+    elif tail == "value[x]" and el.get("type"):
+        children[f"#{name}"] = tuple(t["code"] for t in el["type"])

@@ -51,15 +51,23 @@ class _Parser:
     def component(self) -> None:
         char = self.peek()
         if char == "(":
-            self.pos += 1
-            self.term()
-            if self.peek() != ")":
-                raise ValueError("missing ')'")
-            self.pos += 1
-            return
-        if char == "{":
+            self.group()
+        elif char == "{":
             self.annotation()
-            return
+        else:
+            self.simple_unit()
+            if self.peek() == "{":
+                self.annotation()
+
+    def group(self) -> None:
+        self.pos += 1
+        self.term()
+        if self.peek() != ")":
+            raise ValueError("missing ')'")
+        self.pos += 1
+
+    def simple_unit(self) -> None:
+        """An atom (with its [...] groups) and its exponent, or a factor."""
         start = self.pos
         while self.peek() and self.peek() not in "()./{}":
             if self.peek() == "[":
@@ -79,8 +87,6 @@ class _Parser:
             atom = match.group(1) if match else symbol
             if atom.lstrip("+-").isdigit() or atom[:1] in "+-":
                 raise ValueError(f"'{symbol}' is not a unit")
-        if self.peek() == "{":
-            self.annotation()
 
     def annotation(self) -> None:
         end = self.text.find("}", self.pos)
