@@ -74,7 +74,7 @@ def _primary_value(record: Record) -> str:
     return record.id
 
 
-def _latest(chart: EpisodeChart) -> datetime:
+def latest_time(chart: EpisodeChart) -> datetime:
     """The latest stored timestamp of the chart: the Provenance's ``recorded`` and the Bundle's timestamp."""
     episode = chart.episode
     times = [episode.period_start, episode.created_at, episode.updated_at]
@@ -197,7 +197,7 @@ def _entry(ctx: MappingContext, mapped: Mapped, transaction: bool) -> dict:
 def _bundle(chart: EpisodeChart, transaction: bool) -> dict:
     ctx, mapped = map_chart(chart)
     entries = [_entry(ctx, m, transaction) for m in mapped]
-    recorded = dt.instant(_latest(chart))
+    recorded = dt.instant(latest_time(chart))
     prov = provenance.to_provenance(
         ctx, [(e["fullUrl"], m.version) for e, m in zip(entries, mapped, strict=True)], recorded
     )

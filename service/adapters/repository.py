@@ -30,7 +30,8 @@ from service.domain.model import (
 
 
 class DecodedRecords:
-    """Records as decoded from storage, shared by every unit of work of the process, by (clinic, id, version).
+    """Records as decoded from storage, shared by every unit of work of the process, by (database, clinic, id,
+    version): a process normally serves one database, tests hold several.
 
     A committed version of a record never changes (a change is a new version), so a decoded one stands for as long
     as it is kept; units of work add what they decoded or wrote only once they committed. The domain never changes a
@@ -40,20 +41,37 @@ class DecodedRecords:
 
     def __init__(self, max_records: int = 20_000) -> None:
         self._lock = threading.Lock()
-        self._records: LRUCache[tuple[str, str, int], Record] = LRUCache(max_records)
+        self.resize(max_records)
 
-    def get(self, clinic_id: str, record_id: str, version: int) -> Record | None:
+    def resize(self, max_records: int) -> None:
+        """Keep at most ``max_records`` (the least recently used go first); 0 keeps none."""
         with self._lock:
-            return self._records.get((clinic_id, record_id, version))
+            self._records: LRUCache[tuple[str, str, str, int], Record] | None = (
+                LRUCache(max_records) if max_records > 0 else None
+            )
 
-    def add(self, clinic_id: str, records: list[Record]) -> None:
+    def get(self, store: str, clinic_id: str, record_id: str, version: int) -> Record | None:
+        if self._records is None:
+            return None
+        with self._lock:
+            return self._records.get((store, clinic_id, record_id, version)) if self._records is not None else None
+
+    def add(self, store: str, clinic_id: str, records: list[Record]) -> None:
+        if self._records is None or not records:
+            return
         with self._lock:
             for record in records:
-                self._records[(clinic_id, record.id, record.version)] = record
+                if self._records is not None:
+                    self._records[(store, clinic_id, record.id, record.version)] = record
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records) if self._records is not None else 0
 
     def clear(self) -> None:
         with self._lock:
-            self._records.clear()
+            if self._records is not None:
+                self._records.clear()
 
 
 DECODED = DecodedRecords()
@@ -87,6 +105,7 @@ class Repository:
         # (those not taken from there: ``_shared``).
         self._decoded: dict[str, Record] = {}
         self._shared: set[str] = set()
+        self._store = str(session.get_bind().url)  # the database (password masked), for DECODED
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
         self._saved: dict[str, Episode] = {}
 
@@ -444,7 +463,7 @@ class Repository:
             return row.id in decoded and decoded[row.id].version == row.version
 
         for row in rows:
-            shared = None if held(row) else DECODED.get(self.clinic_id, row.id, row.version)
+            shared = None if held(row) else DECODED.get(self._store, self.clinic_id, row.id, row.version)
             if shared is not None:
                 decoded[row.id] = shared
                 self._shared.add(row.id)
@@ -469,7 +488,7 @@ class Repository:
 
     def publish_decoded(self) -> None:
         """Once the unit of work committed (or only read): share the records it decoded or wrote."""
-        DECODED.add(self.clinic_id, [r for rid, r in self._decoded.items() if rid not in self._shared])
+        DECODED.add(self._store, self.clinic_id, [r for rid, r in self._decoded.items() if rid not in self._shared])
 
     def list_episodes(
         self, *, patient_id: str | None, status: str | None, phase: str | None, limit: int, offset: int

@@ -8,6 +8,7 @@ import time
 from flask import Flask, Response, g, request
 from sqlalchemy import text
 
+from service.adapters import repository
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.migrations import current_revision, head_revision
 from service.config import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_projector(FhirProjector())  # the FHIR projection follows every command's unit of work
+    repository.DECODED.resize(settings.decoded_records)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     app.extensions["kapfhir"] = AppState(

@@ -27,13 +27,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, up
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
-from mappings.bundle import (  # noqa: F401 - the bundle's own helpers
-    ChartPart,
-    _latest,
-    _primary_value,
-    map_chart,
-    reference_targets,
-)
+from mappings.bundle import ChartPart, latest_time, map_chart, reference_targets
 from mappings.context import PATIENT, full_url_of
 from mappings.resources import provenance
 from service.adapters import orm
@@ -100,7 +94,7 @@ _REFERENCE = re.compile(rb'"reference":"(urn:uuid:[0-9a-f-]{36})"')
 def _rewritten(resource: dict, swaps: dict[bytes, bytes]) -> dict:
     """A fresh copy of the resource with its ``reference`` values rewritten from ``urn:uuid:`` fullUrls to
     ``Type/id`` (``swaps``: see ``_reference_swaps``): one orjson round trip (orjson writes ``"reference":"..."``
-    compactly) instead of a deep copy plus a walk of every node, which was the larger part of every write."""
+    compactly): cheaper than a deep copy plus a walk of every node."""
     return orjson.loads(_REFERENCE.sub(lambda m: swaps.get(m.group(1), m.group(0)), orjson.dumps(resource)))
 
 
@@ -150,6 +144,10 @@ def _last_updated(body: dict, previous: datetime | None, now: datetime) -> datet
     return when
 
 
+StoredVersions = dict[tuple[str, str], tuple[int, bool]]  # (type, id) -> (version, changed)
+_Change = tuple[tuple[str, str], dict, Any, str]  # (type, id), resource, its current row or None, content hash
+
+
 def store_resources(
     session: Session,
     clinic_id: str,
@@ -158,29 +156,50 @@ def store_resources(
     episode_id: str | None,
     patient_ref: str | None,
     now: datetime,
-) -> dict[tuple[str, str], tuple[int, bool]]:
+) -> StoredVersions:
     """Stores a new version of each resource whose content changed. -> (type, id): (version, changed).
 
-    A handful of statements per resource type, not per resource: a write changes a dozen resources and an ingested
-    transaction a hundred, and per-statement overhead (a network round trip on PostgreSQL) was most of the cost."""
-    t = fhir_resources
+    A handful of statements for all the resources, not per resource: a write changes a dozen resources and an
+    ingested transaction a hundred, and per-statement overhead (a network round trip on PostgreSQL) adds up."""
     unique = list({(r["resourceType"], r["id"]): r for r in reversed(resources)}.items())[::-1]  # first one wins
+    result, changes = _changes(session, clinic_id, unique)
+    if not changes:
+        return result
+    replaced = [key for key, _, row, _ in changes if row is not None]
+    _retire(session, clinic_id, replaced)
+    rows = _version_rows(clinic_id, changes, episode_id=episode_id, patient_ref=patient_ref, now=now)
+    stored = _insert_versions(session, rows)
+    _reindex(
+        session,
+        clinic_id,
+        [resource for key, resource, _, _ in changes if key in stored],
+        replaced=[key for key in replaced if key in stored],
+    )
+    for (key, _, _, _), row in zip(changes, rows, strict=True):
+        result[key] = (row["version_id"], key in stored)
+    return result
+
+
+def _changes(
+    session: Session, clinic_id: str, unique: list[tuple[tuple[str, str], dict]]
+) -> tuple[StoredVersions, list]:
+    """(the unchanged resources with their current version, the resources whose content differs from it)."""
+    t = fhir_resources
     columns = (t.c.version_id, t.c.content_hash, t.c.last_updated)
     current = {
         (row.resource_type, row.id): row for row in _current_rows(session, clinic_id, [k for k, _ in unique], columns)
     }
-    result: dict[tuple[str, str], tuple[int, bool]] = {}
+    result: StoredVersions = {}
     differing = []
     for key, resource in unique:
         row = current.get(key)
-        digest = _hash(resource)
-        if row is not None and row.content_hash == digest:
+        if row is not None and row.content_hash == _hash(resource):
             result[key] = (row.version_id, False)
         else:
             differing.append((key, resource, row))
     # Only a resource that differs can differ by the labels another chart gave it: read those bodies only.
     bodies = _current_bodies(session, clinic_id, [key for key, _, row in differing if row is not None])
-    changes = []
+    changes: list[_Change] = []
     for key, resource, row in differing:
         if row is not None:
             _merge_security(resource, bodies[key])
@@ -189,9 +208,12 @@ def store_resources(
             result[key] = (row.version_id, False)
         else:
             changes.append((key, resource, row, digest))
-    if not changes:
-        return result
-    replaced = [key for key, _, row, _ in changes if row is not None]
+    return result, changes
+
+
+def _retire(session: Session, clinic_id: str, replaced: list[tuple[str, str]]) -> None:
+    """The current versions of ``replaced`` stop being current."""
+    t = fhir_resources
     for start in range(0, len(replaced), 500):
         session.execute(
             update(t)
@@ -202,45 +224,43 @@ def store_resources(
             )
             .values(is_current=False)
         )
-    rows = [
-        {
-            "clinic_id": clinic_id,
-            "resource_type": key[0],
-            "id": key[1],
-            "version_id": version,
-            "is_current": True,
-            "last_updated": when,
-            "episode_id": episode_id,
-            "patient_ref": None if key[0] in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
-            "content_hash": digest,
-            "body": _served_body(resource, version, when),
-        }
-        for key, resource, row, digest in changes
-        for version, when in [
-            (
-                1 if row is None else row.version_id + 1,
-                _last_updated(resource, row.last_updated if row is not None else None, now),
-            )
-        ]
-    ]
-    # Resources shared by episodes (the clinic's Organization, a Practitioner, the Patient) may be projected by two
-    # transactions at once on PostgreSQL: the first one's version stands. An executemany (one statement, compiled
-    # once per process) that SQLAlchemy sends as multi-row INSERTs with RETURNING.
+
+
+def _version_rows(
+    clinic_id: str, changes: list[_Change], *, episode_id: str | None, patient_ref: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    rows = []
+    for (rtype, rid), resource, row, digest in changes:
+        version = 1 if row is None else row.version_id + 1
+        when = _last_updated(resource, row.last_updated if row is not None else None, now)
+        rows.append(
+            {
+                "clinic_id": clinic_id,
+                "resource_type": rtype,
+                "id": rid,
+                "version_id": version,
+                "is_current": True,
+                "last_updated": when,
+                "episode_id": episode_id,
+                "patient_ref": None if rtype in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
+                "content_hash": digest,
+                "body": _served_body(resource, version, when),
+            }
+        )
+    return rows
+
+
+def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Inserts the new versions; -> those stored. Resources shared by episodes (the clinic's Organization, a
+    Practitioner, the Patient) may be projected by two transactions at once on PostgreSQL: the first one's version
+    stands. One executemany, compiled once per process, that SQLAlchemy sends as multi-row INSERTs with RETURNING."""
+    t = fhir_resources
     statement = (
         upsert_insert(session)(t)
         .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
         .returning(t.c.resource_type, t.c.id)
     )
-    stored = {(r.resource_type, r.id) for r in session.execute(statement, rows)}
-    _reindex(
-        session,
-        clinic_id,
-        [resource for key, resource, _, _ in changes if key in stored],
-        replaced=[key for key in replaced if key in stored],
-    )
-    for (key, _, _, _), row in zip(changes, rows, strict=True):
-        result[key] = (row["version_id"], key in stored)
-    return result
+    return {(r.resource_type, r.id) for r in session.execute(statement, rows)}
 
 
 def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
@@ -292,7 +312,7 @@ def refresh_projection(
     )
     changed = sorted((rtype, rid, version) for (rtype, rid), (version, stored) in result.items() if stored)
     if changed:
-        prov = provenance_of(changed, max(now, _latest(chart)))
+        prov = provenance_of(changed, max(now, latest_time(chart)))
         result |= store_resources(
             session, clinic_id, [prov], episode_id=chart.episode.id, patient_ref=patient_ref, now=now
         )
@@ -475,8 +495,8 @@ _READ_VERSION = _read_statement(fhir_resources.c.version_id == bindparam("versio
 
 
 def current_rows_statement(clinic_id: str, types: list[str], ids: list[str], columns: tuple) -> Any:
-    """Current rows whose type and id are among those given. (type IN, id IN) probes the primary key; with the partial
-    index of migration 0005 SQLite no longer scans the current rows of a type instead."""
+    """Current rows whose type and id are among those given. (type IN, id IN) probes the primary key; the partial
+    index on current rows (migration 0005) keeps SQLite from scanning every current row of a type instead."""
     t = fhir_resources
     return select(t.c.resource_type, t.c.id, *columns).where(
         t.c.clinic_id == clinic_id, t.c.resource_type.in_(types), t.c.id.in_(ids), t.c.is_current.is_(True)
@@ -495,13 +515,6 @@ def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]],
         for row in session.execute(statement):
             if (row.resource_type, row.id) in wanted:
                 yield row
-
-
-def last_updated_of(session: Session, clinic_id: str, refs: list[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
-    """The current version's lastUpdated of each (type, id), without reading the bodies."""
-    t = fhir_resources
-    rows = _current_rows(session, clinic_id, refs, (t.c.last_updated,))
-    return {(row.resource_type, row.id): row.last_updated for row in rows}
 
 
 def exists_any_version(session: Session, clinic_id: str, rtype: str, rid: str) -> bool:

@@ -203,7 +203,7 @@ def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[An
 
 
 def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
-    # the total comes with the page (a window count): one query instead of two
+    # the total comes with the page (a window count), in the same query
     rows = session.execute(search_statement(session, clinic_id, query)).all()
     if rows:
         return rows, rows[0].search_total

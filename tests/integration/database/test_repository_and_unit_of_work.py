@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from service.adapters import orm
+from service.adapters import orm, repository
 from service.adapters.database import make_engine, make_session_factory
 from service.adapters.fhir_store import fhir_resources
 from service.config import Settings
 from service.domain.errors import Conflict, NotFound
-from service.domain.model import HumanName, Identifier, Patient
+from service.domain.model import HumanName, Identifier, MonitoringReading, Patient
 from service.domain.vocabulary import AdministrativeGender, ReadingTiming
 from service.entrypoints.cli import prepare_database
 from service.fhir.projector import FhirProjector
@@ -175,3 +175,69 @@ def test_the_events_of_the_aggregate_decide_what_the_projection_maps(session_fac
 
 def count_in(uow: UnitOfWork, table) -> int:  # type: ignore[no-untyped-def]
     return uow.session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+# --- records decoded once per process (repository.DECODED) ------------------------------------------------------
+
+
+def _shared(session_factory: sessionmaker) -> set[tuple[str, int]]:
+    """(record id, version) of this database's records the process holds decoded."""
+    store = str(session_factory.kw["bind"].url)
+    with repository.DECODED._lock:
+        held = dict(repository.DECODED._records or {})
+    return {(rid, version) for (db, _clinic, rid, version) in held if db == store}
+
+
+def test_records_are_shared_only_once_their_unit_of_work_committed(session_factory, projector) -> None:
+    repository.DECODED.resize(1000)
+    stored_episode(session_factory, projector)
+    assert ("consent-1", 1) in _shared(session_factory)  # written and committed
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY)
+    with pytest.raises(RuntimeError), UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        uow.run_pending()  # the projection reads the aggregate back, as a commit would
+        raise RuntimeError("the request fails before its commit")
+    assert not {rid for rid, _ in _shared(session_factory)} & {"s-1", "r-pre", "d-1"}  # never stored: not shared
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        uow.commit()
+    shared = _shared(session_factory)
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        stored = {(r.id, r.version): r for r in uow.repo.get_episode("ep-1").records.values()}
+    assert set(stored) <= shared  # every record of the episode is held, at the version stored
+    repository.DECODED.clear()
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        decoded_again = {(r.id, r.version): r for r in uow.repo.get_episode("ep-1").records.values()}
+    assert decoded_again == stored  # what was shared equals what the rows decode to
+
+
+def test_an_amended_record_is_a_new_version_and_the_shared_one_stays_as_it_was(session_factory, projector) -> None:
+    repository.DECODED.resize(1000)
+    stored_episode(session_factory, projector)
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY)
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        uow.commit()
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        before = uow.repo.get_episode("ep-1").records["r-pre"]
+    snapshot = replace(before)
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.mark_entered_in_error(
+            uow, ctx, "ep-1", MonitoringReading, "r-pre", reason="wrong", expected_version=None
+        )
+        uow.commit()
+    assert before == snapshot and not before.entered_in_error  # the shared object was not changed in place
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        after = uow.repo.get_episode("ep-1").records["r-pre"]
+    assert after.entered_in_error and after.version == before.version + 1
+
+
+def test_with_no_shared_records_every_unit_of_work_decodes_its_own(session_factory, projector) -> None:
+    repository.DECODED.resize(0)
+    try:
+        stored_episode(session_factory, projector)
+        assert _shared(session_factory) == set() and len(repository.DECODED) == 0
+        with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+            assert uow.repo.get_episode("ep-1").records == {"consent-1": consent(recorded_at=NOW, updated_at=NOW)}
+    finally:
+        repository.DECODED.resize(20_000)
