@@ -35,7 +35,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check service mappings validation tests bench scripts
 	$(PY) scripts/check_complexity.py
 
-## make bench: mapping, ingest, API load (wrk) and push, side by side; writes bench/RESULTS.md (~10 min on 2 cores).
+## make bench: mapping, ingest, API load (wrk), push and a py-spy profile per request kind, side by side; writes
+## bench/RESULTS.md (~12 min on 2 cores; the profiles need ptrace rights: root, or CAP_SYS_PTRACE).
 ## BENCH_ARGS=--quick for a shorter run. Needs wrk (Debian: apt-get install -y wrk) and PostgreSQL binaries.
 BENCH_ARGS ?=
 bench: $(STAMP) system-packages fhir-definitions

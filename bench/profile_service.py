@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import run_all as ra
 from tests.support import harness
+from tests.support.seed import seed_episodes, session_bodies
 
 OUT = Path(__file__).resolve().parent / "profiles"
 
@@ -83,13 +84,13 @@ def spy(pids: list[int], seconds: int, tmp: Path) -> tuple[list[subprocess.Popen
     return procs, outs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--kinds", default="fhir_read,obs_search,episode_read,write,ingest")
-    parser.add_argument("--database", default="sqlite")
-    args = parser.parse_args()
+KINDS = ("fhir_read", "obs_search", "episode_read", "write", "ingest")
+
+
+def profile(kinds: list[str], seconds: int) -> dict[str, str]:
+    """kind -> the summary of its profile (also written to bench/profiles/<kind>.txt)."""
     OUT.mkdir(exist_ok=True)
+    summaries: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="kapfhir-prof-") as tmpdir:
         tmp = Path(tmpdir)
         service = harness.start_service(tmp, f"sqlite:///{tmp}/k.db", extra_env=ra.RATE_ENV)
@@ -97,7 +98,7 @@ def main() -> None:
             token = harness.mint_token(service)
             http = harness.Http(service.base_url, token)
             ids = harness.replay_fixture(http, harness.FIXTURES / "a-trd-iv-ketamine.json")
-            episodes = ra.seed_episodes(http, 8)
+            episodes = seed_episodes(http, 8)
             auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
             mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
             found = http.http.get(
@@ -112,15 +113,16 @@ def main() -> None:
                 "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
                 "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
             }
-            template = ra.export_template(service, token) if "ingest" in args.kinds else ""
-            for kind in args.kinds.split(","):
+            template = ra.export_template(service, token) if "ingest" in kinds else ""
+            for kind in kinds:
                 pids = sorted(harness.worker_rss_kb(service))
-                procs, outs = spy(pids, args.seconds, tmp / kind if (tmp / kind).mkdir() is None else tmp)
+                (tmp / kind).mkdir()
+                procs, outs = spy(pids, seconds, tmp / kind)
                 if kind in urls:
-                    ra.wrk(urls[kind], plain, args.seconds, 16, headers=auth)
+                    ra.wrk(urls[kind], plain, seconds, 16, headers=auth)
                 elif kind == "write":
-                    script = ra.write_script(tmp / "w.lua", ra.writes_lua(token, ra.session_bodies(episodes, 3000, 0)))
-                    ra.wrk(service.base_url, script, args.seconds, 16)
+                    script = ra.write_script(tmp / "w.lua", ra.writes_lua(token, session_bodies(episodes, 3000, 0)))
+                    ra.wrk(service.base_url, script, seconds, 16)
                 elif kind == "ingest":
                     headers = {**ra.FHIR_JSON, "Authorization": f"Bearer {token}"}
 
@@ -130,14 +132,24 @@ def main() -> None:
 
                     t = threading.Thread(target=drive)
                     t.start()
-                    t.join(timeout=args.seconds + 60)
+                    t.join(timeout=seconds + 60)
                 for p in procs:
-                    p.wait(timeout=args.seconds + 60)
+                    p.wait(timeout=seconds + 60)
                 text = summarize([o for o in outs if o.exists()])
                 (OUT / f"{kind}.txt").write_text(text + "\n")
-                print(f"== {kind}\n" + "\n".join(text.splitlines()[:40]))
+                summaries[kind] = text
         finally:
             service.stop()
+    return summaries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    args = parser.parse_args()
+    for kind, text in profile(args.kinds.split(","), args.seconds).items():
+        print(f"== {kind}\n" + "\n".join(text.splitlines()[:40]))
 
 
 if __name__ == "__main__":

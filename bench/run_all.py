@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/run_all.py [--quick] [--repeats N] [--only mapping,ingest,api,push] [--out PATH]
 
-Everything runs on 127.0.0.1: kapfhir started exactly as the Dockerfile's CMD (gunicorn, gunicorn.conf.py, 2 workers
-x 4 threads by default), on SQLite (file, WAL) and on a throwaway PostgreSQL cluster (tests/support/postgres.py),
-a local sekmet-fhir server, and `wrk` (Debian package) as the load generator in its own process. Every figure is the
-median with min/max over repeats. Every loop is bounded in count and time. Nothing is cached across iterations:
-every ingested bundle carries fresh UUIDs (ids, business identifiers, references) and a fresh MRN; every written
-session is new. The per-client rate limit is raised for the run (KAPFHIR_RATE_LIMIT), everything else is the
-production path (token check, scopes, validation, persistence, audit, outbox).
+Everything runs on 127.0.0.1: kapfhir started exactly as the Dockerfile's CMD (gunicorn's asyncio worker,
+gunicorn.conf.py, 2 workers, each running requests in 4 threads by default), on SQLite (file, WAL) and on a
+throwaway PostgreSQL cluster (tests/support/postgres.py), a local sekmet-fhir server, and `wrk` (Debian package)
+as the load generator in its own process. Every figure is the median with min/max over repeats. Every loop is
+bounded in count and time. No answer is cached across iterations: every ingested bundle carries fresh UUIDs (ids,
+business identifiers, references) and a fresh MRN; every written session is new. What production keeps between
+requests is kept here too, and nothing more: token validations, compiled statements, and the clinical records each
+process holds decoded (KAPFHIR_DECODED_RECORDS, by record version: a write decodes only the records its process has
+not seen; reads by id and searches still read and audit every request). The per-client rate limit is raised for the
+run (KAPFHIR_RATE_LIMIT); everything else is the production path (token check, scopes, validation, persistence,
+audit, outbox).
 """
 
 from __future__ import annotations
@@ -648,7 +652,8 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             f"{ing['resources_per_bundle']}-entry transaction Bundles (fixture `{INGEST_FIXTURE}` exported "
             "with GET /api/v1/episodes/{id}/fhir, every UUID and the MRN replaced per bundle so nothing "
             f"matches a conditional create), {ing['bundles_per_round']} bundles per round from "
-            f"{ing['clients']} concurrent clients; kapfhir: gunicorn 2 workers x 4 threads, full validation, "
+            f"{ing['clients']} concurrent clients; kapfhir: gunicorn 2 workers x 4 threads (asyncio worker), "
+            "full validation, "
             "audit, projection, outbox. sekmet-fhir 0.1.1: its own server (uvicorn), strict inbound "
             "validation."
             + (
@@ -708,7 +713,8 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             "## API under load (wrk, its own process)",
             "",
             f"wrk -t{api['threads']} -c{api['connections']} -d{api['seconds']}s per run, on loopback, against "
-            "gunicorn 2 workers x 4 threads (gthread), the Dockerfile's CMD. `half rate`: wrk paced with a "
+            "gunicorn 2 workers x 4 threads (asyncio worker, requests in a thread pool), the Dockerfile's CMD. "
+            "`half rate`: wrk paced with a "
             "per-connection delay to about half the measured maximum; p99 there is the latency at a "
             "sustainable load. The trivial route is bench/trivial_app.py under the same gunicorn command "
             "and config (the ceiling). PostgreSQL: `ANALYZE` after the set-up (see Ingest).",
@@ -823,7 +829,9 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
         goals += [(g, v if not r else f"{v} ({r} of ceiling)", ok) for g, v, r, ok in goals13]
     lines += ["", "## Goals (issue 7; goals, not tests)", "", "| goal | measured | verdict |", "|---|---|---|"]
     lines += [f"| {g} | {v} | {r} |" for g, v, r in goals]
-    for name in ("CHANGES.md", "PROFILE.md"):  # before/after of the fixes, and where the time goes
+    if results.get("profiles"):
+        lines += profile_lines(results["profiles"])
+    for name in ("CHANGES.md", "PROFILE.md"):  # before/after of the fixes, and what the profiles say
         extra = HERE / name
         if extra.exists():
             lines += ["", extra.read_text().strip()]
@@ -922,11 +930,40 @@ def issue_13_goals(results: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def bench_profile(args: argparse.Namespace, results: dict) -> None:
+    """py-spy on the gunicorn workers, one request kind at a time (bench/profile_service.py)."""
+    from bench import profile_service
+
+    try:
+        results["profiles"] = profile_service.profile(list(profile_service.KINDS), 4 if args.quick else 8)
+    except (OSError, subprocess.SubprocessError) as exc:  # py-spy needs ptrace rights (root, or CAP_SYS_PTRACE)
+        results["profiles"] = {"(not profiled)": f"{type(exc).__name__}: {exc}"}
+
+
+def profile_lines(profiles: dict[str, str]) -> list[str]:
+    """The top of each request kind's profile, for RESULTS.md."""
+    lines = [
+        "",
+        "## Where the time goes, per request kind (py-spy)",
+        "",
+        "`bench/profile_service.py`: py-spy samples every gunicorn worker (SQLite) while wrk (or the ingest client)",
+        "drives one request kind; percentages of the workers' busy samples. Whole profiles: `bench/profiles/`.",
+    ]
+    for kind, text in profiles.items():
+        head = text.splitlines()
+        own = head[head.index("own time:") + 1 : head.index("own time:") + 9] if "own time:" in head else head[:8]
+        start = next((i for i, line in enumerate(head) if line.startswith("inclusive (project")), None)
+        inclusive = head[start + 1 : start + 13] if start is not None else []
+        lines += ["", f"### {kind}", "", "```", head[0] if head else "", "own time (top 8):", *own]
+        lines += ["inclusive, project frames (top 12):", *inclusive, "```"]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs, SQLite only for the API")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--only", default="mapping,validate,ingest,api,push")
+    parser.add_argument("--only", default="mapping,validate,ingest,api,push,profile")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -940,6 +977,7 @@ def main() -> None:
         "ingest": bench_ingest,
         "api": bench_api,
         "push": bench_push,
+        "profile": bench_profile,
     }
     for name in args.only.split(","):
         log(f"{name} ...")
