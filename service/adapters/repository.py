@@ -28,16 +28,19 @@ from service.domain.model import (
     SafetyFlag,
 )
 
+Composition = tuple[tuple[str, int], ...]  # (record id, version) of each record of an episode, in table order
+
 
 class DecodedRecords:
     """Records as decoded from storage, shared by every unit of work of the process, by (database, clinic, id,
-    version): a process normally serves one database, tests hold several.
+    version), with the composition of each episode version (which records, at which versions): a process normally
+    serves one database, tests hold several.
 
-    A committed version of a record never changes (a change is a new version), so a decoded one stands for as long
-    as it is kept; units of work add what they decoded or wrote only once they committed. The domain never changes a
-    loaded record in place (amendments and entered-in-error marks are new objects), so units of work can share
-    them. Without it, every command decoded every record of its episode again: the cost of a write grew with the
-    episode."""
+    A committed version of a record never changes (a change is a new version), and an episode's records change only
+    with a new version of the episode (``save_episode``), so what is kept stands for as long as it is kept; units of
+    work add what they decoded or wrote only once they committed. The domain never changes a loaded record in place
+    (amendments and entered-in-error marks are new objects), so units of work can share them. Without it, every
+    command read and decoded every record of its episode again: the cost of a write grew with the episode."""
 
     def __init__(self, max_records: int = 20_000) -> None:
         self._lock = threading.Lock()
@@ -49,6 +52,9 @@ class DecodedRecords:
             self._records: LRUCache[tuple[str, str, str, int], Record] | None = (
                 LRUCache(max_records) if max_records > 0 else None
             )
+            self._compositions: LRUCache[tuple[str, str, str, int], Composition] | None = (
+                LRUCache(max(1, max_records // 20)) if max_records > 0 else None
+            )
 
     def get(self, store: str, clinic_id: str, record_id: str, version: int) -> Record | None:
         if self._records is None:
@@ -56,13 +62,37 @@ class DecodedRecords:
         with self._lock:
             return self._records.get((store, clinic_id, record_id, version)) if self._records is not None else None
 
-    def add(self, store: str, clinic_id: str, records: list[Record]) -> None:
-        if self._records is None or not records:
+    def episode_records(self, store: str, clinic_id: str, episode_id: str, version: int) -> dict[str, Record] | None:
+        """The records of that version of the episode, when every one of them is held; else None."""
+        if self._records is None:
+            return None
+        with self._lock:
+            if self._records is None or self._compositions is None:
+                return None
+            composition = self._compositions.get((store, clinic_id, episode_id, version))
+            if composition is None:
+                return None
+            found = {}
+            for record_id, record_version in composition:
+                record = self._records.get((store, clinic_id, record_id, record_version))
+                if record is None:
+                    return None
+                found[record_id] = record
+            return found
+
+    def add(
+        self, store: str, clinic_id: str, records: list[Record], compositions: dict[tuple[str, int], Composition]
+    ) -> None:
+        """``compositions``: (episode id, episode version) -> its records."""
+        if self._records is None or not (records or compositions):
             return
         with self._lock:
+            if self._records is None or self._compositions is None:
+                return
             for record in records:
-                if self._records is not None:
-                    self._records[(store, clinic_id, record.id, record.version)] = record
+                self._records[(store, clinic_id, record.id, record.version)] = record
+            for (episode_id, version), composition in compositions.items():
+                self._compositions[(store, clinic_id, episode_id, version)] = composition
 
     def __len__(self) -> int:
         with self._lock:
@@ -70,8 +100,9 @@ class DecodedRecords:
 
     def clear(self) -> None:
         with self._lock:
-            if self._records is not None:
+            if self._records is not None and self._compositions is not None:
                 self._records.clear()
+                self._compositions.clear()
 
 
 DECODED = DecodedRecords()
@@ -106,6 +137,7 @@ class Repository:
         self._decoded: dict[str, Record] = {}
         self._shared: set[str] = set()
         self._store = str(session.get_bind().url)  # the database (password masked), for DECODED
+        self._compositions: dict[tuple[str, int], Composition] = {}  # episode versions loaded or saved here
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
         self._saved: dict[str, Episode] = {}
 
@@ -437,7 +469,7 @@ class Repository:
         if row is None:
             raise NotFound(f"No episode {episode_id}.")
         episode = from_data(Episode, {**row.data, "records": {}, "flags": []})
-        episode.records = self._episode_records(episode_id)
+        episode.records = self._episode_records(episode_id, row.version)
         f = orm.safety_flags
         flag_rows = self.session.execute(
             select(f.c.data).where(f.c.clinic_id == self.clinic_id, f.c.episode_id == episode_id)
@@ -451,9 +483,15 @@ class Repository:
         self._loaded_flags[episode_id] = {fl.id: to_data(fl) for fl in episode.flags}
         return episode
 
-    def _episode_records(self, episode_id: str) -> dict[str, Record]:
-        """The records of an episode, in the order the table gives them: decoded only when neither this unit of work
-        nor the process holds their stored version."""
+    def _episode_records(self, episode_id: str, version: int) -> dict[str, Record]:
+        """The records of a version of an episode, in the order the table gives them: read from the table unless the
+        process holds that version's composition, decoded only when neither this unit of work nor the process holds
+        their stored version."""
+        held_by_process = DECODED.episode_records(self._store, self.clinic_id, episode_id, version)
+        if held_by_process is not None:
+            self._decoded.update(held_by_process)
+            self._shared.update(held_by_process)
+            return held_by_process
         r = orm.clinical_records
         where = (r.c.clinic_id == self.clinic_id, r.c.episode_id == episode_id)
         rows = self.session.execute(select(r.c.id, r.c.version).where(*where)).all()
@@ -474,6 +512,7 @@ class Repository:
                 record = record_from_data(rec.kind, rec.data)
                 decoded[record.id] = record
                 self._shared.discard(record.id)
+        self._compositions[(episode_id, version)] = tuple((row.id, row.version) for row in rows)
         return {row.id: decoded[row.id] for row in rows}
 
     def episode_as_saved(self, episode_id: str) -> Episode:
@@ -485,10 +524,12 @@ class Repository:
         """After a savepoint rolled back: what this unit of work saved or decoded since may not be stored."""
         self._saved.clear()
         self._decoded.clear()
+        self._compositions.clear()
 
     def publish_decoded(self) -> None:
         """Once the unit of work committed (or only read): share the records it decoded or wrote."""
-        DECODED.add(self._store, self.clinic_id, [r for rid, r in self._decoded.items() if rid not in self._shared])
+        fresh = [r for rid, r in self._decoded.items() if rid not in self._shared]
+        DECODED.add(self._store, self.clinic_id, fresh, self._compositions)
 
     def list_episodes(
         self, *, patient_id: str | None, status: str | None, phase: str | None, limit: int, offset: int
@@ -578,6 +619,9 @@ class Repository:
                 "episode", episode.id, episode.version, data, change=change, reason=reason, actor=actor, at=now
             )
         self._saved[episode.id] = episode
+        self._compositions[(episode.id, episode.version)] = tuple(
+            (rid, r.version) for rid, r in episode.records.items()
+        )
 
     # --- record rows -------------------------------------------------------------------------------------
 

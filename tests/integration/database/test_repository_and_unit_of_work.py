@@ -241,3 +241,38 @@ def test_with_no_shared_records_every_unit_of_work_decodes_its_own(session_facto
             assert uow.repo.get_episode("ep-1").records == {"consent-1": consent(recorded_at=NOW, updated_at=NOW)}
     finally:
         repository.DECODED.resize(20_000)
+
+
+def test_an_episode_version_the_process_holds_is_read_without_its_records_rows(session_factory, projector) -> None:
+    """Once a write committed, the next command on that episode version reads no clinical_records row; a version it
+    does not hold (the table changed under another process) is read from the table."""
+    from sqlalchemy import event, update
+
+    repository.DECODED.resize(1000)
+    stored_episode(session_factory, projector)
+    ctx = services.Context(actor="test", now=NOW, policy=POLICY)
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
+        uow.commit()
+    engine = session_factory.kw["bind"]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+            held = uow.repo.get_episode("ep-1")
+        assert not [s for s in statements if "FROM clinical_records" in s]
+        assert set(held.records) == {"consent-1", "s-1", "r-pre", "d-1"}
+        with session_factory() as session:  # another process bumps the episode (its records with it)
+            session.execute(update(orm.episodes).where(orm.episodes.c.id == "ep-1").values(version=99))
+            session.commit()
+        statements.clear()
+        with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+            again = uow.repo.get_episode("ep-1")
+        assert [s for s in statements if "FROM clinical_records" in s]
+        assert again.records == held.records
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
