@@ -565,6 +565,20 @@ _VALIDATE_PARAMS = frozenset({"profile", "kap-rules", "_format"})
 
 
 def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
+    """(resource, profile, kap-rules) of a $validate: from the query string, then from a Parameters body that
+    carries the resource (its parameters win), else the body is the resource."""
+    profile, kap_rules = _validate_query()
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Parameters"
+        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
+    ):
+        return _validate_parameters(body, profile, kap_rules)
+    return body, profile, kap_rules
+
+
+def _validate_query() -> tuple[str | None, bool]:
+    """$validate's profile and kap-rules in the query string; any other parameter is refused."""
     unknown = sorted(set(request.args) - _VALIDATE_PARAMS)
     if unknown:
         raise _problem(
@@ -574,24 +588,22 @@ def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
     kap_value = request.args.get("kap-rules", "false")
     if kap_value not in ("true", "false"):
         raise _problem(400, "Invalid parameter", "kap-rules", f"kap-rules is true or false, not {kap_value!r}", "value")
-    kap_rules = kap_value == "true"
-    if (
-        isinstance(body, dict)
-        and body.get("resourceType") == "Parameters"
-        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
-    ):
-        resource = None
-        for p in body.get("parameter", []) or []:
-            if not isinstance(p, dict):
-                continue
-            if p.get("name") == "resource":
-                resource = p.get("resource")
-            elif p.get("name") == "profile":
-                profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
-            elif p.get("name") == "kap-rules":
-                kap_rules = p.get("valueBoolean") is True
-        return resource, profile, kap_rules
-    return body, profile, kap_rules
+    return profile, kap_value == "true"
+
+
+def _validate_parameters(body: dict, profile: str | None, kap_rules: bool) -> tuple[Any, str | None, bool]:
+    """The resource, profile and kap-rules parameters of a Parameters body (over the query string's)."""
+    resource = None
+    for p in body.get("parameter", []) or []:
+        if not isinstance(p, dict):
+            continue
+        if p.get("name") == "resource":
+            resource = p.get("resource")
+        elif p.get("name") == "profile":
+            profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
+        elif p.get("name") == "kap-rules":
+            kap_rules = p.get("valueBoolean") is True
+    return resource, profile, kap_rules
 
 
 def _outcome(issues: list[Issue]) -> dict:
@@ -1020,25 +1032,8 @@ def _entry_types(body: Any) -> tuple[str, ...]:
 )
 def transaction() -> Response:
     body = _body()
-    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        raise _problem(400, "Invalid bundle", "Bundle", "POST /fhir takes a transaction or batch Bundle", "structure")
-    kind = body.get("type")
-    if kind not in ("transaction", "batch"):
-        raise _problem(400, "Invalid bundle", "Bundle.type", f"expected transaction or batch, got {kind!r}", "value")
-    entries = body.get("entry")
-    if not isinstance(entries, list) or not entries:
-        raise _problem(400, "Invalid bundle", "Bundle.entry", "the Bundle has no entries", "required")
-    issues = _check_entries(entries)
-    structural = [i for i in issues if i.severity in ("error", "fatal")]
-    refused: dict[int, list[Issue]] = {}
-    if structural and kind == "batch":
-        for issue in structural:  # a batch answers per entry: the faulty entries alone are refused
-            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
-            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
-        if -1 in refused:
-            structural = refused[-1]
-        else:
-            structural = []
+    kind, entries = _transaction_entries(body)
+    structural, refused = _entry_refusals(_check_entries(entries), kind)
     if structural:
         status = 400 if any(i.code == "structure" for i in structural) else 422
         raise ApiProblem(
@@ -1052,6 +1047,37 @@ def transaction() -> Response:
         )
     g.query = {}
     return write(lambda uow, ctx: _apply(uow, ctx, body, kind, refused))
+
+
+def _transaction_entries(body: Any) -> tuple[str, list[Any]]:
+    """(type, entries) of a transaction or batch Bundle with at least one entry; anything else is refused."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise _problem(400, "Invalid bundle", "Bundle", "POST /fhir takes a transaction or batch Bundle", "structure")
+    kind = body.get("type")
+    if kind not in ("transaction", "batch"):
+        raise _problem(400, "Invalid bundle", "Bundle.type", f"expected transaction or batch, got {kind!r}", "value")
+    entries = body.get("entry")
+    if not isinstance(entries, list) or not entries:
+        raise _problem(400, "Invalid bundle", "Bundle.entry", "the Bundle has no entries", "required")
+    return kind, entries
+
+
+def _entry_refusals(issues: list[Issue], kind: str) -> tuple[list[Issue], dict[int, list[Issue]]]:
+    """(errors that refuse the whole Bundle, errors by entry position that refuse only that entry).
+
+    A transaction is all-or-nothing: every error refuses it. A batch answers per entry: the faulty entries alone
+    are refused, and only an error outside any entry refuses the whole batch."""
+    structural = [i for i in issues if i.severity in ("error", "fatal")]
+    refused: dict[int, list[Issue]] = {}
+    if structural and kind == "batch":
+        for issue in structural:
+            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
+            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
+        if -1 in refused:
+            structural = refused[-1]
+        else:
+            structural = []
+    return structural, refused
 
 
 _handler(
@@ -1310,6 +1336,31 @@ def _resource_schema(rtype: str | None = None) -> dict:
 def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     """The OpenAPI operation object of a /fhir route."""
     endpoint = rule.endpoint
+    success, body_schema, response_schema = _operation_schemas(endpoint)
+    operation: dict[str, Any] = {
+        "summary": ROUTES[endpoint].summary,
+        "operationId": endpoint.replace(".", "_"),
+        "parameters": _operation_parameters(rule),
+        "responses": _operation_answers(endpoint, success, response_schema),
+    }
+    request_body = _operation_request_body(endpoint, body_schema)
+    if request_body is not None:
+        operation["requestBody"] = request_body
+    if ROUTES[endpoint].public:
+        operation["security"] = []
+        errors: tuple[int, ...] = (406, 429)
+    else:
+        errors = _FHIR_ERRORS
+    for code in errors:
+        operation["responses"][str(code)] = {
+            "description": "OperationOutcome",
+            "content": {FHIR_JSON: {"schema": _OUTCOME_SCHEMA}},
+        }
+    return operation
+
+
+def _operation_schemas(endpoint: str) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """(success status, request body schema, response schema) of a FHIR interaction."""
     success = "200"
     body_schema: dict[str, Any] | None = None
     response_schema = _resource_schema()
@@ -1333,6 +1384,12 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
         response_schema = _resource_schema("OperationOutcome")
     elif endpoint in ("fhir.search_type", "fhir.history_type", "fhir.history_instance"):
         response_schema = _resource_schema("Bundle")
+    return success, body_schema, response_schema
+
+
+def _operation_parameters(rule: Any) -> list[dict[str, Any]]:
+    """Path arguments, _format, $validate's profile and kap-rules, and the conditional headers of writes."""
+    endpoint = rule.endpoint
     parameters: list[dict[str, Any]] = [
         {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in sorted(rule.arguments)
     ]
@@ -1340,24 +1397,30 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     if endpoint in ("fhir.validate", "fhir.validate_type"):
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
         parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
-    operation: dict[str, Any] = {
-        "summary": ROUTES[endpoint].summary,
-        "operationId": endpoint.replace(".", "_"),
-        "parameters": parameters,
-        "responses": {
-            success: {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}},
-        },
-    }
-    if endpoint in ("fhir.create", "fhir.conditional_update"):
-        operation["responses"]["200"] = {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}}
-    if endpoint == "fhir.create":
-        operation["responses"]["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
     if endpoint == "fhir.update" or endpoint == "fhir.patch":
         parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
     if endpoint == "fhir.create":
         parameters.append({"name": "If-None-Exist", "in": "header", "required": False, "schema": {"type": "string"}})
+    return parameters
+
+
+def _operation_answers(endpoint: str, success: str, response_schema: dict[str, Any]) -> dict[str, Any]:
+    """The success answers: create answers 201, or 200 when If-None-Exist found one; read may answer 304."""
+    responses: dict[str, Any] = {
+        success: {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}},
+    }
+    if endpoint in ("fhir.create", "fhir.conditional_update"):
+        responses["200"] = {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}}
+    if endpoint == "fhir.create":
+        responses["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
     if endpoint == "fhir.read":
-        operation["responses"]["304"] = {"description": "Not modified (If-None-Match)"}
+        responses["304"] = {"description": "Not modified (If-None-Match)"}
+    return responses
+
+
+def _operation_request_body(endpoint: str, body_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A resource (JSON Patch or merge patch for patch), or search parameters as a form for search by POST."""
+    request_body = None
     if body_schema is not None:
         content = {FHIR_JSON: {"schema": body_schema}, "application/json": {"schema": body_schema}}
         if endpoint == "fhir.patch":
@@ -1365,20 +1428,10 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
                 "application/json-patch+json": {"schema": body_schema["oneOf"][0]},
                 "application/json": {"schema": body_schema["oneOf"][1]},
             }
-        operation["requestBody"] = {"required": True, "content": content}
+        request_body = {"required": True, "content": content}
     if endpoint == "fhir.search_post":
-        operation["requestBody"] = {
+        request_body = {
             "required": False,
             "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
         }
-    if ROUTES[endpoint].public:
-        operation["security"] = []
-        errors: tuple[int, ...] = (406, 429)
-    else:
-        errors = _FHIR_ERRORS
-    for code in errors:
-        operation["responses"][str(code)] = {
-            "description": "OperationOutcome",
-            "content": {FHIR_JSON: {"schema": _OUTCOME_SCHEMA}},
-        }
-    return operation
+    return request_body
