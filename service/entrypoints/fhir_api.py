@@ -15,7 +15,9 @@ import jsonpatch
 import jsonpointer
 from flask import Blueprint, Response, current_app, g, has_request_context, request
 
-from mappings.conformance import load_all
+from mappings import bundle as bundle_map
+from mappings import terminology
+from mappings.conformance import as_served, load_all
 from mappings.context import full_url_of
 from mappings.resources import audit_event as audit_event_map
 from mappings.resources import capability_statement as capability_map
@@ -174,13 +176,7 @@ def _conformance(rtype: str) -> list[tuple[dict, datetime]]:
     for resource in load_all().values():
         if resource.get("resourceType") == rtype:
             when = datetime.fromisoformat((resource.get("date") or CONFORMANCE_DATE[:10])[:10]).replace(tzinfo=UTC)
-            served = {
-                "resourceType": rtype,
-                "id": resource["id"],
-                **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
-            }
-            served["meta"] = {"versionId": "1", "lastUpdated": projection.instant(when), **resource.get("meta", {})}
-            out.append((served, when))
+            out.append((as_served(resource, projection.instant(when)), when))
     return out
 
 
@@ -312,7 +308,6 @@ def _not_modified(headers: Mapping[str, str]) -> bool:
 
 
 # Result parameters of read and search (FHIR R4 search §3.1.1.5): what to send of each resource.
-_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _MANDATORY = {"resourceType", "id", "meta"}
 
 
@@ -330,7 +325,7 @@ class _Shape:
         else:
             return resource
         meta = dict(out.get("meta", {}))
-        meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+        meta["tag"] = [*meta.get("tag", []), terminology.SUBSETTED]
         out["meta"] = meta
         return out
 
@@ -398,43 +393,12 @@ def _paging() -> tuple[int, int, datetime | None]:
     return count, offset, since
 
 
-def _bundle(kind: str, entries: list[dict], total: int, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
-    path = _base() + request.path.removeprefix("/fhir")
-    own = [(k, v) for k, v in params if k not in ("_offset",)]
-    links = [{"relation": "self", "url": path + ("?" + urlencode(params) if params else "")}]
-    if offset + count < total and count > 0:
-        links.append({"relation": "next", "url": path + "?" + urlencode([*own, ("_offset", str(offset + count))])})
-    if offset > 0:
-        links.append(
-            {"relation": "previous", "url": path + "?" + urlencode([*own, ("_offset", str(max(offset - count, 0)))])}
-        )
-    return {
-        "resourceType": "Bundle",
-        "meta": {"lastUpdated": projection.instant(datetime.now(UTC))},
-        "type": kind,
-        "total": total,
-        "link": links,
-        "entry": entries,
-    }
+def _page_links(total: int, count: int, offset: int, params: list[tuple[str, str]]) -> list[dict]:
+    return bundle_map.page_links(_base() + request.path.removeprefix("/fhir"), params, total, count, offset)
 
 
-def _history_entry(resource: dict) -> dict:
-    meta = resource["meta"]
-    return {
-        "fullUrl": f"{_base()}/{resource['resourceType']}/{resource['id']}",
-        "resource": resource,
-        "request": {
-            "method": "PUT" if meta["versionId"] != "1" else "POST",
-            "url": f"{resource['resourceType']}/{resource['id']}"
-            if meta["versionId"] != "1"
-            else resource["resourceType"],
-        },
-        "response": {
-            "status": "200 OK" if meta["versionId"] != "1" else "201 Created",
-            "etag": f'W/"{meta["versionId"]}"',
-            "lastModified": meta["lastUpdated"],
-        },
-    }
+def _now() -> str:
+    return projection.instant(datetime.now(UTC))
 
 
 def _history(rtype: str, rid: str | None) -> Response:
@@ -457,7 +421,9 @@ def _history(rtype: str, rid: str | None) -> Response:
             if rid is not None and not resources:
                 raise _not_found(rtype, rid)
         g.audit_entities = [{"type": rtype, "id": r["id"]} for r in resources[:100]]
-        return fhir_response(_bundle("history", [_history_entry(r) for r in resources], total, count, offset, params))
+        entries = [bundle_map.history_entry(_base(), r) for r in resources]
+        links = _page_links(total, count, offset, params)
+        return fhir_response(bundle_map.history_bundle(entries, total, links, _now()))
 
     return _read(run)
 
@@ -530,28 +496,12 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
         else:
             resources, total = _search_other(uow, info, q)
         base = _base()
-        entries = [
-            {
-                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                "resource": shape.apply(r),
-                "search": {"mode": "match"},
-            }
-            for r in resources
-        ] + [
-            {
-                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                "resource": shape.apply(r),
-                "search": {"mode": "include"},
-            }
-            for r in included
-        ]
+        entries = [bundle_map.search_entry(base, shape.apply(r), "match") for r in resources]
+        entries += [bundle_map.search_entry(base, shape.apply(r), "include") for r in included]
         g.audit_entities = [{"type": r["resourceType"], "id": r["id"]} for r in [*resources, *included][:100]]
-        bundle = _bundle("searchset", entries, total, q.count, q.offset, params)
-        if shape.total == "none":
-            bundle.pop("total", None)
-        if not entries:
-            bundle.pop("entry", None)
-        return fhir_response(bundle)
+        links = _page_links(total, q.count, q.offset, params)
+        shown = None if shape.total == "none" else total
+        return fhir_response(bundle_map.searchset_page(entries, shown, links, _now()))
 
     return _read(run)
 
@@ -607,10 +557,7 @@ def _validate_parameters(body: dict, profile: str | None, kap_rules: bool) -> tu
 
 
 def _outcome(issues: list[Issue]) -> dict:
-    found = [i.as_fhir() for i in issues]
-    if not found:
-        found = [{"severity": "information", "code": "informational", "diagnostics": "No issues found."}]
-    return {"resourceType": "OperationOutcome", "issue": found}
+    return outcome_map.validation_outcome(i.as_fhir() for i in issues)
 
 
 def _run_validate(expected: str | None, resource: Any, profile: str | None, kap_rules: bool) -> Response:
@@ -1276,26 +1223,21 @@ def _batch_answer(
                 else [outcome_map.issue("error", failures[i].code, failures[i].message, failures[i].expression)]
             )
             status = 400 if i in refused else failures[i].status
-            responses.append({"response": {"status": str(status), "outcome": outcome_map.operation_outcome(issues)}})
+            responses.append(bundle_map.outcome_entry(str(status), outcome_map.operation_outcome(issues)))
             continue
         done = outcomes.get(i)
         if done is None:
             note = "derived by kapfhir from the records; not stored as sent" if i in derived else "nothing to store"
-            responses.append({"response": {"status": "200 OK", "outcome": outcome_map.information(note)}})
+            responses.append(bundle_map.outcome_entry("200 OK", outcome_map.information(note)))
             continue
         found = stored.get((done.resource_type, done.id))
-        response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}
         if found is not None:
-            response |= {
-                "location": f"{done.resource_type}/{done.id}/_history/{found.version_id}",
-                "etag": f'W/"{found.version_id}"',
-                "lastModified": projection.instant(found.last_updated),
-            }
+            version, modified_at = found.version_id, projection.instant(found.last_updated)
+            responses.append(bundle_map.written_entry(done.resource_type, done.id, done.created, version, modified_at))
         else:
-            response["location"] = f"{done.resource_type}/{done.id}"
-        responses.append({"response": response})
+            responses.append(bundle_map.written_entry(done.resource_type, done.id, done.created))
     g.audit_entities = [{"type": o.resource_type, "id": o.id} for _, o in sorted(outcomes.items())][:200]
-    return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
+    return fhir_response(bundle_map.response_bundle(kind, responses))
 
 
 def _condition(where: str, text: str) -> tuple[str | None, str]:
