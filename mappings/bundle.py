@@ -220,6 +220,11 @@ def request_bundle(bundle_type: str, entries: list[dict]) -> dict:
     return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
 
 
+def collection_of(entries: list[dict]) -> dict:
+    """A collection Bundle of entries already built: what a write is validated inside, as a transaction's entries."""
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
 def searchset_bundle(resources: list[dict], self_url: str, base: str) -> dict:
     """A searchset holding every match on one page: the total, a self link, each resource under its fullUrl
     (``base``/Type/id)."""

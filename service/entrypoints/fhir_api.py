@@ -660,11 +660,7 @@ def _allowed_methods(rtype: str, instance: bool) -> str:
 def _write_issues(resource: dict) -> list[Issue]:
     """What a write checks on one resource: the checks of a transaction entry and the write policy (an unknown
     extension is kept, an unknown modifierExtension refuses the write), with paths from the resource's type."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"fullUrl": "urn:uuid:write", "resource": resource}],
-    }
+    bundle = bundle_map.collection_of([{"fullUrl": "urn:uuid:write", "resource": resource}])
     rtype = resource["resourceType"]
     out = []
     for issue in fhir_validate.validate_for_write(bundle):
@@ -1056,15 +1052,13 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
                     f"entries need request.method POST or PUT and a url (got {method!r})",
                 )
             )
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
+    bundle = bundle_map.collection_of(
+        [
             {"fullUrl": e.get("fullUrl") or f"urn:uuid:entry-{i}", "resource": e["resource"]}
             for i, e in enumerate(entries)
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ],
-    }
+        ]
+    )
     if issues:
         return issues
     # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
