@@ -1,5 +1,6 @@
 """Assembles an EpisodeChart into a transaction (or collection) Bundle, and maps a Bundle back; also the Bundles
-that only wrap what others built (a target's transaction or batch of planned requests, a one-page searchset).
+that only wrap what others built (a target's transaction or batch of planned requests, a one-page searchset, the
+/fhir API's search and history pages and its transaction-response and batch-response).
 
 Transaction entries: ``POST`` with ``ifNoneExist: identifier=<system>|<value>``; a record with version > 1
 (an amendment or an entered-in-error mark) and the safety flags (state without versions) map to a conditional
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import urlencode
 
 import orjson
 
@@ -218,6 +220,11 @@ def request_bundle(bundle_type: str, entries: list[dict]) -> dict:
     return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
 
 
+def collection_of(entries: list[dict]) -> dict:
+    """A collection Bundle of entries already built: what a write is validated inside, as a transaction's entries."""
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
 def searchset_bundle(resources: list[dict], self_url: str, base: str) -> dict:
     """A searchset holding every match on one page: the total, a self link, each resource under its fullUrl
     (``base``/Type/id)."""
@@ -231,6 +238,104 @@ def searchset_bundle(resources: list[dict], self_url: str, base: str) -> dict:
             for r in resources
         ],
     }
+
+
+# --- the Bundles of the /fhir API: a page of a search or a history, the answer to a transaction or batch -----------
+
+
+def page_links(url: str, params: list[tuple[str, str]], total: int, count: int, offset: int) -> list[dict]:
+    """Bundle.link of one page at ``url``: self (the query as asked), next and previous (by _offset)."""
+    own = [(k, v) for k, v in params if k not in ("_offset",)]
+    links = [{"relation": "self", "url": url + ("?" + urlencode(params) if params else "")}]
+    if offset + count < total and count > 0:
+        links.append({"relation": "next", "url": url + "?" + urlencode([*own, ("_offset", str(offset + count))])})
+    if offset > 0:
+        links.append(
+            {"relation": "previous", "url": url + "?" + urlencode([*own, ("_offset", str(max(offset - count, 0)))])}
+        )
+    return links
+
+
+def _page(bundle_type: str, entries: list[dict], total: int | None, links: list[dict], last_updated: str) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "meta": {"lastUpdated": last_updated},
+        "type": bundle_type,
+        "total": total,
+        "link": links,
+        "entry": entries,
+    }
+
+
+def searchset_page(entries: list[dict], total: int | None, links: list[dict], last_updated: str) -> dict:
+    """One page of a search: the total unless ``_total=none`` asked it away (None), entries only when any."""
+    bundle = _page("searchset", entries, total, links, last_updated)
+    if total is None:
+        bundle.pop("total")
+    if not entries:
+        bundle.pop("entry")
+    return bundle
+
+
+def search_entry(base: str, resource: dict, mode: str) -> dict:
+    """A searchset entry: a match, or a resource an ``_include`` brought."""
+    return {
+        "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+        "resource": resource,
+        "search": {"mode": mode},
+    }
+
+
+def history_bundle(entries: list[dict], total: int, links: list[dict], last_updated: str) -> dict:
+    """One page of the versions of a resource or a type, newest first."""
+    return _page("history", entries, total, links, last_updated)
+
+
+def history_entry(base: str, resource: dict) -> dict:
+    """A version as the interaction that made it: version 1 a create (POST), later ones updates (PUT)."""
+    meta = resource["meta"]
+    return {
+        "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+        "resource": resource,
+        "request": {
+            "method": "PUT" if meta["versionId"] != "1" else "POST",
+            "url": f"{resource['resourceType']}/{resource['id']}"
+            if meta["versionId"] != "1"
+            else resource["resourceType"],
+        },
+        "response": {
+            "status": "200 OK" if meta["versionId"] != "1" else "201 Created",
+            "etag": f'W/"{meta["versionId"]}"',
+            "lastModified": meta["lastUpdated"],
+        },
+    }
+
+
+def response_bundle(request_type: str, entries: list[dict]) -> dict:
+    """The transaction-response or batch-response: one entry per entry of the request, in its order."""
+    return {"resourceType": "Bundle", "type": f"{request_type}-response", "entry": entries}
+
+
+def outcome_entry(status: str, outcome: dict) -> dict:
+    """The answer to an entry that was refused or stored nothing: its status and an OperationOutcome."""
+    return {"response": {"status": status, "outcome": outcome}}
+
+
+def written_entry(
+    resource_type: str, rid: str, created: bool, version_id: object = None, last_modified: str | None = None
+) -> dict:
+    """The answer to an entry that was stored: where (with its version when the projection has it), and whether it
+    was created."""
+    response: dict = {"status": "201 Created" if created else "200 OK"}
+    if version_id is not None:
+        response |= {
+            "location": f"{resource_type}/{rid}/_history/{version_id}",
+            "etag": f'W/"{version_id}"',
+            "lastModified": last_modified,
+        }
+    else:
+        response["location"] = f"{resource_type}/{rid}"
+    return {"response": response}
 
 
 def to_transaction_bundle(chart: EpisodeChart) -> dict:

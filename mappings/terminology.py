@@ -119,6 +119,11 @@ def coding(system: str, code: str, display: str | None = None) -> dict:
     return {"system": system, "code": code, **({"display": display} if display else {})}
 
 
+# Meta.tag of a resource sent in part (_summary, _elements): the FHIR CommonTags value set (R4 search §3.1.1.5).
+# V: THO CodeSystem v3-ObservationValue#SUBSETTED, in hl7.org/fhir ValueSet common-tags (docs search)
+V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+SUBSETTED = coding(V3_OBSERVATION_VALUE, "SUBSETTED")
+
 # --- security labels (reference §7) ---------------------------------------------------------------------------
 
 SECURITY_RESTRICTED = coding(V3_CONFIDENTIALITY, "R", "restricted")  # V3: reference §7, THO v3-Confidentiality

@@ -16,3 +16,15 @@ HERE = Path(__file__).resolve().parent
 def load_all() -> dict[str, dict]:
     """Canonical URL -> resource of every JSON file in this folder."""
     return {data["url"]: data for path in sorted(HERE.glob("*.json")) if (data := json.loads(path.read_text()))}
+
+
+def as_served(resource: dict, last_updated: str) -> dict:
+    """A conformance resource as /fhir serves it: resourceType and id first, and a meta of version 1 last updated
+    at ``last_updated`` (what the file's own meta says is kept over that)."""
+    served = {
+        "resourceType": resource["resourceType"],
+        "id": resource["id"],
+        **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
+    }
+    served["meta"] = {"versionId": "1", "lastUpdated": last_updated, **resource.get("meta", {})}
+    return served

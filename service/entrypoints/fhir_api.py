@@ -15,7 +15,9 @@ import jsonpatch
 import jsonpointer
 from flask import Blueprint, Response, current_app, g, has_request_context, request
 
-from mappings.conformance import load_all
+from mappings import bundle as bundle_map
+from mappings import terminology
+from mappings.conformance import as_served, load_all
 from mappings.context import full_url_of
 from mappings.resources import audit_event as audit_event_map
 from mappings.resources import capability_statement as capability_map
@@ -174,13 +176,7 @@ def _conformance(rtype: str) -> list[tuple[dict, datetime]]:
     for resource in load_all().values():
         if resource.get("resourceType") == rtype:
             when = datetime.fromisoformat((resource.get("date") or CONFORMANCE_DATE[:10])[:10]).replace(tzinfo=UTC)
-            served = {
-                "resourceType": rtype,
-                "id": resource["id"],
-                **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
-            }
-            served["meta"] = {"versionId": "1", "lastUpdated": projection.instant(when), **resource.get("meta", {})}
-            out.append((served, when))
+            out.append((as_served(resource, projection.instant(when)), when))
     return out
 
 
@@ -312,7 +308,6 @@ def _not_modified(headers: Mapping[str, str]) -> bool:
 
 
 # Result parameters of read and search (FHIR R4 search §3.1.1.5): what to send of each resource.
-_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _MANDATORY = {"resourceType", "id", "meta"}
 
 
@@ -330,7 +325,7 @@ class _Shape:
         else:
             return resource
         meta = dict(out.get("meta", {}))
-        meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+        meta["tag"] = [*meta.get("tag", []), terminology.SUBSETTED]
         out["meta"] = meta
         return out
 
@@ -398,43 +393,12 @@ def _paging() -> tuple[int, int, datetime | None]:
     return count, offset, since
 
 
-def _bundle(kind: str, entries: list[dict], total: int, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
-    path = _base() + request.path.removeprefix("/fhir")
-    own = [(k, v) for k, v in params if k not in ("_offset",)]
-    links = [{"relation": "self", "url": path + ("?" + urlencode(params) if params else "")}]
-    if offset + count < total and count > 0:
-        links.append({"relation": "next", "url": path + "?" + urlencode([*own, ("_offset", str(offset + count))])})
-    if offset > 0:
-        links.append(
-            {"relation": "previous", "url": path + "?" + urlencode([*own, ("_offset", str(max(offset - count, 0)))])}
-        )
-    return {
-        "resourceType": "Bundle",
-        "meta": {"lastUpdated": projection.instant(datetime.now(UTC))},
-        "type": kind,
-        "total": total,
-        "link": links,
-        "entry": entries,
-    }
+def _page_links(total: int, count: int, offset: int, params: list[tuple[str, str]]) -> list[dict]:
+    return bundle_map.page_links(_base() + request.path.removeprefix("/fhir"), params, total, count, offset)
 
 
-def _history_entry(resource: dict) -> dict:
-    meta = resource["meta"]
-    return {
-        "fullUrl": f"{_base()}/{resource['resourceType']}/{resource['id']}",
-        "resource": resource,
-        "request": {
-            "method": "PUT" if meta["versionId"] != "1" else "POST",
-            "url": f"{resource['resourceType']}/{resource['id']}"
-            if meta["versionId"] != "1"
-            else resource["resourceType"],
-        },
-        "response": {
-            "status": "200 OK" if meta["versionId"] != "1" else "201 Created",
-            "etag": f'W/"{meta["versionId"]}"',
-            "lastModified": meta["lastUpdated"],
-        },
-    }
+def _now() -> str:
+    return projection.instant(datetime.now(UTC))
 
 
 def _history(rtype: str, rid: str | None) -> Response:
@@ -457,7 +421,9 @@ def _history(rtype: str, rid: str | None) -> Response:
             if rid is not None and not resources:
                 raise _not_found(rtype, rid)
         g.audit_entities = [{"type": rtype, "id": r["id"]} for r in resources[:100]]
-        return fhir_response(_bundle("history", [_history_entry(r) for r in resources], total, count, offset, params))
+        entries = [bundle_map.history_entry(_base(), r) for r in resources]
+        links = _page_links(total, count, offset, params)
+        return fhir_response(bundle_map.history_bundle(entries, total, links, _now()))
 
     return _read(run)
 
@@ -530,28 +496,12 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
         else:
             resources, total = _search_other(uow, info, q)
         base = _base()
-        entries = [
-            {
-                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                "resource": shape.apply(r),
-                "search": {"mode": "match"},
-            }
-            for r in resources
-        ] + [
-            {
-                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                "resource": shape.apply(r),
-                "search": {"mode": "include"},
-            }
-            for r in included
-        ]
+        entries = [bundle_map.search_entry(base, shape.apply(r), "match") for r in resources]
+        entries += [bundle_map.search_entry(base, shape.apply(r), "include") for r in included]
         g.audit_entities = [{"type": r["resourceType"], "id": r["id"]} for r in [*resources, *included][:100]]
-        bundle = _bundle("searchset", entries, total, q.count, q.offset, params)
-        if shape.total == "none":
-            bundle.pop("total", None)
-        if not entries:
-            bundle.pop("entry", None)
-        return fhir_response(bundle)
+        links = _page_links(total, q.count, q.offset, params)
+        shown = None if shape.total == "none" else total
+        return fhir_response(bundle_map.searchset_page(entries, shown, links, _now()))
 
     return _read(run)
 
@@ -565,6 +515,20 @@ _VALIDATE_PARAMS = frozenset({"profile", "kap-rules", "_format"})
 
 
 def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
+    """(resource, profile, kap-rules) of a $validate: from the query string, then from a Parameters body that
+    carries the resource (its parameters win), else the body is the resource."""
+    profile, kap_rules = _validate_query()
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Parameters"
+        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
+    ):
+        return _validate_parameters(body, profile, kap_rules)
+    return body, profile, kap_rules
+
+
+def _validate_query() -> tuple[str | None, bool]:
+    """$validate's profile and kap-rules in the query string; any other parameter is refused."""
     unknown = sorted(set(request.args) - _VALIDATE_PARAMS)
     if unknown:
         raise _problem(
@@ -574,31 +538,26 @@ def _validate_payload(body: Any) -> tuple[Any, str | None, bool]:
     kap_value = request.args.get("kap-rules", "false")
     if kap_value not in ("true", "false"):
         raise _problem(400, "Invalid parameter", "kap-rules", f"kap-rules is true or false, not {kap_value!r}", "value")
-    kap_rules = kap_value == "true"
-    if (
-        isinstance(body, dict)
-        and body.get("resourceType") == "Parameters"
-        and any(isinstance(p, dict) and p.get("name") == "resource" for p in body.get("parameter", []) or [])
-    ):
-        resource = None
-        for p in body.get("parameter", []) or []:
-            if not isinstance(p, dict):
-                continue
-            if p.get("name") == "resource":
-                resource = p.get("resource")
-            elif p.get("name") == "profile":
-                profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
-            elif p.get("name") == "kap-rules":
-                kap_rules = p.get("valueBoolean") is True
-        return resource, profile, kap_rules
-    return body, profile, kap_rules
+    return profile, kap_value == "true"
+
+
+def _validate_parameters(body: dict, profile: str | None, kap_rules: bool) -> tuple[Any, str | None, bool]:
+    """The resource, profile and kap-rules parameters of a Parameters body (over the query string's)."""
+    resource = None
+    for p in body.get("parameter", []) or []:
+        if not isinstance(p, dict):
+            continue
+        if p.get("name") == "resource":
+            resource = p.get("resource")
+        elif p.get("name") == "profile":
+            profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
+        elif p.get("name") == "kap-rules":
+            kap_rules = p.get("valueBoolean") is True
+    return resource, profile, kap_rules
 
 
 def _outcome(issues: list[Issue]) -> dict:
-    found = [i.as_fhir() for i in issues]
-    if not found:
-        found = [{"severity": "information", "code": "informational", "diagnostics": "No issues found."}]
-    return {"resourceType": "OperationOutcome", "issue": found}
+    return outcome_map.validation_outcome(i.as_fhir() for i in issues)
 
 
 def _run_validate(expected: str | None, resource: Any, profile: str | None, kap_rules: bool) -> Response:
@@ -701,11 +660,7 @@ def _allowed_methods(rtype: str, instance: bool) -> str:
 def _write_issues(resource: dict) -> list[Issue]:
     """What a write checks on one resource: the checks of a transaction entry and the write policy (an unknown
     extension is kept, an unknown modifierExtension refuses the write), with paths from the resource's type."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"fullUrl": "urn:uuid:write", "resource": resource}],
-    }
+    bundle = bundle_map.collection_of([{"fullUrl": "urn:uuid:write", "resource": resource}])
     rtype = resource["resourceType"]
     out = []
     for issue in fhir_validate.validate_for_write(bundle):
@@ -1020,25 +975,8 @@ def _entry_types(body: Any) -> tuple[str, ...]:
 )
 def transaction() -> Response:
     body = _body()
-    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        raise _problem(400, "Invalid bundle", "Bundle", "POST /fhir takes a transaction or batch Bundle", "structure")
-    kind = body.get("type")
-    if kind not in ("transaction", "batch"):
-        raise _problem(400, "Invalid bundle", "Bundle.type", f"expected transaction or batch, got {kind!r}", "value")
-    entries = body.get("entry")
-    if not isinstance(entries, list) or not entries:
-        raise _problem(400, "Invalid bundle", "Bundle.entry", "the Bundle has no entries", "required")
-    issues = _check_entries(entries)
-    structural = [i for i in issues if i.severity in ("error", "fatal")]
-    refused: dict[int, list[Issue]] = {}
-    if structural and kind == "batch":
-        for issue in structural:  # a batch answers per entry: the faulty entries alone are refused
-            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
-            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
-        if -1 in refused:
-            structural = refused[-1]
-        else:
-            structural = []
+    kind, entries = _transaction_entries(body)
+    structural, refused = _entry_refusals(_check_entries(entries), kind)
     if structural:
         status = 400 if any(i.code == "structure" for i in structural) else 422
         raise ApiProblem(
@@ -1052,6 +990,37 @@ def transaction() -> Response:
         )
     g.query = {}
     return write(lambda uow, ctx: _apply(uow, ctx, body, kind, refused))
+
+
+def _transaction_entries(body: Any) -> tuple[str, list[Any]]:
+    """(type, entries) of a transaction or batch Bundle with at least one entry; anything else is refused."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise _problem(400, "Invalid bundle", "Bundle", "POST /fhir takes a transaction or batch Bundle", "structure")
+    kind = body.get("type")
+    if kind not in ("transaction", "batch"):
+        raise _problem(400, "Invalid bundle", "Bundle.type", f"expected transaction or batch, got {kind!r}", "value")
+    entries = body.get("entry")
+    if not isinstance(entries, list) or not entries:
+        raise _problem(400, "Invalid bundle", "Bundle.entry", "the Bundle has no entries", "required")
+    return kind, entries
+
+
+def _entry_refusals(issues: list[Issue], kind: str) -> tuple[list[Issue], dict[int, list[Issue]]]:
+    """(errors that refuse the whole Bundle, errors by entry position that refuse only that entry).
+
+    A transaction is all-or-nothing: every error refuses it. A batch answers per entry: the faulty entries alone
+    are refused, and only an error outside any entry refuses the whole batch."""
+    structural = [i for i in issues if i.severity in ("error", "fatal")]
+    refused: dict[int, list[Issue]] = {}
+    if structural and kind == "batch":
+        for issue in structural:
+            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
+            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
+        if -1 in refused:
+            structural = refused[-1]
+        else:
+            structural = []
+    return structural, refused
 
 
 _handler(
@@ -1083,15 +1052,13 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
                     f"entries need request.method POST or PUT and a url (got {method!r})",
                 )
             )
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
+    bundle = bundle_map.collection_of(
+        [
             {"fullUrl": e.get("fullUrl") or f"urn:uuid:entry-{i}", "resource": e["resource"]}
             for i, e in enumerate(entries)
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ],
-    }
+        ]
+    )
     if issues:
         return issues
     # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
@@ -1250,26 +1217,21 @@ def _batch_answer(
                 else [outcome_map.issue("error", failures[i].code, failures[i].message, failures[i].expression)]
             )
             status = 400 if i in refused else failures[i].status
-            responses.append({"response": {"status": str(status), "outcome": outcome_map.operation_outcome(issues)}})
+            responses.append(bundle_map.outcome_entry(str(status), outcome_map.operation_outcome(issues)))
             continue
         done = outcomes.get(i)
         if done is None:
             note = "derived by kapfhir from the records; not stored as sent" if i in derived else "nothing to store"
-            responses.append({"response": {"status": "200 OK", "outcome": outcome_map.information(note)}})
+            responses.append(bundle_map.outcome_entry("200 OK", outcome_map.information(note)))
             continue
         found = stored.get((done.resource_type, done.id))
-        response: dict[str, Any] = {"status": "201 Created" if done.created else "200 OK"}
         if found is not None:
-            response |= {
-                "location": f"{done.resource_type}/{done.id}/_history/{found.version_id}",
-                "etag": f'W/"{found.version_id}"',
-                "lastModified": projection.instant(found.last_updated),
-            }
+            version, modified_at = found.version_id, projection.instant(found.last_updated)
+            responses.append(bundle_map.written_entry(done.resource_type, done.id, done.created, version, modified_at))
         else:
-            response["location"] = f"{done.resource_type}/{done.id}"
-        responses.append({"response": response})
+            responses.append(bundle_map.written_entry(done.resource_type, done.id, done.created))
     g.audit_entities = [{"type": o.resource_type, "id": o.id} for _, o in sorted(outcomes.items())][:200]
-    return fhir_response({"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
+    return fhir_response(bundle_map.response_bundle(kind, responses))
 
 
 def _condition(where: str, text: str) -> tuple[str | None, str]:
@@ -1310,6 +1272,31 @@ def _resource_schema(rtype: str | None = None) -> dict:
 def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     """The OpenAPI operation object of a /fhir route."""
     endpoint = rule.endpoint
+    success, body_schema, response_schema = _operation_schemas(endpoint)
+    operation: dict[str, Any] = {
+        "summary": ROUTES[endpoint].summary,
+        "operationId": endpoint.replace(".", "_"),
+        "parameters": _operation_parameters(rule),
+        "responses": _operation_answers(endpoint, success, response_schema),
+    }
+    request_body = _operation_request_body(endpoint, body_schema)
+    if request_body is not None:
+        operation["requestBody"] = request_body
+    if ROUTES[endpoint].public:
+        operation["security"] = []
+        errors: tuple[int, ...] = (406, 429)
+    else:
+        errors = _FHIR_ERRORS
+    for code in errors:
+        operation["responses"][str(code)] = {
+            "description": "OperationOutcome",
+            "content": {FHIR_JSON: {"schema": _OUTCOME_SCHEMA}},
+        }
+    return operation
+
+
+def _operation_schemas(endpoint: str) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """(success status, request body schema, response schema) of a FHIR interaction."""
     success = "200"
     body_schema: dict[str, Any] | None = None
     response_schema = _resource_schema()
@@ -1333,6 +1320,12 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
         response_schema = _resource_schema("OperationOutcome")
     elif endpoint in ("fhir.search_type", "fhir.history_type", "fhir.history_instance"):
         response_schema = _resource_schema("Bundle")
+    return success, body_schema, response_schema
+
+
+def _operation_parameters(rule: Any) -> list[dict[str, Any]]:
+    """Path arguments, _format, $validate's profile and kap-rules, and the conditional headers of writes."""
+    endpoint = rule.endpoint
     parameters: list[dict[str, Any]] = [
         {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in sorted(rule.arguments)
     ]
@@ -1340,24 +1333,30 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
     if endpoint in ("fhir.validate", "fhir.validate_type"):
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
         parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
-    operation: dict[str, Any] = {
-        "summary": ROUTES[endpoint].summary,
-        "operationId": endpoint.replace(".", "_"),
-        "parameters": parameters,
-        "responses": {
-            success: {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}},
-        },
-    }
-    if endpoint in ("fhir.create", "fhir.conditional_update"):
-        operation["responses"]["200"] = {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}}
-    if endpoint == "fhir.create":
-        operation["responses"]["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
     if endpoint == "fhir.update" or endpoint == "fhir.patch":
         parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
     if endpoint == "fhir.create":
         parameters.append({"name": "If-None-Exist", "in": "header", "required": False, "schema": {"type": "string"}})
+    return parameters
+
+
+def _operation_answers(endpoint: str, success: str, response_schema: dict[str, Any]) -> dict[str, Any]:
+    """The success answers: create answers 201, or 200 when If-None-Exist found one; read may answer 304."""
+    responses: dict[str, Any] = {
+        success: {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}},
+    }
+    if endpoint in ("fhir.create", "fhir.conditional_update"):
+        responses["200"] = {"description": "OK", "content": {FHIR_JSON: {"schema": response_schema}}}
+    if endpoint == "fhir.create":
+        responses["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
     if endpoint == "fhir.read":
-        operation["responses"]["304"] = {"description": "Not modified (If-None-Match)"}
+        responses["304"] = {"description": "Not modified (If-None-Match)"}
+    return responses
+
+
+def _operation_request_body(endpoint: str, body_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A resource (JSON Patch or merge patch for patch), or search parameters as a form for search by POST."""
+    request_body = None
     if body_schema is not None:
         content = {FHIR_JSON: {"schema": body_schema}, "application/json": {"schema": body_schema}}
         if endpoint == "fhir.patch":
@@ -1365,20 +1364,10 @@ def openapi_operation(rule: Any, method: str) -> dict[str, Any]:
                 "application/json-patch+json": {"schema": body_schema["oneOf"][0]},
                 "application/json": {"schema": body_schema["oneOf"][1]},
             }
-        operation["requestBody"] = {"required": True, "content": content}
+        request_body = {"required": True, "content": content}
     if endpoint == "fhir.search_post":
-        operation["requestBody"] = {
+        request_body = {
             "required": False,
             "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
         }
-    if ROUTES[endpoint].public:
-        operation["security"] = []
-        errors: tuple[int, ...] = (406, 429)
-    else:
-        errors = _FHIR_ERRORS
-    for code in errors:
-        operation["responses"][str(code)] = {
-            "description": "OperationOutcome",
-            "content": {FHIR_JSON: {"schema": _OUTCOME_SCHEMA}},
-        }
-    return operation
+    return request_body

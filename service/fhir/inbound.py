@@ -328,35 +328,11 @@ class Inbound:
 
     def _apply_one(self, entries: list[dict], i: int, scores: dict, out: dict[int, Outcome]) -> None:
         entry = entries[i]
-        resource = entry["resource"]
-        rtype = resource["resourceType"]
+        rtype = entry["resource"]["resourceType"]
         where = f"Bundle.entry[{i}].resource"
         by_id = _INSTANCE_URL.fullmatch(entry["request"]["url"])
         try:
-            if entry["request"]["method"] == "PUT" and by_id and by_id.group(1) == rtype:
-                result = self._update_by_id(rtype, by_id.group(2), resource, where)
-            elif rtype == "Patient":
-                result = self.patient(resource, entry["request"], where)
-            elif rtype == "Condition":
-                result = self.condition(resource, entry["request"]["method"], where)
-            elif rtype == "Observation":
-                result = self.observation(resource, where)
-            elif rtype == "QuestionnaireResponse":
-                result = self.questionnaire_response(resource, entry, scores, where)
-            elif rtype == "MedicationAdministration":
-                result = self.administration(resource, where)
-            elif rtype == "Practitioner":
-                result = self._practitioner(resource)
-            elif rtype in _KIND_OF_TYPE:
-                result = self._new_record(resource, rtype, where)
-            else:
-                raise InboundRefused(
-                    422,
-                    f"{where}.resourceType",
-                    f"a {rtype} is taken only inside the Bundle of a whole episode (Organization, EpisodeOfCare, "
-                    f"CarePlan); alone kapfhir accepts {', '.join(SUPPORTED)}",
-                    "not-supported",
-                )
+            result = self._apply_resource(entry, by_id, scores, where)
         except MappingRefusedError as exc:
             raise InboundRefused(422, _rebase(exc.expression, rtype, where), exc.reason) from None
         except DomainError as exc:
@@ -371,6 +347,34 @@ class Inbound:
         for j, score in scores.get(entry.get("fullUrl", ""), []):
             found = self._projected("Observation", _score_value(result, score))
             out[j] = Outcome("Observation", found or result.id, result.created)
+
+    def _apply_resource(self, entry: dict, by_id: re.Match | None, scores: dict, where: str) -> Outcome:
+        """One entry, by what it is: an update of a served resource by id, else by its type where it attaches."""
+        resource = entry["resource"]
+        rtype = resource["resourceType"]
+        if entry["request"]["method"] == "PUT" and by_id and by_id.group(1) == rtype:
+            return self._update_by_id(rtype, by_id.group(2), resource, where)
+        if rtype == "Patient":
+            return self.patient(resource, entry["request"], where)
+        if rtype == "Condition":
+            return self.condition(resource, entry["request"]["method"], where)
+        if rtype == "Observation":
+            return self.observation(resource, where)
+        if rtype == "QuestionnaireResponse":
+            return self.questionnaire_response(resource, entry, scores, where)
+        if rtype == "MedicationAdministration":
+            return self.administration(resource, where)
+        if rtype == "Practitioner":
+            return self._practitioner(resource)
+        if rtype in _KIND_OF_TYPE:
+            return self._new_record(resource, rtype, where)
+        raise InboundRefused(
+            422,
+            f"{where}.resourceType",
+            f"a {rtype} is taken only inside the Bundle of a whole episode (Organization, EpisodeOfCare, "
+            f"CarePlan); alone kapfhir accepts {', '.join(SUPPORTED)}",
+            "not-supported",
+        )
 
     def _update_by_id(self, rtype: str, rid: str, resource: dict, where: str) -> Outcome:
         """A transaction or batch entry ``PUT Type/id`` of a resource kapfhir serves: an update."""
@@ -755,69 +759,23 @@ def import_chart(
     patient, body weights, the episode, its records, phase transitions and flag acknowledgements. What is there
     already is left as it is unless the sender may update it (a PUT entry); every operation needs the scope of its
     meaning. Returns the episode id."""
-    repo = uow.repo
     # The Bundle is answered entry by entry from what the projection stored: every resource of the episode.
     uow.project_whole(chart.episode.id)
-    known: dict[str, str] = {}  # ids of the Bundle -> the ids the same people have here (NPI, MRN)
-    for practitioner in chart.practitioners:
-        if not repo.missing_practitioners({practitioner.id}):
-            continue
-        same = repo.find_practitioner_by_npi(practitioner.npi) if practitioner.npi else None
-        if same is not None:
-            known[practitioner.id] = same.id
-            continue
-        authorize("c", "Practitioner")
-        services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
+    known = _import_practitioners(uow, ctx, chart, authorize)  # ids of the Bundle -> the ids here (NPI, MRN)
     patient_id = _import_patient(uow, ctx, chart.patient, may_update, authorize)
     _adopt_healthcare_setting(uow, ctx, chart, authorize)
     if patient_id != chart.patient.id:
         known[chart.patient.id] = patient_id
     if known:
         chart = _renamed(chart, known)
-    known_weights = {w.id for w in repo.body_weights(patient_id)}
-    for weight in chart.body_weights:
-        if weight.id not in known_weights:
-            authorize("c", "Observation")
-            services.record_patient_record(uow, ctx, patient_id, _fresh(weight))
+    _import_body_weights(uow, ctx, chart, patient_id, authorize)
     incoming = chart.episode
-    try:
-        existing: Episode | None = repo.get_episode(incoming.id)
-    except NotFound:
-        existing = None
-    if existing is not None and existing.patient_id != patient_id:
-        raise InboundRefused(
-            422, "Bundle.entry.resource.ofType(EpisodeOfCare).patient", "the episode has another patient"
-        )
-    created = existing is None
-    if existing is None:
-        authorize("c", "EpisodeOfCare")
-        existing = services.open_episode(
-            uow,
-            ctx,
-            patient_id=patient_id,
-            indications=incoming.indications,
-            care_team=incoming.care_team,
-            period_start=incoming.period_start,
-            status=EpisodeStatus.ACTIVE if incoming.status is not EpisodeStatus.PLANNED else incoming.status,
-            episode_id=incoming.id,
-        )
-    elif _header(incoming) != _header(existing) and may_update(incoming.id):
-        authorize("u", "EpisodeOfCare")
-        services.amend_episode(
-            uow,
-            ctx,
-            incoming.id,
-            indications=incoming.indications,
-            care_team=incoming.care_team,
-            status=existing.status,
-            reason="FHIR transaction",
-            expected_version=None,
-        )
+    existing, created = _import_episode_header(uow, ctx, incoming, patient_id, may_update, authorize)
     transitions = incoming.phase_history[len(existing.phase_history) :]
     _transition(uow, ctx, incoming.id, [t for t in transitions if t.to_phase not in _TERMINAL_PHASES], authorize)
     _import_records(uow, ctx, incoming, may_update, authorize)
     _transition(uow, ctx, incoming.id, [t for t in transitions if t.to_phase in _TERMINAL_PHASES], authorize)
-    current = repo.get_episode(incoming.id)
+    current = uow.repo.get_episode(incoming.id)
     if incoming.status is not current.status and not transitions and (created or may_update(incoming.id)):
         authorize("u", "EpisodeOfCare")
         services.amend_episode(
@@ -833,6 +791,80 @@ def import_chart(
     _acknowledge(uow, ctx, incoming, authorize)
     _import_rems_submissions(uow, ctx, incoming, authorize)
     return incoming.id
+
+
+def _import_practitioners(uow: Any, ctx: services.Context, chart: EpisodeChart, authorize: Authorize) -> dict[str, str]:
+    """Registers the Bundle's practitioners not known here; returns the ids of those known here under another id
+    (the same NPI): Bundle id -> id here."""
+    repo = uow.repo
+    known: dict[str, str] = {}
+    for practitioner in chart.practitioners:
+        if not repo.missing_practitioners({practitioner.id}):
+            continue
+        same = repo.find_practitioner_by_npi(practitioner.npi) if practitioner.npi else None
+        if same is not None:
+            known[practitioner.id] = same.id
+            continue
+        authorize("c", "Practitioner")
+        services.register_practitioner(uow, ctx, dataclasses.replace(practitioner, version=1))
+    return known
+
+
+def _import_body_weights(
+    uow: Any, ctx: services.Context, chart: EpisodeChart, patient_id: str, authorize: Authorize
+) -> None:
+    """The patient's body weights the Bundle carries that are not recorded here (a weight is never amended here)."""
+    known_weights = {w.id for w in uow.repo.body_weights(patient_id)}
+    for weight in chart.body_weights:
+        if weight.id not in known_weights:
+            authorize("c", "Observation")
+            services.record_patient_record(uow, ctx, patient_id, _fresh(weight))
+
+
+def _import_episode_header(
+    uow: Any,
+    ctx: services.Context,
+    incoming: Episode,
+    patient_id: str,
+    may_update: Callable[[str], bool],
+    authorize: Authorize,
+) -> tuple[Episode, bool]:
+    """(the episode here, whether it was opened now): opened when new, its indications and care team amended when
+    the sender may update it; an episode of another patient is refused."""
+    try:
+        existing: Episode | None = uow.repo.get_episode(incoming.id)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.patient_id != patient_id:
+        raise InboundRefused(
+            422, "Bundle.entry.resource.ofType(EpisodeOfCare).patient", "the episode has another patient"
+        )
+    if existing is None:
+        authorize("c", "EpisodeOfCare")
+        opened = services.open_episode(
+            uow,
+            ctx,
+            patient_id=patient_id,
+            indications=incoming.indications,
+            care_team=incoming.care_team,
+            period_start=incoming.period_start,
+            status=EpisodeStatus.ACTIVE if incoming.status is not EpisodeStatus.PLANNED else incoming.status,
+            episode_id=incoming.id,
+        )
+        return opened, True
+    if _header(incoming) != _header(existing) and may_update(incoming.id):
+        authorize("u", "EpisodeOfCare")
+        services.amend_episode(
+            uow,
+            ctx,
+            incoming.id,
+            indications=incoming.indications,
+            care_team=incoming.care_team,
+            status=existing.status,
+            reason="FHIR transaction",
+            expected_version=None,
+        )
+    return existing, False
 
 
 def _adopt_healthcare_setting(uow: Any, ctx: services.Context, chart: EpisodeChart, authorize: Authorize) -> None:
@@ -894,6 +926,8 @@ def _import_patient(
 def _import_records(
     uow: Any, ctx: services.Context, incoming: Episode, may_update: Callable[[str], bool], authorize: Authorize
 ) -> None:
+    """The episode's records: new ones added together (in the order they refer to each other), then each known one
+    amended or marked entered in error when it differs and the sender may update it."""
     existing = uow.repo.get_episode(incoming.id)
     rank = {cls: i for i, cls in enumerate(_RECORD_ORDER)}
     ordered = sorted(incoming.records.values(), key=lambda r: rank.get(type(r), len(rank)))
@@ -910,30 +944,43 @@ def _import_records(
             submitted_totals=totals,
         )
     for record in ordered:
-        current = existing.records.get(record.id)
-        rtype = _PRIMARY_TYPE[type(record)]
-        if current is not None and not current.entered_in_error and _differs(record, current, {"entered_in_error"}):
-            if not may_update(record.id):
-                continue
-            authorize("u", rtype)
-            if isinstance(record, ClinicalSession) and record.psychotherapy_notes is None:
-                record = dataclasses.replace(record, psychotherapy_notes=current.psychotherapy_notes)  # not exported
-            services.amend_record(
-                uow,
-                ctx,
-                incoming.id,
-                _fresh(record, entered_in_error=False),
-                reason="FHIR transaction",
-                expected_version=None,
-                submitted_total=record.total if isinstance(record, OutcomeMeasure) else None,
-            )
-        if record.entered_in_error and (current is None or not current.entered_in_error):
-            if current is not None and not may_update(record.id):
-                continue
-            authorize("u", rtype)
-            services.mark_entered_in_error(
-                uow, ctx, incoming.id, type(record), record.id, reason="FHIR transaction", expected_version=None
-            )
+        _update_record(uow, ctx, incoming.id, record, existing.records.get(record.id), may_update, authorize)
+
+
+def _update_record(
+    uow: Any,
+    ctx: services.Context,
+    episode_id: str,
+    record: Any,
+    current: Any,
+    may_update: Callable[[str], bool],
+    authorize: Authorize,
+) -> None:
+    """One record of the Bundle against the one here (``current``, None when just added): amended when its content
+    differs, then marked entered in error when the Bundle says so; a record here that is entered in error stays so."""
+    rtype = _PRIMARY_TYPE[type(record)]
+    if current is not None and not current.entered_in_error and _differs(record, current, {"entered_in_error"}):
+        if not may_update(record.id):
+            return
+        authorize("u", rtype)
+        if isinstance(record, ClinicalSession) and record.psychotherapy_notes is None:
+            record = dataclasses.replace(record, psychotherapy_notes=current.psychotherapy_notes)  # not exported
+        services.amend_record(
+            uow,
+            ctx,
+            episode_id,
+            _fresh(record, entered_in_error=False),
+            reason="FHIR transaction",
+            expected_version=None,
+            submitted_total=record.total if isinstance(record, OutcomeMeasure) else None,
+        )
+    if record.entered_in_error and (current is None or not current.entered_in_error):
+        if current is not None and not may_update(record.id):
+            return
+        authorize("u", rtype)
+        services.mark_entered_in_error(
+            uow, ctx, episode_id, type(record), record.id, reason="FHIR transaction", expected_version=None
+        )
 
 
 def _transition(uow: Any, ctx: services.Context, episode_id: str, transitions: list, authorize: Authorize) -> None:

@@ -53,58 +53,67 @@ def _token(text: str) -> tuple[str | None, str | None]:
 
 
 def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
-    info = TYPES[resource_type]
+    """A search's query string as a Query: result parameters (page, sort, include), then one criterion per
+    search parameter."""
+    params = TYPES[resource_type].params
     query = Query(resource_type)
     for name, raw in args:
         if name == "_format":
             continue
         if name == "_count":
             query.count = parse_count(raw)
-            continue
-        if name == "_offset":
+        elif name == "_offset":
             query.offset = parse_offset(raw)
-            continue
-        if name == "_sort":
-            for key in raw.split(","):
-                desc = key.startswith("-")
-                code = key.lstrip("-")
-                if code not in ("_id", "_lastUpdated") and not (
-                    code in info.params and info.params[code].type == "date"
-                ):
-                    raise SearchError(
-                        "_sort", f"cannot sort {resource_type} by {code!r}: use _id, _lastUpdated or a date parameter"
-                    )
-                query.sort.append((code, desc))
-            continue
-        if name == "_include":
-            parts = raw.split(":")
-            if (
-                len(parts) != 2
-                or parts[0] != resource_type
-                or parts[1] not in info.params
-                or info.params[parts[1]].type != "reference"
-            ):
-                raise SearchError("_include", f"unsupported _include {raw!r}")
-            query.include.append(info.params[parts[1]])
-            continue
-        if name in RESULT_PARAMS:
+        elif name == "_sort":
+            query.sort += _parse_sort(resource_type, params, raw)
+        elif name == "_include":
+            query.include.append(_parse_include(resource_type, params, raw))
+        elif name in RESULT_PARAMS:
             raise SearchError(name, f"the result parameter {name} is not supported")
-        code, _, modifier = name.partition(":")
-        param = info.params.get(code)
-        if param is None:
-            raise SearchError(
-                name,
-                f"unknown search parameter {code!r} for {resource_type}; supported: {', '.join(sorted(info.params))}",
-            )
-        if modifier and not (modifier == "exact" and param.type == "string"):
-            raise SearchError(name, f"the modifier :{modifier} is not supported on {code}")
-        values = []
-        for text in raw.split(","):
-            if text == "":
-                raise SearchError(name, f"empty value for {code}")
-            values.append(_parse_value(param, text, name))
-        query.criteria.append(Criterion(param, modifier or None, tuple(values)))
+        else:
+            query.criteria.append(_parse_criterion(resource_type, params, name, raw))
     return query
+
+
+def _parse_sort(resource_type: str, params: dict[str, Param], raw: str) -> list[tuple[str, bool]]:
+    """``_sort`` keys as (parameter, descending): _id, _lastUpdated or a date parameter of the type."""
+    keys = []
+    for key in raw.split(","):
+        desc = key.startswith("-")
+        code = key.lstrip("-")
+        if code not in ("_id", "_lastUpdated") and not (code in params and params[code].type == "date"):
+            raise SearchError(
+                "_sort", f"cannot sort {resource_type} by {code!r}: use _id, _lastUpdated or a date parameter"
+            )
+        keys.append((code, desc))
+    return keys
+
+
+def _parse_include(resource_type: str, params: dict[str, Param], raw: str) -> Param:
+    """``_include=Type:param``: a reference parameter of the searched type itself."""
+    parts = raw.split(":")
+    if len(parts) != 2 or parts[0] != resource_type or parts[1] not in params or params[parts[1]].type != "reference":
+        raise SearchError("_include", f"unsupported _include {raw!r}")
+    return params[parts[1]]
+
+
+def _parse_criterion(resource_type: str, params: dict[str, Param], name: str, raw: str) -> Criterion:
+    """A search parameter (``code`` or ``code:exact`` on a string) with its comma-separated values (OR)."""
+    code, _, modifier = name.partition(":")
+    param = params.get(code)
+    if param is None:
+        raise SearchError(
+            name,
+            f"unknown search parameter {code!r} for {resource_type}; supported: {', '.join(sorted(params))}",
+        )
+    if modifier and not (modifier == "exact" and param.type == "string"):
+        raise SearchError(name, f"the modifier :{modifier} is not supported on {code}")
+    values = []
+    for text in raw.split(","):
+        if text == "":
+            raise SearchError(name, f"empty value for {code}")
+        values.append(_parse_value(param, text, name))
+    return Criterion(param, modifier or None, tuple(values))
 
 
 def parse_count(raw: str) -> int:
@@ -269,6 +278,7 @@ def included_refs(session: Session, clinic_id: str, query: Query, ids: list[str]
 
 
 def _row_matches(c: Criterion, value: Any, row: dict) -> bool:
+    """Whether one index row (as ``index_rows`` makes it) matches one parsed value of a criterion."""
     kind = c.param.type
     if kind == "token":
         system, code = value
@@ -276,16 +286,7 @@ def _row_matches(c: Criterion, value: Any, row: dict) -> bool:
             system is None or (system == "" and row["system"] is None) or row["system"] == system
         )
     if kind == "date":
-        prefix, lo, hi = value
-        start, end = row["start"], row["end"]
-        return {
-            "eq": start >= lo and end <= hi,
-            "ne": not (start >= lo and end <= hi),
-            "gt": end > hi,
-            "lt": start < lo,
-            "ge": end >= lo,
-            "le": start <= hi,
-        }[prefix]
+        return _period_matches(row["start"], row["end"], *value)
     if kind == "string":
         return row["code"] == value if c.modifier == "exact" else (row["code"] or "").startswith(value)
     if kind == "reference":
@@ -293,26 +294,48 @@ def _row_matches(c: Criterion, value: Any, row: dict) -> bool:
     return row["code"] == value
 
 
+def _period_matches(start: datetime, end: datetime, prefix: str, lo: datetime, hi: datetime) -> bool:
+    """A date prefix on [start, end] against the searched [lo, hi], as ``_date_condition`` says it in SQL."""
+    return {
+        "eq": start >= lo and end <= hi,
+        "ne": not (start >= lo and end <= hi),
+        "gt": end > hi,
+        "lt": start < lo,
+        "ge": end >= lo,
+        "le": start <= hi,
+    }[prefix]
+
+
 def search_memory(resources: list[tuple[dict, datetime]], query: Query) -> tuple[list[tuple[dict, datetime]], int]:
     params = TYPES[query.resource_type].params
-    matched = []
-    for resource, updated in resources:
-        rows = index_rows(resource, params)
-        ok = True
-        for c in query.criteria:
-            if c.param.code == "_id":
-                ok = any(resource["id"] == code for _, code in c.values)
-            elif c.param.code == "_lastUpdated":
-                point = {"start": updated, "end": updated, "code": None, "system": None}
-                ok = any(_row_matches(c, v, point) for v in c.values)
-            else:
-                mine = [r for r in rows if r["param"] == c.param.code]
-                ok = any(_row_matches(c, v, r) for v in c.values for r in mine)
-            if not ok:
-                break
-        if ok:
-            matched.append((resource, updated))
-    for code, desc in reversed(query.sort or [("_id", False)]):
+    matched = [
+        (resource, updated)
+        for resource, updated in resources
+        if _matches_criteria(resource, updated, index_rows(resource, params), query.criteria)
+    ]
+    _sort_in_memory(matched, query.sort)
+    return matched[query.offset : query.offset + query.count], len(matched)
+
+
+def _matches_criteria(resource: dict, updated: datetime, rows: list[dict], criteria: list[Criterion]) -> bool:
+    """Every criterion (AND) has a value (OR) that the resource's id, lastUpdated or index rows match."""
+    for c in criteria:
+        if c.param.code == "_id":
+            ok = any(resource["id"] == code for _, code in c.values)
+        elif c.param.code == "_lastUpdated":
+            point = {"start": updated, "end": updated, "code": None, "system": None}
+            ok = any(_row_matches(c, v, point) for v in c.values)
+        else:
+            mine = [r for r in rows if r["param"] == c.param.code]
+            ok = any(_row_matches(c, v, r) for v in c.values for r in mine)
+        if not ok:
+            return False
+    return True
+
+
+def _sort_in_memory(matched: list[tuple[dict, datetime]], sort: list[tuple[str, bool]]) -> None:
+    """Sort in place by the ``_sort`` keys (by _id when none), the first key deciding: stable sorts, last key first."""
+    for code, desc in reversed(sort or [("_id", False)]):
         key: Callable[[tuple[dict, datetime]], Any]
         if code == "_id":
             key = lambda item: item[0]["id"]  # noqa: E731
@@ -321,7 +344,6 @@ def search_memory(resources: list[tuple[dict, datetime]], query: Query) -> tuple
         else:
             key = lambda item, code=code: item[0].get(code) or ""  # noqa: E731
         matched.sort(key=key, reverse=desc)
-    return matched[query.offset : query.offset + query.count], len(matched)
 
 
 # --- the audit trail ----------------------------------------------------------------------------------------------

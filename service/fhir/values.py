@@ -84,50 +84,70 @@ def extract(resource: dict, param: Param) -> list[dict[str, Any]]:
 
 
 def _rows(param: Param, element: Any) -> list[dict[str, Any]]:
-    kind = param.type
-    if kind == "token":
-        if isinstance(element, dict):
-            if "coding" in element:
-                return [{"system": c.get("system"), "code": c.get("code")} for c in element["coding"] if c.get("code")]
-            if "value" in element and "code" not in element:  # Identifier
-                return [{"system": element.get("system"), "code": str(element["value"])}]
-            if "code" in element:  # Coding
-                return [{"system": element.get("system"), "code": element["code"]}]
-            return []
-        if isinstance(element, bool):
-            return [{"system": None, "code": "true" if element else "false"}]
-        if isinstance(element, str):
-            return [{"system": None, "code": element}]
-        return []
-    if kind == "reference":
-        text = element.get("reference") if isinstance(element, dict) else element if isinstance(element, str) else None
-        if not text or (param.only_target and not text.startswith(param.only_target + "/")):
-            return []
-        target = text.split("/")[-2] if text.count("/") >= 1 and not text.startswith("http") else None
-        return [{"system": target, "code": text}]
-    if kind == "date":
-        if isinstance(element, dict):
-            start = element.get("start")
-            end = element.get("end")
-            lo = date_range(start)[0] if start else datetime(1, 1, 2, tzinfo=UTC)
-            hi = date_range(end)[1] if end else datetime(9999, 12, 30, tzinfo=UTC)
-            return [{"start": lo, "end": hi}]
-        if isinstance(element, str):
-            try:
-                lo, hi = date_range(element)
-            except BadValue:
-                return []
-            return [{"start": lo, "end": hi}]
-        return []
-    if kind == "string":
-        if isinstance(element, dict):  # HumanName, Address
-            parts = [element.get("family"), *(element.get("given") or []), element.get("text")]
-            return [{"code": p.lower()} for p in parts if isinstance(p, str)]
-        if isinstance(element, str):
-            return [{"code": element.lower()}]
-        return []
-    if kind == "uri" and isinstance(element, str):
+    """Index rows of one element, read by the parameter's search type."""
+    if param.type == "token":
+        return _token_rows(element)
+    if param.type == "reference":
+        return _reference_rows(param, element)
+    if param.type == "date":
+        return _date_rows(element)
+    if param.type == "string":
+        return _string_rows(element)
+    if param.type == "uri" and isinstance(element, str):
         return [{"code": element}]
+    return []
+
+
+def _token_rows(element: Any) -> list[dict[str, Any]]:
+    """A CodeableConcept's codings, an Identifier, a Coding, a boolean or a code."""
+    if isinstance(element, dict):
+        if "coding" in element:
+            return [{"system": c.get("system"), "code": c.get("code")} for c in element["coding"] if c.get("code")]
+        if "value" in element and "code" not in element:  # Identifier
+            return [{"system": element.get("system"), "code": str(element["value"])}]
+        if "code" in element:  # Coding
+            return [{"system": element.get("system"), "code": element["code"]}]
+        return []
+    if isinstance(element, bool):
+        return [{"system": None, "code": "true" if element else "false"}]
+    if isinstance(element, str):
+        return [{"system": None, "code": element}]
+    return []
+
+
+def _reference_rows(param: Param, element: Any) -> list[dict[str, Any]]:
+    """A Reference (or canonical text) with its target type, when the parameter accepts that target."""
+    text = element.get("reference") if isinstance(element, dict) else element if isinstance(element, str) else None
+    if not text or (param.only_target and not text.startswith(param.only_target + "/")):
+        return []
+    target = text.split("/")[-2] if text.count("/") >= 1 and not text.startswith("http") else None
+    return [{"system": target, "code": text}]
+
+
+def _date_rows(element: Any) -> list[dict[str, Any]]:
+    """A Period (open ends reach the far past/future) or a date/dateTime by its precision."""
+    if isinstance(element, dict):
+        start = element.get("start")
+        end = element.get("end")
+        lo = date_range(start)[0] if start else datetime(1, 1, 2, tzinfo=UTC)
+        hi = date_range(end)[1] if end else datetime(9999, 12, 30, tzinfo=UTC)
+        return [{"start": lo, "end": hi}]
+    if isinstance(element, str):
+        try:
+            lo, hi = date_range(element)
+        except BadValue:
+            return []
+        return [{"start": lo, "end": hi}]
+    return []
+
+
+def _string_rows(element: Any) -> list[dict[str, Any]]:
+    """A HumanName or Address by its parts, or a string, lower-cased."""
+    if isinstance(element, dict):  # HumanName, Address
+        parts = [element.get("family"), *(element.get("given") or []), element.get("text")]
+        return [{"code": p.lower()} for p in parts if isinstance(p, str)]
+    if isinstance(element, str):
+        return [{"code": element.lower()}]
     return []
 
 

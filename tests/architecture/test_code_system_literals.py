@@ -20,11 +20,6 @@ HOME = ("mappings/terminology.py", "mappings/conformance/")
 ALLOWED: dict[tuple[str, str | None], str] = {
     ("validation/", None): "the validator quotes the FHIRPath invariants and canonical prefixes of the profiles it "
     "checks, and tells HL7-defined code systems from others by their namespace; it builds no resource",
-    (
-        "service/entrypoints/fhir_api.py",
-        "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    ): "SUBSETTED tag of _summary/_elements; the lead is rewriting this file's routes (issue 18): move to terminology "
-    "at that merge",
 }
 
 
