@@ -75,7 +75,7 @@ class Settings:
     sync_max_attempts: int = 8
     # Records kept decoded per process, shared by its requests (service/adapters/repository.py: DecodedRecords);
     # 0: none, every command decodes its episode's records from their rows.
-    decoded_records: int = 20_000
+    decoded_records: int = 10_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,5 +99,5 @@ class Settings:
             security=SecuritySettings.from_env(),
             targets=load_targets(),
             sync_max_attempts=_int("KAPFHIR_SYNC_MAX_ATTEMPTS", 8),
-            decoded_records=_int("KAPFHIR_DECODED_RECORDS", 20_000),
+            decoded_records=_int("KAPFHIR_DECODED_RECORDS", 10_000),
         )

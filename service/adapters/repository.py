@@ -42,7 +42,7 @@ class DecodedRecords:
     (amendments and entered-in-error marks are new objects), so units of work can share them. Without it, every
     command read and decoded every record of its episode again: the cost of a write grew with the episode."""
 
-    def __init__(self, max_records: int = 20_000) -> None:
+    def __init__(self, max_records: int = 10_000) -> None:
         self._lock = threading.Lock()
         self.resize(max_records)
 

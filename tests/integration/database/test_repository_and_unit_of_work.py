@@ -240,7 +240,7 @@ def test_with_no_shared_records_every_unit_of_work_decodes_its_own(session_facto
         with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
             assert uow.repo.get_episode("ep-1").records == {"consent-1": consent(recorded_at=NOW, updated_at=NOW)}
     finally:
-        repository.DECODED.resize(20_000)
+        repository.DECODED.resize(10_000)
 
 
 def test_an_episode_version_the_process_holds_is_read_without_its_records_rows(session_factory, projector) -> None:
