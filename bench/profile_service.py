@@ -32,8 +32,8 @@ def summarize(collapsed: list[Path], top: int = 25) -> str:
     for path in collapsed:
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if not stack:
-                continue
+            if not stack or not count.isdigit():
+                continue  # a line py-spy was still writing when its duration ended
             n = int(count)
             frames = stack.split(";")
             if any("wait (threading.py" in f or "select (selectors.py" in f or "accept" in f for f in frames[-2:]):
