@@ -25,7 +25,7 @@ from tests.support.seed import seed_episodes, session_bodies
 CLIENTS = 4
 WRITES = 160 if SOAK else 48
 KILLS = 20 if SOAK else 6
-KILL_EVERY_S = 0.6
+KILL_EVERY_S = 0.3  # at least this apart, so that gunicorn has begun to replace the worker killed before
 MAX_ATTEMPTS = 30
 DEADLINE_S = 150 if SOAK else 60
 
@@ -48,9 +48,18 @@ def test_kill_9_of_workers_loses_no_acknowledged_write_and_leaves_nothing_half_w
         keys = [f"kill9-{uuid.uuid4()}" for _ in bodies]
         deadline = time.monotonic() + DEADLINE_S
 
+        acknowledged = [0]  # writes answered 2xx so far (the clients add to it)
+        every = max(1, WRITES // (KILLS + 1))
+
         def killer() -> None:
+            # A kill after every `every` acknowledged writes (and at least KILL_EVERY_S apart): the kills fall in the
+            # middle of the stream however fast the service writes, with the other clients' writes in flight.
+            last = 0.0
             while not stop.is_set() and len(kills) < KILLS and time.monotonic() < deadline:
-                time.sleep(KILL_EVERY_S)
+                time.sleep(0.05)
+                if acknowledged[0] < every * (len(kills) + 1) or time.monotonic() - last < KILL_EVERY_S:
+                    continue
+                last = time.monotonic()
                 pids = _worker_pids(service)
                 if pids:
                     pid = random.choice(pids)
@@ -80,6 +89,7 @@ def test_kill_9_of_workers_loses_no_acknowledged_write_and_leaves_nothing_half_w
                     seen.append(r.status_code)
                     if 200 <= r.status_code < 300:
                         answer = r.json()
+                        acknowledged[0] += 1
                         break
                     if r.status_code in (409, 412, 502, 503):
                         time.sleep(0.05)
