@@ -47,28 +47,20 @@ class DecodedRecords:
         self.resize(max_records)
 
     def resize(self, max_records: int) -> None:
-        """Keep at most ``max_records`` (the least recently used go first); 0 keeps none."""
+        """Keep at most ``max_records`` (the least recently used go first), and the compositions of a twentieth as
+        many episode versions; 0 keeps none."""
         with self._lock:
-            self._records: LRUCache[tuple[str, str, str, int], Record] | None = (
-                LRUCache(max_records) if max_records > 0 else None
-            )
-            self._compositions: LRUCache[tuple[str, str, str, int], Composition] | None = (
-                LRUCache(max(1, max_records // 20)) if max_records > 0 else None
-            )
+            self._records: LRUCache[tuple[str, str, str, int], Record] = LRUCache(max(1, max_records))
+            self._compositions: LRUCache[tuple[str, str, str, int], Composition] = LRUCache(max(1, max_records // 20))
+            self._enabled = max_records > 0
 
     def get(self, store: str, clinic_id: str, record_id: str, version: int) -> Record | None:
-        if self._records is None:
-            return None
         with self._lock:
-            return self._records.get((store, clinic_id, record_id, version)) if self._records is not None else None
+            return self._records.get((store, clinic_id, record_id, version))
 
     def episode_records(self, store: str, clinic_id: str, episode_id: str, version: int) -> dict[str, Record] | None:
         """The records of that version of the episode, when every one of them is held; else None."""
-        if self._records is None:
-            return None
         with self._lock:
-            if self._records is None or self._compositions is None:
-                return None
             composition = self._compositions.get((store, clinic_id, episode_id, version))
             if composition is None:
                 return None
@@ -84,10 +76,8 @@ class DecodedRecords:
         self, store: str, clinic_id: str, records: list[Record], compositions: dict[tuple[str, int], Composition]
     ) -> None:
         """``compositions``: (episode id, episode version) -> its records."""
-        if self._records is None or not (records or compositions):
-            return
         with self._lock:
-            if self._records is None or self._compositions is None:
+            if not self._enabled:
                 return
             for record in records:
                 self._records[(store, clinic_id, record.id, record.version)] = record
@@ -96,13 +86,12 @@ class DecodedRecords:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._records) if self._records is not None else 0
+            return len(self._records)
 
     def clear(self) -> None:
         with self._lock:
-            if self._records is not None and self._compositions is not None:
-                self._records.clear()
-                self._compositions.clear()
+            self._records.clear()
+            self._compositions.clear()
 
 
 DECODED = DecodedRecords()

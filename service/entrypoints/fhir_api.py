@@ -157,9 +157,12 @@ def _resource_headers(resource: dict) -> dict[str, str]:
     if "versionId" in meta:
         headers["ETag"] = f'W/"{meta["versionId"]}"'
     if "lastUpdated" in meta:
-        when = datetime.fromisoformat(meta["lastUpdated"].replace("Z", "+00:00"))
-        headers["Last-Modified"] = when.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        headers["Last-Modified"] = _http_date(datetime.fromisoformat(meta["lastUpdated"].replace("Z", "+00:00")))
     return headers
+
+
+def _http_date(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def _resource_response(resource: dict) -> Response:
@@ -280,18 +283,12 @@ def _served_as_stored(uow: Any, rtype: str, rid: str) -> Response:
     if raw is None:  # stored before bodies carried their version
         resource = projection._stored(row).resource()
         return _read_answer(resource, _resource_headers(resource))
-    last_modified = row.last_updated.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    return _read_answer(raw, {"ETag": f'W/"{row.version_id}"', "Last-Modified": last_modified})
+    return _read_answer(raw, {"ETag": f'W/"{row.version_id}"', "Last-Modified": _http_date(row.last_updated)})
 
 
 def _read_answer(body: dict | bytes, headers: dict[str, str]) -> Response:
     if _not_modified(headers):
         response = Response(b"", status=304)
-        for name, value in headers.items():
-            response.headers[name] = value
-        return response
-    if isinstance(body, bytes):
-        response = Response(body, status=200, mimetype=FHIR_JSON)
         for name, value in headers.items():
             response.headers[name] = value
         return response

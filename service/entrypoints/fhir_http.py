@@ -31,10 +31,15 @@ _ISSUE_CODE = {
 
 
 def fhir_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    option = orjson.OPT_NON_STR_KEYS
-    if has_request_context() and request.args.get("_pretty") == "true":
-        option |= orjson.OPT_INDENT_2
-    response = Response(orjson.dumps(body, option=option), status=status, mimetype=FHIR_JSON)
+    """``body`` as FHIR JSON; bytes (a stored resource's JSON) are sent as they are."""
+    if isinstance(body, bytes):
+        data = body
+    else:
+        option = orjson.OPT_NON_STR_KEYS
+        if has_request_context() and request.args.get("_pretty") == "true":
+            option |= orjson.OPT_INDENT_2
+        data = orjson.dumps(body, option=option)
+    response = Response(data, status=status, mimetype=FHIR_JSON)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

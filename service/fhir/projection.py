@@ -43,17 +43,17 @@ from service.service_layer.unit_of_work import EpisodeChanges
 NOT_IN_PATIENT_COMPARTMENT = {"Organization", "Practitioner"}
 
 
-def _served_body(resource: dict, version: int, last_updated: datetime) -> str:
-    """The resource as a read serves it (see ``Stored.resource``), stored so that a read can send it as it is."""
+def as_served(resource: dict, version: int, last_updated: datetime) -> dict:
+    """The resource as a read serves it: meta.versionId and meta.lastUpdated of its stored version, and
+    resourceType, id and meta first (``served_bytes`` recognises a body stored so)."""
     body = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
     meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-    served = {
+    return {
         "resourceType": resource["resourceType"],
         "id": resource["id"],
         "meta": {"versionId": str(version), "lastUpdated": instant(last_updated), **meta},
         **body,
     }
-    return orjson.dumps(served).decode()
 
 
 def served_bytes(row: Any) -> bytes | None:
@@ -74,10 +74,7 @@ class Stored:
 
     def resource(self) -> dict:
         """The resource as served: meta.versionId and meta.lastUpdated from the stored version."""
-        out = dict(self.body)
-        meta = {k: v for k, v in out.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-        out["meta"] = {"versionId": str(self.version_id), "lastUpdated": instant(self.last_updated), **meta}
-        return out
+        return as_served(self.body, self.version_id, self.last_updated)
 
 
 def instant(value: datetime) -> str:
@@ -244,7 +241,7 @@ def _version_rows(
                 "episode_id": episode_id,
                 "patient_ref": None if rtype in NOT_IN_PATIENT_COMPARTMENT else patient_ref,
                 "content_hash": digest,
-                "body": _served_body(resource, version, when),
+                "body": orjson.dumps(as_served(resource, version, when)).decode(),
             }
         )
     return rows
@@ -269,19 +266,16 @@ def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]
     return {(row.resource_type, row.id): orjson.loads(row.body) for row in rows}
 
 
-def _reindex(
-    session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]] | None = None
-) -> None:
-    """Replaces the search index rows of the resources: one DELETE for those that had a version before (all of
-    them unless ``replaced`` names them: a new resource has no rows), one INSERT for all."""
+def _reindex(session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]]) -> None:
+    """Replaces the search index rows of the resources: one DELETE for those that had a version before
+    (``replaced``: a new resource has no rows), one INSERT for all."""
     from service.fhir.values import index_rows
 
     s = fhir_search_index
-    keys = [(r["resourceType"], r["id"]) for r in resources] if replaced is None else replaced
-    for start in range(0, len(keys), 500):
+    for start in range(0, len(replaced), 500):
         session.execute(
             delete(s).where(
-                s.c.clinic_id == clinic_id, tuple_(s.c.resource_type, s.c.id).in_(keys[start : start + 500])
+                s.c.clinic_id == clinic_id, tuple_(s.c.resource_type, s.c.id).in_(replaced[start : start + 500])
             )
         )
     rows = [
