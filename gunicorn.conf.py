@@ -8,6 +8,10 @@ workers = int(os.environ.get("KAPFHIR_WORKERS", "2"))
 # (under gthread, ten such clients stopped /healthz for 40 s). Complete requests run the Flask app in a pool of
 # KAPFHIR_THREADS threads per worker (service/entrypoints/asgi.py).
 worker_class = "service.entrypoints.gunicorn_worker.ProblemJsonAsgiWorker"
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections over them. With one
+# shared socket, the asyncio worker that woke first accepted every pending connection: a client's keep-alive pool
+# (an EHR's, or wrk's 16 connections) all landed on one worker while the other idled, halving throughput.
+reuse_port = True
 worker_connections = int(os.environ.get("KAPFHIR_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("KAPFHIR_TIMEOUT", "30"))
 asgi_lifespan = "off"  # the Flask app has no ASGI lifespan

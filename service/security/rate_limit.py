@@ -22,6 +22,10 @@ log = logging.getLogger("kapfhir.rate_limit")
 # A worker adds its hits to the shared count at most this often per key: between two syncs it decides on the
 # last shared total plus its own hits since, so a budget can be overrun by what the other workers took meanwhile.
 SYNC_SECONDS = 0.2
+# ... or sooner, once its unsynced hits pass this share of what is left of the budget: connections spread over the
+# workers, so each would otherwise overrun a budget by its own last SYNC_SECONDS of hits. Syncs come more often as
+# a budget runs out (about 10 ln(budget) of them per window and worker), and no more once it is spent.
+UNSYNCED_SHARE = 0.1
 MAX_LOCAL_KEYS = 10_000
 
 
@@ -59,7 +63,8 @@ class RateLimiter:
                 self._windows = {k: w for k, w in self._windows.items() if k.endswith(f"@{int(window_start)}")}
             window = self._windows.setdefault(full_key, _Window())
             window.pending += 1
-            sync = now - window.synced_at >= self._sync_seconds
+            left = limit.amount - window.shared
+            sync = (0 <= left < window.pending / UNSYNCED_SHARE) or now - window.synced_at >= self._sync_seconds
             if sync:
                 amount, window.pending, window.synced_at = window.pending, 0, now
         if sync:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,48 @@ def test_healthcheck_of_the_dockerfile_passes_against_the_running_service(servic
     assert service.run_healthcheck() == 0
     ready = requests.get(f"{service.base_url}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def _worker_of_connection(service: RunningService) -> dict[int, int]:
+    """Client port of each established connection to the service -> pid of the worker process holding it."""
+    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
+    owner = {}
+    for pid in map(int, children):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                owner[int(target[8:-1])] = pid
+    held = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, remote_port = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if local_port == service.port and fields[3] == "01" and int(fields[9]) in owner:  # 01: ESTABLISHED
+            held[remote_port] = owner[int(fields[9])]
+    return held
+
+
+def test_a_clients_keep_alive_connections_are_spread_over_the_workers(service: RunningService):
+    """An EHR's connection pool opens its connections at once and keeps them: they must not all land on one worker
+    (gunicorn.conf.py: reuse_port), which would leave the other workers idle under its load."""
+    connections = [socket.socket() for _ in range(16)]
+    try:
+        for connection in connections:  # all at once, as a pool (or wrk) opens them
+            connection.setblocking(False)
+            connection.connect_ex(("127.0.0.1", service.port))
+        for connection in connections:
+            select.select([], [connection], [], 10)
+            connection.setblocking(True)
+            connection.settimeout(10)
+        for connection in connections:  # a request on each, so that every connection has been accepted
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: kapfhir\r\n\r\n")
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+        mine = {c.getsockname()[1] for c in connections}
+        held = {port: pid for port, pid in _worker_of_connection(service).items() if port in mine}
+        assert len(held) == 16, held
+        assert len(set(held.values())) == 2, f"all 16 connections on one worker: {held}"
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 @pytest.mark.parametrize("path", EPISODE_FIXTURES, ids=[p.stem for p in EPISODE_FIXTURES])

@@ -115,6 +115,22 @@ def test_a_client_budget_is_shared_by_every_worker_on_the_database(database_url:
         engine.dispose()
 
 
+def test_workers_sharing_a_client_near_its_budget_overrun_it_by_a_few_hits_at_most(database_url: str):
+    """Between syncs (every 0.2 s) a worker decides on its own hits; near the budget it syncs on every hit, so two
+    workers serving one client's burst do not each add their last 0.2 s of hits on top of the budget."""
+    from service.adapters.rate_limits import DatabaseCounters
+
+    prepare_database(Settings(database_url=database_url))
+    engine = make_engine(database_url)
+    try:
+        workers = [RateLimiter(DatabaseCounters(engine)) for _ in range(2)]  # the service's sync interval
+        limit = parse("100 per minute")
+        allowed = sum(workers[i % 2].hit(limit, client_key("clinic-a", "burst")).allowed for i in range(300))
+        assert 100 <= allowed <= 104, allowed
+    finally:
+        engine.dispose()
+
+
 # --- tokens ---------------------------------------------------------------------------------------------------------
 
 
