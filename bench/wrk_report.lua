@@ -1,5 +1,7 @@
 -- Shared wrk script: optional request rotation (bench/run_all.py writes requests.lua beside it) and a JSON summary.
--- Environment: WRK_DELAY_MS paces each connection (closed loop) for the "half of max rate" runs.
+-- Environment: WRK_DELAY_MS paces each connection for the "half of max rate" runs: before each request (its first
+-- included) a connection waits an exponentially distributed time of that mean, so that requests arrive spread out
+-- (about as a Poisson stream) instead of the 16 connections firing together in rounds.
 
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
 local counter = 0
@@ -13,6 +15,7 @@ end
 
 function init(args)
   thread_id = id or 0
+  math.randomseed(os.time() * 1000 + thread_id)
   if load_requests then load_requests() end
 end
 
@@ -23,7 +26,7 @@ function request()
 end
 
 if delay_ms > 0 then
-  function delay() return delay_ms end
+  function delay() return math.floor(-delay_ms * math.log(1 - math.random())) end
 end
 
 function done(summary, latency, requests)
