@@ -11,7 +11,8 @@ worker_class = "service.entrypoints.gunicorn_worker.ProblemJsonAsgiWorker"
 # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections over them. With one
 # shared socket, the asyncio worker that woke first accepted every pending connection: a client's keep-alive pool
 # (an EHR's, or wrk's 16 connections) all landed on one worker while the other idled, halving throughput.
-reuse_port = True
+# TCP only: workers binding one Unix socket path would each replace the others' socket file.
+reuse_port = not bind.startswith(("unix:", "fd://"))
 worker_connections = int(os.environ.get("KAPFHIR_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("KAPFHIR_TIMEOUT", "30"))
 asgi_lifespan = "off"  # the Flask app has no ASGI lifespan
