@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from service.fixture_loader import load_fixture, replay
-from tests.integration.test_fixtures import INVALID, _app, _sender
+from tests.support.fixture_replay import INVALID, api_sender, sqlite_app
 
 
 @pytest.fixture
 def base(tmp_path: Path) -> tuple[Any, dict[str, str]]:
-    client = _app(tmp_path).test_client()
-    return client, replay(load_fixture(INVALID / "_base.json"), _sender(client))
+    client = sqlite_app(tmp_path).test_client()
+    return client, replay(load_fixture(INVALID / "_base.json"), api_sender(client))
 
 
 def _post(client: Any, path: str, body: Any) -> Any:

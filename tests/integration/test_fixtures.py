@@ -17,24 +17,11 @@ from typing import Any
 import pytest
 
 from service.fixture_loader import fixture_paths, load_fixture, replay
-from tests.support.app import authorized_app
+from tests.support.fixture_replay import INVALID, api_sender, sqlite_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES = ROOT / "fixtures" / "episodes"
-INVALID = ROOT / "fixtures" / "invalid"
 OPEN_OR_ACKNOWLEDGED = {"open", "acknowledged"}
-
-
-def _app(tmp_path: Path) -> Any:
-    return authorized_app(f"sqlite:///{tmp_path}/k.db")
-
-
-def _sender(client: Any):
-    def send(method: str, path: str, body: Any) -> tuple[int, Any]:
-        r = client.open("/api/v1" + path, method=method, json=body)
-        return r.status_code, r.get_json(silent=True)
-
-    return send
 
 
 # --- episodes ---------------------------------------------------------------------------------------------------
@@ -44,8 +31,8 @@ def _sender(client: Any):
 def test_episode_fixture_replays_with_its_expected_flags(path: Path, tmp_path: Path) -> None:
     fixture = load_fixture(path)
     assert set(fixture) >= {"name", "description", "expected_flags", "steps"}
-    client = _app(tmp_path).test_client()
-    ids = replay(fixture, _sender(client))
+    client = sqlite_app(tmp_path).test_client()
+    ids = replay(fixture, api_sender(client))
 
     flags = client.get(f"/api/v1/episodes/{ids['episode']}/safety-flags").get_json()["items"]
     kept = sorted(f["rule_id"] for f in flags if f["status"] in OPEN_OR_ACKNOWLEDGED)
@@ -73,15 +60,15 @@ def test_episode_fixture_replays_with_its_expected_flags(path: Path, tmp_path: P
 
 def test_all_episode_fixtures_load_into_one_database(tmp_path: Path) -> None:
     """What `kapfhir load-fixtures` does: every fixture into the same clinic (MRNs and NPIs must not collide)."""
-    client = _app(tmp_path).test_client()
+    client = sqlite_app(tmp_path).test_client()
     for path in fixture_paths(EPISODES):
-        replay(load_fixture(path), _sender(client))
+        replay(load_fixture(path), api_sender(client))
     assert client.get("/api/v1/episodes").get_json()["total"] == len(fixture_paths(EPISODES))
 
 
 def test_episode_fixture_story_details(tmp_path: Path) -> None:
-    client = _app(tmp_path).test_client()
-    send = _sender(client)
+    client = sqlite_app(tmp_path).test_client()
+    send = api_sender(client)
     by_name = {p.stem: p for p in fixture_paths(EPISODES)}
 
     ids = replay(load_fixture(by_name["a-trd-iv-ketamine"]), send)
@@ -189,8 +176,8 @@ def _snapshot(client: Any, ids: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, str]]:
-    client = _app(tmp_path_factory.mktemp("invalid")).test_client()
-    ids = replay(load_fixture(INVALID / "_base.json"), _sender(client))
+    client = sqlite_app(tmp_path_factory.mktemp("invalid")).test_client()
+    ids = replay(load_fixture(INVALID / "_base.json"), api_sender(client))
     return client, ids
 
 

@@ -46,8 +46,8 @@ from service.exchange.push import (
     refused_condition,
 )
 from service.exchange.targets import load_targets, target_from_dict
-from tests.e2e.exchange.test_push_sekmet import NOW, assert_each_once, consent, sandbox_target
 from tests.support.charts import T0, unique_chart
+from tests.support.exchange import NOW, assert_each_once, consent, sandbox_target
 from tests.support.proxy import FaultProxy, without_interactions
 from tests.support.sekmet import Sekmet
 

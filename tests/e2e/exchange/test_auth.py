@@ -37,7 +37,7 @@ def test_smart_target_from_config_pushes(sekmet_smart: Sekmet) -> None:
     from datetime import UTC, datetime
 
     from service.exchange.push import push_bundle
-    from tests.e2e.exchange.test_push_sekmet import ORG, consent
+    from tests.support.exchange import ORG, consent
 
     target = target_from_dict(
         "smart",

@@ -14,8 +14,9 @@ from flask import Flask
 
 from service.entrypoints import cli as cli_module
 from service.entrypoints.cli import main as cli
-from tests.e2e.exchange.test_outbox_worker import ORG, _app, _consent_to_share, _seed
 from tests.support.app import Api
+from tests.support.exchange import ORG
+from tests.support.outbox_app import app_with_ehr_target, consent_to_share, seed_with_own_mrn
 from tests.support.processes import free_port
 from tests.support.proxy import Fault, FaultProxy
 from tests.support.sekmet import Sekmet
@@ -39,8 +40,8 @@ def run_cli() -> Iterator[Any]:
 
 
 def test_a_held_push_names_the_missing_privacy_consent_and_the_target(tmp_path: Path, sekmet: Sekmet, run_cli):
-    app = _app(tmp_path, sekmet.base_url)
-    ids = _seed(Api(app.test_client()))  # a treatment consent, but no privacy consent
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
+    ids = seed_with_own_mrn(Api(app.test_client()))  # a treatment consent, but no privacy consent
     pushed = run_cli(app, "push", "--target", "ehr", "--all")
     assert pushed.exit_code == 0, pushed.output
     assert "episodes: 1, held: 1, failed: 0" in pushed.output
@@ -52,10 +53,10 @@ def test_a_held_push_names_the_missing_privacy_consent_and_the_target(tmp_path: 
 def test_a_refused_push_prints_the_servers_operation_outcome(tmp_path: Path, sekmet: Sekmet, run_cli):
     proxy = FaultProxy(sekmet.base_url)
     try:
-        app = _app(tmp_path, f"{proxy.url}/fhir" if sekmet.base_url.endswith("/fhir") else proxy.url)
+        app = app_with_ehr_target(tmp_path, f"{proxy.url}/fhir" if sekmet.base_url.endswith("/fhir") else proxy.url)
         api = Api(app.test_client())
-        ids = _seed(api)
-        _consent_to_share(api, ids["patient"])
+        ids = seed_with_own_mrn(api)
+        consent_to_share(api, ids["patient"])
         proxy.add(*[Fault("status", status=400, match=lambda method, path: method == "POST")] * 3)
         pushed = run_cli(app, "push", "--target", "ehr", "--all")
     finally:
@@ -67,10 +68,10 @@ def test_a_refused_push_prints_the_servers_operation_outcome(tmp_path: Path, sek
 
 def test_a_transport_failure_says_what_went_wrong_and_where(tmp_path: Path, run_cli):
     port = free_port()  # nothing listens there
-    app = _app(tmp_path, f"http://127.0.0.1:{port}/fhir")
+    app = app_with_ehr_target(tmp_path, f"http://127.0.0.1:{port}/fhir")
     api = Api(app.test_client())
-    ids = _seed(api)
-    _consent_to_share(api, ids["patient"])
+    ids = seed_with_own_mrn(api)
+    consent_to_share(api, ids["patient"])
     worked = run_cli(app, "worker", "--once")
     assert worked.exit_code == 0, worked.output
     assert f"failed (will retry): episode {ids['episode']} -> target ehr" in worked.output
@@ -79,23 +80,23 @@ def test_a_transport_failure_says_what_went_wrong_and_where(tmp_path: Path, run_
 
 
 def test_worker_once_reports_delivered_and_held_jobs(tmp_path: Path, sekmet: Sekmet, run_cli):
-    app = _app(tmp_path, sekmet.base_url)
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
     api = Api(app.test_client())
-    ids = _seed(api)
+    ids = seed_with_own_mrn(api)
     worked = run_cli(app, "worker", "--once")
     assert worked.exit_code == 0, worked.output
     assert "1 job(s) handled: 0 delivered, 1 held, 0 failed" in worked.output
     assert f"held: episode {ids['episode']} -> target ehr" in worked.output
-    _consent_to_share(api, ids["patient"])  # the consent re-queues the held job
+    consent_to_share(api, ids["patient"])  # the consent re-queues the held job
     again = run_cli(app, "worker", "--once")
     assert "1 delivered, 0 held, 0 failed" in again.output, again.output
     assert "held:" not in again.output
 
 
 def test_pull_patient_prints_differences_and_candidate_indications_readably(tmp_path: Path, sekmet: Sekmet, run_cli):
-    app = _app(tmp_path, sekmet.base_url, policy="ehr")
+    app = app_with_ehr_target(tmp_path, sekmet.base_url, policy="ehr")
     api = Api(app.test_client())
-    ids = _seed(api)
+    ids = seed_with_own_mrn(api)
     local = api.get(f"/patients/{ids['patient']}").get_json()
     remote = sekmet.create(
         {

@@ -9,8 +9,8 @@ import pytest
 from service.exchange.client import FhirClient, FhirHttpError, FhirTransportError, RetryPolicy
 from service.exchange.planner import Links
 from service.exchange.push import CREATED, push_bundle
-from tests.e2e.exchange.test_push_sekmet import assert_each_once, consent, sandbox_target
 from tests.support.charts import bundle_of, unique_chart
+from tests.support.exchange import assert_each_once, consent, sandbox_target
 from tests.support.proxy import Fault, FaultProxy, without_interactions
 from tests.support.sekmet import Sekmet
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +18,14 @@ from flask import Flask
 
 from service.adapters import outbox
 from service.entrypoints.cli import main as cli
-from service.exchange.targets import OrganizationIdentifier, Target
 from service.fixture_loader import fixture_paths, load_fixture, replay
 from service.service_layer.sync import Deliverer, run_worker
 from tests.support.app import REPO_ROOT, Api, make_app
+from tests.support.exchange import ORG
+from tests.support.outbox_app import app_with_ehr_target, consent_to_share, seed_with_own_mrn, unique_mrn
 from tests.support.proxy import Fault, FaultProxy
-from tests.support.seed import dosing_session_body, seed_episode
+from tests.support.seed import dosing_session_body
 from tests.support.sekmet import Sekmet
-
-ORG = OrganizationIdentifier("http://hl7.org/fhir/sid/us-npi", "1999999984")
-NOW = "2026-01-02T09:00:00-05:00"
-
-
-def _app(tmp_path: Path, base_url: str, *, policy: str = "sandbox", **target: Any) -> Flask:
-    tag = uuid.uuid4().hex[:8]
-    targets = {
-        "ehr": Target(
-            name="ehr",
-            base_url=base_url,
-            write_policy=policy,
-            organization_identifier=ORG,
-            connect_timeout=2,
-            read_timeout=10,
-            **target,
-        )
-    }
-    return make_app(
-        f"sqlite:///{tmp_path}/kapfhir.db",
-        targets=targets,
-        default_identifier_system=f"https://clinic-{tag}.example.org/fhir/id",
-    )
 
 
 def _deliverer(app: Flask) -> Deliverer:
@@ -60,38 +37,13 @@ def _drain(app: Flask, limit: int = 50) -> list[Any]:
     return run_worker(_deliverer(app), worker="test", stop=threading.Event(), max_jobs=limit, exit_when_idle=True)
 
 
-def _consent_to_share(api: Api, patient_id: str, **extra: Any) -> None:
-    api.created(
-        f"/patients/{patient_id}/privacy-consents",
-        {
-            "recipient_name": "Example EHR",
-            "recipient_identifier": {"system": ORG.system, "value": ORG.value},
-            "signed_at": NOW,
-            **extra,
-        },
-    )
-
-
 def _sync(api: Api, episode_id: str) -> dict[str, Any]:
     (status,) = api.get(f"/episodes/{episode_id}/sync").get_json()["items"]
     return status
 
 
-def _unique_mrn(body: dict[str, Any]) -> dict[str, Any]:
-    return {**body, "mrn": {**body["mrn"], "value": f"SYN-{uuid.uuid4().hex[:10]}"}}
-
-
-def _seed(api: Api) -> dict[str, str]:
-    """The seed episode, its patient given an MRN of its own: every test shares one FHIR server."""
-    ids = seed_episode(api)
-    patient = api.get(f"/patients/{ids['patient']}").get_json()
-    body = {k: v for k, v in patient.items() if k not in ("id", "version", "recorded_at", "updated_at")}
-    assert api.put(f"/patients/{ids['patient']}", {**_unique_mrn(body), "amendment_reason": "test"}).status_code == 200
-    return ids
-
-
 def test_every_fixture_episode_reaches_the_server_once_with_references_intact(tmp_path: Path, sekmet: Sekmet):
-    app = _app(tmp_path, sekmet.base_url)
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
     client = app.test_client()
     api = Api(client)
     episodes = []
@@ -99,7 +51,7 @@ def test_every_fixture_episode_reaches_the_server_once_with_references_intact(tm
         fixture = load_fixture(path)
         for step in fixture["steps"]:
             if step.get("path") == "/patients":
-                step["body"] = _unique_mrn(step["body"])
+                step["body"] = unique_mrn(step["body"])
 
         def send(method: str, p: str, body: Any) -> tuple[int, Any]:
             response = client.open(
@@ -108,7 +60,7 @@ def test_every_fixture_episode_reaches_the_server_once_with_references_intact(tm
             return response.status_code, response.get_json(silent=True)
 
         ids = replay(fixture, send)
-        _consent_to_share(api, ids["patient"])
+        consent_to_share(api, ids["patient"])
         episodes.append(ids)
     deliveries = _drain(app)
     assert {d.status for d in deliveries} == {"delivered"}, [(d.status, d.detail) for d in deliveries]
@@ -141,10 +93,10 @@ def _utcnow() -> Any:
 
 
 def test_a_change_queues_a_job_in_its_own_transaction_and_goes_out_as_an_update(tmp_path: Path, sekmet: Sekmet):
-    app = _app(tmp_path, sekmet.base_url)
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
     api = Api(app.test_client())
-    ids = _seed(api)
-    _consent_to_share(api, ids["patient"])
+    ids = seed_with_own_mrn(api)
+    consent_to_share(api, ids["patient"])
     session = api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))
     assert _sync(api, ids["episode"])["status"] == "queued"
     # A refused request queues nothing new (its transaction rolled back with everything else).
@@ -174,26 +126,26 @@ def test_a_change_queues_a_job_in_its_own_transaction_and_goes_out_as_an_update(
 
 
 def test_nothing_leaves_without_a_privacy_consent_and_it_goes_out_when_consent_arrives(tmp_path: Path, sekmet: Sekmet):
-    app = _app(tmp_path, sekmet.base_url)
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
     api = Api(app.test_client())
-    ids = _seed(api)
+    ids = seed_with_own_mrn(api)
     patients_before = sekmet.count("Patient")
     (delivery,) = _drain(app)
     assert delivery.status == "held"
     status = _sync(api, ids["episode"])
     assert status["status"] == "held" and "consent" in status["held_reason"].lower()
     assert sekmet.count("Patient") == patients_before
-    _consent_to_share(api, ids["patient"])
+    consent_to_share(api, ids["patient"])
     assert _sync(api, ids["episode"])["status"] == "queued"
     assert [d.status for d in _drain(app)] == ["delivered"]
     assert sekmet.count("Patient") == patients_before + 1
 
 
 def test_an_ehr_target_gets_nothing_for_an_unlinked_patient_and_never_a_new_patient(tmp_path: Path, sekmet: Sekmet):
-    app = _app(tmp_path, sekmet.base_url, policy="ehr")
+    app = app_with_ehr_target(tmp_path, sekmet.base_url, policy="ehr")
     api = Api(app.test_client())
-    ids = _seed(api)
-    _consent_to_share(api, ids["patient"])
+    ids = seed_with_own_mrn(api)
+    consent_to_share(api, ids["patient"])
     (delivery,) = _drain(app)
     assert delivery.status == "held" and "not linked" in _sync(api, ids["episode"])["held_reason"]
     # The EHR already has the patient: pull by MRN links it, and the episode goes out without a new Patient.
@@ -229,10 +181,10 @@ def test_an_ehr_target_gets_nothing_for_an_unlinked_patient_and_never_a_new_pati
 def test_failures_end_as_a_dead_letter_that_keeps_the_last_error_and_can_be_retried(tmp_path: Path, sekmet: Sekmet):
     proxy = FaultProxy(sekmet.root_url)
     try:
-        app = _app(tmp_path, proxy.url + "/fhir", max_attempts=1)
+        app = app_with_ehr_target(tmp_path, proxy.url + "/fhir", max_attempts=1)
         api = Api(app.test_client())
-        ids = _seed(api)
-        _consent_to_share(api, ids["patient"])
+        ids = seed_with_own_mrn(api)
+        consent_to_share(api, ids["patient"])
         posts = lambda method, path: method == "POST"  # noqa: E731
         proxy.add(*[Fault("status", status=500, match=posts) for _ in range(10)])
         deliverer = _deliverer(app)
@@ -263,10 +215,10 @@ def test_failures_end_as_a_dead_letter_that_keeps_the_last_error_and_can_be_retr
 def test_kill_9_of_the_worker_mid_push_leaves_every_resource_on_the_server_exactly_once(tmp_path: Path, sekmet: Sekmet):
     proxy = FaultProxy(sekmet.root_url)
     try:
-        app = _app(tmp_path, proxy.url + "/fhir")
+        app = app_with_ehr_target(tmp_path, proxy.url + "/fhir")
         api = Api(app.test_client())
-        ids = _seed(api)
-        _consent_to_share(api, ids["patient"])
+        ids = seed_with_own_mrn(api)
+        consent_to_share(api, ids["patient"])
         api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))
         settings = app.extensions["kapfhir"].settings
         targets_file = tmp_path / "targets.json"
@@ -322,10 +274,10 @@ def test_kill_9_of_the_worker_mid_push_leaves_every_resource_on_the_server_exact
 
 
 def test_target_check_and_push_all_print_their_reports(tmp_path: Path, sekmet: Sekmet):
-    app = _app(tmp_path, sekmet.base_url)
+    app = app_with_ehr_target(tmp_path, sekmet.base_url)
     api = Api(app.test_client())
-    ids = _seed(api)
-    _consent_to_share(api, ids["patient"])
+    ids = seed_with_own_mrn(api)
+    consent_to_share(api, ids["patient"])
     settings = app.extensions["kapfhir"].settings
     from service.entrypoints import cli as cli_module
 
@@ -354,11 +306,11 @@ def test_target_check_and_push_all_print_their_reports(tmp_path: Path, sekmet: S
 
 
 def test_an_episode_ingested_through_fhir_is_queued_for_every_target(tmp_path: Path, sekmet: Sekmet):
-    receiving = _app(tmp_path / "receiving", sekmet.base_url)
+    receiving = app_with_ehr_target(tmp_path / "receiving", sekmet.base_url)
     settings = receiving.extensions["kapfhir"].settings
     sending = make_app(f"sqlite:///{tmp_path}/sending.db", default_identifier_system=settings.default_identifier_system)
     source = Api(sending.test_client())
-    ids = _seed(source)
+    ids = seed_with_own_mrn(source)
     bundle = source.get(f"/episodes/{ids['episode']}/fhir").get_json()
     api = Api(receiving.test_client())
     posted = api.client.post("/fhir", json=bundle, headers={"Authorization": f"Bearer {api.token}"})
@@ -376,11 +328,11 @@ def test_push_to_a_stricter_server_reports_what_was_adapted_and_remembers_the_id
     proxy.refuse_profiles = {t.VITALSIGNS_BP}
     proxy.no_update_create = True
     try:
-        app = _app(tmp_path, proxy.url + "/fhir")
+        app = app_with_ehr_target(tmp_path, proxy.url + "/fhir")
         api = Api(app.test_client())
-        ids = _seed(api)
+        ids = seed_with_own_mrn(api)
         api.created(f"/episodes/{ids['episode']}/sessions", dosing_session_body(ids))  # blood-pressure panels
-        _consent_to_share(api, ids["patient"])
+        consent_to_share(api, ids["patient"])
         settings = app.extensions["kapfhir"].settings
         from service.entrypoints import cli as cli_module
 
@@ -414,10 +366,10 @@ def test_a_delivery_that_fails_outside_the_push_is_released_for_a_retry(
     tmp_path: Path, sekmet: Sekmet, monkeypatch: Any
 ):
     """The worker survives a failure it did not foresee: the job is queued again with its attempt counted."""
-    app = _app(tmp_path, sekmet.root_url + "/fhir")
+    app = app_with_ehr_target(tmp_path, sekmet.root_url + "/fhir")
     api = Api(app.test_client())
-    ids = _seed(api)
-    _consent_to_share(api, ids["patient"])
+    ids = seed_with_own_mrn(api)
+    consent_to_share(api, ids["patient"])
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the episode cannot be read")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -17,53 +17,16 @@ from service.exchange.planner import (
     TRANSACTION,
     Links,
     PushPolicy,
-    entry_key,
     parse_capabilities,
     plan_push,
     walk_references,
 )
-from service.exchange.privacy import OrganizationRef, PrivacyConsent
 from service.exchange.push import CREATED, EXISTING, UPDATED, execute_plan, pull_patient, push_bundle
-from service.exchange.targets import OrganizationIdentifier, Target
+from service.exchange.targets import Target
 from tests.support.charts import CHARTS, T0, bundle_of, unique_chart
+from tests.support.exchange import NOW, ORG, assert_each_once, consent, sandbox_target
 from tests.support.proxy import FaultProxy, only_types, without_interactions
 from tests.support.sekmet import Sekmet
-
-NOW = datetime(2026, 3, 10, tzinfo=UTC)
-ORG = OrganizationIdentifier("http://hl7.org/fhir/sid/us-npi", "1999999984")
-
-
-def sandbox_target(base_url: str) -> Target:
-    return Target(name="sekmet", base_url=base_url, write_policy="sandbox", organization_identifier=ORG)
-
-
-def consent(**kw) -> PrivacyConsent:
-    base = {
-        "id": "pc-1",
-        "status": "active",
-        "decision": "permit",
-        "recipients": (OrganizationRef(ORG.system, ORG.value),),
-        "period_start": NOW - timedelta(days=30),
-    }
-    return PrivacyConsent(**{**base, **kw})
-
-
-def keyed_entries(bundle: dict) -> list[tuple[str, str, str | None]]:
-    out = []
-    for e in bundle["entry"]:
-        req = e["request"]
-        query = req.get("ifNoneExist") or (req["url"].split("?", 1)[1] if "?" in req["url"] else None)
-        out.append((e["resource"]["resourceType"], entry_key(e), query))
-    return out
-
-
-def assert_each_once(server: Sekmet, bundle: dict, report) -> None:
-    """Every resource the push reports as on the server is there exactly once, by business identifier."""
-    on_server = {r.key for r in report.results if r.outcome in (CREATED, EXISTING, UPDATED)}
-    assert on_server
-    for rtype, key, query in keyed_entries(bundle):
-        if key in on_server and query:
-            assert server.count(rtype, query) == 1, key
 
 
 @pytest.mark.parametrize("name", sorted(CHARTS))
