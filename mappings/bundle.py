@@ -279,8 +279,16 @@ def searchset_page(entries: list[dict], total: int | None, links: list[dict], la
 
 def search_entry(base: str, resource: dict, mode: str) -> dict:
     """A searchset entry: a match, or a resource an ``_include`` brought."""
+    return stored_search_entry(base, resource["resourceType"], resource["id"], resource, mode)
+
+
+def stored_search_entry(
+    base: str, resource_type: str, resource_id: str, resource: dict | orjson.Fragment, mode: str
+) -> dict:
+    """A searchset entry whose resource may be JSON already serialised (an ``orjson.Fragment`` of a stored body,
+    sent as it is)."""
     return {
-        "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+        "fullUrl": f"{base}/{resource_type}/{resource_id}",
         "resource": resource,
         "search": {"mode": mode},
     }

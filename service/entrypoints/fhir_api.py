@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import jsonpointer
+import orjson
 from flask import Blueprint, Response, current_app, g, has_request_context, request
 
 from mappings import bundle as bundle_map
@@ -483,24 +484,36 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
 
     def run(uow: Any) -> Response:
         clinic = principal().clinic_id
-        included: list[dict] = []
+        base = _base()
         if info.source == "projection":
             rows, total = search.search_projection(uow.session, clinic, q)
-            resources = [projection._stored(r).resource() for r in rows]
-            if q.include and resources:
-                refs = search.included_refs(uow.session, clinic, q, [r["id"] for r in resources])
+            entries = [_stored_match(base, row, shape) for row in rows]
+            found = [(row.resource_type, row.id) for row in rows]
+            if q.include and rows:
+                refs = search.included_refs(uow.session, clinic, q, [row.id for row in rows])
                 included = [s.resource() for s in projection.current_by_ids(uow.session, clinic, refs)]
+                entries += [bundle_map.search_entry(base, shape.apply(r), "include") for r in included]
+                found += [(r["resourceType"], r["id"]) for r in included]
         else:
             resources, total = _search_other(uow, info, q)
-        base = _base()
-        entries = [bundle_map.search_entry(base, shape.apply(r), "match") for r in resources]
-        entries += [bundle_map.search_entry(base, shape.apply(r), "include") for r in included]
-        g.audit_entities = [{"type": r["resourceType"], "id": r["id"]} for r in [*resources, *included][:100]]
+            entries = [bundle_map.search_entry(base, shape.apply(r), "match") for r in resources]
+            found = [(r["resourceType"], r["id"]) for r in resources]
+        g.audit_entities = [{"type": rtype, "id": rid} for rtype, rid in found[:100]]
         links = _page_links(total, q.count, q.offset, params)
         shown = None if shape.total == "none" else total
         return fhir_response(bundle_map.searchset_page(entries, shown, links, _now()))
 
     return _read(run)
+
+
+def _stored_match(base: str, row: Any, shape: _Shape) -> dict:
+    """A match as stored: its body goes into the page as the stored bytes, unparsed, unless the search asked for
+    part of it (``_elements``, ``_summary``), for indented JSON, or the body was stored before bodies carried their
+    version."""
+    whole = not (shape.elements or shape.summary or request.args.get("_pretty") == "true")
+    raw = projection.served_bytes(row) if whole else None
+    resource: Any = orjson.Fragment(raw) if raw is not None else shape.apply(projection._stored(row).resource())
+    return bundle_map.stored_search_entry(base, row.resource_type, row.id, resource, "match")
 
 
 # --- $validate ----------------------------------------------------------------------------------------------------
