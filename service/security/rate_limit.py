@@ -38,6 +38,7 @@ class _Window:
     shared: int = 0  # the store's total at the last sync
     pending: int = 0  # this worker's hits not yet added to the store
     synced_at: float = 0.0
+    store_failed: bool = False  # the last sync failed: retry every SYNC_SECONDS only, not on every hit
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class RateLimiter:
             window = self._windows.setdefault(full_key, _Window())
             window.pending += 1
             left = limit.amount - window.shared
-            sync = (0 <= left < window.pending / UNSYNCED_SHARE) or now - window.synced_at >= self._sync_seconds
+            running_out = not window.store_failed and 0 <= left < window.pending / UNSYNCED_SHARE
+            sync = running_out or now - window.synced_at >= self._sync_seconds
             if sync:
                 amount, window.pending, window.synced_at = window.pending, 0, now
         if sync:
@@ -74,10 +76,12 @@ class RateLimiter:
                 log.warning("rate limit store unavailable", extra={"error_class": type(exc).__name__})
                 with self._lock:
                     window.pending += amount
+                    window.store_failed = True
                 total = window.shared
             else:
                 with self._lock:
                     window.shared = max(window.shared, total)
+                    window.store_failed = False
         with self._lock:
             count = window.shared + window.pending
         return Decision(count <= limit.amount, max(1, math.ceil(window_start + period - now)))
