@@ -585,7 +585,12 @@ def machine() -> list[str]:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=harness.REPO_ROOT, check=False
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=harness.REPO_ROOT, check=False
+        # what the bench itself writes (results, profiles) does not count
+        ["git", "status", "--porcelain", "--", ".", ":!bench/RESULTS*", ":!bench/profiles"],
+        capture_output=True,
+        text=True,
+        cwd=harness.REPO_ROOT,
+        check=False,
     ).stdout.strip()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return [
