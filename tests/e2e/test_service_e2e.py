@@ -93,7 +93,10 @@ def _worker_of_connection(service: RunningService) -> dict[int, int]:
     owner = {}
     for pid in map(int, children):
         for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd) if fd.is_symlink() else ""
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile (the worker's own files come and go)
+                continue
             if target.startswith("socket:["):
                 owner[int(target[8:-1])] = pid
     held = {}
