@@ -267,7 +267,7 @@ def read_resource(rtype: str, rid: str) -> Response:
     g.audit_entities = [{"type": rtype, "id": rid}]
 
     def run(uow: Any) -> Response:
-        if shape == _Shape() and request.args.get("_pretty") != "true" and TYPES[rtype].source == "projection":
+        if shape.sends_stored_bytes() and TYPES[rtype].source == "projection":
             return _served_as_stored(uow, rtype, rid)
         resource = _stored_or_404(uow, rtype, rid)
         return _read_answer(shape.apply(resource), _resource_headers(resource))
@@ -314,6 +314,10 @@ class _Shape:
     summary: str | None = None  # count | data | false
     elements: tuple[str, ...] = ()
     total: str | None = None  # none | estimate | accurate
+
+    def sends_stored_bytes(self) -> bool:
+        """Whole resources, compact JSON: the stored bodies are the answer as they are."""
+        return not (self.elements or self.summary) and request.args.get("_pretty") != "true"
 
     def apply(self, resource: dict) -> dict:
         if self.elements:
@@ -510,8 +514,7 @@ def _stored_match(base: str, row: Any, shape: _Shape) -> dict:
     """A match as stored: its body goes into the page as the stored bytes, unparsed, unless the search asked for
     part of it (``_elements``, ``_summary``), for indented JSON, or the body was stored before bodies carried their
     version."""
-    whole = not (shape.elements or shape.summary or request.args.get("_pretty") == "true")
-    raw = projection.served_bytes(row) if whole else None
+    raw = projection.served_bytes(row) if shape.sends_stored_bytes() else None
     resource: Any = orjson.Fragment(raw) if raw is not None else shape.apply(projection._stored(row).resource())
     return bundle_map.stored_search_entry(base, row.resource_type, row.id, resource, "match")
 
