@@ -211,13 +211,19 @@ def test_records_are_shared_only_once_their_unit_of_work_committed(session_facto
     assert decoded_again == stored  # what was shared equals what the rows decode to
 
 
-def test_an_amended_record_is_a_new_version_and_the_shared_one_stays_as_it_was(session_factory, projector) -> None:
+def _shared_episode_with_a_session(session_factory: sessionmaker, projector: RecordingProjector) -> services.Context:
+    """The stored episode with a session written into it, its records shared by the process. -> the command context"""
     repository.DECODED.resize(1000)
     stored_episode(session_factory, projector)
     ctx = services.Context(actor="test", now=NOW, policy=POLICY)
     with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
         services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
         uow.commit()
+    return ctx
+
+
+def test_an_amended_record_is_a_new_version_and_the_shared_one_stays_as_it_was(session_factory, projector) -> None:
+    ctx = _shared_episode_with_a_session(session_factory, projector)
     with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
         before = uow.repo.get_episode("ep-1").records["r-pre"]
     snapshot = replace(before)
@@ -248,12 +254,7 @@ def test_an_episode_version_the_process_holds_is_read_without_its_records_rows(s
     does not hold (the table changed under another process) is read from the table."""
     from sqlalchemy import event, update
 
-    repository.DECODED.resize(1000)
-    stored_episode(session_factory, projector)
-    ctx = services.Context(actor="test", now=NOW, policy=POLICY)
-    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
-        services.add_records(uow, ctx, "ep-1", a_session())  # type: ignore[arg-type]
-        uow.commit()
+    _shared_episode_with_a_session(session_factory, projector)
     engine = session_factory.kw["bind"]
     statements: list[str] = []
 

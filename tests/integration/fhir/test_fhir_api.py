@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +166,37 @@ def test_read_vread_history_etag_and_include(fhir: Any) -> None:
         assert fhir.get(f"/fhir/{rtype}/{first['id']}").status_code == 200
 
 
+@contextmanager
+def _body_stored_as(fhir_app: Flask, rtype: str, rid: str, change: Callable[[str], str]) -> Iterator[str]:
+    """The current version of ``rtype/rid`` holds ``change(its body)`` for the block, then its own body again.
+    -> the changed body"""
+    from sqlalchemy import select, update
+
+    from service.adapters.fhir_store import fhir_resources as t
+
+    where = (t.c.resource_type == rtype, t.c.id == rid, t.c.is_current.is_(True))
+    engine = fhir_app.extensions["kapfhir.engine"]
+    with engine.begin() as conn:
+        original = conn.execute(select(t.c.body).where(*where)).scalar_one()
+        changed = change(original)
+        conn.execute(update(t).where(*where).values(body=changed))
+    try:
+        yield changed
+    finally:
+        with engine.begin() as conn:
+            conn.execute(update(t).where(*where).values(body=original))
+
+
+def _as_stored_before_versions(resource: dict) -> str:
+    """The resource as bodies were stored before they carried meta.versionId and meta.lastUpdated."""
+    meta = {k: v for k, v in resource["meta"].items() if k not in ("versionId", "lastUpdated")}
+    return json.dumps({k: v for k, v in resource.items() if k != "meta"} | {"meta": meta})
+
+
 def test_a_plain_read_sends_the_stored_bytes_and_they_equal_the_built_answer(fhir: Any, fhir_app: Flask) -> None:
     """A read without result parameters sends the stored body as it is; with ``_pretty`` the resource is parsed and
     built again: both say the same, headers included. A body stored before bodies carried their version is still
     served with the version of its row."""
-    from sqlalchemy import update
-
-    from service.adapters.fhir_store import fhir_resources as t
-
     for rtype in ("Patient", "Observation", "Encounter", "CarePlan"):
         found = _entries(fhir.get(f"/fhir/{rtype}?_count=1").get_json())[0]
         plain, built = fhir.get(f"/fhir/{rtype}/{found['id']}"), fhir.get(f"/fhir/{rtype}/{found['id']}?_pretty=true")
@@ -186,91 +210,50 @@ def test_a_plain_read_sends_the_stored_bytes_and_they_equal_the_built_answer(fhi
         )
 
     found = _entries(fhir.get("/fhir/Encounter?_count=1").get_json())[0]
-    old_style = {k: v for k, v in found.items() if k != "meta"} | {
-        "meta": {k: v for k, v in found["meta"].items() if k not in ("versionId", "lastUpdated")}
-    }
-    engine = fhir_app.extensions["kapfhir.engine"]
-    with engine.begin() as conn:
-        conn.execute(
-            update(t)
-            .where(t.c.resource_type == "Encounter", t.c.id == found["id"], t.c.is_current.is_(True))
-            .values(body=json.dumps(old_style))
-        )
-    try:
+    with _body_stored_as(fhir_app, "Encounter", found["id"], lambda _: _as_stored_before_versions(found)):
         again = fhir.get(f"/fhir/Encounter/{found['id']}")
         assert again.status_code == 200 and again.get_json() == found
         assert again.headers["ETag"] == f'W/"{found["meta"]["versionId"]}"'
-    finally:
-        with engine.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.resource_type == "Encounter", t.c.id == found["id"], t.c.is_current.is_(True))
-                .values(body=json.dumps(found, separators=(",", ":")))
-            )
 
 
 def test_a_plain_search_page_carries_the_stored_bytes_and_equals_the_built_page(fhir: Any, fhir_app: Flask) -> None:
     """A search without _elements, _summary or _pretty puts each match's stored body into the page unparsed; with
     _pretty every match is parsed and built again: both pages say the same. A body stored before bodies carried
     their version is built as before, with the version of its row."""
-    from sqlalchemy import select, update
+    from sqlalchemy import select
 
     from service.adapters.fhir_store import fhir_resources as t
 
-    plain = fhir.get("/fhir/Observation?category=vital-signs&_count=5")
-    built = fhir.get("/fhir/Observation?category=vital-signs&_count=5&_pretty=true")
+    search = "/fhir/Observation?category=vital-signs&_count=5"
+    plain, built = fhir.get(search), fhir.get(search + "&_pretty=true")
     assert plain.status_code == built.status_code == 200
     page = plain.get_json()
     assert len(page["entry"]) == 5
     assert (page["entry"], page["total"]) == (built.get_json()["entry"], built.get_json()["total"])
-    engine = fhir_app.extensions["kapfhir.engine"]
-    with engine.connect() as conn:
-        stored = [
+    with fhir_app.extensions["kapfhir.engine"].connect() as conn:
+        stored = (
             conn.execute(
                 select(t.c.body).where(
-                    t.c.resource_type == "Observation", t.c.id == e["resource"]["id"], t.c.is_current
+                    t.c.resource_type == "Observation",
+                    t.c.id.in_([e["resource"]["id"] for e in page["entry"]]),
+                    t.c.is_current.is_(True),
                 )
-            ).scalar_one()
-            for e in page["entry"]
-        ]
-    assert all(body.encode() in plain.get_data() for body in stored)  # verbatim, as stored
-    # unparsed: JSON whitespace a parse and a dump would drop goes out as stored
-    spaced = stored[1].replace('"lastUpdated":', '"lastUpdated": ', 1)
-    with engine.begin() as conn:
-        conn.execute(
-            update(t)
-            .where(t.c.resource_type == "Observation", t.c.id == page["entry"][1]["resource"]["id"], t.c.is_current)
-            .values(body=spaced)
-        )
-    try:
-        assert spaced.encode() in fhir.get("/fhir/Observation?category=vital-signs&_count=5").get_data()
-    finally:
-        with engine.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.resource_type == "Observation", t.c.id == page["entry"][1]["resource"]["id"], t.c.is_current)
-                .values(body=stored[1])
             )
+            .scalars()
+            .all()
+        )
+    assert len(stored) == 5 and all(body.encode() in plain.get_data() for body in stored)  # verbatim, as stored
+
+    # unparsed: JSON whitespace a parse and a dump would drop goes out as stored
+    second = page["entry"][1]["resource"]["id"]
+    with _body_stored_as(
+        fhir_app, "Observation", second, lambda b: b.replace('"lastUpdated":', '"lastUpdated": ', 1)
+    ) as spaced:
+        assert spaced.encode() in fhir.get(search).get_data()
 
     first = page["entry"][0]["resource"]
-    old_style = {k: v for k, v in first.items() if k != "meta"} | {
-        "meta": {k: v for k, v in first["meta"].items() if k not in ("versionId", "lastUpdated")}
-    }
-    with engine.begin() as conn:
-        conn.execute(
-            update(t)
-            .where(t.c.resource_type == "Observation", t.c.id == first["id"], t.c.is_current.is_(True))
-            .values(body=json.dumps(old_style))
-        )
-    try:
-        assert fhir.get("/fhir/Observation?category=vital-signs&_count=5").get_json()["entry"] == page["entry"]
-    finally:
-        with engine.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.resource_type == "Observation", t.c.id == first["id"], t.c.is_current.is_(True))
-                .values(body=stored[0])
-            )
+    with _body_stored_as(fhir_app, "Observation", first["id"], lambda _: _as_stored_before_versions(first)):
+        assert fhir.get(search).get_json()["entry"] == page["entry"]
 
 
 def test_an_amendment_gives_a_new_version_and_the_old_one_stays_readable(fhir: Any, fhir_app: Flask) -> None:
