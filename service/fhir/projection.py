@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
@@ -210,17 +210,47 @@ def _changes(
 
 def _retire(session: Session, clinic_id: str, replaced: list[tuple[str, str]]) -> None:
     """The current versions of ``replaced`` stop being current."""
+    for rtype, ids in _ids_by_type(replaced):
+        session.execute(_RETIRE, {"in_clinic": clinic_id, "of_type": rtype, "ids": ids})
+
+
+def _ids_by_type(keys: list[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(type, up to 500 ids) groups of (type, id)s, for statements that find rows by type and id. One statement per
+    type, not ``(type, id) IN (...)``: SQLite probes an index only by the columns of a row-value IN it can match
+    one by one, so that shape made it walk every row of the clinic (tests/integration/fhir/test_query_plans.py)."""
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
+    for rtype, ids in by_type.items():
+        for start in range(0, len(ids), 500):
+            yield rtype, ids[start : start + 500]
+
+
+def retire_statement() -> Any:
     t = fhir_resources
-    for start in range(0, len(replaced), 500):
-        session.execute(
-            update(t)
-            .where(
-                t.c.clinic_id == clinic_id,
-                tuple_(t.c.resource_type, t.c.id).in_(replaced[start : start + 500]),
-                t.c.is_current.is_(True),
-            )
-            .values(is_current=False)
+    return (
+        update(t)
+        .where(
+            t.c.clinic_id == bindparam("in_clinic"),
+            t.c.resource_type == bindparam("of_type"),
+            t.c.id.in_(bindparam("ids", expanding=True)),
+            t.c.is_current.is_(True),
         )
+        .values(is_current=False)
+    )
+
+
+def unindex_statement() -> Any:
+    s = fhir_search_index
+    return delete(s).where(
+        s.c.clinic_id == bindparam("in_clinic"),
+        s.c.resource_type == bindparam("of_type"),
+        s.c.id.in_(bindparam("ids", expanding=True)),
+    )
+
+
+_RETIRE = retire_statement()
+_UNINDEX = unindex_statement()
 
 
 def _version_rows(
@@ -267,17 +297,13 @@ def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]
 
 
 def _reindex(session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]]) -> None:
-    """Replaces the search index rows of the resources: one DELETE for those that had a version before
+    """Replaces the search index rows of the resources: a DELETE per type for those that had a version before
     (``replaced``: a new resource has no rows), one INSERT for all."""
     from service.fhir.values import index_rows
 
     s = fhir_search_index
-    for start in range(0, len(replaced), 500):
-        session.execute(
-            delete(s).where(
-                s.c.clinic_id == clinic_id, tuple_(s.c.resource_type, s.c.id).in_(replaced[start : start + 500])
-            )
-        )
+    for rtype, ids in _ids_by_type(replaced):
+        session.execute(_UNINDEX, {"in_clinic": clinic_id, "of_type": rtype, "ids": ids})
     rows = [
         {"clinic_id": clinic_id, "resource_type": r["resourceType"], "id": r["id"], **row}
         for r in resources

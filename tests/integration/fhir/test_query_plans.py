@@ -5,13 +5,14 @@ only SQLite's planner is pinned here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session
 
 from service.adapters.database import make_engine
 from service.adapters.fhir_store import fhir_resources
@@ -48,6 +49,45 @@ def test_current_rows_by_id_use_the_primary_key(engine: Engine) -> None:
     )
     steps = _resource_table_steps(_plan(engine, statement))
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+
+
+def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> dict[str, list[str]]:
+    """The query plan of each statement ``action`` executes, with the values it sends (then rolled back)."""
+    plans: dict[str, list[str]] = {}
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
+            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plans[statement] = [row[3] for row in rows]
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", explain)
+        try:
+            action(session)
+        finally:
+            event.remove(engine, "before_cursor_execute", explain)
+            session.rollback()
+    return plans
+
+
+REPLACED = [("Observation", "a"), ("Encounter", "b"), ("Observation", "c")]
+
+
+def test_retiring_current_versions_uses_the_primary_key(engine: Engine) -> None:
+    # The earlier ``(type, id) IN (VALUES ...)`` walked every current resource of the clinic on each write.
+    plans = _plans_of_what_runs(engine, lambda session: projection._retire(session, "c1", REPLACED))
+    for plan in plans.values():
+        steps = _resource_table_steps(plan)
+        assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+    assert len(plans) == 2, plans  # one per type
+
+
+def test_dropping_index_rows_of_replaced_resources_probes_by_type_and_id(engine: Engine) -> None:
+    # The earlier ``(type, id) IN (VALUES ...)`` walked every search index row of the clinic on each write.
+    plans = _plans_of_what_runs(engine, lambda session: projection._reindex(session, "c1", [], replaced=REPLACED))
+    for plan in plans.values():
+        assert plan and all("(clinic_id=? AND resource_type=? AND id=?)" in step for step in plan), plan
+    assert len(plans) == 2, plans  # one per type
 
 
 def test_read_by_id_uses_the_primary_key(engine: Engine) -> None:
