@@ -1,7 +1,8 @@
 """SQLite query plans of the projection's hot statements: a lookup by id goes through the primary key, not a scan of
 every current resource of the type (what the old ``(clinic, type, is_current, last_updated)`` index made SQLite do,
-so that writes, ingest and searches slowed down as the clinic grew). PostgreSQL chooses plans from statistics, so
-only SQLite's planner is pinned here."""
+so that writes, ingest and searches slowed down as the clinic grew), and no statement of the frequent requests
+walks every row of the clinic in a table. PostgreSQL chooses plans from statistics, so only SQLite's planner is
+pinned here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import Engine, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
@@ -19,6 +21,9 @@ from service.adapters.fhir_store import fhir_resources
 from service.config import Settings
 from service.entrypoints.cli import prepare_database
 from service.fhir import projection, search
+from tests.integration.fhir.fhir_support import load_episodes
+from tests.support.app import authorized_app
+from tests.support.seed import session_bodies
 
 PRIMARY_KEY = "sqlite_autoindex_fhir_resources_1"
 
@@ -119,3 +124,71 @@ def test_the_migration_leaves_a_partial_index(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert "WHERE is_current IS 1" in sql
+
+
+# --- every statement of the frequent requests ---------------------------------------------------------------------
+
+# Statements that read all rows of a clinic in one table, on purpose: a clinic has few practitioners, and the
+# projection's fingerprint of an episode covers all of them (a practitioner's change reaches every episode).
+WHOLE_CLINIC_ON_PURPOSE = ("max(practitioners.updated_at)",)
+
+
+def _walks_the_clinic(step: str) -> bool:
+    """A step that reads every row of a table, or every row of the clinic in it: its cost grows with the clinic."""
+    if step.startswith("SCAN ") and not step.startswith(("SCAN CONSTANT", "SCAN (subquery")):
+        return "CONSTANT ROWS" not in step
+    return step.endswith("(clinic_id=?)")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('requests')}/kapfhir.db"
+    application = authorized_app(url, rate_limit="100000 per minute", rate_limit_per_address="100000 per minute")
+    application.config["EPISODE_IDS"] = load_episodes(application)
+    yield application
+
+
+def _plans_of_requests(app: Flask, send: Callable[[Any], None]) -> dict[str, list[str]]:
+    engine = app.extensions["kapfhir"].session_factory.kw["bind"]
+    plans: dict[str, list[str]] = {}
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
+            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plans[statement] = [row[3] for row in rows]
+
+    event.listen(engine, "before_cursor_execute", explain)
+    try:
+        send(app.test_client())
+    finally:
+        event.remove(engine, "before_cursor_execute", explain)
+    return plans
+
+
+def test_no_statement_of_a_frequent_request_walks_the_clinic(app: Flask) -> None:
+    ids = app.config["EPISODE_IDS"]["a-trd-iv-ketamine"]
+
+    def send(client: Any) -> None:
+        episode = client.get(f"/api/v1/episodes/{ids['episode']}")
+        assert episode.status_code == 200
+        [(path, body)] = session_bodies([ids], 1, 0)
+        assert client.post(path, data=body, content_type="application/json").status_code == 201, path
+        bundle = client.get(f"/api/v1/episodes/{ids['episode']}/fhir").get_json()
+        assert client.post("/fhir/", json={**bundle, "type": "transaction"}).status_code == 200
+        [patient_url] = [e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+        patient_id = patient_url.removeprefix("urn:uuid:")
+        read = client.get(f"/fhir/Patient/{patient_id}")
+        assert read.status_code == 200
+        updated = {**read.get_json(), "gender": "other"}
+        assert client.put(f"/fhir/Patient/{patient_id}", json=updated).status_code == 200
+        found = client.get("/fhir/Observation", query_string={"patient": f"Patient/{patient_id}"})
+        assert found.status_code == 200 and found.get_json()["entry"]
+
+    plans = _plans_of_requests(app, send)
+    assert len(plans) > 20, plans  # the requests ran their statements here
+    walking = {
+        statement: plan
+        for statement, plan in plans.items()
+        if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
+    }
+    assert not walking, walking
