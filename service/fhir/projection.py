@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
@@ -210,47 +210,28 @@ def _changes(
 
 def _retire(session: Session, clinic_id: str, replaced: list[tuple[str, str]]) -> None:
     """The current versions of ``replaced`` stop being current."""
-    for rtype, ids in _ids_by_type(replaced):
-        session.execute(_RETIRE, {"in_clinic": clinic_id, "of_type": rtype, "ids": ids})
+    t = fhir_resources
+    for rows in _rows_of(t, session, replaced):
+        session.execute(
+            update(t).where(t.c.clinic_id == clinic_id, rows, t.c.is_current.is_(True)).values(is_current=False)
+        )
 
 
-def _ids_by_type(keys: list[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
-    """(type, up to 500 ids) groups of (type, id)s, for statements that find rows by type and id. One statement per
-    type, not ``(type, id) IN (...)``: SQLite probes an index only by the columns of a row-value IN it can match
-    one by one, so that shape made it walk every row of the clinic (tests/integration/fhir/test_query_plans.py)."""
+def _rows_of(table: Any, session: Session, keys: list[tuple[str, str]]) -> Iterator[Any]:
+    """Criteria for the rows of (type, id)s that the (clinic, type, id) index finds, up to 500 keys each.
+    PostgreSQL probes the index for each pair of a row-value IN (a BitmapOr), so one criterion serves all types.
+    SQLite probes an index only by the columns of a row-value IN it can match one by one: ``(type, id) IN (...)``
+    made it walk every row of the clinic (tests/integration/fhir/test_query_plans.py), so it gets one per type."""
+    if session.get_bind().dialect.name == "postgresql":
+        for start in range(0, len(keys), 500):
+            yield tuple_(table.c.resource_type, table.c.id).in_(keys[start : start + 500])
+        return
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
     for rtype, ids in by_type.items():
         for start in range(0, len(ids), 500):
-            yield rtype, ids[start : start + 500]
-
-
-def retire_statement() -> Any:
-    t = fhir_resources
-    return (
-        update(t)
-        .where(
-            t.c.clinic_id == bindparam("in_clinic"),
-            t.c.resource_type == bindparam("of_type"),
-            t.c.id.in_(bindparam("ids", expanding=True)),
-            t.c.is_current.is_(True),
-        )
-        .values(is_current=False)
-    )
-
-
-def unindex_statement() -> Any:
-    s = fhir_search_index
-    return delete(s).where(
-        s.c.clinic_id == bindparam("in_clinic"),
-        s.c.resource_type == bindparam("of_type"),
-        s.c.id.in_(bindparam("ids", expanding=True)),
-    )
-
-
-_RETIRE = retire_statement()
-_UNINDEX = unindex_statement()
+            yield and_(table.c.resource_type == rtype, table.c.id.in_(ids[start : start + 500]))
 
 
 def _version_rows(
@@ -297,13 +278,13 @@ def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]
 
 
 def _reindex(session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]]) -> None:
-    """Replaces the search index rows of the resources: a DELETE per type for those that had a version before
-    (``replaced``: a new resource has no rows), one INSERT for all."""
+    """Replaces the search index rows of the resources: a DELETE for those that had a version before (``replaced``:
+    a new resource has no rows; one per type on SQLite, see ``_rows_of``), one INSERT for all."""
     from service.fhir.values import index_rows
 
     s = fhir_search_index
-    for rtype, ids in _ids_by_type(replaced):
-        session.execute(_UNINDEX, {"in_clinic": clinic_id, "of_type": rtype, "ids": ids})
+    for rows in _rows_of(s, session, replaced):
+        session.execute(delete(s).where(s.c.clinic_id == clinic_id, rows))
     rows = [
         {"clinic_id": clinic_id, "resource_type": r["resourceType"], "id": r["id"], **row}
         for r in resources
