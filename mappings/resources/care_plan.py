@@ -7,7 +7,7 @@ from html import escape
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.context import CAREPLAN, Mapped, MappingContext
-from mappings.resources._common import kap_profile, start, sub_extensions
+from mappings.resources._common import kap_profile, read_record_meta, start, sub_extensions
 from service.domain.episode import Episode
 from service.domain.model import ClinicalSession, PhaseTransition
 from service.domain.vocabulary import Phase
@@ -91,6 +91,8 @@ def to_care_plan(ctx: MappingContext, episode: Episode) -> Mapped:
 
 
 def from_care_plan(resource: dict) -> dict:
+    """The phases and the episode's version (the CarePlan changes with every session written)."""
+    meta = read_record_meta(resource)
     phase = Phase(dt.find_extension(resource, t.EXT_PHASE)["valueCoding"]["code"])
     history = []
     for ext in dt.find_extensions(resource, t.EXT_PHASE_TRANSITION):
@@ -104,4 +106,4 @@ def from_care_plan(resource: dict) -> dict:
                 reason=parts["reason"]["valueString"] if "reason" in parts else None,
             )
         )
-    return {"phase": phase, "phase_history": history}
+    return {"phase": phase, "phase_history": history, "version": meta.version, "updated_at": meta.updated_at}

@@ -31,8 +31,8 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
         CONDITION,
         value,
         [kap_profile("condition")],
-        version=episode.version,
-        updated_at=episode.updated_at,
+        version=episode.header_version or episode.version,
+        updated_at=episode.header_updated_at,
         extensions=extensions,
     )
     codings = [t.coding(t.ICD10CM, indication.icd10cm)] if indication.icd10cm else []
@@ -46,7 +46,7 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
         "code": dt.codeable_concept(*codings, text=indication.display),
         "subject": ctx.patient(),
     }
-    return Mapped(resource, CONDITION, value, episode.version)
+    return Mapped(resource, CONDITION, value, episode.header_version or episode.version)
 
 
 def from_condition(resource: dict) -> Indication:

@@ -33,9 +33,9 @@ def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
         EPISODE,
         episode.id,
         [kap_profile("episodeofcare")],
-        version=episode.version,
+        version=episode.header_version or episode.version,  # the header's: a session written changes nothing here
         recorded_at=episode.created_at,
-        updated_at=episode.updated_at,
+        updated_at=episode.header_updated_at,
         extensions=extensions,
     )
     resource |= {
@@ -50,11 +50,12 @@ def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
     manager = next((m for m in episode.care_team if m.role is PractitionerRole.PRESCRIBER), None)
     if manager is not None:
         resource["careManager"] = ctx.practitioner(manager.practitioner_id)
-    return Mapped(resource, EPISODE, episode.id, episode.version)
+    return Mapped(resource, EPISODE, episode.id, episode.header_version or episode.version)
 
 
 def from_episode_of_care(rctx: ReverseContext, resource: dict) -> dict:
-    """Episode fields carried by the EpisodeOfCare (the rest come from CarePlan and the records)."""
+    """Episode fields carried by the EpisodeOfCare: the header and its version (the episode's version comes from
+    the CarePlan, the rest from the records)."""
     meta = read_record_meta(resource)
     team = []
     for ext in dt.find_extensions(resource, t.EXT_CARE_TEAM_MEMBER):
@@ -75,7 +76,7 @@ def from_episode_of_care(rctx: ReverseContext, resource: dict) -> dict:
         "period_end": dt.parse_datetime(period["end"]) if "end" in period else None,
         "status": EpisodeStatus(_STATUS_OF[resource["status"]]),
         "discontinuation_reason": reason["valueString"] if reason else None,
-        "version": meta.version,
+        "header_version": meta.version,
         "created_at": meta.recorded_at,
-        "updated_at": meta.updated_at,
+        "header_updated_at": meta.updated_at,
     }

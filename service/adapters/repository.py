@@ -589,8 +589,7 @@ class Repository:
             if submission.id not in stored:
                 self.add_rems_submission(episode.id, submission)
                 stored.add(submission.id)
-        episode.version = expected_version + 1
-        episode.updated_at = now
+        episode.saved_as(expected_version + 1, now)
         data = episode_header_data(episode)
         t = orm.episodes
         result = self.session.execute(

@@ -119,14 +119,32 @@ class Episode:
     version: int = 1
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # The version and time at which the header (status, period, indications, care team, discontinuation reason)
+    # last changed: what the EpisodeOfCare and Conditions carry, so that a session written does not give them new
+    # versions. None (episodes stored before it was kept): the episode's own.
+    header_version: int | None = None
+    header_updated_at: datetime | None = None
     records: dict[str, Record] = field(default_factory=dict)
     flags: list[SafetyFlag] = field(default_factory=list)
     # REMS form submissions and the clinic's time zone (loaded beside the records; see RemsLedger).
     rems: RemsLedger = field(default_factory=RemsLedger)
 
     def __post_init__(self) -> None:
-        # Not a field: not stored, not compared, not copied by dataclasses.replace.
+        # Not fields: not stored, not compared, not copied by dataclasses.replace.
         self._events: list[EpisodeEvent] = []
+        self._header_changed = False
+        if self.header_version is None:
+            self.header_version, self.header_updated_at = self.version, self.updated_at
+
+    def saved_as(self, version: int, now: datetime) -> None:
+        """The repository saved the episode as ``version``; the header's version follows if a command changed it."""
+        self.version, self.updated_at = version, now
+        if self._header_changed:
+            self.header_version, self.header_updated_at = version, now
+            self._header_changed = False
+
+    def _header(self) -> tuple:
+        return (self.status, self.period_end, self.discontinuation_reason, self.indications, self.care_team)
 
     def pull_events(self) -> list[EpisodeEvent]:
         """What the commands on this aggregate changed since the last pull, in order."""
@@ -183,6 +201,7 @@ class Episode:
         if to_phase is Phase.DISCONTINUED and not reason:
             raise Incoherent.at("reason", "discontinuing an episode needs a reason")
         transition = PhaseTransition(from_phase=self.phase, to_phase=to_phase, at=at, actor=actor, reason=reason)
+        header = self._header()
         self.phase_history.append(transition)
         self.phase = to_phase
         if to_phase in _TERMINAL:
@@ -192,13 +211,16 @@ class Episode:
             self.status = EpisodeStatus.FINISHED if took_place else EpisodeStatus.CANCELLED
         elif self.status is EpisodeStatus.PLANNED:
             self.status = EpisodeStatus.ACTIVE
+        self._header_changed |= self._header() != header
         self._events.append(PhaseChanged(to_phase))
         return transition
 
     def amend_header(
         self, *, indications: list[Indication], care_team: list[CareTeamMember], status: EpisodeStatus
     ) -> None:
+        header = self._header()
         self.indications, self.care_team, self.status = indications, care_team, status
+        self._header_changed |= self._header() != header
         self._events.append(HeaderChanged())
 
     def record_rems_submission(self, submission: RemsSubmission) -> None:

@@ -511,8 +511,7 @@ def discontinued_pcl5() -> EpisodeChart:
         now=T0 + timedelta(days=4),
     )
     ep.transition(Phase.DISCONTINUED, at=T0 + timedelta(days=5), actor="dr-ada", reason="Patient moved away")
-    ep.updated_at = T0 + timedelta(days=5)
-    ep.version = 3
+    ep.saved_as(3, T0 + timedelta(days=5))  # the discontinuation changed the header: its version follows
     return EpisodeChart(clinic=_clinic(), patient=_patient("pt-3"), episode=ep, practitioners=_team()[:1])
 
 

@@ -311,3 +311,34 @@ def test_a_session_write_stores_only_what_it_changed_however_long_the_episode(ap
     assert written[-1] < 20
     assert not any(rtype in ("Patient", "Organization", "Practitioner") for rtype, _ in chart.projected)
     assert sum(1 for rtype, _ in chart.projected if rtype == "Encounter") == 1
+
+
+def _header_resources(chart: Chart) -> dict[tuple[str, str], tuple[int, bool]]:
+    return {key: stored for key, stored in chart.projected.items() if key[0] in ("EpisodeOfCare", "Condition")}
+
+
+def test_sessions_written_leave_the_episode_of_care_and_conditions_at_their_version(app: Flask) -> None:
+    # They carry the episode's header (status, period, indications, care team), not its version: an EHR polling
+    # them by _lastUpdated or _history sees a new version only when the header changed.
+    chart = Chart(app)
+    apply(chart, ("session", False, 1, False))
+    first = _header_resources(chart)
+    assert {rtype for rtype, _ in first} == {"EpisodeOfCare", "Condition"}
+    for _ in range(3):
+        apply(chart, ("session", True, 2, False))
+        assert _header_resources(chart) == {key: (version, False) for key, (version, _) in first.items()}
+    chart.run(
+        lambda uow, ctx: services.transition_phase(
+            uow,
+            ctx,
+            chart.episode_id,
+            to_phase=Phase.DISCONTINUED,
+            at=chart.at(),
+            reason="moved",
+            expected_version=None,
+        )
+    )
+    ended = _header_resources(chart)
+    assert ended == {key: (version + 1, True) for key, (version, _) in first.items()}  # status and period changed
+    episode = chart.episode()
+    assert (episode.header_version, episode.header_updated_at) == (episode.version, NOW)
