@@ -62,15 +62,18 @@ def _values(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+_APPEND = insert(orm.audit_events)  # built once: every request appends
+
+
 def append(session: Session, record: AuditRecord, *, occurrences: int = 1) -> None:
     """Appends ``record``; ``occurrences`` > 1 when the row stands for that many alike refusals."""
-    session.execute(insert(orm.audit_events).values(**_values(record), occurrences=occurrences))
+    session.execute(_APPEND, [{**_values(record), "occurrences": occurrences}])
 
 
 def append_many(session: Session, records: list[AuditRecord]) -> None:
     """Appends the records in one statement (the reads answered together share one audit transaction)."""
     if records:
-        session.execute(insert(orm.audit_events), [{**_values(r), "occurrences": 1} for r in records])
+        session.execute(_APPEND, [{**_values(r), "occurrences": 1} for r in records])
 
 
 def list_for_clinic(

@@ -372,18 +372,16 @@ def _part_of(
     )
 
 
-def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None = None) -> dict[str, str]:
-    """What the projection of each episode depends on, as one comparable string."""
-    e, p, r, pr = orm.episodes, orm.patients, orm.clinical_records, orm.practitioners
-    practitioners = session.execute(
-        select(func.count(), func.max(pr.c.updated_at), func.sum(pr.c.version)).where(pr.c.clinic_id == clinic_id)
-    ).one()
-    c = orm.clinics
-    clinic = session.execute(
-        select(c.c.name, c.c.identifier_system, c.c.time_zone, c.c.healthcare_setting).where(c.c.id == clinic_id)
-    ).one_or_none()
+def _fingerprint_statements() -> tuple[Any, Any, Any]:
+    """The fingerprint's three queries, built once (every write runs them; building them cost as much as running)."""
+    e, p, r, pr, c = orm.episodes, orm.patients, orm.clinical_records, orm.practitioners, orm.clinics
+    clinic_id = bindparam("clinic_id")
+    practitioners = select(func.count(), func.max(pr.c.updated_at), func.sum(pr.c.version)).where(
+        pr.c.clinic_id == clinic_id
+    )
+    clinic = select(c.c.name, c.c.identifier_system, c.c.time_zone, c.c.healthcare_setting).where(c.c.id == clinic_id)
     weights = and_(r.c.clinic_id == clinic_id, r.c.patient_id == e.c.patient_id, r.c.episode_id.is_(None))
-    query = (
+    episodes = (
         select(
             e.c.id,
             e.c.version,
@@ -394,15 +392,28 @@ def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None
         .join(p, and_(p.c.id == e.c.patient_id, p.c.clinic_id == e.c.clinic_id))
         .where(e.c.clinic_id == clinic_id)
     )
+    return practitioners, clinic, episodes
+
+
+_PRACTITIONERS_STATE, _CLINIC_STATE, _EPISODES_STATE = _fingerprint_statements()
+_SOME_EPISODES_STATE = _EPISODES_STATE.where(orm.episodes.c.id.in_(bindparam("episode_ids", expanding=True)))
+
+
+def fingerprints(session: Session, clinic_id: str, episode_ids: list[str] | None = None) -> dict[str, str]:
+    """What the projection of each episode depends on, as one comparable string."""
+    params: dict[str, Any] = {"clinic_id": clinic_id}
+    practitioners = session.execute(_PRACTITIONERS_STATE, params).one()
+    clinic = session.execute(_CLINIC_STATE, params).one_or_none()
+    query = _EPISODES_STATE
     if episode_ids is not None:
-        query = query.where(e.c.id.in_(episode_ids))
+        query, params = _SOME_EPISODES_STATE, {**params, "episode_ids": episode_ids}
     # zlib.crc32, not hash(): str hashes differ between processes (PYTHONHASHSEED), and gunicorn workers, the CLI and
     # the metrics scrape must agree on what is stale.
     clinic_hash = zlib.crc32(repr(tuple(str(x) for x in clinic or ())).encode())
     tail = f"{practitioners[0]}|{practitioners[1]}|{practitioners[2]}|{clinic_hash}"
     return {
         row.id: f"{row.version}|{row.patient_version}|{row.weights}|{row.weight_versions}|{tail}"
-        for row in session.execute(query)
+        for row in session.execute(query, params)
     }
 
 
@@ -496,24 +507,38 @@ _READ_VERSION = _read_statement(fhir_resources.c.version_id == bindparam("versio
 
 
 def current_rows_statement(clinic_id: str, types: list[str], ids: list[str], columns: tuple) -> Any:
-    """Current rows whose type and id are among those given. (type IN, id IN) probes the primary key; the partial
-    index on current rows (migration 0005) keeps SQLite from scanning every current row of a type instead."""
-    t = fhir_resources
-    return select(t.c.resource_type, t.c.id, *columns).where(
-        t.c.clinic_id == clinic_id, t.c.resource_type.in_(types), t.c.id.in_(ids), t.c.is_current.is_(True)
-    )
+    """Current rows whose type and id are among those given, with the values bound (for its query plan)."""
+    return _current_rows_query(columns).params(clinic_id=clinic_id, types=types, ids=ids)
+
+
+_CURRENT_ROWS: dict[tuple, Any] = {}
+
+
+def _current_rows_query(columns: tuple) -> Any:
+    """(type IN, id IN) probes the primary key; the partial index on current rows (migration 0005) keeps SQLite from
+    scanning every current row of a type instead. Built once per column set: every write runs it."""
+    statement = _CURRENT_ROWS.get(columns)
+    if statement is None:
+        t = fhir_resources
+        statement = select(t.c.resource_type, t.c.id, *columns).where(
+            t.c.clinic_id == bindparam("clinic_id"),
+            t.c.resource_type.in_(bindparam("types", expanding=True)),
+            t.c.id.in_(bindparam("ids", expanding=True)),
+            t.c.is_current.is_(True),
+        )
+        _CURRENT_ROWS[columns] = statement
+    return statement
 
 
 def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]], columns: tuple) -> Iterator[Any]:
     """Current versions of (type, id)s: one query per 500 of them."""
     wanted = set(refs)
     ordered = list(dict.fromkeys(refs))
+    statement = _current_rows_query(columns)
     for start in range(0, len(ordered), 500):
         chunk = ordered[start : start + 500]
-        statement = current_rows_statement(
-            clinic_id, sorted({rtype for rtype, _ in chunk}), [rid for _, rid in chunk], columns
-        )
-        for row in session.execute(statement):
+        params = {"clinic_id": clinic_id, "types": sorted({rtype for rtype, _ in chunk}), "ids": [r for _, r in chunk]}
+        for row in session.execute(statement, params):
             if (row.resource_type, row.id) in wanted:
                 yield row
 

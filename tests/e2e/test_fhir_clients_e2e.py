@@ -185,7 +185,7 @@ def test_fhirclient_create_read_update_search_and_transaction(smart: FHIRServer)
     read.update(smart)
     assert FcPatient.read(created["id"], smart).gender == "other"
 
-    found = FcPatient.where(struct={"identifier": f"{MRN}|{value}"}).perform_resources(smart)
+    found = FcPatient.where(struct={"identifier": f"{MRN}|{value}"}).perform_resources_iter(smart)
     assert [p.id for p in found] == [created["id"]]
 
     # a transaction through the client's own Bundle.create: posted to {base}/
