@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from cachetools import LRUCache
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
@@ -111,6 +111,13 @@ class VersionEntry:
 class Page:
     items: list[Any]
     total: int
+
+
+# Built once: every write that names practitioners runs it, once per practitioner. By id, not ``id IN (...)``: from
+# three ids on, SQLite chose the clinic's index over the primary key and read every practitioner of the clinic.
+_PRACTITIONER_BY_ID = select(orm.practitioners.c.data).where(
+    orm.practitioners.c.clinic_id == bindparam("clinic_id"), orm.practitioners.c.id == bindparam("id")
+)
 
 
 class Repository:
@@ -276,10 +283,7 @@ class Repository:
         )
 
     def get_practitioner(self, practitioner_id: str) -> Practitioner:
-        t = orm.practitioners
-        row = self.session.execute(
-            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.id == practitioner_id)
-        ).one_or_none()
+        row = self._practitioner_row(practitioner_id)
         if row is None:
             raise NotFound(f"No practitioner {practitioner_id}.")
         return from_data(Practitioner, row.data)
@@ -304,9 +308,11 @@ class Repository:
     def missing_practitioners(self, ids: set[str]) -> set[str]:
         if not ids:
             return set()
-        t = orm.practitioners
-        found = self.session.execute(select(t.c.id).where(t.c.clinic_id == self.clinic_id, t.c.id.in_(ids))).scalars()
-        return ids - set(found)
+        return {pid for pid in ids if self._practitioner_row(pid) is None}
+
+    def _practitioner_row(self, practitioner_id: str) -> Any:
+        params = {"clinic_id": self.clinic_id, "id": practitioner_id}
+        return self.session.execute(_PRACTITIONER_BY_ID, params).one_or_none()
 
     # --- patients ----------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from service.adapters.database import make_engine, make_session_factory
 from service.adapters.fhir_store import fhir_resources
 from service.config import Settings
 from service.domain.errors import Conflict, NotFound
-from service.domain.model import HumanName, Identifier, MonitoringReading, Patient
+from service.domain.model import HumanName, Identifier, MonitoringReading, Patient, Practitioner
 from service.domain.vocabulary import AdministrativeGender, ReadingTiming
 from service.entrypoints.cli import prepare_database
 from service.fhir.projector import FhirProjector
@@ -110,6 +110,22 @@ def test_an_aggregate_added_comes_back_the_same_in_another_unit_of_work(session_
     )
     assert ep.records == {"consent-1": consent(recorded_at=NOW, updated_at=NOW)}
     assert ep.version == 2
+
+
+def test_practitioners_are_found_only_in_their_clinic(session_factory, projector) -> None:
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        for pid in ("pr-b", "pr-a"):
+            uow.repo.add_practitioner(Practitioner(id=pid, name=HumanName(family=pid)), actor="test", now=T0)
+        uow.commit()
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        assert uow.repo.get_practitioner("pr-a").name == HumanName(family="pr-a")
+        assert uow.repo.missing_practitioners({"pr-a", "pr-b", "pr-x"}) == {"pr-x"}
+        with pytest.raises(NotFound, match="pr-x"):
+            uow.repo.get_practitioner("pr-x")
+    with UnitOfWork(session_factory, "other-clinic", write=False, projector=projector) as uow:
+        assert uow.repo.missing_practitioners({"pr-a", "pr-b"}) == {"pr-a", "pr-b"}
+        with pytest.raises(NotFound):
+            uow.repo.get_practitioner("pr-a")
 
 
 def test_another_clinic_does_not_see_the_aggregate(session_factory, projector) -> None:
