@@ -192,3 +192,28 @@ def test_no_statement_of_a_frequent_request_walks_the_clinic(app: Flask) -> None
         if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
     }
     assert not walking, walking
+
+
+def test_no_statement_of_a_patient_or_phase_command_walks_the_clinic(app: Flask) -> None:
+    client = app.test_client()
+    ids = next(  # a fixture episode still open
+        ids
+        for ids in app.config["EPISODE_IDS"].values()
+        if client.get(f"/api/v1/episodes/{ids['episode']}").get_json()["phase"] not in ("completed", "discontinued")
+    )
+
+    def send(client: Any) -> None:
+        weight = {"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 80}  # re-projects the patient's episodes
+        assert client.post(f"/api/v1/patients/{ids['patient']}/body-weights", json=weight).status_code == 201
+        ended = {"to_phase": "discontinued", "reason": "Moved away"}
+        path = f"/api/v1/episodes/{ids['episode']}/phase-transitions"
+        assert client.post(path, json=ended).status_code == 201
+
+    plans = _plans_of_requests(app, send)
+    assert len(plans) > 20, plans
+    walking = {
+        statement: plan
+        for statement, plan in plans.items()
+        if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
+    }
+    assert not walking, walking
