@@ -7,6 +7,7 @@ pinned here."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ def test_current_rows_by_id_use_the_primary_key(engine: Engine) -> None:
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
 
 
-def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> dict[str, list[str]]:
-    """The query plan of each statement ``action`` executes, with the values it sends (then rolled back)."""
+@contextmanager
+def _explained(engine: Engine) -> Iterator[dict[str, list[str]]]:
+    """Collects the query plan of each statement run on ``engine`` meanwhile, with the values it is sent."""
     plans: dict[str, list[str]] = {}
 
     def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -65,12 +67,19 @@ def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> di
             rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
             plans[statement] = [row[3] for row in rows]
 
-    with Session(engine) as session:
-        event.listen(engine, "before_cursor_execute", explain)
+    event.listen(engine, "before_cursor_execute", explain)
+    try:
+        yield plans
+    finally:
+        event.remove(engine, "before_cursor_execute", explain)
+
+
+def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> dict[str, list[str]]:
+    """The query plan of each statement ``action`` executes (then rolled back)."""
+    with Session(engine) as session, _explained(engine) as plans:
         try:
             action(session)
         finally:
-            event.remove(engine, "before_cursor_execute", explain)
             session.rollback()
     return plans
 
@@ -149,20 +158,17 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 
 
 def _plans_of_requests(app: Flask, send: Callable[[Any], None]) -> dict[str, list[str]]:
-    engine = app.extensions["kapfhir"].session_factory.kw["bind"]
-    plans: dict[str, list[str]] = {}
-
-    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
-            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            plans[statement] = [row[3] for row in rows]
-
-    event.listen(engine, "before_cursor_execute", explain)
-    try:
+    with _explained(app.extensions["kapfhir"].session_factory.kw["bind"]) as plans:
         send(app.test_client())
-    finally:
-        event.remove(engine, "before_cursor_execute", explain)
     return plans
+
+
+def _walking_the_clinic(plans: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {
+        statement: plan
+        for statement, plan in plans.items()
+        if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
+    }
 
 
 def test_no_statement_of_a_frequent_request_walks_the_clinic(app: Flask) -> None:
@@ -186,11 +192,7 @@ def test_no_statement_of_a_frequent_request_walks_the_clinic(app: Flask) -> None
 
     plans = _plans_of_requests(app, send)
     assert len(plans) > 20, plans  # the requests ran their statements here
-    walking = {
-        statement: plan
-        for statement, plan in plans.items()
-        if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
-    }
+    walking = _walking_the_clinic(plans)
     assert not walking, walking
 
 
@@ -211,9 +213,5 @@ def test_no_statement_of_a_patient_or_phase_command_walks_the_clinic(app: Flask)
 
     plans = _plans_of_requests(app, send)
     assert len(plans) > 20, plans
-    walking = {
-        statement: plan
-        for statement, plan in plans.items()
-        if any(map(_walks_the_clinic, plan)) and not any(s in statement for s in WHOLE_CLINIC_ON_PURPOSE)
-    }
+    walking = _walking_the_clinic(plans)
     assert not walking, walking
