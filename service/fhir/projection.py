@@ -14,6 +14,7 @@ id; references between projected resources are rewritten from ``urn:uuid:`` to `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
@@ -511,23 +512,17 @@ def current_rows_statement(clinic_id: str, types: list[str], ids: list[str], col
     return _current_rows_query(columns).params(clinic_id=clinic_id, types=types, ids=ids)
 
 
-_CURRENT_ROWS: dict[tuple, Any] = {}
-
-
+@functools.cache
 def _current_rows_query(columns: tuple) -> Any:
     """(type IN, id IN) probes the primary key; the partial index on current rows (migration 0005) keeps SQLite from
     scanning every current row of a type instead. Built once per column set: every write runs it."""
-    statement = _CURRENT_ROWS.get(columns)
-    if statement is None:
-        t = fhir_resources
-        statement = select(t.c.resource_type, t.c.id, *columns).where(
-            t.c.clinic_id == bindparam("clinic_id"),
-            t.c.resource_type.in_(bindparam("types", expanding=True)),
-            t.c.id.in_(bindparam("ids", expanding=True)),
-            t.c.is_current.is_(True),
-        )
-        _CURRENT_ROWS[columns] = statement
-    return statement
+    t = fhir_resources
+    return select(t.c.resource_type, t.c.id, *columns).where(
+        t.c.clinic_id == bindparam("clinic_id"),
+        t.c.resource_type.in_(bindparam("types", expanding=True)),
+        t.c.id.in_(bindparam("ids", expanding=True)),
+        t.c.is_current.is_(True),
+    )
 
 
 def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]], columns: tuple) -> Iterator[Any]:
