@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_WRITE_BEGIN = "BEGIN IMMEDIATE"
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
@@ -98,6 +99,35 @@ def write_lock(engine: Engine) -> Iterator[None]:
         return
     with lock.held():
         yield
+
+
+def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Inserts ``rows`` (dicts with every column of the table) into ``table`` in the session's transaction.
+
+    PostgreSQL with psycopg: one COPY. The driver's executemany sends and parses one statement per row in Python
+    (~20 ms of CPU for the ~1,000 search-index rows of one ingested episode; COPY ~4 ms). Values go through each
+    column type's bind processing, as an INSERT's would, and a refused value raises the same SQLAlchemy error
+    (``DataError`` for a value too long). Elsewhere: an executemany INSERT."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        session.execute(insert(table), rows)
+        return
+    names = [column.name for column in table.columns]
+    processors = [column.type.bind_processor(dialect) for column in table.columns]
+    quote = dialect.identifier_preparer
+    statement = f"COPY {quote.format_table(table)} ({', '.join(map(quote.quote, names))}) FROM STDIN"
+    try:
+        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = (row[name] for name in names)
+                copy.write_row([v if p is None else p(v) for v, p in zip(values, processors, strict=True)])
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            statement, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from exc
 
 
 def upsert_insert(session: Any) -> Any:

@@ -136,10 +136,20 @@ class Repository:
         self._compositions: dict[tuple[str, int], Composition] = {}  # episode versions loaded or saved here
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
         self._saved: dict[str, Episode] = {}
+        # Read once per unit of work (a bundle's commands each ask again; on PostgreSQL each ask is a round trip):
+        # the clinic, its time zone, and the practitioners known to exist (none is ever deleted).
+        self._clinic: Clinic | None = None
+        self._time_zone: str | None = None
+        self._practitioners_present: set[str] = set()
 
     # --- clinics ---------------------------------------------------------------------------------------
 
     def get_clinic(self) -> Clinic:
+        if self._clinic is None:
+            self._clinic = self._load_clinic()
+        return self._clinic
+
+    def _load_clinic(self) -> Clinic:
         row = self.session.execute(select(orm.clinics).where(orm.clinics.c.id == self.clinic_id)).one_or_none()
         if row is None:
             raise NotFound(f"Clinic {self.clinic_id} is not registered.")
@@ -159,6 +169,7 @@ class Repository:
             .where(orm.clinics.c.id == self.clinic_id)
             .values(time_zone=time_zone, healthcare_setting=to_data(setting))
         )
+        self._clinic = self._time_zone = None
 
     # --- Spravato REMS form submissions ----------------------------------------------------------------
 
@@ -170,10 +181,12 @@ class Repository:
         submissions = sorted(
             (from_data(RemsSubmission, r.data) for r in rows), key=lambda sub: (sub.recorded_at, sub.id)
         )
-        zone = self.session.execute(
-            select(orm.clinics.c.time_zone).where(orm.clinics.c.id == self.clinic_id)
-        ).scalar_one_or_none()
-        return RemsLedger(time_zone=zone or "UTC", submissions=submissions)
+        if self._time_zone is None:
+            zone = self.session.execute(
+                select(orm.clinics.c.time_zone).where(orm.clinics.c.id == self.clinic_id)
+            ).scalar_one_or_none()
+            self._time_zone = zone or "UTC"
+        return RemsLedger(time_zone=self._time_zone, submissions=submissions)
 
     def add_rems_submission(self, episode_id: str, submission: RemsSubmission) -> None:
         self.session.execute(
@@ -308,7 +321,9 @@ class Repository:
     def missing_practitioners(self, ids: set[str]) -> set[str]:
         if not ids:
             return set()
-        return {pid for pid in ids if self._practitioner_row(pid) is None}
+        missing = {pid for pid in ids - self._practitioners_present if self._practitioner_row(pid) is None}
+        self._practitioners_present |= ids - missing
+        return missing
 
     def _practitioner_row(self, practitioner_id: str) -> Any:
         params = {"clinic_id": self.clinic_id, "id": practitioner_id}
@@ -516,7 +531,9 @@ class Repository:
         return saved if saved is not None else self.get_episode(episode_id)
 
     def forget_unsaved(self) -> None:
-        """After a savepoint rolled back: what this unit of work saved or decoded since may not be stored."""
+        """After a savepoint rolled back: what this unit of work saved, decoded or read since may not be stored."""
+        self._clinic = self._time_zone = None
+        self._practitioners_present.clear()
         self._saved.clear()
         self._decoded.clear()
         self._compositions.clear()

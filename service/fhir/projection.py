@@ -32,7 +32,7 @@ from mappings.bundle import ChartPart, latest_time, map_chart, reference_targets
 from mappings.context import PATIENT, full_url_of
 from mappings.resources import provenance
 from service.adapters import orm
-from service.adapters.database import upsert_insert
+from service.adapters.database import bulk_insert, upsert_insert
 from service.adapters.fhir_store import fhir_projection_state, fhir_resources, fhir_search_index
 from service.adapters.repository import Repository
 from service.domain.chart import EpisodeChart
@@ -291,8 +291,7 @@ def _reindex(session: Session, clinic_id: str, resources: list[dict], *, replace
         for r in resources
         for row in index_rows(r, TYPES[r["resourceType"]].params)
     ]
-    if rows:
-        session.execute(insert(s), rows)
+    bulk_insert(session, s, rows)
 
 
 def refresh_projection(

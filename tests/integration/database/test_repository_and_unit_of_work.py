@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import sessionmaker
 
 from service.adapters import orm, repository
@@ -20,7 +20,7 @@ from service.adapters.database import make_engine, make_session_factory
 from service.adapters.fhir_store import fhir_resources
 from service.config import Settings
 from service.domain.errors import Conflict, NotFound
-from service.domain.model import HumanName, Identifier, MonitoringReading, Patient, Practitioner
+from service.domain.model import HealthcareSetting, HumanName, Identifier, MonitoringReading, Patient, Practitioner
 from service.domain.vocabulary import AdministrativeGender, ReadingTiming
 from service.entrypoints.cli import prepare_database
 from service.fhir.projector import FhirProjector
@@ -126,6 +126,39 @@ def test_practitioners_are_found_only_in_their_clinic(session_factory, projector
         assert uow.repo.missing_practitioners({"pr-a", "pr-b"}) == {"pr-a", "pr-b"}
         with pytest.raises(NotFound):
             uow.repo.get_practitioner("pr-a")
+
+
+def test_a_unit_of_work_reads_the_clinic_and_known_practitioners_once_and_forgets_what_a_savepoint_undid(
+    session_factory, projector
+) -> None:
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        uow.repo.add_practitioner(Practitioner(id="pr-a", name=HumanName(family="A")), actor="test", now=T0)
+        uow.commit()
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        event.listen(uow.session.get_bind(), "before_cursor_execute", note)
+        try:
+            for _ in range(3):
+                assert uow.repo.missing_practitioners({"pr-a", "pr-x"}) == {"pr-x"}
+                uow.repo.get_clinic()
+                uow.repo.rems_ledger("ep-none")
+            asked = [s for s in statements if "FROM practitioners" in s or "FROM clinics" in s]
+            # pr-a once, pr-x (absent) each time, the clinic and its time zone once
+            assert len(asked) == 1 + 3 + 2, asked
+            uow.repo.update_clinic_setting(time_zone="America/Denver", setting=HealthcareSetting(city="Denver"))
+            assert uow.repo.get_clinic().time_zone == "America/Denver"  # a change in this unit of work is seen
+            assert uow.repo.rems_ledger("ep-none").time_zone == "America/Denver"
+            with pytest.raises(RuntimeError), uow.savepoint():
+                uow.repo.add_practitioner(Practitioner(id="pr-x", name=HumanName(family="X")), actor="t", now=T0)
+                assert uow.repo.missing_practitioners({"pr-x"}) == set()
+                raise RuntimeError("the entry fails")
+            assert uow.repo.missing_practitioners({"pr-x"}) == {"pr-x"}  # undone with its savepoint
+        finally:
+            event.remove(uow.session.get_bind(), "before_cursor_execute", note)
 
 
 def test_another_clinic_does_not_see_the_aggregate(session_factory, projector) -> None:
