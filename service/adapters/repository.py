@@ -137,10 +137,9 @@ class Repository:
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
         self._saved: dict[str, Episode] = {}
         # Read once per unit of work (a bundle's commands each ask again; on PostgreSQL each ask is a round trip):
-        # the clinic, its time zone, and the practitioners known to exist (none is ever deleted).
+        # the clinic and the practitioners found (a practitioner is never changed or deleted).
         self._clinic: Clinic | None = None
-        self._time_zone: str | None = None
-        self._practitioners_present: set[str] = set()
+        self._practitioner_rows: dict[str, Any] = {}
 
     # --- clinics ---------------------------------------------------------------------------------------
 
@@ -169,7 +168,7 @@ class Repository:
             .where(orm.clinics.c.id == self.clinic_id)
             .values(time_zone=time_zone, healthcare_setting=to_data(setting))
         )
-        self._clinic = self._time_zone = None
+        self._clinic = None
 
     # --- Spravato REMS form submissions ----------------------------------------------------------------
 
@@ -181,12 +180,7 @@ class Repository:
         submissions = sorted(
             (from_data(RemsSubmission, r.data) for r in rows), key=lambda sub: (sub.recorded_at, sub.id)
         )
-        if self._time_zone is None:
-            zone = self.session.execute(
-                select(orm.clinics.c.time_zone).where(orm.clinics.c.id == self.clinic_id)
-            ).scalar_one_or_none()
-            self._time_zone = zone or "UTC"
-        return RemsLedger(time_zone=self._time_zone, submissions=submissions)
+        return RemsLedger(time_zone=self.get_clinic().time_zone, submissions=submissions)
 
     def add_rems_submission(self, episode_id: str, submission: RemsSubmission) -> None:
         self.session.execute(
@@ -321,13 +315,16 @@ class Repository:
     def missing_practitioners(self, ids: set[str]) -> set[str]:
         if not ids:
             return set()
-        missing = {pid for pid in ids - self._practitioners_present if self._practitioner_row(pid) is None}
-        self._practitioners_present |= ids - missing
-        return missing
+        return {pid for pid in ids if self._practitioner_row(pid) is None}
 
     def _practitioner_row(self, practitioner_id: str) -> Any:
-        params = {"clinic_id": self.clinic_id, "id": practitioner_id}
-        return self.session.execute(_PRACTITIONER_BY_ID, params).one_or_none()
+        row = self._practitioner_rows.get(practitioner_id)
+        if row is None:
+            params = {"clinic_id": self.clinic_id, "id": practitioner_id}
+            row = self.session.execute(_PRACTITIONER_BY_ID, params).one_or_none()
+            if row is not None:
+                self._practitioner_rows[practitioner_id] = row
+        return row
 
     # --- patients ----------------------------------------------------------------------------------------
 
@@ -532,8 +529,8 @@ class Repository:
 
     def forget_unsaved(self) -> None:
         """After a savepoint rolled back: what this unit of work saved, decoded or read since may not be stored."""
-        self._clinic = self._time_zone = None
-        self._practitioners_present.clear()
+        self._clinic = None
+        self._practitioner_rows.clear()
         self._saved.clear()
         self._decoded.clear()
         self._compositions.clear()
