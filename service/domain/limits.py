@@ -65,6 +65,18 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
 
 
+# The JSON escapes that decode to NUL or to a UTF-16 surrogate (alone or in a pair).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def json_text_may_hold_unstorable(raw: bytes) -> bool:
+    """False when no string decoded from the JSON text ``raw`` (as ``json.loads`` decodes bytes) can hold NUL or a
+    lone surrogate, so that ``json_character_errors`` need not walk the value: such a string comes only from a
+    ``\\u0000`` or ``\\uD800``-``\\uDFFF`` escape or from UTF-8 surrogate bytes (0xED 0xA0-0xBF, which
+    ``json.loads`` lets through). A text with NUL bytes (UTF-16 or UTF-32) is not judged. One scan in C."""
+    return b"\x00" in raw or b"\xed" in raw or _UNSTORABLE_ESCAPE.search(raw) is not None
+
+
 def json_character_errors(body: Any, limit: int = 20) -> list[FieldError]:
     """Every string of a JSON body that cannot be stored (NUL, lone surrogate), at most ``limit`` of them."""
     errors = []
@@ -115,11 +127,10 @@ def fhir_length_errors(body: Any, root: str = "Bundle", limit: int = 20) -> list
         if not isinstance(item, dict):
             continue
         for key, child in item.items():
-            here = f"{where}.{key}"
             if key == "identifier":
-                _identifier_errors(errors, here, child)
+                _identifier_errors(errors, f"{where}.{key}", child)
             elif key == "name" and isinstance(child, list):
-                _human_name_errors(errors, here, child)
+                _human_name_errors(errors, f"{where}.{key}", child)
             if isinstance(child, (dict, list)):
-                stack.append((child, here))
+                stack.append((child, f"{where}.{key}"))
     return errors[:limit]

@@ -196,15 +196,17 @@ def register_error_handlers(app: Any) -> None:
 
 def _depth(value: Any, limit: int) -> bool:
     """True if the JSON value nests deeper than ``limit`` (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)]
+    if limit < 1:
+        return True
+    if not isinstance(value, (dict, list)):
+        return False
+    stack = [(value, 1)]  # containers only: a container's scalars sit one level below it
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
+        children = item.values() if isinstance(item, dict) else item
+        if children and depth + 1 > limit:
             return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
 
@@ -251,7 +253,7 @@ def json_body() -> Any:
         raise ApiProblem(400, "Malformed JSON", f"The body is not valid JSON{where}.") from None
     if _depth(body, state().settings.max_json_depth):
         raise ApiProblem(400, "Malformed JSON", f"The body nests deeper than {state().settings.max_json_depth} levels.")
-    bad = limits.json_character_errors(body)
+    bad = limits.json_character_errors(body) if limits.json_text_may_hold_unstorable(raw) else []
     if bad:
         raise ApiProblem(
             400,
