@@ -268,6 +268,57 @@ class Walker:
             self._full_urls(res, label)
         elif rtype == "CapabilityStatement":
             self._search_param_types(res, label)
+        elif rtype == "StructureDefinition" and res.get("derivation") == "constraint":
+            self._differential_paths(res, label)
+
+    def _differential_paths(self, res: dict, label: str) -> None:
+        """A profile's differential names elements of the type it constrains: the reference validator cannot
+        generate its snapshot otherwise. A choice element is named ``value[x]`` or by one of its types
+        (``valueQuantity``); below a type whose elements are not held here (a primitive, a choice left open)
+        nothing is judged."""
+        differential = res.get("differential")
+        elements = differential.get("element") if isinstance(differential, dict) else None
+        rtype = res.get("type")
+        if not isinstance(elements, list) or rtype not in self.defs.children:
+            return
+        for i, element in enumerate(elements):
+            path = element.get("path") if isinstance(element, dict) else None
+            problem = self._unknown_path(rtype, path) if isinstance(path, str) else None
+            if problem:
+                self.add("error", "structure", f"{label}.differential.element[{i}].path", problem)
+
+    def _unknown_path(self, rtype: str, path: str) -> str | None:
+        segments = path.split(".")
+        if segments[0] != rtype:
+            return f"Error generating Snapshot: the path '{path}' does not start with the type '{rtype}'"
+        parent = rtype
+        for depth, segment in enumerate(segments[1:], start=1):
+            table = self.defs.children.get(parent)
+            if table is None:
+                return None
+            here = ".".join(segments[:depth])
+            if segment.endswith("[x]"):
+                element = table.get(segment[:-3])
+                if element is None or not element.choice:
+                    return f"Error generating Snapshot: {here} has no choice element '{segment}'"
+                return None  # which type the elements below belong to depends on the profile's type list
+            found = self.defs.element(parent, segment)
+            if found is None:
+                choice = next((n for n, e in table.items() if e.choice and segment.startswith(n)), None)
+                if choice is not None:
+                    return (
+                        f"Error generating Snapshot: The path must be '{here}.{choice}[x]' not '{here}.{segment}' "
+                        "when the type list is not constrained"
+                    )
+                return f"Error generating Snapshot: {here} has no element '{segment}'"
+            element, code = found
+            if element.content_reference:
+                parent = element.content_reference.lstrip("#")
+            elif code in ("BackboneElement", "Element") and element.path in self.defs.children:
+                parent = element.path
+            else:
+                parent = code
+        return None
 
     def _search_parameter(self, res: dict, label: str) -> None:
         if res.get("type") == "composite" and len(res.get("component") or []) < 2:

