@@ -163,6 +163,9 @@ def _element(element: dict, child: type | None, kind: str | None, where: str, fo
     if kind is not None and found.check_invariants:
         typed_invariant(kind, element, where, found.invariants)
     if "resourceType" in element:
-        walk(element, model_of(element["resourceType"]), where, found)
+        # a nested resource (contained, Parameters, Bundle) of a type the R4B models lack (R4's MedicinalProduct,
+        # SubstanceProtein, ...) is left to fhirkit, as an entry of such a type is (``entries``)
+        if walkable(element["resourceType"]):
+            walk(element, model_of(element["resourceType"]), where, found)
     elif child is not None:
         walk(element, child, where, found)

@@ -183,3 +183,34 @@ def test_every_core_profile_generates_a_snapshot() -> None:
         checked += 1
         assert _snapshot_errors(entry) == [], entry["url"]
     assert checked > 30
+
+
+# R4 resource types the R4B models (which type the walk of the fast layers) do not have.
+R4_ONLY = ["MedicinalProduct", "SubstanceProtein", "EffectEvidenceSynthesis"]
+
+
+def _nested(inner: dict, how: str) -> dict:
+    if how == "Parameters":
+        return {"resourceType": "Parameters", "parameter": [{"name": "r", "resource": inner}]}
+    if how == "Bundle":
+        entry = {"fullUrl": "urn:uuid:5d1b8e7c-0000-4000-8000-000000000001", "resource": inner}
+        return {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
+    return {  # contained, and referred to
+        "resourceType": "Basic",
+        "code": {"text": "x"},
+        "contained": [inner],
+        "extension": [{"url": "http://example.org/x", "valueReference": {"reference": f"#{inner['id']}"}}],
+    }
+
+
+@pytest.mark.parametrize("how", ["Parameters", "Bundle", "contained"])
+@pytest.mark.parametrize("rtype", R4_ONLY)
+def test_a_nested_r4_resource_the_r4b_models_lack_is_validated_not_crashed_on(rtype: str, how: str) -> None:
+    import validation
+
+    def problems(resource: dict) -> list[str]:
+        return [f"{i.severity} {i.expression}: {i.diagnostics}" for i in validation.validate(_nested(resource, how))]
+
+    assert [p for p in problems({"resourceType": rtype, "id": "x"}) if "could not run" in p] == []
+    broken = problems({"resourceType": rtype, "id": "x", "text": {"status": 5}})  # fhirkit (R4) still types it
+    assert any(p.startswith("error") and "text.status" in p for p in broken), broken
