@@ -132,19 +132,21 @@ class Episode:
     def __post_init__(self) -> None:
         # Not fields: not stored, not compared, not copied by dataclasses.replace.
         self._events: list[EpisodeEvent] = []
-        self._header_changed = False
+        self._saved_header = self._header()
         if self.header_version is None:
             self.header_version, self.header_updated_at = self.version, self.updated_at
 
     def saved_as(self, version: int, now: datetime) -> None:
-        """The repository saved the episode as ``version``; the header's version follows if a command changed it."""
+        """The repository saved the episode as ``version``; the header's version follows if it changed since it was
+        loaded or last saved."""
         self.version, self.updated_at = version, now
-        if self._header_changed:
+        if self._header() != self._saved_header:
             self.header_version, self.header_updated_at = version, now
-            self._header_changed = False
+            self._saved_header = self._header()
 
     def _header(self) -> tuple:
-        return (self.status, self.period_end, self.discontinuation_reason, self.indications, self.care_team)
+        """The header's values, lists copied (so that a change in place still shows against an earlier one)."""
+        return (self.status, self.period_end, self.discontinuation_reason, [*self.indications], [*self.care_team])
 
     def pull_events(self) -> list[EpisodeEvent]:
         """What the commands on this aggregate changed since the last pull, in order."""
@@ -201,7 +203,6 @@ class Episode:
         if to_phase is Phase.DISCONTINUED and not reason:
             raise Incoherent.at("reason", "discontinuing an episode needs a reason")
         transition = PhaseTransition(from_phase=self.phase, to_phase=to_phase, at=at, actor=actor, reason=reason)
-        header = self._header()
         self.phase_history.append(transition)
         self.phase = to_phase
         if to_phase in _TERMINAL:
@@ -211,16 +212,13 @@ class Episode:
             self.status = EpisodeStatus.FINISHED if took_place else EpisodeStatus.CANCELLED
         elif self.status is EpisodeStatus.PLANNED:
             self.status = EpisodeStatus.ACTIVE
-        self._header_changed |= self._header() != header
         self._events.append(PhaseChanged(to_phase))
         return transition
 
     def amend_header(
         self, *, indications: list[Indication], care_team: list[CareTeamMember], status: EpisodeStatus
     ) -> None:
-        header = self._header()
         self.indications, self.care_team, self.status = indications, care_team, status
-        self._header_changed |= self._header() != header
         self._events.append(HeaderChanged())
 
     def record_rems_submission(self, submission: RemsSubmission) -> None:
