@@ -25,13 +25,14 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
     if indication.acute_suicidal_ideation:
         qualifiers.append(dt.extension("acuteSuicidalIdeation", valueBoolean=True))
     extensions = [dt.complex_extension(t.EXT_INDICATION_FLAGS, qualifiers)] if qualifiers else []
+    header_version = episode.header_version or episode.version  # the Episode fills it; typed Optional
     resource = start(
         ctx,
         "Condition",
         CONDITION,
         value,
         [kap_profile("condition")],
-        version=episode.header_version or episode.version,
+        version=header_version,
         updated_at=episode.header_updated_at,
         extensions=extensions,
     )
@@ -46,7 +47,7 @@ def to_condition(ctx: MappingContext, episode: Episode, index: int, indication: 
         "code": dt.codeable_concept(*codings, text=indication.display),
         "subject": ctx.patient(),
     }
-    return Mapped(resource, CONDITION, value, episode.header_version or episode.version)
+    return Mapped(resource, CONDITION, value, header_version)
 
 
 def from_condition(resource: dict) -> Indication:

@@ -27,13 +27,14 @@ def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
     extensions = team
     if episode.discontinuation_reason is not None:
         extensions.append(dt.extension(t.EXT_DISCONTINUATION_REASON, valueString=episode.discontinuation_reason))
+    header_version = episode.header_version or episode.version  # the Episode fills it; typed Optional
     resource = start(
         ctx,
         "EpisodeOfCare",
         EPISODE,
         episode.id,
         [kap_profile("episodeofcare")],
-        version=episode.header_version or episode.version,  # the header's: a session written changes nothing here
+        version=header_version,  # the header's: a session written changes nothing here
         recorded_at=episode.created_at,
         updated_at=episode.header_updated_at,
         extensions=extensions,
@@ -50,7 +51,7 @@ def to_episode_of_care(ctx: MappingContext, episode: Episode) -> Mapped:
     manager = next((m for m in episode.care_team if m.role is PractitionerRole.PRESCRIBER), None)
     if manager is not None:
         resource["careManager"] = ctx.practitioner(manager.practitioner_id)
-    return Mapped(resource, EPISODE, episode.id, episode.header_version or episode.version)
+    return Mapped(resource, EPISODE, episode.id, header_version)
 
 
 def from_episode_of_care(rctx: ReverseContext, resource: dict) -> dict:
