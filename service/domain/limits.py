@@ -77,8 +77,11 @@ def json_text_may_hold_unstorable(raw: bytes) -> bool:
     return b"\x00" in raw or b"\xed" in raw or _UNSTORABLE_ESCAPE.search(raw) is not None
 
 
-def json_character_errors(body: Any, limit: int = 20) -> list[FieldError]:
-    """Every string of a JSON body that cannot be stored (NUL, lone surrogate), at most ``limit`` of them."""
+def json_character_errors(body: Any, limit: int = 20, *, raw: bytes | None = None) -> list[FieldError]:
+    """Every string of a JSON body that cannot be stored (NUL, lone surrogate), at most ``limit`` of them. Given the
+    ``raw`` text it was decoded from, the body is walked only if that text may hold one."""
+    if raw is not None and not json_text_may_hold_unstorable(raw):
+        return []
     errors = []
     for where, text in _strings(body, ""):
         reason = bad_character(text)

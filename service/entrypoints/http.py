@@ -253,7 +253,7 @@ def json_body() -> Any:
         raise ApiProblem(400, "Malformed JSON", f"The body is not valid JSON{where}.") from None
     if _depth(body, state().settings.max_json_depth):
         raise ApiProblem(400, "Malformed JSON", f"The body nests deeper than {state().settings.max_json_depth} levels.")
-    bad = limits.json_character_errors(body) if limits.json_text_may_hold_unstorable(raw) else []
+    bad = limits.json_character_errors(body, raw=raw)
     if bad:
         raise ApiProblem(
             400,

@@ -73,3 +73,10 @@ def _reference_depth(value: Any) -> int:
 @given(JSON, st.integers(min_value=0, max_value=8))
 def test_the_nesting_check_agrees_with_the_definition_of_depth(value: Any, limit: int) -> None:
     assert _depth(value, limit) == (_reference_depth(value) > limit)
+
+
+@given(JSON)
+def test_given_the_raw_text_the_character_check_finds_what_the_full_walk_finds(value: Any) -> None:
+    for raw in _encodings(value):
+        body = json.loads(raw)
+        assert limits.json_character_errors(body, raw=raw) == limits.json_character_errors(body)
