@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
@@ -70,10 +71,11 @@ def append(session: Session, record: AuditRecord, *, occurrences: int = 1) -> No
     session.execute(_APPEND, [{**_values(record), "occurrences": occurrences}])
 
 
-def append_many(session: Session, records: list[AuditRecord]) -> None:
-    """Appends the records in one statement (the reads answered together share one audit transaction)."""
+def append_many(connection: Connection | Session, records: list[AuditRecord]) -> None:
+    """Appends the records in one statement, in the current transaction of ``connection`` (the reads answered
+    together share one audit transaction)."""
     if records:
-        session.execute(_APPEND, [{**_values(r), "occurrences": 1} for r in records])
+        connection.execute(_APPEND, [{**_values(r), "occurrences": 1} for r in records])
 
 
 def list_for_clinic(

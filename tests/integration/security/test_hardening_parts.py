@@ -74,6 +74,23 @@ def test_one_bad_record_in_a_group_commit_fails_only_its_own_read(session_factor
     assert _count(session_factory) == 20
 
 
+def test_the_audit_flusher_keeps_one_connection_and_replaces_a_broken_one(session_factory):
+    from sqlalchemy import event
+
+    engine = session_factory.kw["bind"]
+    checkouts = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(1))
+    log = GroupCommitAuditLog(session_factory)
+    for i in range(5):  # five batches, one after the other
+        log.append(_record(request_id=f"one-{i}"))
+    assert len(checkouts) == 1
+    # the database drops the flusher's connection (a restart, a network cut): the next read is still audited
+    log._connection.connection.dbapi_connection.close()
+    log.append(_record(request_id="after-the-cut"))
+    assert len(checkouts) == 2
+    assert _count(session_factory) == 6
+
+
 def test_over_long_audit_values_are_cut_to_their_columns_not_refused(session_factory):
     with session_factory() as session:
         audit.append(
