@@ -384,7 +384,7 @@ def _entries_refused(entries: list) -> list[Issue]:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             issues.append(Issue("error", "required", f"Bundle.entry[{i}].resource", "every entry needs a resource"))
-        elif not known_type(resource.get("resourceType")):
+        elif not r4_type(resource.get("resourceType")):
             issues.append(
                 Issue(
                     "fatal",

@@ -991,7 +991,7 @@ def transaction() -> Response:
     kind, entries = _transaction_entries(body)
     structural, refused = _entry_refusals(_check_entries(entries), kind)
     if structural:
-        status = 400 if any(i.code == "structure" for i in structural) else 422
+        status = 400 if any(i.code == "structure" or i.expression.endswith(".request.url") for i in structural) else 422
         raise ApiProblem(
             status,
             "Invalid bundle",
@@ -1075,7 +1075,21 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
     if issues:
         return issues
     # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
-    return fhir_validate.validate_for_write(bundle)
+    found = fhir_validate.validate_for_write(bundle)
+    return found + _types_not_served(entries, found)
+
+
+def _types_not_served(entries: list[dict], found: list[Issue]) -> list[Issue]:
+    """Entries of a valid resource whose type kapfhir does not keep (an R4 type such as MedicinalProduct), refused
+    as a create on /fhir/{type} is; an entry already invalid keeps its own errors."""
+    invalid = {i.expression.split("]")[0] for i in found if i.severity in ("error", "fatal")}
+    issues = []
+    for i, entry in enumerate(entries):
+        rtype = entry["request"]["url"].partition("?")[0].split("/")[0]
+        if rtype not in TYPES and f"Bundle.entry[{i}" not in invalid:
+            where = f"Bundle.entry[{i}].request.url"
+            issues.append(Issue("error", "not-supported", where, f"resource type {rtype!r} is not served here"))
+    return issues
 
 
 def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Issue]]) -> Response:
@@ -1087,15 +1101,7 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Is
         entry = entries[i]
         req = entry["request"]
         rtype, _, condition = req["url"].partition("?")
-        rtype = rtype.split("/")[0]
-        if rtype not in TYPES:
-            raise _problem(
-                400,
-                "Invalid condition",
-                f"Bundle.entry[{i}].request.url",
-                f"unknown resource type {rtype!r}",
-                "not-supported",
-            )
+        rtype = rtype.split("/")[0]  # a type served here (_check_entries)
         if req["method"] == "PUT":
             if condition:
                 where = f"Bundle.entry[{i}].request.url"
