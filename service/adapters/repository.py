@@ -255,7 +255,18 @@ class Repository:
             .where(t.c.clinic_id == self.clinic_id, t.c.entity_kind == kind, t.c.entity_id == entity_id)
             .order_by(t.c.version)
         ).all()
-        return [VersionEntry(r.version, r.change, r.reason, r.actor, r.changed_at, r.data) for r in rows]
+        hidden = Episode.BOOKKEEPING if kind == "episode" else ()
+        return [
+            VersionEntry(
+                r.version,
+                r.change,
+                r.reason,
+                r.actor,
+                r.changed_at,
+                {k: v for k, v in r.data.items() if k not in hidden},
+            )
+            for r in rows
+        ]
 
     # --- practitioners ---------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from service.domain import rems, rules, scales
 from service.domain.errors import Conflict, FieldError, Incoherent, NotFound, TransitionRefused
@@ -124,6 +124,8 @@ class Episode:
     # versions. None (episodes stored before it was kept): the episode's own.
     header_version: int | None = None
     header_updated_at: datetime | None = None
+    # Kept for the FHIR projection's versions, not part of the episode a clinic recorded: its history leaves them out.
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("header_version", "header_updated_at")
     records: dict[str, Record] = field(default_factory=dict)
     flags: list[SafetyFlag] = field(default_factory=list)
     # REMS form submissions and the clinic's time zone (loaded beside the records; see RemsLedger).

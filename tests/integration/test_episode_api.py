@@ -269,3 +269,12 @@ def test_a_dose_fills_its_weight_from_the_latest_body_weight(api: Api):
     del body["doses"][0]["weight_kg"]
     session = api.created(f"/episodes/{ids['episode']}/sessions", body)
     assert (session["doses"][0]["weight_kg"], session["doses"][0]["dose_mg_per_kg"]) == (80, 0.5)
+
+
+def test_the_episode_history_shows_the_episode_without_the_projections_bookkeeping(api: Api):
+    ids = seed_episode(api)  # created, then moved through its phases: several versions
+    history = api.get(f"/episodes/{ids['episode']}/history").get_json()["items"]
+    assert len(history) > 1
+    for entry in history:
+        assert {"status", "phase", "indications", "care_team", "version"} <= entry["data"].keys()
+        assert not {"header_version", "header_updated_at"} & entry["data"].keys(), entry["data"].keys()
