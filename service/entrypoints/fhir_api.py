@@ -557,13 +557,16 @@ def _validate_query() -> tuple[str | None, bool]:
 def _validate_parameters(body: dict, profile: str | None, kap_rules: bool) -> tuple[Any, str | None, bool]:
     """The resource, profile and kap-rules parameters of a Parameters body (over the query string's)."""
     resource = None
-    for p in body.get("parameter", []) or []:
+    for i, p in enumerate(body.get("parameter", []) or []):
         if not isinstance(p, dict):
             continue
         if p.get("name") == "resource":
             resource = p.get("resource")
         elif p.get("name") == "profile":
             profile = p.get("valueUri") or p.get("valueCanonical") or p.get("valueString")
+            if not isinstance(profile, str):
+                where = f"Parameters.parameter[{i}]"
+                raise _problem(400, "Invalid parameter", where, "profile is a valueUri or valueCanonical", "value")
         elif p.get("name") == "kap-rules":
             kap_rules = p.get("valueBoolean") is True
     return resource, profile, kap_rules

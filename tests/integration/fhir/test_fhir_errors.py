@@ -213,3 +213,16 @@ def test_validate_checks_a_bundle_with_an_r4_type_the_r4b_models_lack(client: An
     r = client.post("/fhir/Bundle/$validate", json=collection)
     assert r.status_code == 200, r.get_data(as_text=True)
     assert not [i for i in r.get_json()["issue"] if i["severity"] in ("error", "fatal")], r.get_json()
+
+
+@pytest.mark.parametrize("value", [5, {"not": "a uri"}, None, ["http://hl7.org/fhir/StructureDefinition/Patient"]])
+def test_validate_with_a_profile_parameter_that_is_no_uri_is_a_400_naming_it(client: Any, value: Any) -> None:
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "resource", "resource": {"resourceType": "Patient"}},
+            {"name": "profile", "valueUri": value},
+        ],
+    }
+    issues = outcome(client.post("/fhir/$validate", json=body), 400)
+    assert issues[0]["expression"] == ["Parameters.parameter[1]"]
