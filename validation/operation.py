@@ -397,7 +397,10 @@ def _entries_refused(entries: list) -> list[Issue]:
 
 
 def _claims_kap_profile(entry: dict) -> bool:
-    return any(str(p).startswith(KAP_PREFIX) for p in entry["resource"].get("meta", {}).get("profile", []) or [])
+    # a malformed meta or meta.profile claims nothing here (the structure layer reports it)
+    meta = entry["resource"].get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    return isinstance(profiles, list) and any(isinstance(p, str) and p.startswith(KAP_PREFIX) for p in profiles)
 
 
 def _bundle_layers(bundle: dict, entries: list, profile: str | None) -> list[Issue]:

@@ -226,3 +226,10 @@ def test_validate_with_a_profile_parameter_that_is_no_uri_is_a_400_naming_it(cli
     }
     issues = outcome(client.post("/fhir/$validate", json=body), 400)
     assert issues[0]["expression"] == ["Parameters.parameter[1]"]
+
+
+@pytest.mark.parametrize("meta", ["x", 5, {"profile": 5}, {"profile": [5]}, {"profile": [None, {}]}])
+def test_a_malformed_meta_in_a_transaction_is_a_400_naming_it(client: Any, meta: Any) -> None:
+    # whether an entry claims a kapfhir profile is asked of meta.profile before the structure is reported
+    issues = outcome(client.post("/fhir", json=bundle({"resourceType": "Patient", "meta": meta})), 400)
+    assert any(i["expression"][0].startswith("Bundle.entry[0].resource.meta") for i in issues), issues
