@@ -685,8 +685,10 @@ _RECORD_ORDER = (
 _TERMINAL_PHASES = (Phase.COMPLETED, Phase.DISCONTINUED)
 
 
-def identifier_condition(text: str, expression: str) -> tuple[str | None, str]:
+def identifier_condition(text: Any, expression: str) -> tuple[str | None, str]:
     """``identifier=system|value`` (the only condition kapfhir resolves) -> (system, value)."""
+    if not isinstance(text, str):
+        raise InboundRefused(400, expression, "a condition is a string such as identifier=system|value", "structure")
     pairs = parse_qsl(text, keep_blank_values=True)
     if len(pairs) != 1 or pairs[0][0] != "identifier" or not pairs[0][1]:
         raise InboundRefused(

@@ -233,3 +233,11 @@ def test_a_malformed_meta_in_a_transaction_is_a_400_naming_it(client: Any, meta:
     # whether an entry claims a kapfhir profile is asked of meta.profile before the structure is reported
     issues = outcome(client.post("/fhir", json=bundle({"resourceType": "Patient", "meta": meta})), 400)
     assert any(i["expression"][0].startswith("Bundle.entry[0].resource.meta") for i in issues), issues
+
+
+@pytest.mark.parametrize("condition", [{"identifier": "a|b"}, 5, ["identifier=a|b"], True])
+def test_an_if_none_exist_that_is_no_string_is_a_400_naming_it(client: Any, condition: Any) -> None:
+    body = bundle(patient("urn:oid:2.16.840.1.113883.19.5", "INE-1"))
+    body["entry"][0]["request"]["ifNoneExist"] = condition
+    issues = outcome(client.post("/fhir", json=body), 400)
+    assert issues[0]["expression"] == ["Bundle.entry[0].request.ifNoneExist"]
