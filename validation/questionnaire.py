@@ -192,13 +192,18 @@ def check_against_kapfhir(resource: dict, root: str) -> list[Issue]:
     return issues
 
 
+def _list(value: Any) -> list:
+    """An array element as given, or nothing when it is no array (the structure layer reports that)."""
+    return value if isinstance(value, list) else []
+
+
 def _answers_by_link_id(items: list, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    for item in items or []:
+    for item in _list(items):
         if isinstance(item, dict):
             found.setdefault(str(item.get("linkId")), []).extend(
-                a for a in item.get("answer", []) or [] if isinstance(a, dict)
+                a for a in _list(item.get("answer")) if isinstance(a, dict)
             )
-            _answers_by_link_id(item.get("item", []), found)
+            _answers_by_link_id(item.get("item"), found)
     return found
 
 
@@ -232,7 +237,7 @@ def _check_items(
     for i, item in enumerate(items or []):
         where = f"{path}.item[{i}]"
         link_id = item.get("linkId") if isinstance(item, dict) else None
-        question = by_link.get(link_id)
+        question = by_link.get(link_id) if isinstance(link_id, str) else None
         if question is None:
             issues.append(
                 Issue("error", "structure", f"{where}.linkId", f"no item {link_id!r} here in the Questionnaire")
@@ -240,7 +245,7 @@ def _check_items(
             continue
         seen.add(link_id)
         if question["type"] == "group":
-            _check_items(question.get("item", []), item.get("item", []), answers, where, complete, issues)
+            _check_items(question.get("item", []), _list(item.get("item")), answers, where, complete, issues)
             continue
         _check_answers(question, item, answers, where, issues)
     if complete:
@@ -249,11 +254,13 @@ def _check_items(
 
 def _check_answers(question: dict, item: dict, answers: dict[str, list[dict]], where: str, issues: list[Issue]) -> None:
     link_id = question["linkId"]
-    given = item.get("answer", []) or []
+    given = _list(item.get("answer"))
     if len(given) > 1 and not question.get("repeats"):
         issues.append(Issue("error", "structure", f"{where}.answer", f"item {link_id!r} takes one answer"))
     key = _ANSWER_KEY.get(question["type"])
     for j, answer in enumerate(given):
+        if not isinstance(answer, dict):
+            continue  # the structure layer reports it
         if key is not None and key not in answer:
             issues.append(
                 Issue("error", "value", f"{where}.answer[{j}]", f"item {link_id!r} is {question['type']}: {key}")
@@ -266,7 +273,9 @@ def _check_answers(question: dict, item: dict, answers: dict[str, list[dict]], w
         issues.append(Issue("error", "business-rule", f"{where}.answer", f"item {link_id!r} is not enabled"))
 
 
-def _an_option(coding: dict, question: dict) -> bool:
+def _an_option(coding: Any, question: dict) -> bool:
+    if not isinstance(coding, dict):
+        return True  # not a Coding: the structure layer reports it
     allowed = {
         (o["valueCoding"].get("system"), o["valueCoding"].get("code"))
         for o in question["answerOption"]

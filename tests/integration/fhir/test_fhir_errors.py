@@ -241,3 +241,31 @@ def test_an_if_none_exist_that_is_no_string_is_a_400_naming_it(client: Any, cond
     body["entry"][0]["request"]["ifNoneExist"] = condition
     issues = outcome(client.post("/fhir", json=body), 400)
     assert issues[0]["expression"] == ["Bundle.entry[0].request.ifNoneExist"]
+
+
+def _pcl5_answer(item: Any) -> dict:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": "https://kapfhir.example.org/fhir/Questionnaire/pcl-5",
+        "status": "completed",
+        "item": [item],
+    }
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"linkId": "/pcl-5-item-1", "answer": 2.5},
+        {"linkId": "/pcl-5-item-1", "answer": ["quite a bit"]},
+        {"linkId": "/pcl-5-item-1", "answer": [{"valueCoding": "pcl-5-3"}]},
+        {"linkId": {"not": "a string"}, "answer": []},
+        {"linkId": "/pcl-5-item-1", "item": 7},
+    ],
+)
+def test_a_malformed_questionnaire_response_is_reported_never_a_500(client: Any, item: Any) -> None:
+    # kapfhir's check of answers against its own Questionnaires met shapes the structure layer refuses
+    resource = _pcl5_answer(item)
+    outcome(client.post("/fhir", json=bundle(resource)), 400)
+    r = client.post("/fhir/QuestionnaireResponse/$validate", json=resource)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert any(i["severity"] in ("error", "fatal") for i in r.get_json()["issue"])
