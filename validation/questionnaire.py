@@ -274,7 +274,7 @@ def _check_answers(question: dict, item: dict, answers: dict[str, list[dict]], w
 
 
 def _an_option(coding: Any, question: dict) -> bool:
-    if not isinstance(coding, dict):
+    if not isinstance(coding, dict) or not all(isinstance(coding.get(k), str | None) for k in ("system", "code")):
         return True  # not a Coding: the structure layer reports it
     allowed = {
         (o["valueCoding"].get("system"), o["valueCoding"].get("code"))

@@ -258,6 +258,7 @@ def _pcl5_answer(item: Any) -> dict:
         {"linkId": "/pcl-5-item-1", "answer": 2.5},
         {"linkId": "/pcl-5-item-1", "answer": ["quite a bit"]},
         {"linkId": "/pcl-5-item-1", "answer": [{"valueCoding": "pcl-5-3"}]},
+        {"linkId": "/pcl-5-item-1", "answer": [{"valueCoding": {"system": ["x"], "code": "pcl-5-3"}}]},
         {"linkId": {"not": "a string"}, "answer": []},
         {"linkId": "/pcl-5-item-1", "item": 7},
     ],
