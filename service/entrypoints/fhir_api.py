@@ -1051,12 +1051,16 @@ _handler(
 
 
 def _check_entries(entries: list[Any]) -> list[Issue]:
+    """The issues of each entry: its request, then its resource (every resource is validated, also beside an entry
+    that is refused, so that a batch applies only valid resources)."""
     issues: list[Issue] = []
+    kept: list[int] = []  # positions of the entries that carry a resource
     for i, entry in enumerate(entries):
         where = f"Bundle.entry[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
             issues.append(Issue("error", "structure", f"{where}.resource", "every entry needs a resource"))
             continue
+        kept.append(i)
         req = entry.get("request")
         if not isinstance(req, dict) or req.get("method") not in ("POST", "PUT") or not isinstance(req.get("url"), str):
             method = req.get("method") if isinstance(req, dict) else None
@@ -1068,18 +1072,31 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
                     f"entries need request.method POST or PUT and a url (got {method!r})",
                 )
             )
+    if not kept:
+        return issues
     bundle = bundle_map.collection_of(
         [
-            {"fullUrl": e.get("fullUrl") or f"urn:uuid:entry-{i}", "resource": e["resource"]}
-            for i, e in enumerate(entries)
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            {"fullUrl": entries[i].get("fullUrl") or f"urn:uuid:entry-{i}", "resource": entries[i]["resource"]}
+            for i in kept
         ]
     )
-    if issues:
-        return issues
     # the write policy: an unknown modifierExtension refuses the write, an unknown extension never does
-    found = fhir_validate.validate_for_write(bundle)
+    found = issues + [
+        dataclasses.replace(issue, expression=_renumbered(issue.expression, kept))
+        for issue in fhir_validate.validate_for_write(bundle)
+    ]
     return found + _types_not_served(entries, found)
+
+
+_ENTRY_AT = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+def _renumbered(expression: str, positions: list[int]) -> str:
+    """An expression about the k-th of some of a Bundle's entries, about that entry's position in the whole Bundle."""
+    match = _ENTRY_AT.match(expression or "")
+    if match is None or int(match.group(1)) >= len(positions):
+        return expression
+    return f"Bundle.entry[{positions[int(match.group(1))]}]{expression[match.end() :]}"
 
 
 def _types_not_served(entries: list[dict], found: list[Issue]) -> list[Issue]:
@@ -1088,8 +1105,10 @@ def _types_not_served(entries: list[dict], found: list[Issue]) -> list[Issue]:
     invalid = {i.expression.split("]")[0] for i in found if i.severity in ("error", "fatal")}
     issues = []
     for i, entry in enumerate(entries):
+        if f"Bundle.entry[{i}" in invalid:
+            continue  # its request or resource is already refused
         rtype = entry["request"]["url"].partition("?")[0].split("/")[0]
-        if rtype not in TYPES and f"Bundle.entry[{i}" not in invalid:
+        if rtype not in TYPES:
             where = f"Bundle.entry[{i}].request.url"
             issues.append(Issue("error", "not-supported", where, f"resource type {rtype!r} is not served here"))
     return issues
@@ -1160,6 +1179,7 @@ def _apply_episode(
         if not uow.projected:  # nothing changed: what is stored is the answer
             uow.projected.update(services.follow_up_change(uow, ctx, carried.chart.episode.id))
     except inbound.InboundRefused as exc:
+        exc = _renumbered_refusal(exc, positions)
         if kind == "batch":
             return _batch_answer(len(body["entry"]), {}, {i: exc for i in positions}, refused, uow)
         raise _refused(exc) from None
@@ -1207,13 +1227,19 @@ def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str, refused: 
     try:
         if kind == "batch":
             outcomes, failed = writer.apply_each([chosen[i] for i in order])
-            failures = {order[j]: exc for j, exc in failed.items()}
+            failures = {order[j]: _renumbered_refusal(exc, order) for j, exc in failed.items()}
         else:
             outcomes = writer.apply([chosen[i] for i in order])
         outcomes = {order[j]: done for j, done in outcomes.items()}
     except inbound.InboundRefused as exc:
-        raise _refused(exc) from None
+        raise _refused(_renumbered_refusal(exc, order)) from None
     return _batch_answer(len(entries), outcomes, failures, refused, uow, kind=kind)
+
+
+def _renumbered_refusal(exc: inbound.InboundRefused, positions: list[int]) -> inbound.InboundRefused:
+    """A refusal the inbound mapping made about the k-th entry it was given, about that entry in the whole Bundle."""
+    exc.expression = _renumbered(exc.expression, positions)
+    return exc
 
 
 def _batch_answer(

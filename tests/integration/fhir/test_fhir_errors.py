@@ -270,3 +270,32 @@ def test_a_malformed_questionnaire_response_is_reported_never_a_500(client: Any,
     r = client.post("/fhir/QuestionnaireResponse/$validate", json=resource)
     assert r.status_code == 200, r.get_data(as_text=True)
     assert any(i["severity"] in ("error", "fatal") for i in r.get_json()["issue"])
+
+
+def test_a_batch_validates_every_resource_even_beside_an_entry_it_refuses(client: Any) -> None:
+    # an entry refused for its request (DELETE) used to let the other entries through unvalidated
+    unknown = {**patient("urn:oid:2.16.840.1.113883.19.5", "BV-1"), "unknownElement": 5}
+    body = {
+        **bundle({"resourceType": "Patient"}, unknown, patient("urn:oid:2.16.840.1.113883.19.5", "BV-2")),
+        "type": "batch",
+    }
+    body["entry"][0]["request"] = {"method": "DELETE", "url": "Patient/x"}
+    r = client.post("/fhir", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    first, second, third = (e["response"] for e in r.get_json()["entry"])
+    assert first["status"] == "400" and second["status"] == "400"
+    assert second["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.unknownElement"]
+    assert third["status"].startswith("201")
+    found = client.get("/fhir/Patient", query_string={"identifier": "urn:oid:2.16.840.1.113883.19.5|BV-1"})
+    assert found.get_json()["total"] == 0
+
+
+def test_a_batch_names_the_entry_a_refusal_is_about_in_the_whole_bundle(client: Any) -> None:
+    no_mrn = {k: v for k, v in patient("x", "y").items() if k != "identifier"}
+    body = {**bundle({"resourceType": "Patient"}, no_mrn), "type": "batch"}
+    body["entry"][0]["request"] = {"method": "DELETE", "url": "Patient/x"}
+    r = client.post("/fhir", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    refused = r.get_json()["entry"][1]["response"]
+    assert refused["status"].startswith("4")
+    assert all(e.startswith("Bundle.entry[1]") for i in refused["outcome"]["issue"] for e in i["expression"]), refused
