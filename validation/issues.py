@@ -3,10 +3,20 @@ diagnostics). Every layer reports with this class; ``operation_outcome`` builds 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mappings.resources.operation_outcome import validation_outcome
+
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+def entry_index(expression: str | None) -> int | None:
+    """The position of the Bundle entry an expression is about (``Bundle.entry[3].resource.id``: 3); None for one
+    about no entry."""
+    match = _ENTRY.match(expression or "")
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from validation import base as vbase
 from validation import definitions, kapfhir_constraints, layers, questionnaire, references
 from validation import policy as vpolicy
 from validation import profiles as vprofiles
-from validation.issues import Issue, dedupe
+from validation.issues import Issue, dedupe, entry_index
 from validation.references import known_type
 
 KAP_PREFIX = t.SD + "/"
@@ -416,10 +416,5 @@ def _bundle_layers(bundle: dict, entries: list, profile: str | None) -> list[Iss
     return [
         i
         for i in found
-        if (i.code, i.expression, i.diagnostics) not in profile_only or _entry_index(i.expression) in claiming
+        if (i.code, i.expression, i.diagnostics) not in profile_only or entry_index(i.expression) in claiming
     ]
-
-
-def _entry_index(expression: str | None) -> int | None:
-    m = re.match(r"Bundle\.entry\[(\d+)\]", expression or "")
-    return int(m.group(1)) if m else None

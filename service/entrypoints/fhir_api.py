@@ -34,6 +34,7 @@ from service.fhir.registry import TYPES
 from service.security.scopes import Requirement
 from service.service_layer import services
 from validation import Issue
+from validation.issues import entry_index
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -1030,8 +1031,8 @@ def _entry_refusals(issues: list[Issue], kind: str) -> tuple[list[Issue], dict[i
     refused: dict[int, list[Issue]] = {}
     if structural and kind == "batch":
         for issue in structural:
-            m = re.match(r"Bundle\.entry\[(\d+)\]", issue.expression or "")
-            refused.setdefault(int(m.group(1)) if m else -1, []).append(issue)
+            position = entry_index(issue.expression)
+            refused.setdefault(-1 if position is None else position, []).append(issue)
         if -1 in refused:
             structural = refused[-1]
         else:
@@ -1088,24 +1089,21 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
     return found + _types_not_served(entries, found)
 
 
-_ENTRY_AT = re.compile(r"Bundle\.entry\[(\d+)\]")
-
-
 def _renumbered(expression: str, positions: list[int]) -> str:
     """An expression about the k-th of some of a Bundle's entries, about that entry's position in the whole Bundle."""
-    match = _ENTRY_AT.match(expression or "")
-    if match is None or int(match.group(1)) >= len(positions):
+    k = entry_index(expression)
+    if k is None or k >= len(positions):
         return expression
-    return f"Bundle.entry[{positions[int(match.group(1))]}]{expression[match.end() :]}"
+    return f"Bundle.entry[{positions[k]}]{expression.split(']', 1)[1]}"
 
 
 def _types_not_served(entries: list[dict], found: list[Issue]) -> list[Issue]:
     """Entries of a valid resource whose type kapfhir does not keep (an R4 type such as MedicinalProduct), refused
     as a create on /fhir/{type} is; an entry already invalid keeps its own errors."""
-    invalid = {i.expression.split("]")[0] for i in found if i.severity in ("error", "fatal")}
+    invalid = {entry_index(i.expression) for i in found if i.severity in ("error", "fatal")}
     issues = []
     for i, entry in enumerate(entries):
-        if f"Bundle.entry[{i}" in invalid:
+        if i in invalid:
             continue  # its request or resource is already refused
         rtype = entry["request"]["url"].partition("?")[0].split("/")[0]
         if rtype not in TYPES:
