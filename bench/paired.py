@@ -54,19 +54,7 @@ def _target(service: RunningService, kind: str) -> tuple[str, dict[str, str]]:
     http = harness.Http(service.base_url, token)
     ids = harness.replay_fixture(http, harness.FIXTURES / "a-trd-iv-ketamine.json")
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-    mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
-    found = http.http.get(
-        f"{service.base_url}/fhir/Patient",
-        params={"identifier": f"{mrn['system']}|{mrn['value']}"},
-        headers=headers,
-        timeout=30,
-    ).json()
-    patient = found["entry"][0]["resource"]["id"]
-    return {
-        "fhir_read": f"{service.base_url}/fhir/Patient/{patient}",
-        "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
-        "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
-    }[kind], headers
+    return ra.read_targets(service.base_url, http, ids, headers)[kind], headers
 
 
 def main() -> None:

@@ -100,19 +100,8 @@ def profile(kinds: list[str], seconds: int) -> dict[str, str]:
             ids = harness.replay_fixture(http, harness.FIXTURES / "a-trd-iv-ketamine.json")
             episodes = seed_episodes(http, 8)
             auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-            mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
-            found = http.http.get(
-                f"{service.base_url}/fhir/Patient",
-                params={"identifier": f"{mrn['system']}|{mrn['value']}"},
-                headers=auth,
-            ).json()
-            patient = found["entry"][0]["resource"]["id"]
             plain = ra.write_script(tmp / "plain.lua", "")
-            urls = {
-                "fhir_read": f"{service.base_url}/fhir/Patient/{patient}",
-                "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{patient}",
-                "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
-            }
+            urls = ra.read_targets(service.base_url, http, ids, auth)
             template = ra.export_template(service, token) if "ingest" in kinds else ""
             for kind in kinds:
                 pids = sorted(harness.worker_rss_kb(service))

@@ -339,6 +339,24 @@ end
 """
 
 
+def read_targets(base_url: str, http: harness.Http, ids: dict[str, str], headers: dict[str, str]) -> dict[str, str]:
+    """The URL of each read kind on a replayed fixture episode (``ids``): its patient read by FHIR id (found by its
+    MRN), an Observation search on that patient, the episode read on /api/v1."""
+    mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
+    found = http.http.get(
+        f"{base_url}/fhir/Patient",
+        params={"identifier": f"{mrn['system']}|{mrn['value']}"},
+        headers=headers,
+        timeout=30,
+    ).json()
+    patient = found["entry"][0]["resource"]["id"]
+    return {
+        "fhir_read": f"{base_url}/fhir/Patient/{patient}",
+        "episode_read": f"{base_url}/api/v1/episodes/{ids['episode']}",
+        "obs_search": f"{base_url}/fhir/Observation?patient=Patient/{patient}",
+    }
+
+
 def bench_api(args: argparse.Namespace, results: dict) -> None:
     seconds = 3 if args.quick else 5
     conns = 16
@@ -402,28 +420,11 @@ def api_on(
             f"{out['write_by_size']['long_p50_ms']:.1f} ms ({EARLIER_SESSIONS} earlier)"
         )
         auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-        mrn = http.send("GET", f"/patients/{ids['patient']}")[1]["mrn"]
-        found = http.http.get(
-            f"{service.base_url}/fhir/Patient",
-            params={"identifier": f"{mrn['system']}|{mrn['value']}"},
-            headers=auth,
-            timeout=30,
-        ).json()
-        fhir_patient = found["entry"][0]["resource"]["id"]
-        obs = http.http.get(
-            f"{service.base_url}/fhir/Observation",
-            params={"patient": f"Patient/{fhir_patient}"},
-            headers=auth,
-            timeout=30,
-        )
+        targets = read_targets(service.base_url, http, ids, auth)
+        obs = http.http.get(targets["obs_search"], headers=auth, timeout=30)
         assert obs.status_code == 200 and obs.json().get("entry"), obs.text[:300]
-        read = http.http.get(f"{service.base_url}/fhir/Patient/{fhir_patient}", headers=auth, timeout=30)
+        read = http.http.get(targets["fhir_read"], headers=auth, timeout=30)
         assert read.status_code == 200, read.text[:300]
-        targets = {
-            "fhir_read": f"{service.base_url}/fhir/Patient/{fhir_patient}",
-            "episode_read": f"{service.base_url}/api/v1/episodes/{ids['episode']}",
-            "obs_search": f"{service.base_url}/fhir/Observation?patient=Patient/{fhir_patient}",
-        }
         out["observations_per_search"] = len(
             [e for e in obs.json()["entry"] if e.get("search", {}).get("mode", "match") == "match"]
         )
