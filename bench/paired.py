@@ -7,6 +7,9 @@ alternating the two sides in one run can. A variant is switched by an environmen
 
     .venv/bin/python bench/paired.py --kind fhir_read --a KAPFHIR_THREADS=4 --b KAPFHIR_THREADS=8 [--runs 4]
 
+Each service holds fixture episode a (the episode every read kind reads), and with ``--sessions N`` also N dosing
+sessions in two other episodes, as the bench's clinic does by the time it searches (about 180).
+
 Prints each run's rate, share of the ceiling and the service's CPU per request (every process of the service, read
 from /proc), then each side's medians. SQLite files in a temporary directory; loopback only.
 """
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import run_all as ra
 from tests.support import harness
 from tests.support.processes import RunningService
+from tests.support.seed import seed_episodes, session_bodies
 
 KINDS = ("fhir_read", "obs_search", "episode_read")
 
@@ -49,10 +53,14 @@ def _cpu_seconds(service: RunningService) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _target(service: RunningService, kind: str) -> tuple[str, dict[str, str]]:
+def _target(service: RunningService, kind: str, sessions: int) -> tuple[str, dict[str, str]]:
     token = harness.mint_token(service)
     http = harness.Http(service.base_url, token)
     ids = harness.replay_fixture(http, harness.FIXTURES / "a-trd-iv-ketamine.json")
+    if sessions:
+        for path, body in session_bodies(seed_episodes(http, 2), min(sessions, 1000), 0):
+            status = http.http.post(f"{service.base_url}{path}", data=body, headers=ra.JSON, timeout=60).status_code
+            assert status == 201, (path, status)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
     return ra.read_targets(service.base_url, http, ids, headers)[kind], headers
 
@@ -64,6 +72,9 @@ def main() -> None:
     parser.add_argument("--b", default="", help="environment of side B")
     parser.add_argument("--runs", type=int, default=4, help="runs per side (bounded: at most 20)")
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--sessions", type=int, default=0, help="dosing sessions written into two other episodes first (at most 1000)"
+    )
     args = parser.parse_args()
     plain = ra.write_script(Path(tempfile.mkdtemp(prefix="kapfhir-paired-")) / "plain.lua", "")
     trivial = harness.start_app_module("bench.trivial_app:app")
@@ -75,7 +86,7 @@ def main() -> None:
             services[side] = harness.start_service(
                 workdir, f"sqlite:///{workdir}/kapfhir.db", extra_env={**ra.RATE_ENV, **_environment(pairs)}
             )
-            targets[side] = _target(services[side], args.kind)
+            targets[side] = _target(services[side], args.kind, args.sessions)
         results: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         for run in range(min(args.runs, 20)):
             for side in ("A", "B") if run % 2 == 0 else ("B", "A"):

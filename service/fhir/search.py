@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, not_, or_, select
+from sqlalchemy import Integer, and_, bindparam, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from service.adapters import orm
@@ -148,10 +149,21 @@ def _parse_value(param: Param, text: str, name: str) -> Any:
     return text
 
 
+def reference_codes(param: Param, value: str) -> list[str]:
+    """The stored references a reference search value matches. ``Type/id`` or an absolute URL: itself. A bare id
+    names a local (relative) reference to a resource of any type the parameter may target (FHIR R4 search.html,
+    "reference"): ``Type/id`` for each served type, so that the token index answers by equality. (A LIKE on the
+    ending read every reference of the parameter in the clinic.)"""
+    if "/" in value:
+        return [value]
+    targets = (param.only_target,) if param.only_target else TYPES
+    return [value, *(f"{target}/{value}" for target in targets)]
+
+
 # --- SQL over the projection --------------------------------------------------------------------------------------
 
 
-def _date_condition(start: Any, end: Any, prefix: str, lo: datetime, hi: datetime) -> Any:
+def _date_condition(start: Any, end: Any, prefix: str, lo: Any, hi: Any) -> Any:
     return {
         "eq": and_(start >= lo, end <= hi),
         "ne": not_(and_(start >= lo, end <= hi)),
@@ -162,73 +174,109 @@ def _date_condition(start: Any, end: Any, prefix: str, lo: datetime, hi: datetim
     }[prefix]
 
 
-def _value_condition(c: Criterion, value: Any) -> Any:
-    s = fhir_search_index
+def _like_prefix(value: str) -> str:
+    """A LIKE pattern (ESCAPE '/') for the strings that start with ``value``: %, _ and / in it match themselves."""
+    return value.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+# A search's SQL is built once per shape (type, parameters, modifiers, the form of each value, sort) and run with its
+# values as bound parameters: building the statement took as long as running it. The shapes a client can send
+# are many (one per number of values), so at most this many are kept.
+MAX_CACHED_SHAPES = 512
+_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _value_slot(c: Criterion, value: Any) -> tuple[tuple, tuple]:
+    """(form, literals) of one value of an indexed criterion: the form decides the SQL, the literals are bound
+    in this order by ``_value_condition``."""
     kind = c.param.type
     if kind == "token":
         system, code = value
-        parts = []
-        if code is not None:
-            parts.append(s.c.code == code)
-        if system == "":
-            parts.append(s.c.system.is_(None))
-        elif system is not None:
-            parts.append(s.c.system == system)
-        return and_(*parts)
+        form = (code is not None, "absent" if system == "" else "any" if system is None else "equal")
+        return ("token", *form), tuple(v for v in (code, system) if v not in (None, ""))
     if kind == "reference":
-        if "/" in value:
-            return s.c.code == value
-        # autoescape: %, _ and the escape character in a value are matched as themselves
-        return or_(s.c.code.endswith("/" + value, autoescape=True), s.c.code == value)
+        return ("reference",), (reference_codes(c.param, value),)
     if kind == "date":
-        return _date_condition(s.c.start, s.c.end, *value)
-    if kind == "string":
-        return s.c.code == value if c.modifier == "exact" else s.c.code.startswith(value, autoescape=True)
-    return s.c.code == value
+        prefix, lo, hi = value
+        return ("date", prefix), (lo, hi)
+    if kind == "string" and c.modifier != "exact":
+        return ("prefix",), (_like_prefix(value),)
+    return ("equal",), (value,)
 
 
-def _projection_from(session: Session, clinic_id: str, query: Query) -> tuple[Any, list[Any]]:
-    """FROM and WHERE of a search: the current resources of the type whose id is among the matches of each indexed
+def _value_condition(form: tuple, take: Callable[..., Any]) -> Any:
+    s = fhir_search_index
+    if form[0] == "token":
+        _, has_code, system = form
+        parts = [s.c.code == take()] if has_code else []
+        if system == "absent":
+            parts.append(s.c.system.is_(None))
+        elif system == "equal":
+            parts.append(s.c.system == take())
+        return and_(*parts)
+    if form[0] == "reference":
+        return s.c.code.in_(take(expanding=True))
+    if form[0] == "date":
+        return _date_condition(s.c.start, s.c.end, form[1], take(), take())
+    if form[0] == "prefix":
+        return s.c.code.like(take(), escape="/")
+    return s.c.code == take()
+
+
+def _criterion_slots(c: Criterion) -> tuple[tuple, list[Any]]:
+    """(form, literals) of a criterion, the literals in the order ``_criterion_condition`` binds them."""
+    if c.param.code == "_id":
+        return ("_id",), [[code for _, code in c.values]]
+    slots = [
+        (("date", value[0]), value[1:]) if c.param.code == "_lastUpdated" else _value_slot(c, value)
+        for value in c.values
+    ]
+    return (c.param.code, *(form for form, _ in slots)), [lit for _, literals in slots for lit in literals]
+
+
+def _criterion_condition(form: tuple, take: Callable[..., Any]) -> Any:
+    t, s = fhir_resources, fhir_search_index
+    code, values = form[0], form[1:]
+    if code == "_id":
+        return t.c.id.in_(take(expanding=True))
+    if code == "_lastUpdated":
+        column = t.c.last_updated
+        return or_(*(_date_condition(column, column, value[1], take(), take()) for value in values))
+    matching = select(s.c.id).where(
+        s.c.clinic_id == bindparam("clinic_id"),
+        s.c.resource_type == bindparam("resource_type"),
+        s.c.param == code,
+        or_(*(_value_condition(value, take) for value in values)),
+    )
+    return t.c.id.in_(matching)
+
+
+def _where(forms: tuple) -> list[Any]:
+    """WHERE of a search: the current resources of the type whose id is among the matches of each indexed
     criterion (``id IN (SELECT id FROM the token/date index ...)``), so that the index of the criterion's parameter
     and value finds the matches and the primary key the resources (tests/integration/fhir/test_query_plans.py for
     SQLite). A join from a DISTINCT list of ids made SQLite walk every index row of the type instead.
     PostgreSQL picks that plan once it has statistics (run ANALYZE after bulk imports)."""
-    t, s = fhir_resources, fhir_search_index
-    where = [t.c.clinic_id == clinic_id, t.c.resource_type == query.resource_type, t.c.is_current.is_(True)]
-    for c in query.criteria:
-        if c.param.code == "_id":
-            where.append(t.c.id.in_([code for _, code in c.values]) if c.values else false())
-        elif c.param.code == "_lastUpdated":
-            where.append(or_(*(_date_condition(t.c.last_updated, t.c.last_updated, *v) for v in c.values)))
-        else:
-            matching = select(s.c.id).where(
-                s.c.clinic_id == clinic_id,
-                s.c.resource_type == query.resource_type,
-                s.c.param == c.param.code,
-                or_(*(_value_condition(c, v) for v in c.values)),
-            )
-            where.append(t.c.id.in_(matching))
-    return t, where
+    t = fhir_resources
+    numbers = itertools.count()
+
+    def take(expanding: bool = False) -> Any:
+        return bindparam(f"v{next(numbers)}", expanding=expanding)
+
+    where = [
+        t.c.clinic_id == bindparam("clinic_id"),
+        t.c.resource_type == bindparam("resource_type"),
+        t.c.is_current.is_(True),
+    ]
+    return where + [_criterion_condition(form, take) for form in forms]
 
 
-def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
-    # the total comes with the page (a window count), in the same query
-    rows = session.execute(search_statement(session, clinic_id, query)).all()
-    if rows:
-        return rows, rows[0].search_total
-    if query.offset == 0 and query.count > 0:
-        return [], 0
-    # _count=0 or a page past the end: no row to carry the total
-    source, where = _projection_from(session, clinic_id, query)
-    return [], session.execute(select(func.count()).select_from(source).where(*where)).scalar_one()
-
-
-def search_statement(session: Session, clinic_id: str, query: Query) -> Any:
-    """The page of current resources that match, each row with the total (``search_total``)."""
-    t, s = fhir_resources, fhir_search_index
-    source, where = _projection_from(session, clinic_id, query)
+def _search_order(query_sort: tuple, t: Any) -> list[Any]:
+    """ORDER BY of a search over ``t`` (the resource table or an alias of it): the ``_sort`` keys, then
+    lastUpdated and id, so that pages are stable."""
+    s = fhir_search_index
     order = []
-    for code, desc in query.sort:
+    for code, desc in query_sort:
         if code == "_id":
             col: Any = t.c.id
         elif code == "_lastUpdated":
@@ -237,23 +285,90 @@ def search_statement(session: Session, clinic_id: str, query: Query) -> Any:
             col = (
                 select(func.min(s.c.start))
                 .where(
-                    s.c.clinic_id == clinic_id,
-                    s.c.resource_type == query.resource_type,
+                    s.c.clinic_id == bindparam("clinic_id"),
+                    s.c.resource_type == bindparam("resource_type"),
                     s.c.param == code,
                     s.c.id == t.c.id,
                 )
                 .scalar_subquery()
             )
         order.append(col.desc() if desc else col.asc())
-    order += [t.c.last_updated.asc(), t.c.id.asc()]
-    return (
-        select(t, func.count().over().label("search_total"))
-        .select_from(source)
-        .where(*where)
-        .order_by(*order)
-        .limit(query.count)
-        .offset(query.offset)
+    return [*order, t.c.last_updated.asc(), t.c.id.asc()]
+
+
+_WHOLE_ROWS = fhir_resources.alias("whole")  # the page's rows, read whole
+
+
+def _page_statement(forms: tuple, sort: tuple) -> Any:
+    """The page of current resources that match, each row with the total (``search_total``).
+
+    The page and the total are worked out on the narrow rows (id, version, sort keys), and only the page's rows are
+    then read whole by primary key: counting and sorting whole rows made SQLite carry every match's body through the
+    window count, so a page of 20 cost as much as reading all of a patient's observations."""
+    t, whole = fhir_resources, _WHOLE_ROWS
+    page = (
+        select(t.c.id, t.c.version_id, func.count().over().label("search_total"))
+        .where(*_where(forms))
+        .order_by(*_search_order(sort, t))
+        .limit(bindparam("page_size", type_=Integer))
+        .offset(bindparam("page_offset", type_=Integer))
+        .subquery("page")
     )
+    return (
+        select(whole, page.c.search_total)
+        .join(
+            page,
+            and_(
+                whole.c.clinic_id == bindparam("clinic_id"),
+                whole.c.resource_type == bindparam("resource_type"),
+                whole.c.id == page.c.id,
+                whole.c.version_id == page.c.version_id,
+            ),
+        )
+        .order_by(*_search_order(sort, whole))
+    )
+
+
+def _count_statement(forms: tuple, sort: tuple) -> Any:
+    return select(func.count()).select_from(fhir_resources).where(*_where(forms))
+
+
+def _prepared(build: Callable[[tuple, tuple], Any], clinic_id: str, query: Query) -> tuple[Any, dict[str, Any]]:
+    """The statement of the query's shape (built once) and the values to run it with."""
+    slots = [_criterion_slots(c) for c in query.criteria]
+    forms = tuple(form for form, _ in slots)
+    sort = tuple(query.sort)
+    key = (build.__name__, forms, sort)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = build(forms, sort)
+        if len(_STATEMENTS) < MAX_CACHED_SHAPES:
+            _STATEMENTS[key] = statement
+    values = {f"v{i}": value for i, value in enumerate(lit for _, literals in slots for lit in literals)}
+    values |= {
+        "clinic_id": clinic_id,
+        "resource_type": query.resource_type,
+        "page_size": query.count,
+        "page_offset": query.offset,
+    }
+    return statement, values
+
+
+def search_projection(session: Session, clinic_id: str, query: Query) -> tuple[list[Any], int]:
+    # the total comes with the page (a window count), in the same query
+    rows = session.execute(*_prepared(_page_statement, clinic_id, query)).all()
+    if rows:
+        return rows, rows[0].search_total
+    if query.offset == 0 and query.count > 0:
+        return [], 0
+    # _count=0 or a page past the end: no row to carry the total
+    return [], session.execute(*_prepared(_count_statement, clinic_id, query)).scalar_one()
+
+
+def search_statement(clinic_id: str, query: Query) -> Any:
+    """The page statement of a search with its values bound (for inspecting its plan)."""
+    statement, values = _prepared(_page_statement, clinic_id, query)
+    return statement.params(values)
 
 
 def included_refs(session: Session, clinic_id: str, query: Query, ids: list[str]) -> list[tuple[str, str]]:
@@ -290,7 +405,7 @@ def _row_matches(c: Criterion, value: Any, row: dict) -> bool:
     if kind == "string":
         return row["code"] == value if c.modifier == "exact" else (row["code"] or "").startswith(value)
     if kind == "reference":
-        return row["code"] == value or (row["code"] or "").endswith("/" + value)
+        return row["code"] in reference_codes(c.param, value)
     return row["code"] == value
 
 

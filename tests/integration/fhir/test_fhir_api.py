@@ -166,6 +166,118 @@ def test_read_vread_history_etag_and_include(fhir: Any) -> None:
         assert fhir.get(f"/fhir/{rtype}/{first['id']}").status_code == 200
 
 
+def _current(fhir_app: Flask, rtype: str) -> list[tuple[dict, Any]]:
+    """Every current resource of the type as stored, with its lastUpdated."""
+    from sqlalchemy import select
+
+    from service.adapters.fhir_store import fhir_resources as t
+
+    with fhir_app.extensions["kapfhir.engine"].connect() as conn:
+        rows = conn.execute(
+            select(t.c.body, t.c.last_updated).where(t.c.resource_type == rtype, t.c.is_current.is_(True))
+        ).all()
+    return [(json.loads(row.body), row.last_updated) for row in rows]
+
+
+def _every_page(fhir: Any, rtype: str, query: dict[str, str], count: int) -> tuple[list[dict], set[int]]:
+    """Every match of a search, page by page (``_count``, ``_offset``); and the totals the pages gave."""
+    found: list[dict] = []
+    totals: set[int] = set()
+    for offset in range(0, 2_000, count):  # bounded: the fixtures hold fewer resources
+        page = fhir.get(f"/fhir/{rtype}", query_string={**query, "_count": count, "_offset": offset})
+        assert page.status_code == 200, (query, page.get_json())
+        totals.add(page.get_json()["total"])
+        matches = _entries(page.get_json())
+        found += matches
+        if len(matches) < count:
+            return found, totals
+    raise AssertionError(f"more than 2,000 matches for {query}")
+
+
+def test_search_pages_find_what_a_search_of_every_stored_resource_in_memory_finds(fhir: Any, fhir_app: Flask) -> None:
+    """The SQL search (a statement built once per shape, run with the values bound) against an independent oracle:
+    the in-memory search over every current resource of the type. Searches of the same shape with other values
+    share one statement, so each shape comes with several values here. Pages are disjoint, in lastUpdated order,
+    and each page's total is the number of matches."""
+    from service.fhir import search
+
+    patients = sorted(r["id"] for r, _ in _current(fhir_app, "Patient"))
+    assert len(patients) >= 3, patients
+    observations = _current(fhir_app, "Observation")
+    encounter = next(r for r, _ in _current(fhir_app, "Encounter"))["id"]
+    queries = [
+        *({"patient": pid} for pid in patients[:3]),
+        *({"patient": f"Patient/{pid}"} for pid in patients[:3]),
+        *({"subject": pid, "category": "vital-signs"} for pid in patients[:2]),
+        {"patient": encounter},  # an Encounter's id: `patient` targets Patient only
+        {"encounter": encounter},
+        {"category": "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs,survey"},
+        {"category": "|vital-signs"},
+        {"date": "ge2026-02-10", "_lastUpdated": "le2200-01-01"},
+        {"date": "lt2026-03-01"},
+        {"_id": ",".join(r["id"] for r, _ in observations[:5])},
+    ]
+
+    def in_memory(stored: list[tuple[dict, Any]], rtype: str, query: dict[str, str]) -> tuple[list, int]:
+        everything = search.parse(rtype, list(query.items()))
+        everything.count = len(stored)
+        return search.search_memory(stored, everything)
+
+    for query in queries:
+        expected, total = in_memory(observations, "Observation", query)
+        assert total == len(expected)
+        for count in (4, 200):
+            found, totals = _every_page(fhir, "Observation", query, count)
+            ids = [r["id"] for r in found]
+            assert len(ids) == len(set(ids)), (query, "a match on two pages")
+            assert set(ids) == {r["id"] for r, _ in expected}, query
+            assert totals == {total}, (query, totals)
+            stamps = [(r["meta"]["lastUpdated"], r["id"]) for r in found]
+            assert stamps == sorted(stamps), query
+    assert _every_page(fhir, "Observation", {"patient": patients[0]}, 200)[0], "the fixtures have observations"
+
+    # a bare id is a local reference of any type the parameter targets: `subject` finds the patient's observations
+    for pid in patients[:3]:
+        bare, typed = (
+            {r["id"] for r in _every_page(fhir, "Observation", {"subject": value}, 200)[0]}
+            for value in (pid, f"Patient/{pid}")
+        )
+        assert bare == typed
+
+    names = sorted({n["family"] for r, _ in _current(fhir_app, "Patient") for n in r.get("name", ())})
+    for name in names[:2]:
+        prefix = {"name": name[:3].lower()}
+        found, _ = _every_page(fhir, "Patient", prefix, 200)
+        expected, _ = in_memory(_current(fhir_app, "Patient"), "Patient", prefix)
+        assert {r["id"] for r in found} == {r["id"] for r, _ in expected} != set()
+
+
+def test_a_search_shape_is_built_once_and_the_shapes_kept_are_bounded(
+    fhir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.fhir import search
+
+    monkeypatch.setattr(search, "_STATEMENTS", {})
+    monkeypatch.setattr(search, "MAX_CACHED_SHAPES", 3)
+    first = search._prepared(search._page_statement, "c1", search.parse("Observation", [("patient", "a")]))
+    again = search._prepared(search._page_statement, "c2", search.parse("Observation", [("patient", "b")]))
+    assert first[0] is again[0]
+    assert (first[1]["clinic_id"], first[1]["v0"][:1], again[1]["clinic_id"], again[1]["v0"][:1]) == (
+        "c1",
+        ["a"],
+        "c2",
+        ["b"],
+    )
+    # every number of values is a shape of its own: a client sending many keeps at most MAX_CACHED_SHAPES
+    for n in range(1, 8):
+        codes = ",".join(f"x{i}" for i in range(n))
+        response = fhir.get("/fhir/Observation", query_string={"code": codes})
+        assert response.status_code == 200 and response.get_json()["total"] == 0
+    assert len(search._STATEMENTS) == 3
+    vital = fhir.get("/fhir/Observation", query_string={"category": "vital-signs,x1,x2,x3,x4,x5,x6,x7"})
+    assert vital.status_code == 200 and vital.get_json()["total"] > 0  # a shape not kept is built and answered
+
+
 @contextmanager
 def _body_stored_as(fhir_app: Flask, rtype: str, rid: str, change: Callable[[str], str]) -> Iterator[str]:
     """The current version of ``rtype/rid`` holds ``change(its body)`` for the block, then its own body again.
