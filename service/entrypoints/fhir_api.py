@@ -492,7 +492,8 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
         base = _base()
         if info.source == "projection":
             rows, total = search.search_projection(uow.session, clinic, q)
-            entries = [_stored_match(base, row, shape) for row in rows]
+            as_stored = shape.sends_stored_bytes()  # once per page: it reads the request's arguments
+            entries = [_stored_match(base, row, shape, as_stored) for row in rows]
             found = [(row.resource_type, row.id) for row in rows]
             if q.include and rows:
                 refs = search.included_refs(uow.session, clinic, q, [row.id for row in rows])
@@ -511,11 +512,11 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
     return _read(run)
 
 
-def _stored_match(base: str, row: Any, shape: _Shape) -> dict:
+def _stored_match(base: str, row: Any, shape: _Shape, as_stored: bool) -> dict:
     """A match as stored: its body goes into the page as the stored bytes, unparsed, unless the search asked for
     part of it (``_elements``, ``_summary``), for indented JSON, or the body was stored before bodies carried their
     version."""
-    raw = projection.served_bytes(row) if shape.sends_stored_bytes() else None
+    raw = projection.served_bytes(row) if as_stored else None
     resource: Any = orjson.Fragment(raw) if raw is not None else shape.apply(projection._stored(row).resource())
     return bundle_map.stored_search_entry(base, row.resource_type, row.id, resource, "match")
 
