@@ -982,6 +982,10 @@ def _entry_types(body: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(types)) or ("Bundle",)
 
 
+# an entry's request that kapfhir cannot read (a 400), rather than one it understood and refuses (a 422)
+_BAD_REQUEST_AT = (".request.url", ".request.ifNoneExist")
+
+
 @_handler(
     "",
     "transaction",
@@ -996,7 +1000,9 @@ def transaction() -> Response:
     kind, entries = _transaction_entries(body)
     structural, refused = _entry_refusals(_check_entries(entries), kind)
     if structural:
-        status = 400 if any(i.code == "structure" or i.expression.endswith(".request.url") for i in structural) else 422
+        status = (
+            400 if any(i.code == "structure" or i.expression.endswith(_BAD_REQUEST_AT) for i in structural) else 422
+        )
         raise ApiProblem(
             status,
             "Invalid bundle",
@@ -1063,17 +1069,7 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
             issues.append(Issue("error", "structure", f"{where}.resource", "every entry needs a resource"))
             continue
         kept.append(i)
-        req = entry.get("request")
-        if not isinstance(req, dict) or req.get("method") not in ("POST", "PUT") or not isinstance(req.get("url"), str):
-            method = req.get("method") if isinstance(req, dict) else None
-            issues.append(
-                Issue(
-                    "error",
-                    "not-supported" if method else "structure",
-                    f"{where}.request",
-                    f"entries need request.method POST or PUT and a url (got {method!r})",
-                )
-            )
+        issues += _request_issues(entry.get("request"), f"{where}.request")
     if not kept:
         return issues
     bundle = bundle_map.collection_of(
@@ -1088,6 +1084,26 @@ def _check_entries(entries: list[Any]) -> list[Issue]:
         for issue in fhir_validate.validate_for_write(bundle)
     ]
     return found + _types_not_served(entries, found)
+
+
+def _request_issues(req: Any, where: str) -> list[Issue]:
+    """What is wrong with an entry's request: its method, its url, and the condition of a conditional create
+    (``ifNoneExist``) or update (the url's query), checked here so that a batch refuses that entry alone."""
+    method = req.get("method") if isinstance(req, dict) else None
+    if method not in ("POST", "PUT"):
+        code = "not-supported" if method else "structure"
+        return [Issue("error", code, where, f"entries need request.method POST or PUT and a url (got {method!r})")]
+    url = req.get("url")
+    if not isinstance(url, str) or not url:
+        return [Issue("error", "structure", f"{where}.url", "request.url is the type, or type?identifier=system|value")]
+    condition = url.partition("?")[2] if method == "PUT" else req.get("ifNoneExist")
+    if not condition:
+        return []
+    try:
+        inbound.identifier_condition(condition, f"{where}.url" if method == "PUT" else f"{where}.ifNoneExist")
+    except inbound.InboundRefused as exc:
+        return [Issue("error", exc.code, exc.expression, exc.message)]
+    return []
 
 
 def _renumbered(expression: str, positions: list[int]) -> str:
@@ -1139,13 +1155,12 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Is
     index = projection.identifier_matches(uow.session, uow.clinic_id, [(t, v) for _, t, _, v in conditions])
     for where, rtype, system, value in conditions:
         if len(projection.matching_ids(index, rtype, system, value)) > 1:
-            raise _problem(
-                412,
-                "Precondition failed",
-                where,
-                f"more than one {rtype} matches identifier {value!r}",
-                "multiple-matches",
-            )
+            message = f"more than one {rtype} matches identifier {value!r}"
+            if kind != "batch":
+                raise _problem(412, "Precondition failed", where, message, "multiple-matches")
+            position = entry_index(where)
+            refused[position] = [Issue("error", "multiple-matches", where, message)]  # that entry alone
+            good.remove(position)
     chosen = [entries[i] for i in good]
     if chosen and inbound.carries_episode(chosen):
         return _apply_episode(uow, ctx, body, kind, chosen, good, put_values, refused)
@@ -1263,7 +1278,7 @@ def _batch_answer(
                 if i in refused
                 else [outcome_map.issue("error", failures[i].code, failures[i].message, failures[i].expression)]
             )
-            status = 400 if i in refused else failures[i].status
+            status = _refusal_status(refused[i]) if i in refused else failures[i].status
             responses.append(bundle_map.outcome_entry(str(status), outcome_map.operation_outcome(issues)))
             continue
         done = outcomes.get(i)
@@ -1279,6 +1294,12 @@ def _batch_answer(
             responses.append(bundle_map.written_entry(done.resource_type, done.id, done.created))
     g.audit_entities = [{"type": o.resource_type, "id": o.id} for _, o in sorted(outcomes.items())][:200]
     return fhir_response(bundle_map.response_bundle(kind, responses))
+
+
+def _refusal_status(issues: list[Issue]) -> int:
+    """The status of a batch entry refused before it was applied: 412 when its condition matched more than one
+    resource, as a conditional update alone answers; else 400."""
+    return 412 if any(i.code == "multiple-matches" for i in issues) else 400
 
 
 def _condition(where: str, text: str) -> tuple[str | None, str]:

@@ -4,6 +4,7 @@ Allow, 406, 409, 412, 415, 422, and never a 500 for bad input (an unknown resour
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,6 +98,26 @@ def test_412_a_conditional_put_that_matches_more_than_one_resource(client: Any) 
     body = bundle(patient("https://ehr-a.example.org/mrn", "E-412"), method="PUT", url="Patient?identifier=E-412")
     issues = outcome(client.post("/fhir", json=body), 412)
     assert issues[0]["code"] == "multiple-matches" and issues[0]["expression"] == ["Bundle.entry[0].request.url"]
+
+
+def test_a_batch_answers_412_for_the_conditional_entry_that_matches_more_than_one_and_stores_the_rest(
+    client: Any,
+) -> None:
+    for system in ("https://ehr-a.example.org/mrn", "https://ehr-b.example.org/mrn"):
+        assert client.post("/fhir", json=bundle(patient(system, "B-412"))).status_code == 200
+    body = {
+        **bundle(patient("https://ehr-a.example.org/mrn", "B-412"), patient("https://ehr-c.example.org/mrn", "B-200")),
+        "type": "batch",
+    }
+    body["entry"][0]["request"] = {"method": "PUT", "url": "Patient?identifier=B-412"}
+    r = client.post("/fhir", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    first, second = (e["response"] for e in r.get_json()["entry"])
+    assert first["status"] == "412", first
+    assert first["outcome"]["issue"][0]["code"] == "multiple-matches"
+    assert first["outcome"]["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+    assert second["status"].startswith("201"), second
+    assert client.get("/fhir/Patient", query_string={"identifier": "B-200"}).get_json()["total"] == 1
 
 
 def test_422_profile_violation_and_incoherent_content(client: Any) -> None:
@@ -299,3 +320,39 @@ def test_a_batch_names_the_entry_a_refusal_is_about_in_the_whole_bundle(client: 
     refused = r.get_json()["entry"][1]["response"]
     assert refused["status"].startswith("4")
     assert all(e.startswith("Bundle.entry[1]") for i in refused["outcome"]["issue"] for e in i["expression"]), refused
+
+
+@pytest.mark.parametrize(
+    ("request_", "expression"),
+    [
+        ({"method": "POST", "url": "Patient", "ifNoneExist": 5}, "Bundle.entry[0].request.ifNoneExist"),
+        ({"method": "POST", "url": "Patient", "ifNoneExist": "name=Errorcase"}, "Bundle.entry[0].request.ifNoneExist"),
+        ({"method": "PUT", "url": "Patient?family=Errorcase"}, "Bundle.entry[0].request.url"),
+        ({"method": "POST", "url": 5}, "Bundle.entry[0].request.url"),
+        ({"method": "PUT", "url": ""}, "Bundle.entry[0].request.url"),
+    ],
+)
+def test_a_request_kapfhir_cannot_read_refuses_its_entry_alone_in_a_batch_and_a_transaction_whole(
+    client: Any, request_: dict, expression: str
+) -> None:
+    """A malformed condition or url is about one entry: a batch answers 400 for it and stores the others; a
+    transaction answers 400 naming it and stores nothing."""
+    system = "urn:oid:2.16.840.1.113883.19.5"
+    for kind, kept in (("transaction", "RQ-T"), ("batch", "RQ-B")):
+        values = (f"{kept}-{uuid.uuid4().hex[:12]}", f"{kept}-{uuid.uuid4().hex[:12]}")
+        body = {**bundle(patient(system, values[0]), patient(system, values[1])), "type": kind}
+        body["entry"][0]["request"] = request_
+        r = client.post("/fhir", json=body)
+        if kind == "transaction":
+            assert [i["expression"] for i in outcome(r, 400)] == [[expression]]
+        else:
+            assert r.status_code == 200, r.get_data(as_text=True)
+            first, second = (e["response"] for e in r.get_json()["entry"])
+            assert first["status"] == "400", first
+            assert first["outcome"]["issue"][0]["expression"] == [expression]
+            assert second["status"].startswith("201"), second
+        stored = {
+            value: client.get("/fhir/Patient", query_string={"identifier": f"{system}|{value}"}).get_json()["total"]
+            for value in values
+        }
+        assert stored == {values[0]: 0, values[1]: 0 if kind == "transaction" else 1}
