@@ -254,9 +254,9 @@ def _criterion_condition(form: tuple, take: Callable[..., Any]) -> Any:
 def _where(forms: tuple) -> list[Any]:
     """WHERE of a search: the current resources of the type whose id is among the matches of each indexed
     criterion (``id IN (SELECT id FROM the token/date index ...)``), so that the index of the criterion's parameter
-    and value finds the matches and the primary key the resources (tests/integration/fhir/test_query_plans.py for
-    SQLite). A join from a DISTINCT list of ids made SQLite walk every index row of the type instead.
-    PostgreSQL picks that plan once it has statistics (run ANALYZE after bulk imports)."""
+    and value finds the matches and the primary key the resources (tests/integration/fhir/test_query_plans.py and
+    test_query_plans_postgres.py). A join from a DISTINCT list of ids made SQLite walk every index row of the type
+    instead. PostgreSQL picks that plan once it has statistics (run ANALYZE after bulk imports)."""
     t = fhir_resources
     numbers = itertools.count()
 
