@@ -3,13 +3,15 @@ SQLite or on PostgreSQL (the ``postgres`` fixture of tests/conftest.py), and sma
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 from service.fixture_loader import fixture_paths, load_fixture, replay
 from tests.support.app import authorized_app, bearer, token_for
@@ -67,3 +69,33 @@ def clinic_b(app: Flask) -> dict[str, str]:
 def entries(bundle: dict) -> list[dict]:
     """The matches of a searchset (not the _include'd resources)."""
     return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
+
+
+# (DB-API cursor, statement, parameters) -> the plan of that statement as the test reads it
+PlanOf = Callable[[Any, str, Any], Any]
+
+
+@contextmanager
+def plans_while(engine: Engine, plan_of: PlanOf) -> Iterator[dict[str, Any]]:
+    """Collects the plan of each SELECT, UPDATE and DELETE run on ``engine`` meanwhile, with the values it is sent."""
+    plans: dict[str, Any] = {}
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
+            plans[statement] = plan_of(cursor, statement, parameters)
+
+    event.listen(engine, "before_cursor_execute", explain)
+    try:
+        yield plans
+    finally:
+        event.remove(engine, "before_cursor_execute", explain)
+
+
+def plans_of_what_runs(engine: Engine, action: Callable[[Session], None], plan_of: PlanOf) -> dict[str, Any]:
+    """The plan of each statement ``action`` executes (then rolled back)."""
+    with Session(engine) as session, plans_while(engine, plan_of) as plans:
+        try:
+            action(session)
+        finally:
+            session.rollback()
+    return plans

@@ -7,13 +7,12 @@ analysed clinic in test_query_plans_postgres.py."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,7 @@ from service.adapters.fhir_store import fhir_resources
 from service.config import Settings
 from service.entrypoints.cli import prepare_database
 from service.fhir import projection, search
-from tests.integration.fhir.fhir_support import load_episodes
+from tests.integration.fhir.fhir_support import load_episodes, plans_of_what_runs, plans_while
 from tests.support.app import authorized_app
 from tests.support.seed import session_bodies
 
@@ -57,31 +56,12 @@ def test_current_rows_by_id_use_the_primary_key(engine: Engine) -> None:
     assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
 
 
-@contextmanager
-def _explained(engine: Engine) -> Iterator[dict[str, list[str]]]:
-    """Collects the query plan of each statement run on ``engine`` meanwhile, with the values it is sent."""
-    plans: dict[str, list[str]] = {}
-
-    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
-            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            plans[statement] = [row[3] for row in rows]
-
-    event.listen(engine, "before_cursor_execute", explain)
-    try:
-        yield plans
-    finally:
-        event.remove(engine, "before_cursor_execute", explain)
+def _sqlite_plan(cursor: Any, statement: str, parameters: Any) -> list[str]:
+    return [row[3] for row in cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
 
 
 def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> dict[str, list[str]]:
-    """The query plan of each statement ``action`` executes (then rolled back)."""
-    with Session(engine) as session, _explained(engine) as plans:
-        try:
-            action(session)
-        finally:
-            session.rollback()
-    return plans
+    return plans_of_what_runs(engine, action, _sqlite_plan)
 
 
 REPLACED = [("Observation", "a"), ("Encounter", "b"), ("Observation", "c")]
@@ -168,7 +148,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 
 
 def _plans_of_requests(app: Flask, send: Callable[[Any], None]) -> dict[str, list[str]]:
-    with _explained(app.extensions["kapfhir"].session_factory.kw["bind"]) as plans:
+    with plans_while(app.extensions["kapfhir"].session_factory.kw["bind"], _sqlite_plan) as plans:
         send(app.test_client())
     return plans
 

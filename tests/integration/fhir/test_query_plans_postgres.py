@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -25,6 +24,7 @@ from service.adapters.fhir_store import fhir_resources, fhir_search_index
 from service.config import Settings
 from service.entrypoints.cli import prepare_database
 from service.fhir import projection, search
+from tests.integration.fhir.fhir_support import plans_of_what_runs
 
 pytestmark = pytest.mark.postgres
 
@@ -122,30 +122,10 @@ def _explain(engine: Engine, statement: Any) -> list[tuple[str, str, str]]:
         return _reads(conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar_one())
 
 
-@contextmanager
-def _explained(engine: Engine) -> Iterator[dict[str, list[tuple[str, str, str]]]]:
-    plans: dict[str, list[tuple[str, str, str]]] = {}
-
-    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith(("UPDATE", "DELETE", "SELECT")):
-            with cursor.connection.cursor() as probe:
-                probe.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-                plans[statement] = _reads(probe.fetchone()[0])
-
-    event.listen(engine, "before_cursor_execute", explain)
-    try:
-        yield plans
-    finally:
-        event.remove(engine, "before_cursor_execute", explain)
-
-
-def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> dict[str, list[tuple[str, str, str]]]:
-    with Session(engine) as session, _explained(engine) as plans:
-        try:
-            action(session)
-        finally:
-            session.rollback()
-    return plans
+def _postgres_plan(cursor: Any, statement: str, parameters: Any) -> list[tuple[str, str, str]]:
+    with cursor.connection.cursor() as probe:
+        probe.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+        return _reads(probe.fetchone()[0])
 
 
 def test_the_guard_sees_a_statement_that_walks_the_clinic(engine: Engine) -> None:
@@ -203,7 +183,7 @@ REPLACED = [("Observation", "a"), ("Encounter", "b"), ("Observation", "c")]
 def test_a_write_retires_and_reindexes_replaced_resources_through_indexes(
     engine: Engine, action: Callable[[Session], None]
 ) -> None:
-    plans = _plans_of_what_runs(engine, action)
+    plans = plans_of_what_runs(engine, action, _postgres_plan)
     assert plans
     for statement, reads in plans.items():
         assert reads and not _walking(reads), (statement, reads)
