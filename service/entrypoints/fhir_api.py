@@ -481,7 +481,7 @@ def _search(rtype: str, params: list[tuple[str, str]]) -> Response:
     shape = _result_shape([(k, v) for k, v in params if k in _SHAPE_PARAMS], search_=True)
     criteria = [(k, v) for k, v in params if k not in _SHAPE_PARAMS]
     try:
-        q = search.parse(rtype, criteria)
+        q = search.parse(rtype, criteria, base=_base())
     except search.SearchError as exc:
         raise _problem(exc.status, "Invalid search", exc.expression, exc.message, "invalid") from None
     if shape.summary == "count":

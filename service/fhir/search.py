@@ -53,9 +53,9 @@ def _token(text: str) -> tuple[str | None, str | None]:
     return None, text
 
 
-def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
+def parse(resource_type: str, args: list[tuple[str, str]], *, base: str | None = None) -> Query:
     """A search's query string as a Query: result parameters (page, sort, include), then one criterion per
-    search parameter."""
+    search parameter. ``base``: this server's FHIR base URL, under which an absolute reference is a local one."""
     params = TYPES[resource_type].params
     query = Query(resource_type)
     for name, raw in args:
@@ -72,7 +72,7 @@ def parse(resource_type: str, args: list[tuple[str, str]]) -> Query:
         elif name in RESULT_PARAMS:
             raise SearchError(name, f"the result parameter {name} is not supported")
         else:
-            query.criteria.append(_parse_criterion(resource_type, params, name, raw))
+            query.criteria.append(_parse_criterion(resource_type, params, name, raw, base))
     return query
 
 
@@ -98,7 +98,9 @@ def _parse_include(resource_type: str, params: dict[str, Param], raw: str) -> Pa
     return params[parts[1]]
 
 
-def _parse_criterion(resource_type: str, params: dict[str, Param], name: str, raw: str) -> Criterion:
+def _parse_criterion(
+    resource_type: str, params: dict[str, Param], name: str, raw: str, base: str | None = None
+) -> Criterion:
     """A search parameter (``code`` or ``code:exact`` on a string) with its comma-separated values (OR)."""
     code, _, modifier = name.partition(":")
     param = params.get(code)
@@ -113,7 +115,7 @@ def _parse_criterion(resource_type: str, params: dict[str, Param], name: str, ra
     for text in raw.split(","):
         if text == "":
             raise SearchError(name, f"empty value for {code}")
-        values.append(_parse_value(param, text, name))
+        values.append(_parse_value(param, text, name, base))
     return Criterion(param, modifier or None, tuple(values))
 
 
@@ -131,9 +133,11 @@ def parse_offset(raw: str) -> int:
     return value
 
 
-def _parse_value(param: Param, text: str, name: str) -> Any:
+def _parse_value(param: Param, text: str, name: str, base: str | None = None) -> Any:
     if len(text) > MAX_SEARCH_VALUE:
         raise SearchError(name, f"a search value has at most {MAX_SEARCH_VALUE} characters")
+    if param.type == "reference" and base and text.startswith(base + "/"):
+        return text[len(base) + 1 :]  # this server's resource by its absolute URL: stored as a relative reference
     if param.type == "date":
         m = _PREFIX.match(text)
         prefix = m.group(1) if m else "eq"

@@ -236,13 +236,18 @@ def test_search_pages_find_what_a_search_of_every_stored_resource_in_memory_find
             assert stamps == sorted(stamps), query
     assert _every_page(fhir, "Observation", {"patient": patients[0]}, 200)[0], "the fixtures have observations"
 
-    # a bare id is a local reference of any type the parameter targets: `subject` finds the patient's observations
+    # a bare id is a local reference of any type the parameter targets, and so is this server's absolute URL of
+    # the resource: `subject` and `patient` find the patient's observations either way
+    base = fhir_app.extensions["kapfhir"].settings.base_url.rstrip("/") + "/fhir"
     for pid in patients[:3]:
-        bare, typed = (
-            {r["id"] for r in _every_page(fhir, "Observation", {"subject": value}, 200)[0]}
-            for value in (pid, f"Patient/{pid}")
-        )
-        assert bare == typed
+        for param in ("subject", "patient"):
+            bare, typed, absolute = (
+                {r["id"] for r in _every_page(fhir, "Observation", {param: value}, 200)[0]}
+                for value in (pid, f"Patient/{pid}", f"{base}/Patient/{pid}")
+            )
+            assert bare == typed == absolute != set()
+        elsewhere = _every_page(fhir, "Observation", {"subject": f"https://ehr.example.org/fhir/Patient/{pid}"}, 200)
+        assert elsewhere[0] == []  # another server's patient of the same id is not this one
 
     names = sorted({n["family"] for r, _ in _current(fhir_app, "Patient") for n in r.get("name", ())})
     for name in names[:2]:
