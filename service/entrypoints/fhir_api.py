@@ -1142,14 +1142,14 @@ def _apply(uow: Any, ctx: Any, body: dict, kind: str, refused: dict[int, list[Is
         if req["method"] == "PUT":
             if condition:
                 where = f"Bundle.entry[{i}].request.url"
-                system, value = _condition(where, condition)
+                system, value = inbound.identifier_condition(condition, where)  # checked by _request_issues
                 conditions.append((where, rtype, system, value))
                 put_values.add(value)
             for ident in _identifiers(entry["resource"]):
                 put_values.add(ident["value"])
         elif req.get("ifNoneExist"):
             where = f"Bundle.entry[{i}].request.ifNoneExist"
-            system, value = _condition(where, req["ifNoneExist"])
+            system, value = inbound.identifier_condition(req["ifNoneExist"], where)  # checked by _request_issues
             conditions.append((where, entry["resource"]["resourceType"], system, value))
     # every condition of the bundle in one query
     index = projection.identifier_matches(uow.session, uow.clinic_id, [(t, v) for _, t, _, v in conditions])
@@ -1300,13 +1300,6 @@ def _refusal_status(issues: list[Issue]) -> int:
     """The status of a batch entry refused before it was applied: 412 when its condition matched more than one
     resource, as a conditional update alone answers; else 400."""
     return 412 if any(i.code == "multiple-matches" for i in issues) else 400
-
-
-def _condition(where: str, text: str) -> tuple[str | None, str]:
-    try:
-        return inbound.identifier_condition(text, where)
-    except inbound.InboundRefused as exc:
-        raise _refused(exc) from None
 
 
 def _identifiers(resource: dict) -> list[dict]:
