@@ -1251,9 +1251,9 @@ def _apply_inbound(uow: Any, ctx: Any, entries: list[dict], kind: str, refused: 
 
 
 def _renumbered_refusal(exc: inbound.InboundRefused, positions: list[int]) -> inbound.InboundRefused:
-    """A refusal the inbound mapping made about the k-th entry it was given, about that entry in the whole Bundle."""
-    exc.expression = _renumbered(exc.expression, positions)
-    return exc
+    """A refusal the inbound mapping made about the k-th entry it was given, about that entry in the whole Bundle
+    (a new refusal: the one given may be renumbered again for another answer)."""
+    return inbound.InboundRefused(exc.status, _renumbered(exc.expression, positions), exc.message, exc.code)
 
 
 def _batch_answer(
