@@ -26,12 +26,22 @@ fhir_resources = Table(
     Column("patient_ref", String(120)),  # "Patient/<id>" of the compartment, when there is one
     Column("content_hash", String(64), nullable=False),
     Column("body", Text, nullable=False),  # the FHIR JSON without meta.versionId and meta.lastUpdated
-    # current rows only (migration 0005): lookups by id then use the primary key, not a scan of the type
+    # current rows only (migration 0005): listing and sorting a type's current resources
     Index(
         "ix_fhir_resources_current",
         "clinic_id",
         "resource_type",
         "last_updated",
+        sqlite_where=text("is_current IS 1"),
+        postgresql_where=text("is_current IS TRUE"),
+    ),
+    # the current row of a resource by id (migration 0008): one probe, however many versions the resource has and
+    # whatever PostgreSQL's statistics say (the primary key walks every version of the id)
+    Index(
+        "ix_fhir_resources_current_id",
+        "clinic_id",
+        "resource_type",
+        "id",
         sqlite_where=text("is_current IS 1"),
         postgresql_where=text("is_current IS TRUE"),
     ),

@@ -1,7 +1,8 @@
-"""SQLite query plans of the projection's hot statements: a lookup by id goes through the primary key, not a scan of
-every current resource of the type (what the old ``(clinic, type, is_current, last_updated)`` index made SQLite do,
-so that writes, ingest and searches slowed down as the clinic grew), and no statement of the frequent requests
-walks every row of the clinic in a table. PostgreSQL chooses plans from statistics: its plans are checked on an
+"""SQLite query plans of the projection's hot statements: a lookup of a current row by id probes the index of current
+rows by id, and of a version the primary key, not a scan of every current resource of the type (what the old
+``(clinic, type, is_current, last_updated)`` index made SQLite do, so that writes, ingest and searches slowed down as
+the clinic grew) nor of every version of the id; no statement of the frequent requests walks every row of the clinic
+in a table. PostgreSQL chooses plans from statistics: its plans are checked on an
 analysed clinic in test_query_plans_postgres.py."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.support.app import authorized_app
 from tests.support.seed import session_bodies
 
 PRIMARY_KEY = "sqlite_autoindex_fhir_resources_1"
+CURRENT_BY_ID = "USING INDEX ix_fhir_resources_current_id (clinic_id=? AND resource_type=? AND id=?)"
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +49,13 @@ def _resource_table_steps(plan: list[str]) -> list[str]:
     return [step for step in plan if "fhir_resources " in step or step.endswith("fhir_resources")]
 
 
-def test_current_rows_by_id_use_the_primary_key(engine: Engine) -> None:
+def test_current_rows_by_id_probe_the_index_of_current_rows_by_id(engine: Engine) -> None:
     t = fhir_resources
     statement = projection.current_rows_statement(
         "c1", ["Encounter", "Observation"], ["a", "b", "c"], (t.c.version_id, t.c.content_hash)
     )
     steps = _resource_table_steps(_plan(engine, statement))
-    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+    assert steps and all(CURRENT_BY_ID in step for step in steps), steps
 
 
 def _sqlite_plan(cursor: Any, statement: str, parameters: Any) -> list[str]:
@@ -67,12 +69,12 @@ def _plans_of_what_runs(engine: Engine, action: Callable[[Session], None]) -> di
 REPLACED = [("Observation", "a"), ("Encounter", "b"), ("Observation", "c")]
 
 
-def test_retiring_current_versions_uses_the_primary_key(engine: Engine) -> None:
+def test_retiring_current_versions_probes_the_index_of_current_rows_by_id(engine: Engine) -> None:
     # The earlier ``(type, id) IN (VALUES ...)`` walked every current resource of the clinic on each write.
     plans = _plans_of_what_runs(engine, lambda session: projection._retire(session, "c1", REPLACED))
     for plan in plans.values():
         steps = _resource_table_steps(plan)
-        assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+        assert steps and all(CURRENT_BY_ID in step for step in steps), steps
     assert len(plans) == 2, plans  # one per type
 
 
@@ -84,15 +86,22 @@ def test_dropping_index_rows_of_replaced_resources_probes_by_type_and_id(engine:
     assert len(plans) == 2, plans  # one per type
 
 
-def test_read_by_id_uses_the_primary_key(engine: Engine) -> None:
+def test_read_by_id_probes_the_current_row_and_vread_the_version(engine: Engine) -> None:
     steps = _resource_table_steps(_plan(engine, projection.read_statement("c1", "Observation", "a")))
-    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+    assert steps and all(CURRENT_BY_ID in step for step in steps), steps
+    steps = _resource_table_steps(_plan(engine, projection.read_statement("c1", "Observation", "a", 2)))
+    assert steps and all(PRIMARY_KEY in step and "version_id=?" in step for step in steps), steps
 
 
-def test_search_by_patient_starts_from_the_index_and_looks_up_by_primary_key(engine: Engine) -> None:
+def test_search_by_patient_starts_from_the_index_and_looks_up_by_id(engine: Engine) -> None:
     query = search.parse("Observation", [("patient", "Patient/p1")])
-    steps = _resource_table_steps(_plan(engine, search.search_statement("c1", query)))
-    assert steps and all(PRIMARY_KEY in step and "id=?" in step for step in steps), steps
+    plan = _plan(engine, search.search_statement("c1", query))
+    # the page: the current rows of the matching ids; then the page's rows whole, by primary key
+    assert [step for step in plan if "fhir_resources " in step or step.endswith("fhir_resources")] == [
+        f"SEARCH fhir_resources {CURRENT_BY_ID}"
+    ], plan
+    whole = [step for step in plan if step.startswith("SEARCH whole")]
+    assert whole and all(PRIMARY_KEY in step and "version_id=?" in step for step in whole), plan
 
 
 def test_search_by_a_bare_patient_id_probes_the_index_by_reference(engine: Engine) -> None:

@@ -31,14 +31,30 @@ pytestmark = pytest.mark.postgres
 WATCHED = {"fhir_resources", "fhir_search_index"}
 
 
-PATIENTS, OBSERVATIONS_EACH = 60, 50
+PATIENTS, OBSERVATIONS_EACH, CARE_PLAN_VERSIONS = 60, 50, 30
 
 
 def _clinic_rows(clinic_id: str) -> tuple[list[dict], list[dict]]:
-    """Current observations of PATIENTS patients with their search index rows, in one clinic."""
+    """Current observations of PATIENTS patients with their search index rows, and a care plan per patient with
+    CARE_PLAN_VERSIONS versions (one per session of its episode), in one clinic."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
     resources, index = [], []
     for p in range(PATIENTS):
+        for v in range(1, CARE_PLAN_VERSIONS + 1):
+            resources.append(
+                {
+                    "clinic_id": clinic_id,
+                    "resource_type": "CarePlan",
+                    "id": f"{clinic_id}-cp{p}",
+                    "version_id": v,
+                    "is_current": v == CARE_PLAN_VERSIONS,
+                    "last_updated": start + timedelta(days=v),
+                    "episode_id": None,
+                    "patient_ref": f"Patient/p{p}",
+                    "content_hash": f"{clinic_id}-cp{p}-{v}",
+                    "body": "{}",
+                }
+            )
         for n in range(OBSERVATIONS_EACH):
             rid, when = f"{clinic_id}-o{p}-{n}", start + timedelta(hours=p * OBSERVATIONS_EACH + n)
             resources.append(
@@ -167,6 +183,31 @@ def test_reads_by_id_and_current_rows_use_indexes(engine: Engine) -> None:
     ):
         reads = _explain(engine, statement)
         assert reads and not _walking(reads), reads
+
+
+def _analysed_reads(engine: Engine, statement: Any) -> list[dict]:
+    """The nodes of the executed plan that read fhir_resources."""
+    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").scalar_one()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return [n for n in _nodes(plan[0]["Plan"]) if n.get("Relation Name") == "fhir_resources"]
+
+
+def test_the_current_row_of_a_resource_with_many_versions_is_one_probe(engine: Engine) -> None:
+    """A write looks up the current rows of what it stores, a read by id the current row of one: neither walks the
+    older versions of the id (a care plan has one per session of its episode)."""
+    t = projection.fhir_resources
+    for statement in (
+        projection.current_rows_statement("c1", ["CarePlan", "Observation"], ["c1-cp3", "c1-o3-4"], (t.c.version_id,)),
+        projection.read_statement("c1", "CarePlan", "c1-cp3"),
+    ):
+        reads = _analysed_reads(engine, statement)
+        assert reads, statement
+        for node in reads:
+            assert node.get("Index Name") == "ix_fhir_resources_current_id", node
+            assert node.get("Rows Removed by Filter", 0) == 0, node
+            assert node["Actual Rows"] >= 1, node
 
 
 REPLACED = [("Observation", "a"), ("Encounter", "b"), ("Observation", "c")]
