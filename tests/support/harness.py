@@ -167,9 +167,33 @@ def write_targets_file(path: Path, base_url: str) -> Path:
     return path
 
 
+def commit_settings(url: str) -> tuple[dict[str, str], bool]:
+    """(the commit settings a connection of kapfhir's engine gets on the database at ``url``, whether a commit it
+    answers is on disk): SQLite's journal mode and synchronous level; PostgreSQL's fsync, synchronous_commit and
+    full_page_writes."""
+    from service.adapters.database import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                settings = {
+                    "journal_mode": str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()),
+                    "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(level, str(level)),
+                }
+                return settings, settings["synchronous"] in ("FULL", "EXTRA")
+            names = ("fsync", "synchronous_commit", "full_page_writes")
+            settings = {name: str(conn.exec_driver_sql(f"SHOW {name}").scalar()) for name in names}
+            return settings, all(value == "on" for value in settings.values())
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
+def postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A throwaway cluster; ``durable``: commits flushed to disk as in production (benchmarks), not for speed."""
+    server = PostgresServer(durable=durable).start()
     try:
         yield server
     finally:

@@ -2,9 +2,11 @@
 
 A real ``postgres`` server is started from the locally installed binaries
 (``make test`` installs them through ``scripts/install-system-packages.sh``).
-It listens on 127.0.0.1 only, on a free port, with trust auth and durability
-switched off for speed.  ``initdb`` refuses to run as root, so under root the
-cluster is owned and run by a dedicated system user.
+It listens on 127.0.0.1 only, on a free port, with trust auth. For tests durability
+is switched off for speed; a benchmark asks for a durable cluster (``durable=True``:
+PostgreSQL's defaults, every commit flushed to disk), as production runs.  ``initdb``
+refuses to run as root, so under root the cluster is owned and run by a dedicated
+system user.
 """
 
 from __future__ import annotations
@@ -112,8 +114,9 @@ class PostgresServer:
     Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
-    def __init__(self, database: str = DEFAULT_DB, bindir: Path | None = None) -> None:
+    def __init__(self, database: str = DEFAULT_DB, bindir: Path | None = None, *, durable: bool = False) -> None:
         self.database = database
+        self.durable = durable
         self.user = SUPERUSER
         self.host = "127.0.0.1"
         self.port = 0
@@ -260,12 +263,11 @@ class PostgresServer:
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{socket_dir}'",
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
             "shared_buffers": "'32MB'",
             "max_connections": "100",
         }
+        if not self.durable:  # tests: a crash of the machine may lose the cluster, which is thrown away anyway
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         # Root writes into files the run-as user owns; their ownership is kept.
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# kapfhir test harness\n")

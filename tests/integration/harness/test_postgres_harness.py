@@ -90,3 +90,18 @@ def test_missing_binaries_fail_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(postgres, "PG_LIB_ROOT", tmp_path)
     with pytest.raises(postgres.PostgresHarnessError, match="make test"):
         PostgresServer().start()
+
+
+def test_a_durable_cluster_flushes_commits_as_production_does(server: PostgresServer, tmp_path: Path) -> None:
+    """Tests run on a cluster without fsync, for speed; the benchmarks ask for a durable one (PostgreSQL's defaults)
+    and refuse to measure a database whose commits are not flushed (``commit_settings``)."""
+    from tests.support.harness import commit_settings
+
+    settings, durable = commit_settings(server.url)  # the tests' cluster
+    assert (settings["fsync"], durable) == ("off", False)
+    with PostgresServer(durable=True) as production_like:
+        assert commit_settings(production_like.url) == (
+            {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"},
+            True,
+        )
+    assert commit_settings(f"sqlite:///{tmp_path}/k.db") == ({"journal_mode": "wal", "synchronous": "FULL"}, True)
