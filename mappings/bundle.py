@@ -100,6 +100,11 @@ def _body_weight(ctx: MappingContext, weight: BodyWeight, in_episode: bool, in_c
     return mapped
 
 
+def patient_body_weight(ctx: MappingContext, weight: BodyWeight) -> Mapped:
+    """A body weight of the patient's chart (recorded outside any episode), as an episode's projection maps it."""
+    return _body_weight(ctx, weight, in_episode=False, in_chart=True)
+
+
 @dataclass(frozen=True)
 class ChartPart:
     """The part of a chart a change touched, for mapping only that (a write to a long episode): these records,

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy import select
 
+from mappings import bundle as bundle_map
 from mappings import datatypes as dt
 from mappings import terminology as t
 from mappings.bundle import from_bundle
@@ -624,11 +625,17 @@ def _rebase(expression: str, rtype: str, where: str) -> str:
     return where + expression[len(rtype) :] if expression.startswith(rtype) else f"{where}.{expression}"
 
 
-def project_patient_alone(session: Any, clinic_id: str, clinic: Any, patient: Patient, now: datetime) -> None:
-    """The Patient of a patient without an episode, mapped by the same mapping as in an episode's projection."""
+def project_patient_alone(
+    session: Any, clinic_id: str, clinic: Any, patient: Patient, now: datetime, body_weights: list[BodyWeight]
+) -> None:
+    """The Patient of a patient without an episode and their body weights (an EHR's, or /api/v1's), mapped by the
+    same mapping as in an episode's projection: served under /fhir before any episode is opened."""
     stub = Episode(id="", patient_id=patient.id, indications=[], period_start=patient.recorded_at or now)
-    ctx = MappingContext(EpisodeChart(clinic=clinic, patient=patient, episode=stub))
-    _store_alone(session, clinic_id, ctx, patient_map.to_patient(ctx, patient), now)
+    ctx = MappingContext(EpisodeChart(clinic=clinic, patient=patient, episode=stub, body_weights=body_weights))
+    patient_resource = _store_alone(session, clinic_id, ctx, patient_map.to_patient(ctx, patient), now, None)
+    patient_ref = f"Patient/{patient_resource}"
+    for weight in body_weights:
+        _store_alone(session, clinic_id, ctx, bundle_map.patient_body_weight(ctx, weight), now, patient_ref)
 
 
 def project_practitioner_alone(session: Any, clinic_id: str, clinic: Any, practitioner: Any, now: datetime) -> None:
@@ -647,17 +654,18 @@ def project_practitioner_alone(session: Any, clinic_id: str, clinic: Any, practi
     )
     stub = Episode(id="", patient_id="", indications=[], period_start=practitioner.recorded_at or now)
     ctx = MappingContext(EpisodeChart(clinic=clinic, patient=stub_patient, episode=stub, practitioners=[practitioner]))
-    _store_alone(session, clinic_id, ctx, practitioner_map.to_practitioner(ctx, practitioner), now, patient=False)
+    _store_alone(session, clinic_id, ctx, practitioner_map.to_practitioner(ctx, practitioner), now, "")
 
 
 def _store_alone(
-    session: Any, clinic_id: str, ctx: MappingContext, mapped: Any, now: datetime, patient: bool = True
-) -> None:
-    url = ctx.full_url(mapped.resource["resourceType"], mapped.kind, mapped.value)
-    body = copy.deepcopy(mapped.resource)
-    body.pop("id", None)
-    resource = {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
-    patient_ref = f"Patient/{resource['id']}" if patient else None
+    session: Any, clinic_id: str, ctx: MappingContext, mapped: Any, now: datetime, patient_ref: str | None
+) -> str:
+    """Stores one resource mapped outside a chart (and the Provenance of a new version) -> its id. ``patient_ref``:
+    the compartment's ``Patient/{id}``; None for the Patient itself, "" for none."""
+    resource = projection.served_alone(ctx, mapped)
+    if patient_ref is None:
+        patient_ref = f"Patient/{resource['id']}"
+    patient_ref = patient_ref or None
     result = projection.store_resources(
         session, clinic_id, [resource], episode_id=None, patient_ref=patient_ref, now=now
     )
@@ -666,6 +674,7 @@ def _store_alone(
         target = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
         prov = provenance.to_standalone_provenance(ctx, target, version, dt.instant(now))
         projection.store_resources(session, clinic_id, [prov], episode_id=None, patient_ref=patient_ref, now=now)
+    return resource["id"]
 
 
 # --- a whole episode (a Bundle kapfhir or clinic software produced) -------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from mappings import datatypes as dt
 from mappings.bundle import ChartPart, latest_time, map_chart, reference_targets
-from mappings.context import PATIENT, full_url_of
+from mappings.context import PATIENT, Mapped, MappingContext, full_url_of
 from mappings.resources import provenance
 from service.adapters import orm
 from service.adapters.database import bulk_insert, upsert_insert
@@ -121,6 +121,15 @@ def chart_resources(chart: EpisodeChart, part: ChartPart | None = None) -> tuple
         return served(f"urn:uuid:{prov['id']}", prov)
 
     return [served(url, resource) for url, resource in items], provenance_of
+
+
+def served_alone(ctx: MappingContext, mapped: Mapped) -> dict:
+    """One resource mapped outside a chart's projection (a patient or practitioner before any episode names them,
+    a patient's body weight), as the FHIR API serves it: ``id`` set, references as ``Type/id``."""
+    url = ctx.full_url(mapped.resource["resourceType"], mapped.kind, mapped.value)
+    body = _rewritten(mapped.resource, _reference_swaps(reference_targets(ctx)))
+    body.pop("id", None)
+    return {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
 
 
 def _merge_security(new: dict, old: dict) -> None:

@@ -17,7 +17,8 @@ class FhirProjector:
 
     def project_patient_alone(self, uow: UnitOfWork, patient_id: str, now: datetime) -> None:
         clinic, patient = uow.repo.get_clinic(), uow.repo.get_patient(patient_id)
-        inbound.project_patient_alone(uow.session, uow.clinic_id, clinic, patient, now)
+        weights = uow.repo.body_weights(patient_id)
+        inbound.project_patient_alone(uow.session, uow.clinic_id, clinic, patient, now, weights)
 
     def project_practitioner_alone(self, uow: UnitOfWork, practitioner_id: str, now: datetime) -> None:
         clinic, practitioner = uow.repo.get_clinic(), uow.repo.get_practitioner(practitioner_id)

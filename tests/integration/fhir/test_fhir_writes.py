@@ -19,8 +19,10 @@ from service.domain.vocabulary import FlagSeverity
 from service.entrypoints.cli import ensure_clinic
 from tests.integration.fhir.fhir_support import BACKENDS, FHIR_JSON, app_on, entries, load_episodes
 from tests.support.app import bearer, token_for
+from tests.support.seed import PATIENT
 
 EHR_MRN = "https://ehr.example.org/mrn"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -116,6 +118,52 @@ def test_a_practitioner_created_through_fhir_is_readable_and_registered(client: 
     assert r.status_code in (200, 201), r.get_data(as_text=True)
     rid = r.get_json()["id"]
     assert client.get(f"/fhir/Practitioner/{rid}").status_code == 200
+
+
+def body_weight(patient_id: str, value: str, kg: float) -> dict:
+    return {
+        "resourceType": "Observation",
+        "identifier": [{"system": "https://ehr.example.org/observation", "value": value}],
+        "status": "final",
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-02-01T09:00:00-05:00",
+        "valueQuantity": {"value": kg, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+    }
+
+
+def test_a_body_weight_of_a_patient_without_an_episode_is_created_and_served(client: Any) -> None:
+    """An EHR records a weight before the patient's first KAP episode: a create answers with the Observation and
+    its Location, as for any create, and the weight is read and searched under /fhir like any other."""
+    pid = client.post("/fhir/Patient", json=patient("W-BW")).get_json()["id"]
+    condition = {"If-None-Exist": "identifier=https://ehr.example.org/observation|BW-1"}
+    r = client.post("/fhir/Observation", json=body_weight(pid, "BW-1", 71.5), headers=condition)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    created = r.get_json()
+    assert created["resourceType"] == "Observation", created
+    assert r.headers["Location"].endswith(f"/fhir/Observation/{created['id']}/_history/1")
+    assert (created["subject"], created["valueQuantity"]["value"]) == ({"reference": f"Patient/{pid}"}, 71.5)
+    assert client.get(f"/fhir/Observation/{created['id']}").get_json()["valueQuantity"]["value"] == 71.5
+    found = entries(client.get("/fhir/Observation", query_string={"patient": pid, "code": "29463-7"}).get_json())
+    assert [o["id"] for o in found] == [created["id"]]
+    again = client.post("/fhir/Observation", json=body_weight(pid, "BW-1", 71.5), headers=condition)
+    assert (again.status_code, again.get_json()["id"]) == (200, created["id"])
+
+
+def test_a_body_weight_recorded_on_the_domain_api_before_any_episode_is_served(client: Any) -> None:
+    mrn = {**PATIENT["mrn"], "value": f"SYN-BW-{uuid.uuid4().hex[:8]}"}
+    r = client.post("/api/v1/patients", json={**PATIENT, "mrn": mrn})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    domain_id = r.get_json()["id"]
+    fhir_patient = only(client, "/fhir/Patient", identifier=f"{mrn['system']}|{mrn['value']}")
+    r = client.post(
+        f"/api/v1/patients/{domain_id}/body-weights",
+        json={"measured_at": "2026-02-01T09:00:00-05:00", "weight_kg": 64},
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    found = entries(client.get("/fhir/Observation", query_string={"patient": fhir_patient["id"]}).get_json())
+    assert [(o["code"]["coding"][0]["code"], o["valueQuantity"]["value"]) for o in found] == [("29463-7", 64)]
 
 
 # --- records: update, patch, delete, flags ------------------------------------------------------------------------
