@@ -27,7 +27,15 @@ from service.domain import limits
 from service.domain.errors import DomainError
 from service.entrypoints import fhir_validate
 from service.entrypoints.fhir_http import FHIR_JSON, error_response, fhir_response  # noqa: F401 - used by siblings
-from service.entrypoints.http import ApiProblem, json_body_for_permissions, principal, read, state, write
+from service.entrypoints.http import (
+    ApiProblem,
+    ConflictingWrite,
+    json_body_for_permissions,
+    principal,
+    read,
+    state,
+    write,
+)
 from service.entrypoints.routes import ROUTES, Route, declare
 from service.fhir import inbound, projection, registry, search
 from service.fhir.registry import TYPES
@@ -773,12 +781,16 @@ def create(rtype: str) -> Response:
             if found:
                 return _written(uow, rtype, found[0], 200)
         try:
-            done = inbound.RestWrite(uow, ctx, _authorize).create(body, None)
+            # the condition goes along: a patient whose MRN is registered by then is that match (as ifNoneExist)
+            done = inbound.RestWrite(uow, ctx, _authorize).create(body, condition)
         except inbound.InboundRefused as exc:
+            if condition and exc.status == 409:  # what the condition looks for may have been stored meanwhile
+                raise ConflictingWrite(_refused(exc)) from None
             raise _refused(exc) from None
         return _written(uow, done.resource_type, done.id, 201 if done.created else 200)
 
-    return write(run)
+    # A conditional create raced by the same create (an EHR's retry, two of its workers) answers as if it came after
+    return write(run, idempotent=condition is not None)
 
 
 @_handler(

@@ -378,9 +378,34 @@ def read(fn: Callable[[UnitOfWork], Response]) -> Response:
 _REPLAYED_HEADERS = ("ETag", "Location", "Content-Type")
 
 
-def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
+def write(fn: Callable[[UnitOfWork, Context], Response], *, idempotent: bool = False) -> Response:
     """Runs a use case in one transaction; with an Idempotency-Key, stores the response in the same
-    transaction so that a retry gets the first response and creates nothing."""
+    transaction so that a retry gets the first response and creates nothing. ``idempotent``: running the request
+    again gives the answer it should have had (a conditional create): when a request stored at the same time made it
+    conflict, it runs once more, in a new transaction, and finds what that request stored."""
+    if idempotent:
+        try:
+            return _write(fn)
+        except ConflictingWrite:
+            log.info("write retried after a concurrent write", extra={"route": request.url_rule.rule})
+    try:
+        return _write(fn)
+    except ConflictingWrite as exc:
+        raise exc.answer or ApiProblem(
+            409, "Conflict", "The request conflicts with data stored at the same time; retry."
+        ) from None
+
+
+class ConflictingWrite(Exception):
+    """A write refused because another request stored the same thing at the same time (the database's constraint,
+    or a use case's check that ran after it). ``answer``: the refusal to give if the write is not run again."""
+
+    def __init__(self, answer: ApiProblem | None = None) -> None:
+        super().__init__()
+        self.answer = answer
+
+
+def _write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
     query_args()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
@@ -416,7 +441,7 @@ def write(fn: Callable[[UnitOfWork, Context], Response]) -> Response:
                 replay = _replay(uow, who.client_id, key, body_hash)
                 if replay is not None:
                     return replay
-        raise ApiProblem(409, "Conflict", "The request conflicts with data stored at the same time; retry.") from None
+        raise ConflictingWrite from None
 
 
 def _audit_and_commit(uow: UnitOfWork, response: Response) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -92,6 +93,39 @@ def test_conditional_create_twice_makes_one_resource(client: Any) -> None:
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.get_json()["id"] == second.get_json()["id"]
     assert client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|W-2"}).get_json()["total"] == 1
+
+
+def _conditional_creates_at_once(app: Flask, mrn: str, senders: int) -> list[tuple[int, str]]:
+    """(status, id or error) of ``senders`` identical conditional creates of a patient, sent together."""
+    start = threading.Barrier(senders)
+    answers: list[tuple[int, str]] = []
+    condition = {"If-None-Exist": f"identifier={EHR_MRN}|{mrn}"}
+
+    def send() -> None:
+        client = app.test_client()
+        start.wait(timeout=30)
+        r = client.post("/fhir/Patient", json=patient(mrn), headers=condition)
+        answers.append((r.status_code, (r.get_json() or {}).get("id") or r.get_data(as_text=True)[:300]))
+
+    threads = [threading.Thread(target=send) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+def test_the_same_conditional_create_sent_at_once_stores_one_and_answers_each(app: Flask) -> None:
+    """An EHR's retries or workers may send one conditional create several times at once. One creates (201); the
+    others answer as if they came after it (200, the same resource), not 409: on PostgreSQL the losers' inserts
+    conflict in the database, and a conditional create is run again, once, in a new transaction."""
+    for attempt in range(3):
+        mrn = f"W-RACE-{attempt}-{uuid.uuid4().hex[:6]}"
+        answers = _conditional_creates_at_once(app, mrn, 8)
+        assert sorted(status for status, _ in answers) == [200] * 7 + [201], answers
+        assert len({rid for _, rid in answers}) == 1, answers
+        found = app.test_client().get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|{mrn}"})
+        assert found.get_json()["total"] == 1
 
 
 def test_prefer_minimal_and_operation_outcome(client: Any) -> None:
