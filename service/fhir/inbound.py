@@ -631,9 +631,9 @@ def project_patient_alone(
     """The Patient of a patient without an episode and their body weights (an EHR's, or /api/v1's), mapped by the
     same mapping as in an episode's projection: served under /fhir before any episode is opened."""
     stub = Episode(id="", patient_id=patient.id, indications=[], period_start=patient.recorded_at or now)
-    ctx = MappingContext(EpisodeChart(clinic=clinic, patient=patient, episode=stub, body_weights=body_weights))
-    patient_resource = _store_alone(session, clinic_id, ctx, patient_map.to_patient(ctx, patient), now, None)
-    patient_ref = f"Patient/{patient_resource}"
+    chart = EpisodeChart(clinic=clinic, patient=patient, episode=stub, body_weights=body_weights)
+    ctx, patient_ref = MappingContext(chart), projection.patient_compartment(chart)
+    _store_alone(session, clinic_id, ctx, patient_map.to_patient(ctx, patient), now, patient_ref)
     for weight in body_weights:
         _store_alone(session, clinic_id, ctx, bundle_map.patient_body_weight(ctx, weight), now, patient_ref)
 
@@ -654,18 +654,15 @@ def project_practitioner_alone(session: Any, clinic_id: str, clinic: Any, practi
     )
     stub = Episode(id="", patient_id="", indications=[], period_start=practitioner.recorded_at or now)
     ctx = MappingContext(EpisodeChart(clinic=clinic, patient=stub_patient, episode=stub, practitioners=[practitioner]))
-    _store_alone(session, clinic_id, ctx, practitioner_map.to_practitioner(ctx, practitioner), now, "")
+    _store_alone(session, clinic_id, ctx, practitioner_map.to_practitioner(ctx, practitioner), now, None)
 
 
 def _store_alone(
     session: Any, clinic_id: str, ctx: MappingContext, mapped: Any, now: datetime, patient_ref: str | None
-) -> str:
-    """Stores one resource mapped outside a chart (and the Provenance of a new version) -> its id. ``patient_ref``:
-    the compartment's ``Patient/{id}``; None for the Patient itself, "" for none."""
+) -> None:
+    """Stores one resource mapped outside a chart, and the Provenance of a new version. ``patient_ref``: the
+    compartment (``Patient/{id}``) it belongs to, if any."""
     resource = projection.served_alone(ctx, mapped)
-    if patient_ref is None:
-        patient_ref = f"Patient/{resource['id']}"
-    patient_ref = patient_ref or None
     result = projection.store_resources(
         session, clinic_id, [resource], episode_id=None, patient_ref=patient_ref, now=now
     )
@@ -674,7 +671,6 @@ def _store_alone(
         target = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
         prov = provenance.to_standalone_provenance(ctx, target, version, dt.instant(now))
         projection.store_resources(session, clinic_id, [prov], episode_id=None, patient_ref=patient_ref, now=now)
-    return resource["id"]
 
 
 # --- a whole episode (a Bundle kapfhir or clinic software produced) -------------------------------------------------

@@ -108,28 +108,34 @@ def chart_resources(chart: EpisodeChart, part: ChartPart | None = None) -> tuple
     items = [(ctx.full_url(m.resource["resourceType"], m.kind, m.value), m.resource) for m in mapped]
     swaps = _reference_swaps(reference_targets(ctx))
 
-    def served(url: str, resource: dict) -> dict:
-        body = _rewritten(resource, swaps)
-        body.pop("id", None)
-        return {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
-
     def provenance_of(changed: list[tuple[str, str, int]], recorded: datetime) -> dict:
         """One Provenance per write: its targets are the versions this write stored (``Type/id/_history/n``)."""
         targets = [(f"urn:uuid:{rid}|{rtype}", version) for rtype, rid, version in changed]
         prov = provenance.to_provenance(ctx, targets, dt.instant(recorded))
         prov["target"] = [{"reference": f"{rtype}/{rid}/_history/{version}"} for rtype, rid, version in changed]
-        return served(f"urn:uuid:{prov['id']}", prov)
+        return _served(f"urn:uuid:{prov['id']}", prov, swaps)
 
-    return [served(url, resource) for url, resource in items], provenance_of
+    return [_served(url, resource, swaps) for url, resource in items], provenance_of
 
 
 def served_alone(ctx: MappingContext, mapped: Mapped) -> dict:
     """One resource mapped outside a chart's projection (a patient or practitioner before any episode names them,
-    a patient's body weight), as the FHIR API serves it: ``id`` set, references as ``Type/id``."""
+    a patient's body weight), as the FHIR API serves it, as ``chart_resources`` serves a chart's."""
     url = ctx.full_url(mapped.resource["resourceType"], mapped.kind, mapped.value)
-    body = _rewritten(mapped.resource, _reference_swaps(reference_targets(ctx)))
+    return _served(url, mapped.resource, _reference_swaps(reference_targets(ctx)))
+
+
+def _served(url: str, resource: dict, swaps: dict[bytes, bytes]) -> dict:
+    """A mapped resource as the FHIR API serves it: ``id`` from its fullUrl, references as ``Type/id``."""
+    body = _rewritten(resource, swaps)
     body.pop("id", None)
     return {"resourceType": body.pop("resourceType"), "id": url.removeprefix("urn:uuid:"), **body}
+
+
+def patient_compartment(chart: EpisodeChart) -> str:
+    """``Patient/{id}`` of the chart's patient: the compartment of every resource of the chart."""
+    base = chart.clinic.identifier_system.rstrip("/")
+    return "Patient/" + full_url_of(base, "Patient", PATIENT, chart.patient.id).removeprefix("urn:uuid:")
 
 
 def _merge_security(new: dict, old: dict) -> None:
@@ -314,9 +320,7 @@ def refresh_projection(
     """Maps the chart (or only ``part`` of it) and stores new versions of what changed, in the caller's transaction.
     Call it after an episode (or its patient, body weights, practitioners) was saved."""
     resources, provenance_of = chart_resources(chart, part)
-    patient_ref = "Patient/" + full_url_of(
-        chart.clinic.identifier_system.rstrip("/"), "Patient", PATIENT, chart.patient.id
-    ).removeprefix("urn:uuid:")
+    patient_ref = patient_compartment(chart)
     result = store_resources(
         session, clinic_id, resources, episode_id=chart.episode.id, patient_ref=patient_ref, now=now
     )
