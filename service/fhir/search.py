@@ -221,7 +221,8 @@ def _value_condition(form: tuple, take: Callable[..., Any]) -> Any:
     if form[0] == "reference":
         return s.c.code.in_(take(expanding=True))
     if form[0] == "date":
-        return _date_condition(s.c.start, s.c.end, form[1], take(), take())
+        # start IS NOT NULL (true of every date row) lets the partial date index answer every prefix
+        return and_(s.c.start.is_not(None), _date_condition(s.c.start, s.c.end, form[1], take(), take()))
     if form[0] == "prefix":
         return s.c.code.like(take(), escape="/")
     return s.c.code == take()

@@ -113,6 +113,29 @@ def test_search_by_a_bare_patient_id_probes_the_index_by_reference(engine: Engin
         assert index_steps and all("code=?" in step for step in index_steps), plan
 
 
+@pytest.mark.parametrize("prefix", ["eq", "ne", "gt", "lt", "ge", "le"])
+def test_a_date_criterion_probes_the_index_of_dates(engine: Engine, prefix: str) -> None:
+    # the date index holds date rows only (start IS NOT NULL): every prefix's condition must let SQLite use it
+    query = search.parse("Observation", [("date", f"{prefix}2026-02-10")])
+    plan = _plan(engine, search.search_statement("c1", query))
+    index_steps = [step for step in plan if "fhir_search_index" in step]
+    assert index_steps and all(
+        "ix_fhir_search_date (clinic_id=? AND resource_type=? AND param=?" in step for step in index_steps
+    ), plan
+
+
+def test_the_date_index_holds_only_date_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/kapfhir.db"
+    prepare_database(Settings(database_url=url))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'ix_fhir_search_date'").scalar_one()
+    finally:
+        engine.dispose()
+    assert "WHERE start IS NOT NULL" in sql
+
+
 def test_listing_current_resources_uses_the_partial_index(engine: Engine) -> None:
     query = search.parse("Observation", [("_sort", "-_lastUpdated")])
     steps = _resource_table_steps(_plan(engine, search.search_statement("c1", query)))

@@ -166,6 +166,7 @@ def test_the_guard_sees_a_statement_that_walks_the_clinic(engine: Engine) -> Non
         [("patient", "Patient/p1"), ("_sort", "-date")],
         [("code", "http://loinc.org|8480-6"), ("patient", "p7")],
         [("date", "2026-01-02")],
+        [("date", "lt2026-01-01T06:00:00Z")],
         [("_id", "a,b")],
     ],
 )
