@@ -125,7 +125,9 @@ class WalCheckpointer:
 
     def checkpoint(self) -> None:
         if self._connection is None or self._pid != os.getpid():
-            self._connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+            # mode=rw: a database removed meanwhile is not created again, empty
+            uri = f"{Path(self.database).resolve().as_uri()}?mode=rw"
+            self._connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._connection.execute("PRAGMA synchronous=FULL")
             self._pid = os.getpid()
             weakref.finalize(self, self._connection.close)
@@ -165,7 +167,7 @@ class _CheckpointThread:
             for checkpointer in due:
                 try:
                     checkpointer.checkpoint()
-                except sqlite3.Error as exc:  # e.g. the database was removed: its writers checkpoint past the limit
+                except (sqlite3.Error, OSError) as exc:  # e.g. a database removed; writers checkpoint past the limit
                     log.warning("WAL checkpoint failed", extra={"error_class": type(exc).__name__})
             del due  # the checkpointers (and their engines) are not kept alive by this thread
 
