@@ -270,8 +270,10 @@ def wrk(
     return data
 
 
-HALF_RATE_REQUESTS = 300  # a paced run lasts until about this many requests, so that its p99 is not its maximum
-HALF_RATE_MAX_SECONDS = 30
+# A paced run lasts until about this many requests: its p99 is then about the tenth slowest, not one of the three
+# slowest of ~300, which moved by half between runs of the same commit (sessions writes on SQLite: 67 and 114 ms).
+HALF_RATE_REQUESTS = 1000
+HALF_RATE_MAX_SECONDS = 60
 
 
 def half_rate(
@@ -772,7 +774,7 @@ def report(results: dict, args: argparse.Namespace, elapsed: float) -> tuple[str
             "gunicorn 2 workers x 4 threads (asyncio worker, requests in a thread pool), the Dockerfile's CMD. "
             "`half rate`: wrk paced to about half the measured maximum, each connection waiting an "
             "exponentially distributed time before each request (requests arrive spread out, as from many "
-            "clients), for ~300 requests (5 to 30 s); p99 there is the latency at a sustainable load. The "
+            "clients), for ~1,000 requests (5 to 60 s); p99 there is the latency at a sustainable load. The "
             "trivial route is bench/trivial_app.py under the same gunicorn command and config (the ceiling); "
             "it stays up through the run and is measured again just before each run of "
             "each request kind: `share of ceiling` is the median over the runs of each run's rate over that "
