@@ -33,8 +33,8 @@ Composition = tuple[tuple[str, int], ...]  # (record id, version) of each record
 
 class DecodedRecords:
     """Records as decoded from storage, shared by every unit of work of the process, by (database, clinic, id,
-    version), with the composition of each episode version (which records, at which versions): a process normally
-    serves one database, tests hold several.
+    version), with the composition of the latest version of each episode (which records, at which versions): a
+    process normally serves one database, tests hold several.
 
     A committed version of a record never changes (a change is a new version), and an episode's records change only
     with a new version of the episode (``save_episode``), so what is kept stands for as long as it is kept; units of
@@ -47,11 +47,15 @@ class DecodedRecords:
         self.resize(max_records)
 
     def resize(self, max_records: int) -> None:
-        """Keep at most ``max_records`` (the least recently used go first), and the compositions of a twentieth as
-        many episode versions; 0 keeps none."""
+        """Keep at most ``max_records`` (the least recently used go first), and the composition of the latest version
+        of a twentieth as many episodes; 0 keeps none. Only the latest version's: a command reads that one, and
+        the compositions of earlier versions (each lists every record of its episode) filled memory as episodes grew."""
         with self._lock:
             self._records: LRUCache[tuple[str, str, str, int], Record] = LRUCache(max(1, max_records))
-            self._compositions: LRUCache[tuple[str, str, str, int], Composition] = LRUCache(max(1, max_records // 20))
+            # (store, clinic, episode id) -> (version, composition)
+            self._compositions: LRUCache[tuple[str, str, str], tuple[int, Composition]] = LRUCache(
+                max(1, max_records // 20)
+            )
             self._enabled = max_records > 0
 
     def get(self, store: str, clinic_id: str, record_id: str, version: int) -> Record | None:
@@ -61,9 +65,10 @@ class DecodedRecords:
     def episode_records(self, store: str, clinic_id: str, episode_id: str, version: int) -> dict[str, Record] | None:
         """The records of that version of the episode, when every one of them is held; else None."""
         with self._lock:
-            composition = self._compositions.get((store, clinic_id, episode_id, version))
-            if composition is None:
+            held = self._compositions.get((store, clinic_id, episode_id))
+            if held is None or held[0] != version:
                 return None
+            composition = held[1]
             found = {}
             for record_id, record_version in composition:
                 record = self._records.get((store, clinic_id, record_id, record_version))
@@ -82,7 +87,10 @@ class DecodedRecords:
             for record in records:
                 self._records[(store, clinic_id, record.id, record.version)] = record
             for (episode_id, version), composition in compositions.items():
-                self._compositions[(store, clinic_id, episode_id, version)] = composition
+                key = (store, clinic_id, episode_id)
+                held = self._compositions.get(key)
+                if held is None or held[0] <= version:  # a reader of an older version does not replace a newer one
+                    self._compositions[key] = (version, composition)
 
     def __len__(self) -> int:
         with self._lock:

@@ -286,6 +286,27 @@ def test_an_amended_record_is_a_new_version_and_the_shared_one_stays_as_it_was(s
     assert after.entered_in_error and after.version == before.version + 1
 
 
+def test_the_process_holds_the_composition_of_the_latest_version_of_an_episode_only(session_factory, projector) -> None:
+    # each composition lists every record of its episode: one per version held filled memory as episodes grew
+    ctx = _shared_episode_with_a_session(session_factory, projector)
+    store = str(session_factory.kw["bind"].url)
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        before = uow.repo.get_episode("ep-1").version
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.mark_entered_in_error(
+            uow, ctx, "ep-1", MonitoringReading, "r-pre", reason="wrong", expected_version=None
+        )
+        uow.commit()
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        latest = uow.repo.get_episode("ep-1")
+    assert latest.version > before
+    with repository.DECODED._lock:
+        held = [key for key in repository.DECODED._compositions if key[:3] == (store, CLINIC, "ep-1")]
+    assert len(held) == 1
+    assert repository.DECODED.episode_records(store, CLINIC, "ep-1", before) is None
+    assert repository.DECODED.episode_records(store, CLINIC, "ep-1", latest.version) == latest.records
+
+
 def test_with_no_shared_records_every_unit_of_work_decodes_its_own(session_factory, projector) -> None:
     repository.DECODED.resize(0)
     try:
