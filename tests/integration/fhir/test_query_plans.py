@@ -124,36 +124,29 @@ def test_a_date_criterion_probes_the_index_of_dates(engine: Engine, prefix: str)
     ), plan
 
 
-def test_the_date_index_holds_only_date_rows(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/kapfhir.db"
-    prepare_database(Settings(database_url=url))
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'ix_fhir_search_date'").scalar_one()
-    finally:
-        engine.dispose()
-    assert "WHERE start IS NOT NULL" in sql
-
-
 def test_listing_current_resources_uses_the_partial_index(engine: Engine) -> None:
     query = search.parse("Observation", [("_sort", "-_lastUpdated")])
     steps = _resource_table_steps(_plan(engine, search.search_statement("c1", query)))
     assert steps and all("ix_fhir_resources_current" in step for step in steps), steps
 
 
-def test_the_migration_leaves_a_partial_index(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("index", "rows"),
+    [
+        ("ix_fhir_resources_current", "WHERE is_current IS 1"),  # current resources only
+        ("ix_fhir_search_date", "WHERE start IS NOT NULL"),  # date rows only
+    ],
+)
+def test_the_migrations_leave_partial_indexes(tmp_path: Path, index: str, rows: str) -> None:
     url = f"sqlite:///{tmp_path}/kapfhir.db"
     prepare_database(Settings(database_url=url))
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            sql = conn.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE name = 'ix_fhir_resources_current'"
-            ).scalar_one()
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (index,)).scalar_one()
     finally:
         engine.dispose()
-    assert "WHERE is_current IS 1" in sql
+    assert rows in sql
 
 
 # --- every statement of the frequent requests ---------------------------------------------------------------------
