@@ -130,7 +130,7 @@ class WalCheckpointer:
             self._connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._connection.execute("PRAGMA synchronous=FULL")
             self._pid = os.getpid()
-            weakref.finalize(self, self._connection.close)
+            weakref.finalize(self, _close_in_process, self._connection, self._pid)
         _, frames, _ = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames >= self.RESTART_AFTER:
             # A writer starts the WAL over only if it finds all of it copied, which under steady writes it never
@@ -138,6 +138,13 @@ class WalCheckpointer:
             # writer starts it over.
             with self.lock.held():
                 self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def _close_in_process(connection: sqlite3.Connection, pid: int) -> None:
+    # A connection inherited by a forked process is left alone there: SQLite forbids using it across fork, and
+    # closing it would drop that process's own POSIX locks on the database file.
+    if os.getpid() == pid:
+        connection.close()
 
 
 class _CheckpointThread:

@@ -68,3 +68,14 @@ def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path, monkeypatch: 
             assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 800
     finally:
         engine.dispose()
+
+
+def test_a_checkpoint_connection_is_closed_only_by_the_process_that_opened_it(tmp_path: Path) -> None:
+    from service.adapters.database import _close_in_process
+
+    connection = sqlite3.connect(tmp_path / "k.db")
+    _close_in_process(connection, os.getpid() + 1)  # as in a forked worker that inherited it: left alone
+    assert connection.execute("SELECT 1").fetchone() == (1,)
+    _close_in_process(connection, os.getpid())
+    with pytest.raises(sqlite3.ProgrammingError):
+        connection.execute("SELECT 1")
