@@ -169,14 +169,20 @@ class _CheckpointThread:
                 while not self._due:
                     self._wake.wait()
             time.sleep(WalCheckpointer.DELAY)
-            with self._wake:
-                due, self._due = self._due, set()
-            for checkpointer in due:
-                try:
-                    checkpointer.checkpoint()
-                except (sqlite3.Error, OSError) as exc:  # e.g. a database removed; writers checkpoint past the limit
-                    log.warning("WAL checkpoint failed", extra={"error_class": type(exc).__name__})
-            del due  # the checkpointers (and their engines) are not kept alive by this thread
+            self._checkpoint_all(self._take_due())  # keeps none after: a checkpointer lives no longer than its engine
+
+    def _take_due(self) -> set[WalCheckpointer]:
+        with self._wake:
+            due, self._due = self._due, set()
+            return due
+
+    @staticmethod
+    def _checkpoint_all(due: set[WalCheckpointer]) -> None:
+        for checkpointer in due:
+            try:
+                checkpointer.checkpoint()
+            except (sqlite3.Error, OSError) as exc:  # e.g. a database removed; writers checkpoint past the limit
+                log.warning("WAL checkpoint failed", extra={"error_class": type(exc).__name__})
 
 
 def _reset_checkpoint_thread() -> None:
