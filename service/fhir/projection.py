@@ -226,28 +226,48 @@ def _changes(
 
 def _retire(session: Session, clinic_id: str, replaced: list[tuple[str, str]]) -> None:
     """The current versions of ``replaced`` stop being current."""
-    t = fhir_resources
-    for rows in _rows_of(t, session, replaced):
-        session.execute(
-            update(t).where(t.c.clinic_id == clinic_id, rows, t.c.is_current.is_(True)).values(is_current=False)
-        )
+    for which, params in _key_batches(session, replaced):
+        session.execute(_RETIRE[which], {"w_clinic_id": clinic_id, **params})
 
 
-def _rows_of(table: Any, session: Session, keys: list[tuple[str, str]]) -> Iterator[Any]:
-    """Criteria for the rows of (type, id)s that the (clinic, type, id) index finds, up to 500 keys each.
-    PostgreSQL probes the index for each pair of a row-value IN (a BitmapOr), so one criterion serves all types.
-    SQLite probes an index only by the columns of a row-value IN it can match one by one: ``(type, id) IN (...)``
-    made it walk every row of the clinic (tests/integration/fhir/test_query_plans.py), so it gets one per type."""
+def _by_keys(table: Any, statement_of: Any) -> tuple[Any, Any]:
+    """The pair of statements ``_key_batches`` binds: for the ids of one type, and for (type, id) keys. Built once:
+    every write runs them, and building a statement costs twice what running a cached one does."""
+    by_type = and_(table.c.resource_type == bindparam("rtype"), table.c.id.in_(bindparam("ids", expanding=True)))
+    by_key = tuple_(table.c.resource_type, table.c.id).in_(bindparam("keys", expanding=True))
+    return statement_of(by_type), statement_of(by_key)
+
+
+def _key_batches(session: Session, keys: list[tuple[str, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(which of a ``_by_keys`` pair, its parameters) for the rows of (type, id)s that the (clinic, type, id) index
+    finds, up to 500 keys each. PostgreSQL probes the index for each pair of a row-value IN (a BitmapOr), so one
+    statement serves all types. SQLite probes an index only by the columns of a row-value IN it can match one by
+    one: ``(type, id) IN (...)`` made it walk every row of the clinic (tests/integration/fhir/test_query_plans.py),
+    so it gets one per type."""
     if session.get_bind().dialect.name == "postgresql":
         for start in range(0, len(keys), 500):
-            yield tuple_(table.c.resource_type, table.c.id).in_(keys[start : start + 500])
+            yield 1, {"keys": keys[start : start + 500]}
         return
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
     for rtype, ids in by_type.items():
         for start in range(0, len(ids), 500):
-            yield and_(table.c.resource_type == rtype, table.c.id.in_(ids[start : start + 500]))
+            yield 0, {"rtype": rtype, "ids": ids[start : start + 500]}
+
+
+_RETIRE = _by_keys(
+    fhir_resources,
+    lambda rows: (
+        update(fhir_resources)
+        .where(fhir_resources.c.clinic_id == bindparam("w_clinic_id"), rows, fhir_resources.c.is_current.is_(True))
+        .values(is_current=False)
+    ),
+)
+_UNINDEX = _by_keys(
+    fhir_search_index,
+    lambda rows: delete(fhir_search_index).where(fhir_search_index.c.clinic_id == bindparam("w_clinic_id"), rows),
+)
 
 
 def _version_rows(
@@ -278,13 +298,17 @@ def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> set[tuple[
     """Inserts the new versions; -> those stored. Resources shared by episodes (the clinic's Organization, a
     Practitioner, the Patient) may be projected by two transactions at once on PostgreSQL: the first one's version
     stands. One executemany, compiled once per process, that SQLAlchemy sends as multi-row INSERTs with RETURNING."""
+    return {(r.resource_type, r.id) for r in session.execute(_insert_versions_statement(upsert_insert(session)), rows)}
+
+
+@functools.cache
+def _insert_versions_statement(dialect_insert: Any) -> Any:
     t = fhir_resources
-    statement = (
-        upsert_insert(session)(t)
+    return (
+        dialect_insert(t)
         .on_conflict_do_nothing(index_elements=["clinic_id", "resource_type", "id", "version_id"])
         .returning(t.c.resource_type, t.c.id)
     )
-    return {(r.resource_type, r.id) for r in session.execute(statement, rows)}
 
 
 def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
@@ -295,12 +319,12 @@ def _current_bodies(session: Session, clinic_id: str, keys: list[tuple[str, str]
 
 def _reindex(session: Session, clinic_id: str, resources: list[dict], *, replaced: list[tuple[str, str]]) -> None:
     """Replaces the search index rows of the resources: a DELETE for those that had a version before (``replaced``:
-    a new resource has no rows; one per type on SQLite, see ``_rows_of``), one INSERT for all."""
+    a new resource has no rows; one per type on SQLite, see ``_key_batches``), one INSERT for all."""
     from service.fhir.values import index_rows
 
+    for which, params in _key_batches(session, replaced):
+        session.execute(_UNINDEX[which], {"w_clinic_id": clinic_id, **params})
     s = fhir_search_index
-    for rows in _rows_of(s, session, replaced):
-        session.execute(delete(s).where(s.c.clinic_id == clinic_id, rows))
     rows = [
         {"clinic_id": clinic_id, "resource_type": r["resourceType"], "id": r["id"], **row}
         for r in resources
@@ -333,13 +357,10 @@ def refresh_projection(
     if fingerprint is None:
         fingerprint = fingerprints(session, clinic_id, [chart.episode.id]).get(chart.episode.id)
     if fingerprint is not None:
-        st = fhir_projection_state
-        done = session.execute(
-            update(st)
-            .where(st.c.clinic_id == clinic_id, st.c.episode_id == chart.episode.id)
-            .values(fingerprint=fingerprint, projected_at=now)
-        )
+        params = {"w_clinic_id": clinic_id, "w_episode_id": chart.episode.id, "new_fingerprint": fingerprint, "at": now}
+        done = session.execute(_SAVE_FINGERPRINT, params)
         if done.rowcount == 0:
+            st = fhir_projection_state
             session.execute(
                 insert(st).values(
                     clinic_id=clinic_id, episode_id=chart.episode.id, fingerprint=fingerprint, projected_at=now
@@ -362,10 +383,8 @@ def _part_of(
     session: Session, clinic_id: str, chart: EpisodeChart, changes: EpisodeChanges, fingerprint: str | None
 ) -> ChartPart | None:
     episode = chart.episode
-    st = fhir_projection_state
-    projected = session.execute(
-        select(st.c.fingerprint).where(st.c.clinic_id == clinic_id, st.c.episode_id == episode.id)
-    ).scalar_one_or_none()
+    params = {"clinic_id": clinic_id, "episode_id": episode.id}
+    projected = session.execute(_PROJECTED_FINGERPRINT, params).scalar_one_or_none()
     # The fingerprint's head is the episode's version (every command bumps it); the rest is the context: the
     # patient, body weights, practitioners and clinic. Changed since the last projection: map the whole chart.
     if fingerprint is None or projected is None or projected.split("|", 1)[1] != fingerprint.split("|", 1)[1]:
@@ -383,6 +402,24 @@ def _part_of(
         flag_ids=frozenset(changes.flag_ids | acknowledged),
         practitioner_ids=frozenset(named & {p.id for p in chart.practitioners}),
     )
+
+
+_PROJECTED_FINGERPRINT = select(fhir_projection_state.c.fingerprint).where(
+    fhir_projection_state.c.clinic_id == bindparam("clinic_id"),
+    fhir_projection_state.c.episode_id == bindparam("episode_id"),
+)
+# Bound under names of their own: SQLAlchemy keeps the table's column names for the binds of its SET clause.
+_SAVE_FINGERPRINT = (
+    update(fhir_projection_state)
+    .where(
+        fhir_projection_state.c.clinic_id == bindparam("w_clinic_id"),
+        fhir_projection_state.c.episode_id == bindparam("w_episode_id"),
+    )
+    .values(
+        fingerprint=bindparam("new_fingerprint"),
+        projected_at=bindparam("at", type_=fhir_projection_state.c.projected_at.type),
+    )
+)
 
 
 def _fingerprint_statements() -> tuple[Any, Any, Any]:
