@@ -163,6 +163,16 @@ _PATIENT_RECORDS = (
     )
     .order_by(orm.clinical_records.c.recorded_at, orm.clinical_records.c.id)
 )
+_PATIENT_BY_MRN = select(orm.patients.c.data).where(
+    orm.patients.c.clinic_id == bindparam("clinic_id"),
+    orm.patients.c.mrn_system == bindparam("system"),
+    orm.patients.c.mrn_value == bindparam("value"),
+)
+_EPISODES_OF_PATIENT = (
+    select(orm.episodes.c.id)
+    .where(orm.episodes.c.clinic_id == bindparam("clinic_id"), orm.episodes.c.patient_id == bindparam("patient_id"))
+    .order_by(orm.episodes.c.id)
+)
 _INSERT_RECORDS = insert(orm.clinical_records)
 _INSERT_RECORD_VERSIONS = insert(orm.record_versions)
 # Bound under names of their own: SQLAlchemy keeps the table's column names for the binds of its SET clause.
@@ -179,6 +189,21 @@ _SAVE_EPISODE_HEADER = (
         version=bindparam("new_version"),
         data=bindparam("new_data", type_=orm.episodes.c.data.type),
         updated_at=bindparam("new_updated_at", type_=orm.episodes.c.updated_at.type),
+    )
+)
+_SAVE_PATIENT = (
+    update(orm.patients)
+    .where(
+        orm.patients.c.clinic_id == bindparam("w_clinic_id"),
+        orm.patients.c.id == bindparam("w_patient_id"),
+        orm.patients.c.version == bindparam("expected_version"),
+    )
+    .values(
+        version=bindparam("new_version"),
+        data=bindparam("new_data", type_=orm.patients.c.data.type),
+        mrn_system=bindparam("new_mrn_system"),
+        mrn_value=bindparam("new_mrn_value"),
+        updated_at=bindparam("new_updated_at", type_=orm.patients.c.updated_at.type),
     )
 )
 
@@ -279,9 +304,8 @@ class Repository:
         at: datetime,
     ) -> None:
         self.session.execute(
-            insert(orm.record_versions).values(
-                **self._version_row(kind, entity_id, version, data, change=change, reason=reason, actor=actor, at=at)
-            )
+            _INSERT_RECORD_VERSIONS,
+            self._version_row(kind, entity_id, version, data, change=change, reason=reason, actor=actor, at=at),
         )
 
     def _version_row(
@@ -421,19 +445,20 @@ class Repository:
     def update_patient(
         self, patient: Patient, *, expected_version: int, actor: str, reason: str, now: datetime
     ) -> None:
-        t = orm.patients
         patient.updated_at = now
         data = to_data(patient)
         result = self.session.execute(
-            update(t)
-            .where(t.c.clinic_id == self.clinic_id, t.c.id == patient.id, t.c.version == expected_version)
-            .values(
-                version=patient.version,
-                data=data,
-                mrn_system=patient.mrn.system,
-                mrn_value=patient.mrn.value,
-                updated_at=now,
-            )
+            _SAVE_PATIENT,
+            {
+                "w_clinic_id": self.clinic_id,
+                "w_patient_id": patient.id,
+                "expected_version": expected_version,
+                "new_version": patient.version,
+                "new_data": data,
+                "new_mrn_system": patient.mrn.system,
+                "new_mrn_value": patient.mrn.value,
+                "new_updated_at": now,
+            },
         )
         if result.rowcount != 1:
             raise Conflict(f"Patient {patient.id} was changed by another request; read it again.")
@@ -448,10 +473,8 @@ class Repository:
         return from_data(Patient, row.data)
 
     def find_patient_by_mrn(self, system: str, value: str) -> Patient | None:
-        t = orm.patients
-        row = self.session.execute(
-            select(t.c.data).where(t.c.clinic_id == self.clinic_id, t.c.mrn_system == system, t.c.mrn_value == value)
-        ).one_or_none()
+        params = {"clinic_id": self.clinic_id, "system": system, "value": value}
+        row = self.session.execute(_PATIENT_BY_MRN, params).one_or_none()
         return from_data(Patient, row.data) if row else None
 
     def list_patients(self, *, limit: int, offset: int) -> Page:
@@ -479,9 +502,8 @@ class Repository:
         return [record_from_data(r.kind, r.data) for r in rows]
 
     def episode_ids_of(self, patient_id: str) -> list[str]:
-        t = orm.episodes
-        query = select(t.c.id).where(t.c.clinic_id == self.clinic_id, t.c.patient_id == patient_id).order_by(t.c.id)
-        return list(self.session.execute(query).scalars())
+        params = {"clinic_id": self.clinic_id, "patient_id": patient_id}
+        return list(self.session.execute(_EPISODES_OF_PATIENT, params).scalars())
 
     def get_patient_record(self, patient_id: str, record_id: str) -> Record:
         t = orm.clinical_records

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from mappings import bundle as bundle_map
 from mappings import datatypes as dt
@@ -92,6 +92,13 @@ _ORDER = {"Patient": 0, "Condition": 1, "MedicationAdministration": 2, "Observat
 _INSTANCE_URL = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _REF = re.compile(r"^(?:.*/fhir/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
 # Bookkeeping, what the domain derives, and notes that are never exported: never a reason to amend a record.
+# A reference's target (built once: every reference of every inbound entry runs it).
+_CURRENT_BODY = select(fhir_resources.c.body, fhir_resources.c.episode_id).where(
+    fhir_resources.c.clinic_id == bindparam("clinic_id"),
+    fhir_resources.c.resource_type == bindparam("rtype"),
+    fhir_resources.c.id == bindparam("rid"),
+    fhir_resources.c.is_current.is_(True),
+)
 _BOOKKEEPING = {
     "version",
     "recorded_at",
@@ -185,12 +192,8 @@ class Inbound:
 
     def _row(self, rtype: str, rid: str) -> _Target | None:
         self.uow.run_pending()  # what earlier entries changed must be projected before it is looked up
-        r = fhir_resources
-        row = self.session.execute(
-            select(r.c.body, r.c.episode_id).where(
-                r.c.clinic_id == self.clinic, r.c.resource_type == rtype, r.c.id == rid, r.c.is_current.is_(True)
-            )
-        ).one_or_none()
+        params = {"clinic_id": self.clinic, "rtype": rtype, "rid": rid}
+        row = self.session.execute(_CURRENT_BODY, params).one_or_none()
         return _Target(rtype, rid, orjson.loads(row.body), row.episode_id) if row else None
 
     def target(self, ref: Any, allowed: tuple[str, ...], expression: str) -> _Target:

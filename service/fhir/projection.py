@@ -587,14 +587,20 @@ def _current_rows(session: Session, clinic_id: str, refs: list[tuple[str, str]],
                 yield row
 
 
-def exists_any_version(session: Session, clinic_id: str, rtype: str, rid: str) -> bool:
-    t = fhir_resources
-    return (
-        session.execute(
-            select(t.c.id).where(t.c.clinic_id == clinic_id, t.c.resource_type == rtype, t.c.id == rid).limit(1)
-        ).first()
-        is not None
+_ANY_VERSION = (
+    select(fhir_resources.c.id)
+    .where(
+        fhir_resources.c.clinic_id == bindparam("clinic_id"),
+        fhir_resources.c.resource_type == bindparam("rtype"),
+        fhir_resources.c.id == bindparam("rid"),
     )
+    .limit(1)
+)
+
+
+def exists_any_version(session: Session, clinic_id: str, rtype: str, rid: str) -> bool:
+    params = {"clinic_id": clinic_id, "rtype": rtype, "rid": rid}
+    return session.execute(_ANY_VERSION, params).first() is not None
 
 
 def history(
@@ -646,19 +652,13 @@ def identifier_matches(
     session: Session, clinic_id: str, wanted: list[tuple[str, str]]
 ) -> dict[tuple[str, str], list[tuple[str | None, str]]]:
     """(type, identifier value) -> [(identifier system, id)] of the current resources, for many values at once."""
-    s = fhir_search_index
     out: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
     keys = set(wanted)
     values = sorted({value for _, value in keys})
     types = sorted({rtype for rtype, _ in keys})
     for start in range(0, len(values), 500):
-        query = select(s.c.resource_type, s.c.code, s.c.system, s.c.id).where(
-            s.c.clinic_id == clinic_id,
-            s.c.resource_type.in_(types),
-            s.c.param == "identifier",
-            s.c.code.in_(values[start : start + 500]),
-        )
-        for row in session.execute(query):
+        params = {"clinic_id": clinic_id, "types": types, "values": values[start : start + 500]}
+        for row in session.execute(_IDENTIFIER_ROWS, params):
             if (row.resource_type, row.code) in keys:
                 out.setdefault((row.resource_type, row.code), []).append((row.system, row.id))
     return out
@@ -666,12 +666,22 @@ def identifier_matches(
 
 def find_by_identifier_prefix(session: Session, clinic_id: str, rtype: str, prefix: str) -> list[str]:
     """Resources whose business identifier value starts with ``prefix`` (a reading's ``<id>.<suffix>``)."""
-    s = fhir_search_index
     escaped = prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
-    query = select(s.c.id, s.c.code).where(
-        s.c.clinic_id == clinic_id,
-        s.c.resource_type == rtype,
-        s.c.param == "identifier",
-        s.c.code.like(escaped + "%", escape="\\"),
-    )
-    return [r.id for r in sorted(session.execute(query), key=lambda r: (r.code, r.id))]
+    params = {"clinic_id": clinic_id, "rtype": rtype, "pattern": escaped + "%"}
+    return [r.id for r in sorted(session.execute(_IDENTIFIER_PREFIX_ROWS, params), key=lambda r: (r.code, r.id))]
+
+
+_IDENTIFIER_ROWS = select(
+    fhir_search_index.c.resource_type, fhir_search_index.c.code, fhir_search_index.c.system, fhir_search_index.c.id
+).where(
+    fhir_search_index.c.clinic_id == bindparam("clinic_id"),
+    fhir_search_index.c.resource_type.in_(bindparam("types", expanding=True)),
+    fhir_search_index.c.param == "identifier",
+    fhir_search_index.c.code.in_(bindparam("values", expanding=True)),
+)
+_IDENTIFIER_PREFIX_ROWS = select(fhir_search_index.c.id, fhir_search_index.c.code).where(
+    fhir_search_index.c.clinic_id == bindparam("clinic_id"),
+    fhir_search_index.c.resource_type == bindparam("rtype"),
+    fhir_search_index.c.param == "identifier",
+    fhir_search_index.c.code.like(bindparam("pattern"), escape="\\"),
+)
