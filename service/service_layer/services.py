@@ -4,6 +4,7 @@ point commits once, together with its idempotency record."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,13 +90,30 @@ def _check_times(record: Any, ctx: Context, prefix: str = "") -> None:
             raise Incoherent.at(prefix + second, f"{second} ({b.isoformat()}) is before {first} ({a.isoformat()})")
 
 
+_PRACTITIONER_FIELDS = ("prescriber_id", "administered_by_id", "supervised_by_id", "witness_practitioner_id")
+_PRACTITIONER_LISTS = ("clinician_ids", "care_team", "controlled_substance")
+
+
+@functools.cache
+def _practitioner_fields_of(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The fields of a class that can name practitioners: a write reads them on every record of its episode, and
+    most kinds of record have none."""
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None
+    if names is None:
+        return _PRACTITIONER_FIELDS, frozenset(_PRACTITIONER_LISTS)
+    return tuple(n for n in _PRACTITIONER_FIELDS if n in names), frozenset(n for n in _PRACTITIONER_LISTS if n in names)
+
+
 def practitioner_refs(obj: Any) -> dict[str, str]:
     """Field path -> practitioner id, for every practitioner reference in a record or episode."""
     refs: dict[str, str] = {}
-    for name in ("prescriber_id", "administered_by_id", "supervised_by_id", "witness_practitioner_id"):
+    single, others = _practitioner_fields_of(type(obj))
+    for name in single:
         value = getattr(obj, name, None)
         if value:
             refs[name] = value
+    if not others:
+        return refs
     for index, value in enumerate(getattr(obj, "clinician_ids", []) or []):
         refs[f"clinician_ids[{index}]"] = value
     for index, member in enumerate(getattr(obj, "care_team", []) or []):
