@@ -175,37 +175,24 @@ _EPISODES_OF_PATIENT = (
 )
 _INSERT_RECORDS = insert(orm.clinical_records)
 _INSERT_RECORD_VERSIONS = insert(orm.record_versions)
-# Bound under names of their own: SQLAlchemy keeps the table's column names for the binds of its SET clause.
-_SAVE_EPISODE_HEADER = (
-    update(orm.episodes)
-    .where(
-        orm.episodes.c.clinic_id == bindparam("w_clinic_id"),
-        orm.episodes.c.id == bindparam("w_episode_id"),
-        orm.episodes.c.version == bindparam("expected_version"),
+
+
+def _versioned_update(table: Any, *columns: str) -> Any:
+    """The UPDATE of one row of a clinic at the version it was read at (the optimistic check): binds ``w_clinic_id``,
+    ``w_id``, ``expected_version`` and ``new_<column>``; SQLAlchemy keeps the column names for its own SET binds."""
+    return (
+        update(table)
+        .where(
+            table.c.clinic_id == bindparam("w_clinic_id"),
+            table.c.id == bindparam("w_id"),
+            table.c.version == bindparam("expected_version"),
+        )
+        .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
     )
-    .values(
-        status=bindparam("new_status"),
-        phase=bindparam("new_phase"),
-        version=bindparam("new_version"),
-        data=bindparam("new_data", type_=orm.episodes.c.data.type),
-        updated_at=bindparam("new_updated_at", type_=orm.episodes.c.updated_at.type),
-    )
-)
-_SAVE_PATIENT = (
-    update(orm.patients)
-    .where(
-        orm.patients.c.clinic_id == bindparam("w_clinic_id"),
-        orm.patients.c.id == bindparam("w_patient_id"),
-        orm.patients.c.version == bindparam("expected_version"),
-    )
-    .values(
-        version=bindparam("new_version"),
-        data=bindparam("new_data", type_=orm.patients.c.data.type),
-        mrn_system=bindparam("new_mrn_system"),
-        mrn_value=bindparam("new_mrn_value"),
-        updated_at=bindparam("new_updated_at", type_=orm.patients.c.updated_at.type),
-    )
-)
+
+
+_SAVE_EPISODE_HEADER = _versioned_update(orm.episodes, "status", "phase", "version", "data", "updated_at")
+_SAVE_PATIENT = _versioned_update(orm.patients, "version", "data", "mrn_system", "mrn_value", "updated_at")
 
 
 class Repository:
@@ -451,7 +438,7 @@ class Repository:
             _SAVE_PATIENT,
             {
                 "w_clinic_id": self.clinic_id,
-                "w_patient_id": patient.id,
+                "w_id": patient.id,
                 "expected_version": expected_version,
                 "new_version": patient.version,
                 "new_data": data,
@@ -688,7 +675,7 @@ class Repository:
             _SAVE_EPISODE_HEADER,
             {
                 "w_clinic_id": self.clinic_id,
-                "w_episode_id": episode.id,
+                "w_id": episode.id,
                 "expected_version": expected_version,
                 "new_status": str(episode.status),
                 "new_phase": str(episode.phase),
