@@ -91,7 +91,6 @@ SUPPORTED = ("Patient", "Condition", "Observation", "QuestionnaireResponse", "Me
 _ORDER = {"Patient": 0, "Condition": 1, "MedicationAdministration": 2, "Observation": 3, "QuestionnaireResponse": 4}
 _INSTANCE_URL = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _REF = re.compile(r"^(?:.*/fhir/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
-# Bookkeeping, what the domain derives, and notes that are never exported: never a reason to amend a record.
 # A reference's target (built once: every reference of every inbound entry runs it).
 _CURRENT_BODY = select(fhir_resources.c.body, fhir_resources.c.episode_id).where(
     fhir_resources.c.clinic_id == bindparam("clinic_id"),
@@ -99,6 +98,7 @@ _CURRENT_BODY = select(fhir_resources.c.body, fhir_resources.c.episode_id).where
     fhir_resources.c.id == bindparam("rid"),
     fhir_resources.c.is_current.is_(True),
 )
+# Bookkeeping, what the domain derives, and notes that are never exported: never a reason to amend a record.
 _BOOKKEEPING = {
     "version",
     "recorded_at",
