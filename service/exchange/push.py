@@ -306,14 +306,14 @@ class _Run:
             )
         )
 
-    def fail_error(self, req: PlannedRequest, exc: FhirError) -> None:
+    def fail_error(self, req: PlannedRequest, exc: FhirError, *, overtaken: bool = False) -> None:
         if isinstance(exc, FhirHttpError):
             self.fail(
                 req,
                 exc.diagnostics or f"HTTP {exc.status}",
                 status=exc.status,
                 outcome=exc.outcome,
-                retryable=exc.retryable,
+                retryable=exc.retryable or overtaken or _overtaken(exc.status, [req]),
             )
         elif isinstance(exc, FhirTransportError):
             self.fail(req, str(exc), retryable=True)
@@ -458,8 +458,9 @@ class _Run:
                 if kind == TRANSACTION and not last and self.adapt_transaction(ready, exc):
                     reqs = ready
                     continue
+                overtaken = _overtaken(exc.status, ready)  # a transaction refused whole for one entry's If-Match
                 for req in ready:
-                    self.fail_error(req, exc)
+                    self.fail_error(req, exc, overtaken=overtaken)
                 return
             except FhirError as exc:
                 for req in ready:
@@ -535,7 +536,7 @@ class _Run:
             _diagnostics(outcome) or f"entry status {status_text!r}",
             status=status or None,
             outcome=outcome,
-            retryable=status in (429,) or status >= 500,
+            retryable=status in (429,) or status >= 500 or _overtaken(status, [req]),
         )
 
     @staticmethod
@@ -834,3 +835,11 @@ __all__ = [
     "pull_patient",
     "push_bundle",
 ]
+
+
+def _overtaken(status: int | None, reqs: list[PlannedRequest]) -> bool:
+    """A 412 to an update sent with ``If-Match``: the version kapfhir knew was overtaken, most often by another of its
+    workers pushing a resource that several episodes share (the clinic's Organization, a practitioner, the patient)
+    and recording the new version as it went. A later attempt plans from the versions recorded by then, so it is
+    retried, not given up at once; an edit made on the target keeps refusing until the attempts run out."""
+    return status == 412 and any(r.if_match for r in reqs)

@@ -126,7 +126,7 @@ def test_an_amended_record_goes_out_as_an_update_with_if_match(sekmet: Sekmet) -
     assert recorder.calls == [("POST", "/fhir")]  # one transaction with only the changed resources
 
 
-def test_if_match_conflict_is_reported_not_overwritten(sekmet: Sekmet) -> None:
+def test_if_match_conflict_is_reported_retried_and_not_overwritten(sekmet: Sekmet) -> None:
     chart = unique_chart("discontinued-pcl5")
     target = sandbox_target(sekmet.base_url)
     with FhirClient(sekmet.base_url) as client:
@@ -148,8 +148,22 @@ def test_if_match_conflict_is_reported_not_overwritten(sekmet: Sekmet) -> None:
             now=NOW,
             links=Links(patient_id=first.patient_id, remote=first.remote),
         )
+        # The same attempt again, as the outbox retries it: the links say what kapfhir recorded, so the edit made
+        # on the server is still not overwritten.
+        third = push_bundle(
+            client,
+            target,
+            to_transaction_bundle(chart),
+            consents=[consent()],
+            now=NOW,
+            links=Links(patient_id=first.patient_id, remote=first.remote),
+        )
     assert not second.ok
     assert {r.status for r in second.failed} == {412}
+    # Retried rather than given up at once: the version kapfhir knew may have been overtaken by another of its own
+    # workers pushing a resource several episodes share, which a later attempt plans from.
+    assert second.retryable
+    assert not third.ok and {r.status for r in third.failed} == {412}
     assert sekmet.read(f"Encounter/{enc.remote_id}")["status"] == "cancelled"
 
 
