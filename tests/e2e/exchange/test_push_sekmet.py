@@ -140,23 +140,18 @@ def test_if_match_conflict_is_reported_retried_and_not_overwritten(sekmet: Sekme
         chart.episode.amend(
             "s-p-assess", replace(session, end=session.end + timedelta(minutes=5)), now=T0 + timedelta(days=6)
         )
-        second = push_bundle(
-            client,
-            target,
-            to_transaction_bundle(chart),
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
-        )
-        # The same attempt again, as the outbox retries it: the links say what kapfhir recorded, so the edit made
-        # on the server is still not overwritten.
-        third = push_bundle(
-            client,
-            target,
-            to_transaction_bundle(chart),
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
+        # Pushed twice, the second time as the outbox retries it: the links say what kapfhir recorded, so the edit
+        # made on the server is still not overwritten.
+        second, third = (
+            push_bundle(
+                client,
+                target,
+                to_transaction_bundle(chart),
+                consents=[consent()],
+                now=NOW,
+                links=Links(patient_id=first.patient_id, remote=first.remote),
+            )
+            for _ in range(2)
         )
     assert not second.ok
     assert {r.status for r in second.failed} == {412}
