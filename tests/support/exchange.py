@@ -1,18 +1,20 @@
 """What the push tests against a real FHIR server (sekmet-fhir) share: the clinic's organization, a fixed clock, a
-sandbox target, a privacy consent permitting the share, and the check that every pushed resource is there once."""
+sandbox target, a privacy consent permitting the share, a push again after a first one, and the check that every
+pushed resource is there once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.exchange.planner import entry_key
+from service.exchange.client import FhirClient
+from service.exchange.planner import Links, entry_key
 from service.exchange.privacy import OrganizationRef, PrivacyConsent
-from service.exchange.push import CREATED, EXISTING, UPDATED
+from service.exchange.push import CREATED, EXISTING, UPDATED, PushReport, push_bundle
 from service.exchange.targets import OrganizationIdentifier, Target
 from tests.support.sekmet import Sekmet
 
-__all__ = ["NOW", "ORG", "assert_each_once", "consent", "keyed_entries", "sandbox_target"]
+__all__ = ["NOW", "ORG", "assert_each_once", "consent", "keyed_entries", "push_again", "sandbox_target"]
 
 NOW = datetime(2026, 3, 10, tzinfo=UTC)  # the push's clock: consents are judged at this instant
 ORG = OrganizationIdentifier("http://hl7.org/fhir/sid/us-npi", "1999999984")  # the receiving organization (NPI)
@@ -33,6 +35,20 @@ def consent(**kw: Any) -> PrivacyConsent:
         "period_start": NOW - timedelta(days=30),
     }
     return PrivacyConsent(**{**base, **kw})
+
+
+def push_again(client: FhirClient, target: Target, bundle: dict, first: PushReport, **kw: Any) -> PushReport:
+    """``bundle`` pushed as the outbox pushes an episode again: with the links (the target's patient, the remote ids
+    and versions) that ``first`` left, under the same consent and clock; ``kw`` goes on to ``push_bundle``."""
+    return push_bundle(
+        client,
+        target,
+        bundle,
+        consents=[consent()],
+        now=NOW,
+        links=Links(patient_id=first.patient_id, remote=first.remote),
+        **kw,
+    )
 
 
 def keyed_entries(bundle: dict) -> list[tuple[str, str, str | None]]:

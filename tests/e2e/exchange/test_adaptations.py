@@ -47,7 +47,7 @@ from service.exchange.push import (
 )
 from service.exchange.targets import load_targets, target_from_dict
 from tests.support.charts import T0, unique_chart
-from tests.support.exchange import NOW, assert_each_once, consent, sandbox_target
+from tests.support.exchange import NOW, assert_each_once, consent, push_again, sandbox_target
 from tests.support.proxy import FaultProxy, without_interactions
 from tests.support.sekmet import Sekmet
 
@@ -126,14 +126,7 @@ def test_adverse_event_created_once_then_updated_by_the_remembered_id(
         assert "R4 defines no 'identifier' search parameter for AdverseEvent" in str(first.as_dict()["adapted"])
         # unchanged: nothing is sent for it
         recorder = Recorder().attach(client)
-        again = push_bundle(
-            client,
-            target,
-            to_transaction_bundle(chart),
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
-        )
+        again = push_again(client, target, to_transaction_bundle(chart), first)
         assert again.ok and again.mode == "none" and recorder.calls == []
         assert next(r for r in again.results if r.key == ae.key).outcome == EXISTING
         # amended: updated in place, by the id the server gave it
@@ -207,14 +200,7 @@ def test_provenance_reaches_a_server_without_update_create(sekmet: Sekmet, proxy
         chart.episode.amend(
             "s-p-assess", replace(session, end=session.end + timedelta(minutes=5)), now=T0 + timedelta(days=6)
         )
-        second = push_bundle(
-            client,
-            target,
-            to_transaction_bundle(chart),
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
-        )
+        second = push_again(client, target, to_transaction_bundle(chart), first)
     assert second.ok, second.as_dict()
     assert len(proxy.refusals) == 1
     new_prov = next(r for r in second.results if r.resource_type == "Provenance")

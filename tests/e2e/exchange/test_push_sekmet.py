@@ -24,7 +24,7 @@ from service.exchange.planner import (
 from service.exchange.push import CREATED, EXISTING, UPDATED, execute_plan, pull_patient, push_bundle
 from service.exchange.targets import Target
 from tests.support.charts import CHARTS, T0, bundle_of, unique_chart
-from tests.support.exchange import NOW, ORG, assert_each_once, consent, sandbox_target
+from tests.support.exchange import NOW, ORG, assert_each_once, consent, push_again, sandbox_target
 from tests.support.proxy import FaultProxy, only_types, without_interactions
 from tests.support.sekmet import Sekmet
 
@@ -67,15 +67,7 @@ def test_second_push_creates_nothing_and_links_make_it_silent(sekmet: Sekmet) ->
         assert again.ok and again.totals()[CREATED] == 0
         assert_each_once(sekmet, bundle, again)
         recorder = Recorder().attach(client)
-        silent = push_bundle(
-            client,
-            target,
-            bundle,
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
-            capabilities=client.capabilities(),
-        )
+        silent = push_again(client, target, bundle, first, capabilities=client.capabilities())
     assert silent.ok and silent.mode == "none"
     assert recorder.calls == []  # nothing changed: nothing sent
     assert silent.totals()[EXISTING] == len(first.remote)
@@ -105,14 +97,7 @@ def test_an_amended_record_goes_out_as_an_update_with_if_match(sekmet: Sekmet) -
         )
         bundle = to_transaction_bundle(chart)
         recorder = Recorder().attach(client)
-        second = push_bundle(
-            client,
-            target,
-            bundle,
-            consents=[consent()],
-            now=NOW,
-            links=Links(patient_id=first.patient_id, remote=first.remote),
-        )
+        second = push_again(client, target, bundle, first)
     assert second.ok, second.as_dict()
     updated = {r.resource_type for r in second.results if r.outcome == UPDATED}
     assert "MedicationAdministration" in updated
@@ -142,17 +127,7 @@ def test_if_match_conflict_is_reported_retried_and_not_overwritten(sekmet: Sekme
         )
         # Pushed twice, the second time as the outbox retries it: the links say what kapfhir recorded, so the edit
         # made on the server is still not overwritten.
-        second, third = (
-            push_bundle(
-                client,
-                target,
-                to_transaction_bundle(chart),
-                consents=[consent()],
-                now=NOW,
-                links=Links(patient_id=first.patient_id, remote=first.remote),
-            )
-            for _ in range(2)
-        )
+        second, third = (push_again(client, target, to_transaction_bundle(chart), first) for _ in range(2))
     assert not second.ok
     assert {r.status for r in second.failed} == {412}
     # Retried rather than given up at once: the version kapfhir knew may have been overtaken by another of its own
