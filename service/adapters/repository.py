@@ -28,7 +28,7 @@ from service.domain.model import (
     SafetyFlag,
 )
 
-Composition = tuple[tuple[str, int], ...]  # (record id, version) of each record of an episode, in table order
+Composition = dict[str, Record]  # the records of a version of an episode by id, in table order
 
 
 class DecodedRecords:
@@ -47,14 +47,16 @@ class DecodedRecords:
         self.resize(max_records)
 
     def resize(self, max_records: int) -> None:
-        """Keep at most ``max_records`` (the least recently used go first), and the composition of the latest version
-        of a twentieth as many episodes; 0 keeps none. Only the latest version's: a command reads that one, and
-        the compositions of earlier versions (each lists every record of its episode) filled memory as episodes grew."""
+        """Keep at most ``max_records`` (the least recently used go first), and the compositions of the latest
+        versions of episodes holding at most as many records in all; 0 keeps none. Only the latest version's: a
+        command reads that one, and the compositions of earlier versions filled memory as episodes grew. A
+        composition holds its records: a command takes them in one step, not by looking up each (which cost more
+        the longer the episode)."""
         with self._lock:
             self._records: LRUCache[tuple[str, str, str, int], Record] = LRUCache(max(1, max_records))
             # (store, clinic, episode id) -> (version, composition)
             self._compositions: LRUCache[tuple[str, str, str], tuple[int, Composition]] = LRUCache(
-                max(1, max_records // 20)
+                max(1, max_records), getsizeof=_records_held
             )
             self._enabled = max_records > 0
 
@@ -63,19 +65,14 @@ class DecodedRecords:
             return self._records.get((store, clinic_id, record_id, version))
 
     def episode_records(self, store: str, clinic_id: str, episode_id: str, version: int) -> dict[str, Record] | None:
-        """The records of that version of the episode, when every one of them is held; else None."""
+        """The records of that version of the episode (a dict of the caller's own), when it is held; else None."""
+        held = self.composition(store, clinic_id, episode_id)
+        return dict(held[1]) if held is not None and held[0] == version else None
+
+    def composition(self, store: str, clinic_id: str, episode_id: str) -> tuple[int, Composition] | None:
+        """(version, records) of the latest version of the episode the process holds, to be read, not changed."""
         with self._lock:
-            held = self._compositions.get((store, clinic_id, episode_id))
-            if held is None or held[0] != version:
-                return None
-            composition = held[1]
-            found = {}
-            for record_id, record_version in composition:
-                record = self._records.get((store, clinic_id, record_id, record_version))
-                if record is None:
-                    return None
-                found[record_id] = record
-            return found
+            return self._compositions.get((store, clinic_id, episode_id))
 
     def add(
         self, store: str, clinic_id: str, records: list[Record], compositions: dict[tuple[str, int], Composition]
@@ -90,7 +87,10 @@ class DecodedRecords:
                 key = (store, clinic_id, episode_id)
                 held = self._compositions.get(key)
                 if held is None or held[0] <= version:  # a reader of an older version does not replace a newer one
-                    self._compositions[key] = (version, composition)
+                    try:
+                        self._compositions[key] = (version, composition)
+                    except ValueError:  # more records than may be held at all: not held
+                        self._compositions.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:
@@ -100,6 +100,10 @@ class DecodedRecords:
         with self._lock:
             self._records.clear()
             self._compositions.clear()
+
+
+def _records_held(held: tuple[int, Composition]) -> int:
+    return max(1, len(held[1]))
 
 
 DECODED = DecodedRecords()
@@ -203,10 +207,10 @@ class Repository:
         self._loaded_versions: dict[str, dict[str, int]] = {}
         self._loaded_flags: dict[str, dict[str, Any]] = {}
         self._loaded_submissions: dict[str, set[str]] = {}
-        # Records as decoded or written in this unit of work, by id; shared with the process once it commits
-        # (those not taken from there: ``_shared``).
+        # Records as decoded or written in this unit of work, by id; those not taken from the process (``_fresh``)
+        # are shared with it once the unit of work commits.
         self._decoded: dict[str, Record] = {}
-        self._shared: set[str] = set()
+        self._fresh: set[str] = set()
         self._store = str(session.get_bind().url)  # the database (password masked), for DECODED
         self._compositions: dict[tuple[str, int], Composition] = {}  # episode versions loaded or saved here
         # Episodes as this unit of work saved them: the projection's chart is the aggregate the command saved.
@@ -554,12 +558,13 @@ class Repository:
     def _episode_records(self, episode_id: str, version: int) -> dict[str, Record]:
         """The records of a version of an episode, in the order the table gives them: read from the table unless the
         process holds that version's composition, decoded only when neither this unit of work nor the process holds
-        their stored version."""
-        held_by_process = DECODED.episode_records(self._store, self.clinic_id, episode_id, version)
-        if held_by_process is not None:
-            self._decoded.update(held_by_process)
-            self._shared.update(held_by_process)
-            return held_by_process
+        their stored version (another worker wrote the episode since: its earlier composition holds most of them)."""
+        held_by_process = DECODED.composition(self._store, self.clinic_id, episode_id)
+        if held_by_process is not None and held_by_process[0] == version:
+            records = dict(held_by_process[1])
+            self._decoded.update(records)
+            return records
+        earlier = held_by_process[1] if held_by_process is not None else {}
         params = {"clinic_id": self.clinic_id, "episode_id": episode_id}
         rows = self.session.execute(_EPISODE_RECORD_VERSIONS, params).all()
         decoded = self._decoded
@@ -568,19 +573,24 @@ class Repository:
             return row.id in decoded and decoded[row.id].version == row.version
 
         for row in rows:
-            shared = None if held(row) else DECODED.get(self._store, self.clinic_id, row.id, row.version)
+            if held(row):
+                continue
+            shared = earlier.get(row.id)
+            if shared is None or shared.version != row.version:
+                shared = DECODED.get(self._store, self.clinic_id, row.id, row.version)
             if shared is not None:
                 decoded[row.id] = shared
-                self._shared.add(row.id)
+                self._fresh.discard(row.id)
         missing = [row.id for row in rows if not held(row)]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             for rec in self.session.execute(_EPISODE_RECORDS_BY_ID, {**params, "ids": chunk}):
                 record = record_from_data(rec.kind, rec.data)
                 decoded[record.id] = record
-                self._shared.discard(record.id)
-        self._compositions[(episode_id, version)] = tuple((row.id, row.version) for row in rows)
-        return {row.id: decoded[row.id] for row in rows}
+                self._fresh.add(record.id)
+        records = {row.id: decoded[row.id] for row in rows}
+        self._compositions[(episode_id, version)] = records
+        return dict(records)  # the aggregate's: a command adds to it
 
     def episode_as_saved(self, episode_id: str) -> Episode:
         """The episode as this unit of work last saved it (the aggregate itself), else as stored."""
@@ -593,11 +603,12 @@ class Repository:
         self._practitioner_rows.clear()
         self._saved.clear()
         self._decoded.clear()
+        self._fresh.clear()
         self._compositions.clear()
 
     def publish_decoded(self) -> None:
         """Once the unit of work committed (or only read): share the records it decoded or wrote."""
-        fresh = [r for rid, r in self._decoded.items() if rid not in self._shared]
+        fresh = [self._decoded[rid] for rid in self._fresh]
         DECODED.add(self._store, self.clinic_id, fresh, self._compositions)
 
     def list_episodes(
@@ -642,7 +653,7 @@ class Repository:
                 self._update_record(record, change=change, reason=reason, actor=actor)
             loaded[record_id] = record.version
             self._decoded[record_id] = record  # written: shared once committed
-            self._shared.discard(record_id)
+            self._fresh.add(record_id)
         loaded_flags = self._loaded_flags.setdefault(episode.id, {})
         for flag in episode.flags:
             data = to_data(flag)
@@ -692,9 +703,7 @@ class Repository:
                 "episode", episode.id, episode.version, data, change=change, reason=reason, actor=actor, at=now
             )
         self._saved[episode.id] = episode
-        self._compositions[(episode.id, episode.version)] = tuple(
-            (rid, r.version) for rid, r in episode.records.items()
-        )
+        self._compositions[(episode.id, episode.version)] = dict(episode.records)
 
     # --- record rows -------------------------------------------------------------------------------------
 

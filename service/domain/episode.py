@@ -13,6 +13,7 @@ from service.domain.model import (
     RECORD_KIND_OF,
     CareTeamMember,
     ClinicalSession,
+    Consent,
     DosingOrder,
     DosingRecord,
     FlagAcknowledgement,
@@ -124,8 +125,13 @@ class Episode:
     # versions. None (episodes stored before it was kept): the episode's own.
     header_version: int | None = None
     header_updated_at: datetime | None = None
-    # Kept for the FHIR projection's versions, not part of the episode a clinic recorded: its history leaves them out.
-    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("header_version", "header_updated_at")
+    # The rules and policy (rules.basis) under which the flags were last evaluated over every record; kept current
+    # since by evaluating what each change touched. None, or another basis: the next evaluation covers everything.
+    # Not compared: two episodes with the same records and flags are the same episode.
+    safety_basis: str | None = field(default=None, compare=False)
+    # Kept for the FHIR projection's versions and the rules, not part of the episode a clinic recorded: its history
+    # leaves them out.
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = ("header_version", "header_updated_at", "safety_basis")
     records: dict[str, Record] = field(default_factory=dict)
     flags: list[SafetyFlag] = field(default_factory=list)
     # REMS form submissions and the clinic's time zone (loaded beside the records; see RemsLedger).
@@ -134,6 +140,9 @@ class Episode:
     def __post_init__(self) -> None:
         # Not fields: not stored, not compared, not copied by dataclasses.replace.
         self._events: list[EpisodeEvent] = []
+        # Sessions and outcome measures (by id) changed since the flags were last evaluated; None: the context of
+        # every rule (consents, phase history, indications) may have changed.
+        self._unevaluated: set[str] | None = set()
         self._saved_header = self._header()
         if self.header_version is None:
             self.header_version, self.header_updated_at = self.version, self.updated_at
@@ -142,6 +151,8 @@ class Episode:
         """The repository saved the episode as ``version``; the header's version follows if it changed since it was
         loaded or last saved."""
         self.version, self.updated_at = version, now
+        if self._unevaluated != set():  # saved with changes the rules have not seen: the next evaluation sees all
+            self.safety_basis = None
         if self._header() != self._saved_header:
             self.header_version, self.header_updated_at = version, now
             self._saved_header = self._header()
@@ -215,6 +226,7 @@ class Episode:
         elif self.status is EpisodeStatus.PLANNED:
             self.status = EpisodeStatus.ACTIVE
         self._events.append(PhaseChanged(to_phase))
+        self._unevaluated = None  # "dose outside the dosing phase" reads the phase history
         return transition
 
     def amend_header(
@@ -222,6 +234,7 @@ class Episode:
     ) -> None:
         self.indications, self.care_team, self.status = indications, care_team, status
         self._events.append(HeaderChanged())
+        self._unevaluated = None
 
     def record_rems_submission(self, submission: RemsSubmission) -> None:
         self.rems.submissions.append(submission)
@@ -236,6 +249,7 @@ class Episode:
         record.version, record.recorded_at, record.updated_at = 1, now, now
         self.records[record.id] = record
         self._events.append(RecordChanged(record.id))
+        self._touch(record)
         return record
 
     def amend(self, record_id: str, amended: Record, *, now: datetime) -> Record:
@@ -249,6 +263,7 @@ class Episode:
         amended.recorded_at, amended.updated_at = existing.recorded_at, now
         self.records[record_id] = amended
         self._events.append(RecordChanged(record_id, existing))
+        self._touch(amended, existing)
         return amended
 
     def mark_entered_in_error(self, record_id: str, *, now: datetime) -> Record:
@@ -260,7 +275,22 @@ class Episode:
         marked = replace(record, entered_in_error=True, version=record.version + 1, updated_at=now)
         self.records[record_id] = marked
         self._events.append(RecordChanged(record_id, record))
+        self._touch(marked, record)
         return marked
+
+    def _touch(self, *versions: Record) -> None:
+        """Notes what the safety rules must look at again after a change to a record (its versions after and
+        before): its session, or itself when it is a session or an outcome measure; everything for a consent."""
+        if self._unevaluated is None:
+            return
+        for record in versions:
+            if isinstance(record, Consent):
+                self._unevaluated = None  # every dose's consent rules read every consent
+                return
+            if isinstance(record, (ClinicalSession, OutcomeMeasure)):
+                self._unevaluated.add(record.id)
+            elif isinstance(record, (DosingRecord, MonitoringReading)):
+                self._unevaluated.add(record.session_id)
 
     def _prepared(self, record: Record) -> Record:
         """Checks references and coherence, and fills what the domain derives."""
@@ -312,9 +342,13 @@ class Episode:
     # --- safety flags ------------------------------------------------------------------------------
 
     def evaluate_safety(self, policy: rules.SafetyPolicy, *, now: datetime) -> FlagChanges:
-        """Reconciles the flags with the deviations the records show now."""
+        """Reconciles the flags with the deviations the records show now: those of the sessions and measures
+        changed since the last evaluation when nothing else changed, else of every record. The REMS deadlines
+        follow the clock: always all of them."""
         changes = FlagChanges()
-        found = [*rules.evaluate(self, policy), *rems.deadline_deviations(self, now=now)]
+        basis = rules.basis(policy)
+        only = self._unevaluated if self.safety_basis == basis else None
+        found = [*rules.evaluate(self, policy, only), *rems.deadline_deviations(self, now=now)]
         deviations = {(d.rule_id, tuple(sorted(d.record_ids))): d for d in found}
         existing = {f.key: f for f in self.flags}
         for key, deviation in deviations.items():
@@ -335,12 +369,25 @@ class Episode:
                 flag.status, flag.resolved_at, flag.explanation = FlagStatus.OPEN, None, deviation.explanation
                 changes.changed.append(flag)
                 self._events.append(FlagChanged(flag.id))
+        # A flag the evaluation did not look at stays as it is.
+        in_scope = None if only is None else self._evaluated_ids(only)
         for key, flag in existing.items():
-            if key not in deviations and flag.status is FlagStatus.OPEN:
+            evaluated = in_scope is None or flag.rule_id in rems.DEADLINE_RULES or not in_scope.isdisjoint(key[1])
+            if evaluated and key not in deviations and flag.status is FlagStatus.OPEN:
                 flag.status, flag.resolved_at = FlagStatus.RESOLVED, now
                 changes.changed.append(flag)
                 self._events.append(FlagChanged(flag.id))
+        self.safety_basis, self._unevaluated = basis, set()
         return changes
+
+    def _evaluated_ids(self, only: set[str]) -> set[str]:
+        """The records whose flags an evaluation of these sessions and measures decides: them, and the doses and
+        readings of those sessions (a flag names the doses it is about; a dose entered in error takes its away)."""
+        ids = set(only)
+        for record in self.records.values():
+            if isinstance(record, (DosingRecord, MonitoringReading)) and record.session_id in only:
+                ids.add(record.id)
+        return ids
 
     def acknowledge_flag(self, flag_id: str, *, by: str, at: datetime, comment: str | None) -> SafetyFlag:
         flag = next((f for f in self.flags if f.id == flag_id), None)

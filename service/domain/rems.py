@@ -66,6 +66,7 @@ MOAAS_ALERT = 5
 
 RULE_DUE = "rems-form-due"
 RULE_OVERDUE = "rems-form-overdue"
+DEADLINE_RULES = (RULE_DUE, RULE_OVERDUE)  # evaluated over every session on every evaluation: they follow the clock
 
 COMPLETED, IN_PROGRESS = "completed", "in-progress"
 UNSENT, SUBMITTED, AMENDED = "unsent", "submitted", "amended"

@@ -3,11 +3,16 @@
 A broken rule never refuses a record: it yields a :class:`Deviation`, which the episode turns into a safety
 flag for a clinician to acknowledge. Evaluation is a pure function of the episode's current records, so the
 order in which requests arrived cannot change the outcome.
+
+Each rule looks at one dosing session (its doses and readings, with the episode's consents and phase history) or
+at one outcome measure: a change that touches only some sessions and measures needs only theirs evaluated again
+(:func:`evaluate` with ``only``), which keeps the cost of a write from growing with the episode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -98,27 +103,29 @@ RULE_IDS = (
 
 _DOSING_PHASES = (Phase.DOSING, Phase.MAINTENANCE)
 
+# Part of every episode's ``safety_basis``: raise it when a rule changes, so that each episode's flags are evaluated
+# in full again on its next write (a write otherwise evaluates only the sessions it touched).
+RULES_REVISION = 1
 
-def evaluate(episode: Episode, policy: SafetyPolicy) -> list[Deviation]:
+
+def basis(policy: SafetyPolicy) -> str:
+    """What a full evaluation depended on besides the records: the rules' revision and the policy."""
+    return hashlib.sha256(f"{RULES_REVISION}|{policy!r}".encode()).hexdigest()[:16]
+
+
+def evaluate(episode: Episode, policy: SafetyPolicy, only: Collection[str] | None = None) -> list[Deviation]:
+    """The deviations the episode's records show; ``only``: of these sessions and outcome measures (by id)."""
     deviations: list[Deviation] = []
-    # The doses and readings of every session in one pass over the records, not one pass per session: an
-    # evaluation follows every write, and its cost must not grow with the square of the episode's length.
-    doses: dict[str, list[DosingRecord]] = {}
-    readings: dict[str, list[MonitoringReading]] = {}
-    for record in episode.records.values():
-        if isinstance(record, DosingRecord) and not record.entered_in_error:
-            doses.setdefault(record.session_id, []).append(record)
-        elif isinstance(record, MonitoringReading) and not record.entered_in_error:
-            readings.setdefault(record.session_id, []).append(record)
+    sessions, measures, doses, readings = _current_records(episode, only)
     consents = episode.current(Consent)
-    for session in episode.current(ClinicalSession):
+    for session in sessions:
         if session.kind is SessionKind.DOSING and session.status is SessionStatus.COMPLETED:
             deviations.extend(
                 _dosing_session(
                     episode, session, policy, doses.get(session.id, []), readings.get(session.id, []), consents
                 )
             )
-    for measure in episode.current(OutcomeMeasure):
+    for measure in measures:
         if is_suicide_risk_positive(measure.instrument, measure.items):
             deviations.append(
                 Deviation(
@@ -130,6 +137,31 @@ def evaluate(episode: Episode, policy: SafetyPolicy) -> list[Deviation]:
                 )
             )
     return deviations
+
+
+def _current_records(
+    episode: Episode, only: Collection[str] | None
+) -> tuple[
+    list[ClinicalSession], list[OutcomeMeasure], dict[str, list[DosingRecord]], dict[str, list[MonitoringReading]]
+]:
+    """The sessions and measures to evaluate, and the doses and readings of each session, in one pass over the
+    records, not one pass per session: an evaluation follows every write."""
+    sessions: list[ClinicalSession] = []
+    measures: list[OutcomeMeasure] = []
+    doses: dict[str, list[DosingRecord]] = {}
+    readings: dict[str, list[MonitoringReading]] = {}
+    for record in episode.records.values():
+        if record.entered_in_error:
+            continue
+        if isinstance(record, DosingRecord):
+            doses.setdefault(record.session_id, []).append(record)
+        elif isinstance(record, MonitoringReading):
+            readings.setdefault(record.session_id, []).append(record)
+        elif isinstance(record, ClinicalSession) and (only is None or record.id in only):
+            sessions.append(record)
+        elif isinstance(record, OutcomeMeasure) and (only is None or record.id in only):
+            measures.append(record)
+    return sessions, measures, doses, readings
 
 
 def _dosing_session(

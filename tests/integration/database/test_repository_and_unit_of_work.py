@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -346,3 +346,32 @@ def test_an_episode_version_the_process_holds_is_read_without_its_records_rows(s
         assert again.records == held.records
     finally:
         event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_an_episode_another_process_wrote_takes_its_unchanged_records_from_the_earlier_composition(
+    session_factory, projector
+) -> None:
+    """The process holds version n of the episode; another process amended a record and added one (version n+1):
+    the changed and new records come from the table, at their stored versions, the others from what was held."""
+    ctx = _shared_episode_with_a_session(session_factory, projector)
+    store = str(session_factory.kw["bind"].url)
+    held = repository.DECODED.composition(store, CLINIC, "ep-1")
+    assert held is not None
+    with UnitOfWork(session_factory, CLINIC, write=True, projector=projector) as uow:
+        services.mark_entered_in_error(
+            uow, ctx, "ep-1", MonitoringReading, "r-pre", reason="wrong", expected_version=None
+        )
+        services.add_records(uow, ctx, "ep-1", [("", bp("r-post", PRE + timedelta(hours=1), ReadingTiming.POST_DOSE))])
+        uow.commit()
+    # as in a process that did not see that write: only version n held, none of the records written since
+    repository.DECODED.clear()
+    with repository.DECODED._lock:
+        repository.DECODED._compositions[(store, CLINIC, "ep-1")] = held
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        records = uow.repo.get_episode("ep-1").records
+    assert records["r-pre"].entered_in_error and records["r-pre"].version == held[1]["r-pre"].version + 1
+    assert records["r-post"].timing is ReadingTiming.POST_DOSE
+    assert all(records[rid] is held[1][rid] for rid in ("consent-1", "s-1", "d-1"))
+    repository.DECODED.clear()
+    with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
+        assert uow.repo.get_episode("ep-1").records == records  # what the rows alone give

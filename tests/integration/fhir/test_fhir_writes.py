@@ -361,13 +361,13 @@ def test_a_rule_added_to_the_domain_applies_to_every_write_path(client: Any, app
     """A rule that exists only in this test: both doors raise its flag without any code of theirs."""
     original = rules.evaluate
 
-    def with_test_rule(episode: Any, policy: Any) -> list[rules.Deviation]:
+    def with_test_rule(episode: Any, policy: Any, only: Any = None) -> list[rules.Deviation]:
         extra = [
             rules.Deviation("test-only-rule", FlagSeverity.MODERATE, "raised by a rule of the test", (m.id,))
             for m in episode.current(OutcomeMeasure)
-            if m.instrument == "gad-7"
+            if m.instrument == "gad-7" and (only is None or m.id in only)
         ]
-        return [*original(episode, policy), *extra]
+        return [*original(episode, policy, only), *extra]
 
     monkeypatch.setattr(rules, "evaluate", with_test_rule)
     ids = app.config["EPISODE_IDS"]["d-gad-home-sublingual"]

@@ -1,6 +1,7 @@
-"""The FHIR projection follows what each command changed (issue 13): after any sequence of commands, the resources
-stored incrementally are those a full refresh of the chart stores; and a write into a long episode stores only
-what it changed, however long the episode."""
+"""The FHIR projection and the safety rules follow what each command changed (issue 13): after any sequence of
+commands, the resources stored incrementally are those a full refresh of the chart stores, and the flags are those
+an evaluation of every record gives; and a write into a long episode stores only what it changed, however long the
+episode."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from service.domain.errors import DomainError
 from service.domain.model import (
     BodyWeight,
     CareTeamMember,
+    ClinicalSession,
     DosingRecord,
     HumanName,
     Identifier,
@@ -52,7 +54,7 @@ from service.fhir import projection
 from service.service_layer import services
 from service.service_layer.unit_of_work import UnitOfWork
 from tests.support.app import make_app
-from tests.support.builders import T0, dosing_session, trd
+from tests.support.builders import T0, consent, dosing_session, trd
 
 CLINIC = "demo"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -172,6 +174,25 @@ def apply(chart: Chart, command: tuple) -> None:
             id=str(uuid.uuid4()), instrument=Instrument.PHQ9, administered_at=chart.at(), items=list(args[0])
         )
         chart.run(lambda uow, ctx: services.add_records(uow, ctx, chart.episode_id, [("", measure)]))
+    elif kind == "consent":
+        # signed before every session (a consent recorded late) or now
+        signed_at = T0 - timedelta(days=1) if args[0] else chart.at()
+        routes = [Route.INTRAVENOUS, Route.INTRANASAL]
+        signed = consent(id=str(uuid.uuid4()), signed_at=signed_at, routes_covered=routes)
+        chart.run(lambda uow, ctx: services.add_records(uow, ctx, chart.episode_id, [("", signed)]))
+    elif kind == "pre-dose-reading":
+        sessions = [r for r in current if isinstance(r, ClinicalSession)]
+        if sessions:
+            session = sessions[args[0] % len(sessions)]
+            reading = MonitoringReading(
+                id=str(uuid.uuid4()),
+                session_id=session.id,
+                taken_at=session.start + timedelta(minutes=5),
+                timing=ReadingTiming.PRE_DOSE,
+                systolic_mmhg=120,
+                diastolic_mmhg=76,
+            )
+            chart.run(lambda uow, ctx: services.add_records(uow, ctx, chart.episode_id, [("", reading)]))
     elif kind == "side-effect" and current:
         onset = chart.at()
         effect = SideEffect(
@@ -244,6 +265,8 @@ commands = st.one_of(
     st.tuples(st.just("session"), st.booleans(), st.integers(0, 2), st.booleans()),
     st.tuples(st.just("measure"), st.lists(st.integers(0, 3), min_size=9, max_size=9)),
     st.tuples(st.just("side-effect")),
+    st.tuples(st.just("consent"), st.booleans()),
+    st.tuples(st.just("pre-dose-reading"), st.integers(0, 5)),
     st.tuples(st.just("amend-dose"), st.integers(0, 5), st.booleans()),
     st.tuples(st.just("mark"), st.integers(0, 20)),
     st.tuples(st.just("phase")),
@@ -282,14 +305,30 @@ def full_refresh(chart: Chart) -> None:
 # and who an amendment stops naming again: the DetectedIssue follows.
 @example(sequence=[("acknowledge", 0, True), ("session", False, 0, True)])
 @example(sequence=[("acknowledge", 0, True), ("session", False, 0, True), ("phase",), ("amend-dose", 1, False)])
+# A session without a pre-dose reading, given one later: the new reading alone resolves its flag.
+@example(sequence=[("session", False, 0, False), ("pre-dose-reading", 1)])
+# A consent resolves the flags of every earlier session; the one marked entered in error raises them again.
+@example(sequence=[("session", True, 1, False), ("consent", True), ("mark", 4), ("session", False, 0, False)])
 def test_incremental_projection_equals_a_full_refresh(app: Flask, sequence: list[tuple]) -> None:
     chart = Chart(app)
     apply(chart, ("session", False, 1, False))  # something to amend, mark and flag from the start
     for command in sequence:
         apply(chart, command)
+        assert_flags_are_those_of_every_record(chart)
     incremental = stored_resources(app)
     full_refresh(chart)
     assert stored_resources(app) == incremental
+
+
+def assert_flags_are_those_of_every_record(chart: Chart) -> None:
+    """The stored flags, evaluated again over every record (as if the rules had changed), change in nothing: the
+    writes that evaluated only the sessions and measures they touched left what a full evaluation leaves."""
+    episode = chart.episode()
+    stored = {f.id: (f.key, f.status) for f in episode.flags}
+    episode.safety_basis = None
+    changes = episode.evaluate_safety(SafetyPolicy(), now=NOW)
+    assert (changes.raised, changes.changed) == ([], []), stored
+    assert {f.id: (f.key, f.status) for f in episode.flags} == stored
 
 
 def _rows(app: Flask) -> int:

@@ -457,3 +457,41 @@ def test_a_sent_rems_form_raises_no_deadline_flag_and_racemic_sessions_owe_none(
     )
     assert _deadline_flags(ep, T0 + timedelta(days=9)) == set()
     assert _deadline_flags(clean_iv_episode(), T0 + timedelta(days=30)) == set()
+
+
+# --- what an evaluation looks at: what changed since the last one, everything when the context changed ------------
+
+
+def test_a_later_session_and_a_late_reading_each_change_the_flags_of_their_own_session():
+    ep = with_records(episode(), consent(), dosing_session(), iv_dose())  # no pre-dose reading: flagged
+    ep.evaluate_safety(POLICY, now=NOW)
+    (earlier,) = ep.open_flags()
+    later = T0 + timedelta(days=7)
+    ep.add(dosing_session("s-2", later), now=NOW)
+    ep.add(bp("r-2", later + timedelta(minutes=5), ReadingTiming.PRE_DOSE, session_id="s-2"), now=NOW)
+    ep.add(iv_dose("d-2", "s-2", later + timedelta(minutes=15), weight_kg=40.0), now=NOW)  # 0.875 mg/kg
+    changes = ep.evaluate_safety(POLICY, now=NOW)
+    assert [f.rule_id for f in changes.raised] == ["racemic-dose-above-max-mg-per-kg"]
+    assert changes.changed == [] and earlier.status is FlagStatus.OPEN
+    ep.add(bp("r-1", PRE, ReadingTiming.PRE_DOSE), now=NOW)  # the first session's reading, recorded late
+    changes = ep.evaluate_safety(POLICY, now=NOW)
+    assert changes.changed == [earlier] and earlier.status is FlagStatus.RESOLVED
+
+
+def test_another_policy_evaluates_every_session_again():
+    ep = clean_iv_episode(weight_kg=50.0)  # 0.7 mg/kg: within the default 0.75 for IV
+    assert rules_raised(ep) == set()
+    stricter = replace(POLICY, max_mg_per_kg={**POLICY.max_mg_per_kg, Route.INTRAVENOUS: 0.5})
+    changes = ep.evaluate_safety(stricter, now=NOW)  # nothing was written since: the policy alone changed
+    assert [f.rule_id for f in changes.raised] == ["racemic-dose-above-max-mg-per-kg"]
+
+
+def test_an_episode_saved_with_changes_the_rules_have_not_seen_is_evaluated_in_full_next():
+    ep = clean_iv_episode()
+    ep.evaluate_safety(POLICY, now=NOW)
+    assert ep.safety_basis is not None
+    ep.saved_as(ep.version + 1, NOW)
+    assert ep.safety_basis is not None  # saved right after an evaluation
+    ep.add(dosing_session("s-2", T0 + timedelta(days=7)), now=NOW)
+    ep.saved_as(ep.version + 1, NOW)
+    assert ep.safety_basis is None
