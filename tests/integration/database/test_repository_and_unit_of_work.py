@@ -375,3 +375,16 @@ def test_an_episode_another_process_wrote_takes_its_unchanged_records_from_the_e
     repository.DECODED.clear()
     with UnitOfWork(session_factory, CLINIC, write=False, projector=projector) as uow:
         assert uow.repo.get_episode("ep-1").records == records  # what the rows alone give
+
+
+def test_compositions_are_held_up_to_as_many_records_as_the_process_may_hold() -> None:
+    held = repository.DecodedRecords(max_records=5)
+    four = {f"r-{i}": consent(id=f"r-{i}") for i in range(4)}
+    held.add("db", CLINIC, list(four.values()), {("ep-1", 1): four})
+    assert held.episode_records("db", CLINIC, "ep-1", 1) == four
+    held.add("db", CLINIC, [], {("ep-2", 1): {"r-9": consent(id="r-9")}, ("ep-1", 2): {**four, "r-4": consent()}})
+    assert held.episode_records("db", CLINIC, "ep-1", 2) is not None  # 5 records: the least recent went (ep-2's)
+    assert held.composition("db", CLINIC, "ep-2") is None
+    six = {f"s-{i}": consent(id=f"s-{i}") for i in range(6)}
+    held.add("db", CLINIC, [], {("ep-1", 3): six})  # more than may be held at all
+    assert held.composition("db", CLINIC, "ep-1") is None
