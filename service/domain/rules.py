@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.domain.model import (
@@ -103,14 +104,24 @@ RULE_IDS = (
 
 _DOSING_PHASES = (Phase.DOSING, Phase.MAINTENANCE)
 
-# Part of every episode's ``safety_basis``: raise it when a rule changes, so that each episode's flags are evaluated
-# in full again on its next write (a write otherwise evaluates only the sessions it touched).
-RULES_REVISION = 1
+
+def _code_digest() -> str:
+    """The rules' code (this module, the scales it reads, the records' derived values): part of every episode's
+    ``safety_basis``, so that after a release that changed them each episode's flags are evaluated in full again on
+    its next write (a write otherwise evaluates only the sessions it touched), with no revision to remember."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("rules.py", "scales.py", "model.py", "rems.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+RULES_CODE = _code_digest()
 
 
 def basis(policy: SafetyPolicy) -> str:
-    """What a full evaluation depended on besides the records: the rules' revision and the policy."""
-    return hashlib.sha256(f"{RULES_REVISION}|{policy!r}".encode()).hexdigest()[:16]
+    """What a full evaluation depended on besides the records: the rules' code and the policy."""
+    return hashlib.sha256(f"{RULES_CODE}|{policy!r}".encode()).hexdigest()[:16]
 
 
 def evaluate(episode: Episode, policy: SafetyPolicy, only: Collection[str] | None = None) -> list[Deviation]:

@@ -370,8 +370,8 @@ def test_a_rule_added_to_the_domain_applies_to_every_write_path(client: Any, app
         return [*original(episode, policy, only), *extra]
 
     monkeypatch.setattr(rules, "evaluate", with_test_rule)
-    # as a rule added to the code comes with: each episode's next write evaluates all its records again
-    monkeypatch.setattr(rules, "RULES_REVISION", rules.RULES_REVISION + 1)
+    # as with a rule added to the code: each episode's next write evaluates all its records again
+    monkeypatch.setattr(rules, "RULES_CODE", rules.RULES_CODE + "+test-only-rule")
     ids = app.config["EPISODE_IDS"]["d-gad-home-sublingual"]
     measures = client.get(f"/api/v1/episodes/{ids['episode']}/outcome-measures").get_json()
     gad = next(m for m in (measures["items"] if isinstance(measures, dict) else measures) if m["instrument"] == "gad-7")
