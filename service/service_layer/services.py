@@ -486,11 +486,7 @@ def episode_chart(uow: UnitOfWork, episode_id: str) -> EpisodeChart:
     episode = uow.repo.episode_as_saved(episode_id)
     practitioner_ids: set[str] = {m.practitioner_id for m in episode.care_team}
     for record in episode.records.values():
-        single, others = _practitioner_fields_of(type(record))
-        if others:
-            practitioner_ids.update(practitioner_refs(record).values())
-        else:  # most records name none, or one in a field of their own: this runs over every record
-            practitioner_ids.update(value for name in single if (value := getattr(record, name)))
+        practitioner_ids.update(practitioner_refs(record).values())
     practitioner_ids.update(s.submitted_by for s in episode.rems.submissions)  # who sent a REMS form
     return EpisodeChart(
         clinic=uow.repo.get_clinic(),
