@@ -64,11 +64,6 @@ class DecodedRecords:
         with self._lock:
             return self._records.get((store, clinic_id, record_id, version))
 
-    def episode_records(self, store: str, clinic_id: str, episode_id: str, version: int) -> dict[str, Record] | None:
-        """The records of that version of the episode (a dict of the caller's own), when it is held; else None."""
-        held = self.composition(store, clinic_id, episode_id)
-        return dict(held[1]) if held is not None and held[0] == version else None
-
     def composition(self, store: str, clinic_id: str, episode_id: str) -> tuple[int, Composition] | None:
         """(version, records) of the latest version of the episode the process holds, to be read, not changed."""
         with self._lock:

@@ -303,8 +303,9 @@ def test_the_process_holds_the_composition_of_the_latest_version_of_an_episode_o
     with repository.DECODED._lock:
         held = [key for key in repository.DECODED._compositions if key[:3] == (store, CLINIC, "ep-1")]
     assert len(held) == 1
-    assert repository.DECODED.episode_records(store, CLINIC, "ep-1", before) is None
-    assert repository.DECODED.episode_records(store, CLINIC, "ep-1", latest.version) == latest.records
+    version, records = repository.DECODED.composition(store, CLINIC, "ep-1") or (None, None)
+    assert version != before
+    assert (version, records) == (latest.version, latest.records)
 
 
 def test_with_no_shared_records_every_unit_of_work_decodes_its_own(session_factory, projector) -> None:
@@ -381,9 +382,9 @@ def test_compositions_are_held_up_to_as_many_records_as_the_process_may_hold() -
     held = repository.DecodedRecords(max_records=5)
     four = {f"r-{i}": consent(id=f"r-{i}") for i in range(4)}
     held.add("db", CLINIC, list(four.values()), {("ep-1", 1): four})
-    assert held.episode_records("db", CLINIC, "ep-1", 1) == four
+    assert held.composition("db", CLINIC, "ep-1") == (1, four)
     held.add("db", CLINIC, [], {("ep-2", 1): {"r-9": consent(id="r-9")}, ("ep-1", 2): {**four, "r-4": consent()}})
-    assert held.episode_records("db", CLINIC, "ep-1", 2) is not None  # 5 records: the least recent went (ep-2's)
+    assert held.composition("db", CLINIC, "ep-1") == (2, {**four, "r-4": consent()})  # 5: ep-2's went (least recent)
     assert held.composition("db", CLINIC, "ep-2") is None
     six = {f"s-{i}": consent(id=f"s-{i}") for i in range(6)}
     held.add("db", CLINIC, [], {("ep-1", 3): six})  # more than may be held at all
