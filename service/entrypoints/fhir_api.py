@@ -4,7 +4,6 @@ and $validate. Resources come from the domain through the mappings (the projecti
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -839,18 +838,22 @@ def conditional_update(rtype: str) -> Response:
     _writable(rtype, "update")
     body = _resource_body(rtype)
     criteria = request.query_string.decode("utf-8", "replace")
+    expected = _if_match()
     g.query = {}
 
     def run(uow: Any, ctx: Any) -> Response:
         found = _conditional_matches(uow, rtype, criteria, "url")
         if len(found) > 1:
             raise _problem(412, "Precondition failed", "url", f"more than one {rtype} matches", "multiple-matches")
+        if not found and expected is not None:  # it would create: no current version can meet If-Match
+            raise _problem(412, "Precondition failed", "If-Match", f"If-Match, and no {rtype} matches", "conflict")
         writer = inbound.RestWrite(uow, ctx, _authorize)
         try:
             if not found:
                 done = writer.create({k: v for k, v in body.items() if k != "id"}, None)
                 return _written(uow, done.resource_type, done.id, 201 if done.created else 200)
             stored = projection.read(uow.session, uow.clinic_id, rtype, found[0])
+            _check_if_match(stored, expected)
             writer.update(stored, {**body, "id": found[0]})
         except inbound.InboundRefused as exc:
             raise _refused(exc) from None
@@ -967,20 +970,21 @@ def delete(rtype: str, rid: str) -> Response:
 
 
 def _check_if_match(stored: projection.Stored, expected: int | None) -> None:
-    """412 when If-Match names another version than the current one."""
-    if expected is not None and expected != stored.version_id:
-        where = f"{stored.resource_type}/{stored.id}"
-        raise _problem(412, "Precondition failed", "If-Match", f"{where} is at version {stored.version_id}", "conflict")
+    try:
+        inbound.check_if_match(stored, expected, "If-Match")
+    except inbound.InboundRefused as exc:
+        raise _problem(412, "Precondition failed", exc.expression, exc.message, exc.code) from None
 
 
 def _if_match() -> int | None:
+    """The version the request's If-Match names (inbound.ANY_VERSION for *); None without the header."""
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    m = re.fullmatch(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*', raw)
-    if m is None:
-        raise _problem(400, "Invalid If-Match", "If-Match", f'expected W/"<versionId>", got {raw!r}', "value")
-    return int(m.group(1))
+    expected = inbound.if_match_version(raw)
+    if expected is None:
+        raise _problem(400, "Invalid If-Match", "If-Match", f'expected W/"<versionId>" or *, got {raw!r}', "value")
+    return expected
 
 
 def _entry_types(body: Any) -> tuple[str, ...]:
@@ -995,7 +999,7 @@ def _entry_types(body: Any) -> tuple[str, ...]:
 
 
 # an entry's request that kapfhir cannot read (a 400), rather than one it understood and refuses (a 422)
-_BAD_REQUEST_AT = (".request.url", ".request.ifNoneExist")
+_BAD_REQUEST_AT = (".request.url", ".request.ifNoneExist", ".request.ifMatch")
 
 
 @_handler(
@@ -1108,6 +1112,9 @@ def _request_issues(req: Any, where: str) -> list[Issue]:
     url = req.get("url")
     if not isinstance(url, str) or not url:
         return [Issue("error", "structure", f"{where}.url", "request.url is the type, or type?identifier=system|value")]
+    if_match = req.get("ifMatch")
+    if if_match is not None and (not isinstance(if_match, str) or inbound.if_match_version(if_match) is None):
+        return [Issue("error", "value", f"{where}.ifMatch", f'ifMatch is W/"<versionId>" or *, got {if_match!r}')]
     condition = url.partition("?")[2] if method == "PUT" else req.get("ifNoneExist")
     if not condition:
         return []

@@ -131,6 +131,28 @@ def unmappable(exc: Exception, where: str) -> InboundRefused:
     )
 
 
+# If-Match: * (RFC 9110, 13.1.1) holds for any current version; only a resource that does not exist fails it.
+ANY_VERSION = -1
+_ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
+
+
+def if_match_version(raw: str) -> int | None:
+    """The version an If-Match header or a Bundle entry's ``request.ifMatch`` names (``W/"3"``, ``"3"``, ``3``), or
+    ANY_VERSION for ``*``; None when it names no version."""
+    if raw.strip() == "*":
+        return ANY_VERSION
+    match = _ETAG.fullmatch(raw)
+    return int(match.group(1)) if match else None
+
+
+def check_if_match(stored: Any, expected: int | None, where: str) -> None:
+    """412 when an update's If-Match names another version than the current one (``stored``: the resource exists;
+    an update of one that does not answers 404, whatever its preconditions, RFC 9110 13.2.2)."""
+    if expected not in (None, ANY_VERSION, stored.version_id):
+        message = f"{stored.resource_type}/{stored.id} is at version {stored.version_id}"
+        raise InboundRefused(412, where, message, "conflict")
+
+
 class InboundRefused(Exception):
     def __init__(self, status: int, expression: str, message: str, code: str = "business-rule") -> None:
         super().__init__(message)
@@ -357,7 +379,14 @@ class Inbound:
         resource = entry["resource"]
         rtype = resource["resourceType"]
         if entry["request"]["method"] == "PUT" and by_id and by_id.group(1) == rtype:
-            return self._update_by_id(rtype, by_id.group(2), resource, where)
+            return self._update_by_id(rtype, by_id.group(2), resource, where, entry["request"].get("ifMatch"))
+        if entry["request"].get("ifMatch") is not None:
+            raise InboundRefused(
+                422,
+                f"{where.removesuffix('.resource')}.request.ifMatch",
+                "ifMatch is read on an update by id (PUT Type/id); a create or a conditional update cannot carry it",
+                "not-supported",
+            )
         if rtype == "Patient":
             return self.patient(resource, entry["request"], where)
         if rtype == "Condition":
@@ -380,14 +409,17 @@ class Inbound:
             "not-supported",
         )
 
-    def _update_by_id(self, rtype: str, rid: str, resource: dict, where: str) -> Outcome:
-        """A transaction or batch entry ``PUT Type/id`` of a resource kapfhir serves: an update."""
+    def _update_by_id(self, rtype: str, rid: str, resource: dict, where: str, if_match: str | None) -> Outcome:
+        """A transaction or batch entry ``PUT Type/id`` of a resource kapfhir serves: an update (on the version its
+        ``request.ifMatch`` names, as the update interaction honours If-Match)."""
         self.uow.run_pending()
         stored = projection.read(self.session, self.clinic, rtype, rid)
         if stored is None:
             raise InboundRefused(
                 404, f"{where}.id", f"no {rtype}/{rid}: kapfhir assigns ids (create with POST)", "not-found"
             )
+        if if_match is not None:  # its form is checked with the entry's request
+            check_if_match(stored, if_match_version(if_match), f"{where.removesuffix('.resource')}.request.ifMatch")
         if resource.get("id") not in (None, rid):
             raise InboundRefused(400, f"{where}.id", f"the resource's id must be {rid!r} (the entry's url)", "value")
         return self.update(stored, {**resource, "id": rid})

@@ -86,6 +86,83 @@ def test_create_read_update_with_if_match_and_stale_412(client: Any) -> None:
     assert client.get(f"/fhir/Patient/{created['id']}/_history/1").get_json()["name"][0]["family"] == "Writetest"
 
 
+def test_if_match_star_holds_for_any_current_version_and_an_unreadable_one_is_a_400(client: Any) -> None:
+    created = client.post("/fhir/Patient", json=patient("W-STAR"), content_type=FHIR_JSON).get_json()
+    path = f"/fhir/Patient/{created['id']}"
+    r = client.put(path, json={**created, "gender": "female"}, headers={"If-Match": "*"})
+    assert (r.status_code, r.headers["ETag"]) == (200, 'W/"2"'), r.get_data(as_text=True)
+    missing = str(uuid.uuid4())
+    gone = client.put(f"/fhir/Patient/{missing}", json={**created, "id": missing}, headers={"If-Match": "*"})
+    assert gone.status_code == 404  # as without the condition (RFC 9110 13.2.2): kapfhir assigns ids
+    bad = client.put(path, json=created, headers={"If-Match": "version two"})
+    assert bad.status_code == 400
+    assert bad.get_json()["issue"][0]["expression"] == ["If-Match"]
+    assert client.get(path).headers["ETag"] == 'W/"2"'
+
+
+def test_a_conditional_update_honours_if_match(client: Any) -> None:
+    created = client.post("/fhir/Patient", json=patient("W-CU"), content_type=FHIR_JSON).get_json()
+    url = f"/fhir/Patient?identifier={EHR_MRN}|W-CU"
+    stale = client.put(url, json={**patient("W-CU"), "gender": "female"}, headers={"If-Match": 'W/"7"'})
+    assert stale.status_code == 412, stale.get_data(as_text=True)
+    assert stale.get_json()["issue"][0]["expression"] == ["If-Match"]
+    assert client.get(f"/fhir/Patient/{created['id']}").get_json()["gender"] == "unknown"
+    current = client.put(url, json={**patient("W-CU"), "gender": "female"}, headers={"If-Match": 'W/"1"'})
+    assert current.status_code == 200, current.get_data(as_text=True)
+    assert client.get(f"/fhir/Patient/{created['id']}").get_json()["gender"] == "female"
+    # no match: it would create, and no current version can meet the condition
+    nothing = client.put(
+        f"/fhir/Patient?identifier={EHR_MRN}|W-CU-NONE", json=patient("W-CU-NONE"), headers={"If-Match": 'W/"1"'}
+    )
+    assert nothing.status_code == 412
+    assert client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|W-CU-NONE"}).get_json()["total"] == 0
+
+
+def test_a_transaction_or_batch_update_by_id_honours_its_if_match(client: Any) -> None:
+    created = client.post("/fhir/Patient", json=patient("W-TXM"), content_type=FHIR_JSON).get_json()
+    path = f"Patient/{created['id']}"
+
+    def entry(gender: str, if_match: Any) -> dict:
+        return {
+            "resource": {**created, "gender": gender},
+            "request": {"method": "PUT", "url": path, "ifMatch": if_match},
+        }
+
+    other = {"resource": patient("W-TXM-2"), "request": {"method": "POST", "url": "Patient"}}
+    stale = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [other, entry("female", 'W/"5"')]}
+    )
+    assert stale.status_code == 412, stale.get_data(as_text=True)
+    assert stale.get_json()["issue"][0]["expression"] == ["Bundle.entry[1].request.ifMatch"]
+    assert client.get(f"/fhir/{path}").get_json()["gender"] == "unknown"
+    assert client.get("/fhir/Patient", query_string={"identifier": f"{EHR_MRN}|W-TXM-2"}).get_json()["total"] == 0
+
+    batch = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [other, entry("female", 'W/"5"')]}
+    )
+    assert batch.status_code == 200, batch.get_data(as_text=True)
+    first, second = batch.get_json()["entry"]
+    assert first["response"]["status"].startswith("201") and second["response"]["status"].startswith("412")
+    assert client.get(f"/fhir/{path}").get_json()["gender"] == "unknown"
+
+    current = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry("female", 'W/"1"')]}
+    )
+    assert current.status_code == 200, current.get_data(as_text=True)
+    assert client.get(f"/fhir/{path}").get_json()["gender"] == "female"
+
+    unreadable = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry("male", "two")]}
+    )
+    assert unreadable.status_code == 400
+    assert unreadable.get_json()["issue"][0]["expression"] == ["Bundle.entry[0].request.ifMatch"]
+    on_a_create = {"resource": patient("W-TXM-3"), "request": {"method": "POST", "url": "Patient", "ifMatch": 'W/"1"'}}
+    refused = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [on_a_create]})
+    assert refused.status_code == 422
+    assert refused.get_json()["issue"][0]["expression"] == ["Bundle.entry[0].request.ifMatch"]
+    assert client.get(f"/fhir/{path}").get_json()["gender"] == "female"
+
+
 def test_conditional_create_twice_makes_one_resource(client: Any) -> None:
     headers = {"If-None-Exist": f"identifier={EHR_MRN}|W-2"}
     first = client.post("/fhir/Patient", json=patient("W-2"), headers=headers)
