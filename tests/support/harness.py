@@ -56,7 +56,9 @@ def start_service(
     return run_dockerfile_cmd(REPO_ROOT, env, port=port)
 
 
-def start_app_module(app: str, workers: int = 2, threads: int = 4) -> RunningService:
+def start_app_module(
+    app: str, workers: int = 2, threads: int = 4, extra_env: dict[str, str] | None = None
+) -> RunningService:
     """Another WSGI app (``module:attribute``, e.g. bench's trivial app: the stack's ceiling) under the same gunicorn
     command and config as kapfhir."""
     dockerfile = Path(tempfile.mkdtemp(prefix="kapfhir-trivial-")) / "Dockerfile"
@@ -66,7 +68,7 @@ def start_app_module(app: str, workers: int = 2, threads: int = 4) -> RunningSer
     argv[-1] = app
     dockerfile.write_text(f"FROM scratch\nCMD {json.dumps(argv)}\n")
     env = {"KAPFHIR_WORKERS": str(workers), "KAPFHIR_THREADS": str(threads), "KAPFHIR_MIGRATE_ON_START": "0"}
-    return run_dockerfile_cmd(REPO_ROOT, env, dockerfile=dockerfile)
+    return run_dockerfile_cmd(REPO_ROOT, {**env, **(extra_env or {})}, dockerfile=dockerfile)
 
 
 def mint_token(
