@@ -14,6 +14,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 from flask import Blueprint, Response, current_app, g, has_request_context, request
+from werkzeug.http import parse_date
 
 from mappings import bundle as bundle_map
 from mappings import terminology
@@ -305,12 +306,18 @@ def _read_answer(body: dict | bytes, headers: dict[str, str]) -> Response:
 
 
 def _not_modified(headers: Mapping[str, str]) -> bool:
-    """If-None-Match names the current version (W/"n", "n" or *)."""
+    """If-None-Match names the current version (W/"n", "n" or *); without it, If-Modified-Since is not before the
+    version's Last-Modified (RFC 9110 13.2.2: If-None-Match decides when both are sent; a date that does not parse
+    is ignored)."""
     wanted = request.headers.get("If-None-Match")
-    if not wanted or "ETag" not in headers:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
-    return "*" in tags or headers["ETag"].removeprefix("W/") in tags
+    if wanted:
+        if "ETag" not in headers:
+            return False
+        tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+        return "*" in tags or headers["ETag"].removeprefix("W/") in tags
+    since = parse_date(request.headers.get("If-Modified-Since"))
+    modified = parse_date(headers.get("Last-Modified"))
+    return since is not None and modified is not None and modified <= since
 
 
 # Result parameters of read and search (FHIR R4 search §3.1.1.5): what to send of each resource.

@@ -555,6 +555,15 @@ def test_if_none_match_answers_304_and_history_since(client: Any) -> None:
     rid, etag = created.get_json()["id"], created.headers["ETag"]
     assert client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": etag}).status_code == 304
     assert client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": 'W/"99"'}).status_code == 200
+    modified = created.headers["Last-Modified"]
+    unchanged = client.get(f"/fhir/Patient/{rid}", headers={"If-Modified-Since": modified})
+    assert (unchanged.status_code, unchanged.data, unchanged.headers["ETag"]) == (304, b"", etag)
+    earlier = "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert client.get(f"/fhir/Patient/{rid}", headers={"If-Modified-Since": earlier}).status_code == 200
+    assert client.get(f"/fhir/Patient/{rid}", headers={"If-Modified-Since": "last week"}).status_code == 200
+    # If-None-Match decides when both are sent
+    both = {"If-None-Match": 'W/"99"', "If-Modified-Since": modified}
+    assert client.get(f"/fhir/Patient/{rid}", headers=both).status_code == 200
     stamp = created.get_json()["meta"]["lastUpdated"]
     later = client.put(f"/fhir/Patient/{rid}", json={**created.get_json(), "gender": "other"}).get_json()
     since = client.get(f"/fhir/Patient/{rid}/_history", query_string={"_since": later["meta"]["lastUpdated"]})
