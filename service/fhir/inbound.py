@@ -131,7 +131,7 @@ def unmappable(exc: Exception, where: str) -> InboundRefused:
     )
 
 
-# If-Match: * (RFC 9110, 13.1.1) holds for any current version; only a resource that does not exist fails it.
+# If-Match: * (RFC 9110, 13.1.1) holds for any current version of the resource.
 ANY_VERSION = -1
 _ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
 
