@@ -1437,7 +1437,7 @@ def _operation_answers(endpoint: str, success: str, response_schema: dict[str, A
     if endpoint == "fhir.create":
         responses["201"] = {"description": "Created", "content": {FHIR_JSON: {"schema": response_schema}}}
     if endpoint == "fhir.read":
-        responses["304"] = {"description": "Not modified (If-None-Match)"}
+        responses["304"] = {"description": "Not modified (If-None-Match, or If-Modified-Since without it)"}
     return responses
 
 
