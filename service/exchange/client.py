@@ -99,7 +99,12 @@ class FhirHttpError(FhirError):
 
     @property
     def retryable(self) -> bool:
-        return self.status in (408, 429) or self.status >= 500
+        return retryable_status(self.status)
+
+
+def retryable_status(status: int) -> bool:
+    """A status worth sending the same request again for: a timeout (408), a rate limit (429) or a server error."""
+    return status in (408, 429) or status >= 500
 
 
 def _redact(url: str) -> str:

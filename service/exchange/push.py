@@ -37,6 +37,7 @@ from service.exchange.client import (
     FhirTransportError,
     RemoteIdentity,
     identity_of,
+    retryable_status,
 )
 from service.exchange.planner import (
     BATCH,
@@ -527,7 +528,7 @@ class _Run:
         self, req: PlannedRequest, status: int, status_text: str, outcome: Any, *, adaptable: bool
     ) -> None:
         """A refused entry is adapted and queued to send again, or recorded as failed with the server's
-        diagnostics (retryable on 429 and 5xx)."""
+        diagnostics (retryable on the statuses a whole request is retried on: 408, 429 and 5xx)."""
         if adaptable and status and self.adapt(req, status, outcome, whole=False):
             self.resend.append(req)
             return
@@ -536,7 +537,7 @@ class _Run:
             _diagnostics(outcome) or f"entry status {status_text!r}",
             status=status or None,
             outcome=outcome,
-            retryable=status in (429,) or status >= 500 or _overtaken(status, [req]),
+            retryable=retryable_status(status) or _overtaken(status, [req]),
         )
 
     @staticmethod

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.exchange.client import FhirClient, identity_from_location, identity_of, parse_retry_after
+from service.exchange.planner import PlannedRequest
 from service.exchange.privacy import OrganizationRef, PrivacyConsent, bundle_has_substance_use, evaluate_privacy
+from service.exchange.push import _Run
 from service.exchange.targets import TargetConfigError, build_client, load_targets
 
 NOW = datetime(2026, 3, 10, tzinfo=UTC)
@@ -96,3 +98,17 @@ def test_retry_after_and_identities() -> None:
     # 200 without Location: the id comes from the body, the version from the ETag
     assert identity_of("Patient", headers={"ETag": 'W/"2"'}, body={"resourceType": "Patient", "id": "p"}).version == "2"
     assert identity_of("Patient", headers={}, body=None) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(408, True), (429, True), (500, True), (503, True), (400, False), (404, False), (409, False), (422, False)],
+)
+def test_a_refused_entry_is_retried_on_the_statuses_a_whole_request_is(status: int, retried: bool) -> None:
+    """An entry of a batch or transaction answered 408 (the server gave up waiting) is tried again like a request
+    answered 408, not given up: the same statuses count for both."""
+    plan = type("Plan", (), {"mode": "batch", "held": None, "notes": [], "patient_key": None, "adaptations": []})()
+    run = _Run(FhirClient("http://127.0.0.1:9/fhir"), plan)  # type: ignore[arg-type]
+    req = PlannedRequest("Patient/p", "Patient", "urn:uuid:p", {}, "create", "POST", "Patient", None)
+    run.entry_refused(req, status, f"{status}", None, adaptable=False)
+    assert run.report.results[-1].retryable is retried
