@@ -4,8 +4,8 @@ Not kapfhir: a Flask app under the same gunicorn command and config (bench/trivi
 no audited read can skip. A read by id reads one SQLite row by primary key and sends its stored bytes; a search reads
 one page of 20 of a patient's stored Observations with their total (one statement on an index that holds the sort
 keys) and joins the bytes into a searchset Bundle. Each waits until its audit record is committed durably: WAL,
-synchronous=FULL, one group-commit thread per worker, writers of both workers serialised by an flock, as kapfhir's
-are. No token check, rate limits, SQLAlchemy, unit of work, logs or metrics. `/floor/read-unaudited` leaves out the
+synchronous=FULL, one group-commit thread per worker, writers of both workers serialised by kapfhir's own
+WriterLock. No token check, rate limits, SQLAlchemy, unit of work, logs or metrics. `/floor/read-unaudited` leaves out the
 audit, to show what the durable audit costs on its own.
 
 bench/run_all.py measures these beside kapfhir's reads, as shares of the trivial ceiling: a goal above the floor's
@@ -14,7 +14,6 @@ share cannot be met by any app that keeps the audit and the stack.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import queue
@@ -22,9 +21,12 @@ import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from a2wsgi import WSGIMiddleware
 from flask import Flask, Response, abort, request
+
+from service.adapters.database import WriterLock
 
 DATABASE = os.environ["FLOOR_DATABASE"]  # a SQLite file both workers share
 OBSERVATIONS = 146  # fixture episode a's patient has this many Observations (the bench's search reads 20 of them)
@@ -46,31 +48,13 @@ def _body(resource_type: str, rid: str, size: int) -> bytes:
     return json.dumps(resource, separators=(",", ":")).encode()
 
 
-class _WriterLock:
-    """One SQLite writer at a time across threads and worker processes (kapfhir's WriterLock, in short)."""
-
-    def __init__(self) -> None:
-        self._thread_lock = threading.Lock()
-        self._fd: int | None = None
-        self._pid: int | None = None
-
-    def __enter__(self) -> None:
-        self._thread_lock.acquire()
-        if self._pid != os.getpid():
-            self._fd, self._pid = os.open(DATABASE + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *_: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._thread_lock.release()
-
-
-_writer = _WriterLock()
+# kapfhir's own writer lock: one SQLite writer at a time across threads and worker processes
+_writer = WriterLock(Path(DATABASE).with_suffix(".write-lock"))
 
 
 def _create() -> None:
     connection = _connect()
-    with _writer:
+    with _writer.held():
         connection.execute("BEGIN IMMEDIATE")
         connection.execute("CREATE TABLE IF NOT EXISTS resources (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
         connection.execute(
@@ -123,7 +107,7 @@ class _GroupCommit:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            with _writer:
+            with _writer.held():
                 connection.execute("BEGIN IMMEDIATE")
                 connection.executemany("INSERT INTO audit VALUES (?, ?, ?)", [record for record, _ in batch])
                 connection.execute("COMMIT")

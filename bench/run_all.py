@@ -429,25 +429,23 @@ def stack_floor(
     reads are: each run against the ceiling measured just before it."""
     out = []
     with tempfile.TemporaryDirectory(prefix="kapfhir-floor-") as tmp:
-        for synchronous in ("FULL", "NORMAL"):
-            floor = harness.start_app_module(
+        floors = {
+            synchronous: harness.start_app_module(
                 "bench.floor_app:app",
                 extra_env={"FLOOR_DATABASE": f"{tmp}/floor-{synchronous}.db", "FLOOR_AUDIT_SYNCHRONOUS": synchronous},
             )
-            try:
-                for label, wanted, path in FLOOR_ROUTES:
-                    if wanted != synchronous:
-                        continue
-                    runs = [
-                        {"ceiling_rps": ceiling_now(), **wrk(f"{floor.base_url}{path}", plain, seconds, conns)}
-                        for _ in range(args.repeats)
-                    ]
-                    out.append({"label": label, "runs": runs})
-                    log(f"api floor, {label}: {share_of_ceiling(runs, 0):.2f} of the ceiling")
-            finally:
+            for synchronous in {synchronous for _, synchronous, _ in FLOOR_ROUTES}
+        }
+        try:
+            for label, synchronous, path in FLOOR_ROUTES:
+                url = f"{floors[synchronous].base_url}{path}"
+                runs = [{"ceiling_rps": ceiling_now(), **wrk(url, plain, seconds, conns)} for _ in range(args.repeats)]
+                out.append({"label": label, "runs": runs})
+                log(f"api floor, {label}: {share_of_ceiling(runs, 0):.2f} of the ceiling")
+        finally:
+            for floor in floors.values():
                 floor.stop()
-    order = [label for label, _, _ in FLOOR_ROUTES]
-    return sorted(out, key=lambda row: order.index(row["label"]))
+    return out
 
 
 def api_on(
