@@ -1420,8 +1420,11 @@ def _operation_parameters(rule: Any) -> list[dict[str, Any]]:
     if endpoint in ("fhir.validate", "fhir.validate_type"):
         parameters.append({"name": "profile", "in": "query", "required": False, "schema": {"type": "string"}})
         parameters.append({"name": "kap-rules", "in": "query", "required": False, "schema": {"type": "boolean"}})
-    if endpoint == "fhir.update" or endpoint == "fhir.patch":
+    if endpoint in ("fhir.update", "fhir.patch", "fhir.conditional_update"):
         parameters.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
+    if endpoint == "fhir.read":
+        for name in ("If-None-Match", "If-Modified-Since"):
+            parameters.append({"name": name, "in": "header", "required": False, "schema": {"type": "string"}})
     if endpoint == "fhir.create":
         parameters.append({"name": "If-None-Exist", "in": "header", "required": False, "schema": {"type": "string"}})
     return parameters
