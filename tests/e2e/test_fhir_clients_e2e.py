@@ -152,6 +152,27 @@ def test_an_update_with_a_stale_if_match_is_refused_over_http(service: RunningSe
     assert stale.status_code == 412 and stale.json()["resourceType"] == "OperationOutcome"
 
 
+def test_fhirclient_transaction_update_honours_its_if_match(smart: FHIRServer) -> None:
+    created = FcPatient(_patient(f"FCM-{uuid.uuid4().hex[:8]}")).create(smart)
+    rid = created["id"]
+
+    def put_in_a_transaction(gender: str, if_match: str) -> Any:
+        entry = {
+            "resource": {**created, "gender": gender},
+            "request": {"method": "PUT", "url": f"Patient/{rid}", "ifMatch": if_match},
+        }
+        return FcBundle({"resourceType": "Bundle", "type": "transaction", "entry": [entry]}).create(smart)
+
+    done = put_in_a_transaction("male", 'W/"1"')
+    assert done["entry"][0]["response"]["status"].startswith("200")
+    with pytest.raises(requests.HTTPError) as stale:
+        put_in_a_transaction("other", 'W/"1"')  # version 2 is current now
+    assert stale.value.response.status_code == 412
+    issue = stale.value.response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[0].request.ifMatch"]
+    assert FcPatient.read(rid, smart).gender == "male"
+
+
 def test_fhirpy_transaction_posts_to_the_base_with_a_trailing_slash(fhirpy_client: Any) -> None:
     value = f"FPT-{uuid.uuid4().hex[:8]}"
     bundle = {
