@@ -5,8 +5,8 @@ no audited read can skip. A read by id reads one SQLite row by primary key and s
 one page of 20 of a patient's stored Observations with their total (one statement on an index that holds the sort
 keys) and joins the bytes into a searchset Bundle. Each waits until its audit record is committed durably: WAL,
 synchronous=FULL, one group-commit thread per worker, writers of both workers serialised by kapfhir's own
-WriterLock. No token check, rate limits, SQLAlchemy, unit of work, logs or metrics. `/floor/read-unaudited` leaves out the
-audit, to show what the durable audit costs on its own.
+WriterLock. No token check, rate limits, SQLAlchemy, unit of work, logs or metrics. `/floor/read-unaudited` leaves
+out the audit, to show what the durable audit costs on its own.
 
 bench/run_all.py measures these beside kapfhir's reads, as shares of the trivial ceiling: a goal above the floor's
 share cannot be met by any app that keeps the audit and the stack.
