@@ -155,6 +155,8 @@ class _CheckpointThread:
         self._wake = threading.Condition()
         self._due: set[WalCheckpointer] = set()
         self._started = False
+        # Held while the thread is inside SQLite: a fork waits for it (see _before_fork)
+        self.checkpointing = threading.Lock()
 
     def due(self, checkpointer: WalCheckpointer) -> None:
         with self._wake:
@@ -170,7 +172,10 @@ class _CheckpointThread:
                 while not self._due:
                     self._wake.wait()
             time.sleep(WalCheckpointer.DELAY)
-            self._checkpoint_all(self._take_due())  # keeps none after: a checkpointer lives no longer than its engine
+            with self.checkpointing:
+                self._checkpoint_all(
+                    self._take_due()
+                )  # keeps none after: a checkpointer lives no longer than its engine
 
     def _take_due(self) -> set[WalCheckpointer]:
         with self._wake:
@@ -191,9 +196,20 @@ def _reset_checkpoint_thread() -> None:
     _checkpoints = _CheckpointThread()
 
 
+def _before_fork() -> None:
+    # gunicorn's master commits (migrations, the default clinic) and forks its workers moments later. A fork while
+    # this thread is inside SQLite copies SQLite's own mutexes locked into the child, where nothing unlocks them: the
+    # worker's first database call then waits forever. So a fork waits until a running checkpoint is done.
+    _checkpoints.checkpointing.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _checkpoints.checkpointing.release()
+
+
 _checkpoints = _CheckpointThread()
-# A forked worker starts its own thread, with a lock no thread of the parent may have held at the fork.
-os.register_at_fork(after_in_child=_reset_checkpoint_thread)
+# A forked worker starts its own thread, with locks no thread of the parent may have held at the fork.
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_reset_checkpoint_thread)
 
 
 @contextmanager

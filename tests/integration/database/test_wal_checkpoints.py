@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -79,3 +80,33 @@ def test_a_checkpoint_connection_is_closed_only_by_the_process_that_opened_it(tm
     _close_in_process(connection, os.getpid())
     with pytest.raises(sqlite3.ProgrammingError):
         connection.execute("SELECT 1")
+
+
+def test_a_fork_waits_for_a_running_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn's master commits and forks its workers moments later: a fork while the checkpoint thread is inside
+    SQLite would copy SQLite's mutexes locked into the worker, whose first database call would then wait forever."""
+    events: list[str] = []
+    started = threading.Event()
+
+    def slow_checkpoint(self: WalCheckpointer) -> None:
+        events.append("checkpoint started")
+        started.set()
+        time.sleep(0.3)
+        events.append("checkpoint done")
+
+    monkeypatch.setattr(WalCheckpointer, "checkpoint", slow_checkpoint)
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))  # the commit makes it due
+        assert started.wait(5)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        events.append("forked")
+        os.waitpid(pid, 0)
+    finally:
+        engine.dispose()
+    # no checkpoint was running at the fork (others may follow it: engines of earlier tests are due too)
+    before = events[: events.index("forked")]
+    assert before.count("checkpoint started") == before.count("checkpoint done") >= 1
